@@ -1,0 +1,276 @@
+"""Recognise, check and decode what a camera sends: DICOM Part 10, JPEG, PNG, TIFF.
+
+``examine`` runs at ingest (cheap, header-level checks and a bounded parse, so bad input is
+refused with a precise reason before anything is stored). ``decode_rgb`` runs on the pipeline
+worker and returns an RGB uint8 array for the quality gate and the models.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import warnings
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+
+from appliance.domain import PatientInfo
+from appliance.errors import RejectedInput, TooLarge, UnsupportedFormat, UnsupportedSOPClass
+from appliance.store.blobs import safe_uid
+
+LOGGER = logging.getLogger(__name__)
+
+# Set explicitly (never rely on Pillow's default); ``examine`` also enforces the configured limit.
+Image.MAX_IMAGE_PIXELS = 60_000_000
+RASTER_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "TIFF": "image/tiff"}
+
+SUPPORTED_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.77.1.5.1": "Ophthalmic Photography 8 Bit Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.2": "Ophthalmic Photography 16 Bit Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.4": "VL Photographic Image",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture Image",
+    "1.2.840.10008.5.1.4.1.1.77.1.5.4": "Ophthalmic Tomography Image",
+}
+OPT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
+_DATE = re.compile(r"\d{8}")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_image_pixels: int = 60_000_000
+    max_inflated_bytes: int = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What ingest learns from a file before storing it."""
+
+    media_type: str
+    width: int
+    height: int
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    accession_number: str = ""
+    study_date: str = ""
+    laterality: str | None = None
+    patient: PatientInfo | None = None
+
+
+def sniff(data: bytes) -> str:
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return "application/dicom"
+    if data[:3] == b"\xff\xd8\xff":
+        return "image/jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "image/png"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    raise UnsupportedFormat(
+        "not a DICOM Part 10 file, JPEG, PNG or TIFF image", reason="unrecognised_format"
+    )
+
+
+def examine(data: bytes, limits: Limits) -> Inspection:
+    media_type = sniff(data)
+    if media_type == "application/dicom":
+        return _inspect_dicom(read_dicom(data, limits), limits)
+    with open_raster(data, limits) as img:
+        try:
+            img.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise RejectedInput(
+                f"the {img.format} image is damaged or truncated: {exc}", reason="corrupt_image"
+            ) from None
+        return Inspection(
+            media_type=RASTER_FORMATS[str(img.format)], width=img.width, height=img.height
+        )
+
+
+def open_raster(data: bytes, limits: Limits) -> Image.Image:
+    """Open with Pillow, restricted to the allow-list, refusing decompression bombs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(RASTER_FORMATS))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise TooLarge(
+            f"the image has more pixels than the limit of {limits.max_image_pixels}",
+            reason="image_too_large",
+        ) from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise RejectedInput(f"the image cannot be read: {exc}", reason="corrupt_image") from None
+    if img.width * img.height > limits.max_image_pixels:
+        img.close()
+        raise TooLarge(
+            f"the image is {img.width}x{img.height} pixels, over the limit of "
+            f"{limits.max_image_pixels}",
+            reason="image_too_large",
+        )
+    return img
+
+
+def read_dicom(data: bytes, limits: Limits) -> Dataset:
+    """Parse a Part 10 file fully, inflating a Deflated dataset under a fixed cap."""
+    fp = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_preamble(fp, False)
+            meta: FileMetaDataset = _read_file_meta_info(fp)
+            transfer_syntax = UID(str(meta.get("TransferSyntaxUID", "")))
+            if not transfer_syntax:
+                raise RejectedInput("the file meta has no Transfer Syntax UID", reason="bad_meta")
+            if transfer_syntax == DeflatedExplicitVRLittleEndian:
+                inflated = _inflate(data[fp.tell() :], limits.max_inflated_bytes)
+                ds = read_dataset(io.BytesIO(inflated), is_implicit_VR=False, is_little_endian=True)
+                ds.file_meta = meta
+            else:
+                if not transfer_syntax.is_transfer_syntax:
+                    raise RejectedInput(
+                        f"unknown transfer syntax {transfer_syntax}", reason="bad_transfer_syntax"
+                    )
+                fp.seek(0)
+                ds = pydicom.dcmread(fp)
+            for _ in ds.iterall():  # convert every element now, so damage shows here
+                pass
+    except RejectedInput:
+        raise
+    except Exception as exc:  # pydicom raises many kinds on damaged input
+        raise RejectedInput(f"malformed DICOM: {type(exc).__name__}: {exc}"[:300]) from None
+    return ds
+
+
+def _inflate(body: bytes, cap: int) -> bytes:
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, cap + 1)
+    except zlib.error as exc:
+        raise RejectedInput(
+            f"the Deflated dataset is corrupt: {exc}", reason="bad_deflate"
+        ) from None
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise TooLarge(
+            f"the Deflated dataset inflates beyond the {cap}-byte limit", reason="deflate_bomb"
+        )
+    return out
+
+
+def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()[:limit]
+
+
+def _inspect_dicom(ds: Dataset, limits: Limits) -> Inspection:
+    sop_class = _text(ds, "SOPClassUID")
+    if sop_class not in SUPPORTED_SOP_CLASSES:
+        raise UnsupportedSOPClass(
+            f"SOP class {sop_class or '(missing)'} is not one the appliance analyses "
+            "(ophthalmic photography, VL photographic, secondary capture, OPT)"
+        )
+    sop_instance = _text(ds, "SOPInstanceUID")
+    if not safe_uid(sop_instance):
+        raise RejectedInput("the SOP Instance UID is missing or not a valid UID", reason="bad_uid")
+    study_uid = _text(ds, "StudyInstanceUID") or None
+    if study_uid is not None and not safe_uid(study_uid):
+        raise RejectedInput("the Study Instance UID is not a valid UID", reason="bad_uid")
+    if "PixelData" not in ds:
+        raise RejectedInput("the dataset has no Pixel Data", reason="no_pixel_data")
+    for keyword in (
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "SamplesPerPixel",
+        "PhotometricInterpretation",
+    ):
+        if ds.get(keyword) in (None, ""):
+            raise RejectedInput(
+                f"the image pixel module lacks {keyword}", reason="bad_pixel_module"
+            )
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if rows <= 0 or columns <= 0 or frames <= 0:
+        raise RejectedInput("the image has zero rows, columns or frames", reason="bad_pixel_module")
+    if rows * columns * frames > limits.max_image_pixels * 4:
+        raise TooLarge("the image is larger than the appliance accepts", reason="image_too_large")
+    if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        bits = int(ds.BitsAllocated)
+        expected = rows * columns * frames * int(ds.SamplesPerPixel) * bits
+        expected = (expected + 7) // 8
+        actual = len(ds.PixelData)
+        if actual not in (expected, expected + 1):
+            raise RejectedInput(
+                f"Pixel Data holds {actual} bytes where the header implies {expected}",
+                reason="pixel_length_mismatch",
+            )
+    laterality = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
+    birth_date = _text(ds, "PatientBirthDate")
+    patient = PatientInfo(
+        patient_id=_text(ds, "PatientID"),
+        patient_name=_text(ds, "PatientName", 320),
+        birth_date=birth_date if _DATE.fullmatch(birth_date) else "",
+        sex=_text(ds, "PatientSex", 16),
+        issuer=_text(ds, "IssuerOfPatientID"),
+    )
+    return Inspection(
+        media_type="application/dicom",
+        width=columns,
+        height=rows,
+        sop_class_uid=sop_class,
+        sop_instance_uid=sop_instance,
+        study_instance_uid=study_uid,
+        accession_number=_text(ds, "AccessionNumber", 16),
+        study_date=_text(ds, "StudyDate", 8),
+        laterality=laterality if laterality in ("L", "R") else None,
+        patient=patient,
+    )
+
+
+def decode_rgb(data: bytes, limits: Limits) -> np.ndarray:
+    """Decode to an RGB uint8 array (first frame of a multi-frame image)."""
+    media_type = sniff(data)
+    if media_type == "application/dicom":
+        ds = read_dicom(data, limits)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if int(ds.get("NumberOfFrames") or 1) > 1:
+                    pixels = pydicom.pixels.pixel_array(ds, index=0)
+                else:
+                    pixels = ds.pixel_array
+        except Exception as exc:
+            raise RejectedInput(
+                f"the pixel data cannot be decoded: {type(exc).__name__}: {exc}"[:300],
+                reason="undecodable_pixels",
+            ) from None
+        return to_rgb8(pixels, int(ds.get("BitsStored") or ds.BitsAllocated))
+    with open_raster(data, limits) as img:
+        try:
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                return to_rgb8(np.asarray(img), 16)
+            return np.asarray(img.convert("RGB"))
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise RejectedInput(
+                f"the image cannot be decoded: {exc}", reason="corrupt_image"
+            ) from None
+
+
+def to_rgb8(pixels: np.ndarray, bits_stored: int) -> np.ndarray:
+    arr = np.asarray(pixels)
+    if arr.dtype != np.uint8:
+        shift = max(bits_stored - 8, 0)
+        arr = np.clip(arr.astype(np.int64) >> shift, 0, 255).astype(np.uint8)
+    if arr.ndim == 2:
+        arr = np.stack([arr, arr, arr], axis=-1)
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise RejectedInput(f"unexpected pixel array shape {arr.shape}", reason="bad_pixel_module")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    return np.ascontiguousarray(arr[:, :, :3])

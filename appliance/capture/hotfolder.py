@@ -1,0 +1,192 @@
+"""The hot folder a camera exports into.
+
+A file is taken once its size and modification time have stayed the same for
+``stable_seconds`` (a camera still writing it is left alone; ``*.part`` and hidden files are
+never taken). An optional sidecar ``NAME.json`` next to ``NAME.jpg`` carries identity.
+Taken files move to ``processed/``; refused ones to ``rejected/`` with ``NAME.reason.txt``
+beside them. When the appliance is out of space, files stay where they are and are retried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from appliance.capture.ingest import Incoming, Ingestor
+from appliance.domain import Source
+from appliance.errors import ApplianceError, OutOfResources, RejectedInput, TooLarge
+
+LOGGER = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm", ".dicom", ""}
+MAX_SIDECAR_BYTES = 64 * 1024
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float
+
+
+class HotFolder:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        inbox: Path,
+        *,
+        stable_seconds: float = 2.0,
+        poll_seconds: float = 0.5,
+        max_bytes: int = 512 * 1024 * 1024,
+    ) -> None:
+        self.ingestor = ingestor
+        self.inbox = Path(inbox)
+        self.processed = self.inbox / "processed"
+        self.rejected = self.inbox / "rejected"
+        self.stable_seconds = stable_seconds
+        self.poll_seconds = poll_seconds
+        self.max_bytes = max_bytes
+        self._seen: dict[str, _Seen] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        for folder in (self.inbox, self.processed, self.rejected):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="hotfolder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.scan()
+            except Exception:
+                LOGGER.exception("hot folder scan failed")
+            self._stop.wait(self.poll_seconds)
+
+    def scan(self, now: float | None = None) -> int:
+        """One pass over the inbox; returns how many files were taken or refused."""
+        now = time.monotonic() if now is None else now
+        handled = 0
+        present: set[str] = set()
+        for entry in os.scandir(self.inbox):
+            name = entry.name
+            suffix = Path(name).suffix.lower()
+            if (
+                name.startswith(".")
+                or suffix in (".part", ".json", ".tmp")
+                or name.endswith(".reason.txt")
+            ):
+                continue
+            info = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(info.st_mode):  # folders, symlinks, devices: never followed
+                continue
+            present.add(name)
+            seen = self._seen.get(name)
+            if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
+                self._seen[name] = _Seen(info.st_size, info.st_mtime_ns, now)
+                continue
+            if now - seen.since < self.stable_seconds:
+                continue
+            sidecar = self.inbox / (Path(name).stem + ".json")
+            if sidecar.exists() and not self._sidecar_stable(sidecar, now):
+                continue
+            if self._take(name, info.st_size, sidecar if sidecar.exists() else None):
+                handled += 1
+                self._seen.pop(name, None)
+        for gone in set(self._seen) - present:
+            del self._seen[gone]
+        return handled
+
+    def _sidecar_stable(self, sidecar: Path, now: float) -> bool:
+        info = sidecar.stat()
+        key = sidecar.name
+        seen = self._seen.get(key)
+        if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
+            self._seen[key] = _Seen(info.st_size, info.st_mtime_ns, now)
+            return False
+        return now - seen.since >= self.stable_seconds
+
+    def _take(self, name: str, size: int, sidecar: Path | None) -> bool:
+        """Ingest one stable file. False means "leave it and try again later"."""
+        path = self.inbox / name
+        try:
+            try:
+                if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                    raise RejectedInput(
+                        "only JPEG, PNG, TIFF and DICOM files are taken from the hot folder",
+                        reason="unsupported_format",
+                    )
+                if size > self.max_bytes:
+                    raise TooLarge(
+                        f"the file is {size} bytes, over the {self.max_bytes}-byte limit"
+                    )
+                fields = _read_sidecar(sidecar) if sidecar is not None else None
+            except RejectedInput as exc:
+                self.ingestor.refuse(
+                    Incoming(data=b"", source=Source.HOTFOLDER, user_id="hotfolder"), exc
+                )
+                raise
+            capture = self.ingestor.ingest(
+                Incoming(
+                    data=path.read_bytes(),
+                    source=Source.HOTFOLDER,
+                    user_id="hotfolder",
+                    fields=fields,
+                    detail={"sidecar": sidecar is not None},
+                )
+            )
+        except OutOfResources:
+            LOGGER.warning("hot folder: out of space, leaving a file for later")
+            return False
+        except RejectedInput as exc:
+            self._move(path, sidecar, self.rejected, reason=f"{exc.reason}: {exc.message}\n")
+            return True
+        except ApplianceError:
+            LOGGER.exception("hot folder: could not take a file; it stays in the inbox")
+            return False
+        LOGGER.info("hot folder: capture %d taken", capture.id)
+        self._move(path, sidecar, self.processed)
+        return True
+
+    def _move(self, path: Path, sidecar: Path | None, folder: Path, reason: str = "") -> None:
+        day = folder / datetime.now(UTC).strftime("%Y%m%d")
+        day.mkdir(parents=True, exist_ok=True)
+        target = _free_name(day, path.name)
+        os.replace(path, target)
+        if sidecar is not None and sidecar.exists():
+            os.replace(sidecar, _free_name(day, target.stem + ".json"))
+        if reason:
+            (day / (target.name + ".reason.txt")).write_text(reason, encoding="utf-8")
+
+
+def _read_sidecar(path: Path) -> dict[str, object]:
+    if path.stat().st_size > MAX_SIDECAR_BYTES:
+        raise RejectedInput("the sidecar JSON is too large", reason="bad_sidecar")
+    try:
+        value = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RejectedInput(f"the sidecar is not valid JSON: {exc}", reason="bad_sidecar") from None
+    if not isinstance(value, dict):
+        raise RejectedInput("the sidecar must be a JSON object", reason="bad_sidecar")
+    return value
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    target = folder / name
+    counter = 1
+    while target.exists():
+        target = folder / f"{Path(name).stem}-{counter}{Path(name).suffix}"
+        counter += 1
+    return target

@@ -1,0 +1,301 @@
+"""The one way an image enters the appliance, whichever path it came by.
+
+check → store the file atomically → in ONE transaction: patient, study, capture row and its
+audit event → tell the pipeline. Refusals raise an :class:`ApplianceError` after writing an
+audit event that names the reason; nothing is stored for a refused input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.capture.decode import Inspection, Limits, examine
+from appliance.domain import Capture, PatientInfo, Source
+from appliance.errors import ApplianceError, RejectedInput, TooLarge
+from appliance.store import BlobStore, Store, Tx, utcnow
+
+LOGGER = logging.getLogger(__name__)
+_DATE = re.compile(r"\d{8}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    data: bytes
+    source: Source
+    user_id: str  # "ae:<calling AE>", "hotfolder", or the API credential's name
+    calling_ae: str | None = None
+    source_address: str = ""
+    fields: dict[str, Any] | None = None  # identity from a sidecar or the upload form
+    detail: dict[str, Any] = field(default_factory=dict)  # extra audit context (no PHI)
+
+
+def patient_from_fields(fields: dict[str, Any]) -> tuple[PatientInfo | None, str | None]:
+    """Validate sidecar / form identity fields; raises RejectedInput naming the bad field."""
+    known = {"patient_id", "patient_name", "birth_date", "sex", "laterality", "issuer"}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise RejectedInput(
+            f"unknown identity field(s): {', '.join(unknown)}", reason="bad_sidecar"
+        )
+    values: dict[str, str] = {}
+    for key in known:
+        value = fields.get(key, "")
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise RejectedInput(f"{key} must be text", reason="bad_sidecar")
+        value = value.strip()
+        limit = 320 if key == "patient_name" else 64
+        if len(value) > limit or _CONTROL.search(value):
+            raise RejectedInput(
+                f"{key} is too long or holds control characters", reason="bad_sidecar"
+            )
+        values[key] = value
+    if values["birth_date"] and not _DATE.fullmatch(values["birth_date"]):
+        raise RejectedInput("birth_date must be YYYYMMDD", reason="bad_sidecar")
+    if values["sex"] not in ("", "M", "F", "O"):
+        raise RejectedInput("sex must be M, F or O", reason="bad_sidecar")
+    if values["laterality"] not in ("", "L", "R"):
+        raise RejectedInput("laterality must be L or R", reason="bad_sidecar")
+    laterality = values.pop("laterality") or None
+    patient = PatientInfo(**values) if any(values.values()) else None
+    if patient is not None and not patient.patient_id:
+        raise RejectedInput(
+            "patient_id is required with other identity fields", reason="bad_sidecar"
+        )
+    return patient, laterality
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        audit: AuditTrail,
+        limits: Limits,
+        max_bytes: int,
+        on_new: Callable[[int], None] = lambda capture_id: None,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.audit = audit
+        self.limits = limits
+        self.max_bytes = max_bytes
+        self.on_new = on_new
+
+    def ingest(self, item: Incoming) -> Capture:
+        try:
+            capture = self._ingest(item)
+        except ApplianceError as exc:
+            self.refuse(item, exc)
+            raise
+        if not capture.duplicate:
+            self.on_new(capture.id)
+        return capture
+
+    def _ingest(self, item: Incoming) -> Capture:
+        if len(item.data) > self.max_bytes:
+            raise TooLarge(
+                f"the file is {len(item.data)} bytes, over the {self.max_bytes}-byte limit"
+            )
+        self.blobs.check_space(len(item.data))
+        given_patient, given_laterality = patient_from_fields(item.fields or {})
+        patient: PatientInfo | None
+        laterality: str | None
+        lat_source: str | None
+        found = examine(item.data, self.limits)
+        if found.patient is not None:  # a DICOM header is the authority on its own identity
+            patient, laterality, lat_source = found.patient, found.laterality, "dicom"
+        else:
+            patient, laterality, lat_source = given_patient, given_laterality, "sidecar"
+        if laterality is None:
+            lat_source = None
+        digest = hashlib.sha256(item.data).hexdigest()
+        existing = self._existing(found, digest)
+        if existing is not None:
+            return self._duplicate(item, found, existing, digest)
+        relative = self.blobs.put(item.data, found.media_type, digest)
+        with self.store.write() as tx:
+            patient_pk = _upsert_patient(tx, patient)
+            study_pk = _upsert_study(tx, found, patient_pk)
+            received_at = utcnow()
+            row = {
+                "source": str(item.source),
+                "media_type": found.media_type,
+                "content_sha256": digest,
+                "file_path": relative,
+                "size_bytes": len(item.data),
+                "sop_class_uid": found.sop_class_uid,
+                "sop_instance_uid": found.sop_instance_uid,
+                "laterality": laterality,
+                "laterality_source": lat_source,
+                "patient_pk": patient_pk,
+                "study_pk": study_pk,
+                "calling_ae": item.calling_ae,
+                "received_at": received_at,
+            }
+            capture_id = tx.insert("captures", row)
+            self.audit.record(
+                tx,
+                AuditEvent(
+                    event_id=_event_for(item.source),
+                    action=Action.CREATE,
+                    user_id=item.user_id,
+                    ae_title=item.calling_ae or "",
+                    source_address=item.source_address,
+                    patient_id=patient.patient_id if patient else "",
+                    study_instance_uid=found.study_instance_uid or "",
+                    sop_instance_uids=[found.sop_instance_uid] if found.sop_instance_uid else [],
+                    detail={
+                        "capture_id": capture_id,
+                        "source": str(item.source),
+                        "media_type": found.media_type,
+                        "sha256": digest,
+                        "size_bytes": len(item.data),
+                        **item.detail,
+                    },
+                ),
+            )
+        LOGGER.info("capture %d stored from %s (%s)", capture_id, item.source, found.media_type)
+        return Capture(
+            id=capture_id,
+            source=item.source,
+            media_type=found.media_type,
+            content_sha256=digest,
+            file_path=relative,
+            size_bytes=len(item.data),
+            received_at=received_at,
+            laterality=laterality,
+            laterality_source=lat_source,
+            sop_class_uid=found.sop_class_uid,
+            sop_instance_uid=found.sop_instance_uid,
+            study_instance_uid=found.study_instance_uid,
+            patient=patient or PatientInfo(),
+            calling_ae=item.calling_ae,
+        )
+
+    def _existing(self, found: Inspection, digest: str) -> dict[str, Any] | None:
+        if found.sop_instance_uid:
+            row = self.store.one(
+                "SELECT * FROM captures WHERE sop_instance_uid = ?", (found.sop_instance_uid,)
+            )
+            if row is not None:
+                return row
+        return self.store.one("SELECT * FROM captures WHERE content_sha256 = ?", (digest,))
+
+    def _duplicate(
+        self, item: Incoming, found: Inspection, row: dict[str, Any], digest: str
+    ) -> Capture:
+        """Content or a SOP Instance UID we already hold: keep the first copy, as archives do."""
+        same = digest == row["content_sha256"]
+        self.audit.log(
+            AuditEvent(
+                event_id=_event_for(item.source),
+                action=Action.CREATE,
+                user_id=item.user_id,
+                outcome=Outcome.SUCCESS if same else Outcome.MINOR_FAILURE,
+                ae_title=item.calling_ae or "",
+                source_address=item.source_address,
+                patient_id=found.patient.patient_id if found.patient else "",
+                study_instance_uid=found.study_instance_uid or "",
+                sop_instance_uids=[found.sop_instance_uid or ""],
+                detail={
+                    "capture_id": row["id"],
+                    "duplicate": True,
+                    "note": "identical resend"
+                    if same
+                    else "same SOP Instance UID with different content; the first copy is kept",
+                },
+            )
+        )
+        return Capture(
+            id=row["id"],
+            source=Source(row["source"]),
+            media_type=row["media_type"],
+            content_sha256=row["content_sha256"],
+            file_path=row["file_path"],
+            size_bytes=row["size_bytes"],
+            received_at=row["received_at"],
+            laterality=row["laterality"],
+            laterality_source=row["laterality_source"],
+            sop_class_uid=row["sop_class_uid"],
+            sop_instance_uid=row["sop_instance_uid"],
+            study_instance_uid=found.study_instance_uid,
+            calling_ae=row["calling_ae"],
+            duplicate=True,
+        )
+
+    def refuse(self, item: Incoming, exc: ApplianceError) -> None:
+        """Audit a refused input (also for refusals decided before :meth:`ingest`)."""
+        LOGGER.warning("refused input from %s: %s (%s)", item.source, exc.reason, exc.message)
+        try:
+            self.audit.log(
+                AuditEvent(
+                    event_id=_event_for(item.source),
+                    action=Action.CREATE,
+                    user_id=item.user_id,
+                    outcome=Outcome.MINOR_FAILURE,
+                    ae_title=item.calling_ae or "",
+                    source_address=item.source_address,
+                    detail={
+                        "refused": exc.reason,
+                        "message": exc.message,
+                        "source": str(item.source),
+                        "size_bytes": len(item.data),
+                        **item.detail,
+                    },
+                )
+            )
+        except Exception:  # the refusal itself must still reach the sender
+            LOGGER.exception("could not audit a refused input")
+
+
+def _event_for(source: Source) -> EventID:
+    return EventID.INSTANCES_TRANSFERRED if source is Source.DICOM else EventID.IMPORT
+
+
+def _upsert_patient(tx: Tx, patient: PatientInfo | None) -> int | None:
+    if patient is None or not patient.patient_id:
+        return None
+    row = tx.one(
+        "SELECT id FROM patients WHERE patient_id = ? AND issuer = ?",
+        (patient.patient_id, patient.issuer),
+    )
+    if row:
+        return int(row["id"])
+    return tx.insert(
+        "patients",
+        {
+            "patient_id": patient.patient_id,
+            "issuer": patient.issuer,
+            "patient_name": patient.patient_name,
+            "birth_date": patient.birth_date,
+            "sex": patient.sex,
+            "created_at": utcnow(),
+        },
+    )
+
+
+def _upsert_study(tx: Tx, found: Inspection, patient_pk: int | None) -> int | None:
+    if not found.study_instance_uid:
+        return None
+    row = tx.one("SELECT id FROM studies WHERE study_instance_uid = ?", (found.study_instance_uid,))
+    if row:
+        return int(row["id"])
+    return tx.insert(
+        "studies",
+        {
+            "patient_pk": patient_pk,
+            "study_instance_uid": found.study_instance_uid,
+            "accession_number": found.accession_number,
+            "study_date": found.study_date,
+            "created_at": utcnow(),
+        },
+    )

@@ -1,0 +1,150 @@
+"""DICOM C-STORE / C-ECHO SCP for the camera (pynetdicom).
+
+The C-STORE handler keeps the encoded dataset exactly as received (Part 10 file built from the
+raw bytes on the wire), hands it to the ingestor (check, store, audit) and returns a status.
+Decoding pixels and analysis happen later on the pipeline worker, off the association thread.
+Handlers never raise: every failure becomes a DIMSE status with an Error Comment.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, evt
+from pynetdicom.presentation import StoragePresentationContexts
+
+from appliance.capture.ingest import Incoming, Ingestor
+from appliance.domain import Source
+from appliance.errors import ApplianceError
+
+LOGGER = logging.getLogger(__name__)
+VERIFICATION = "1.2.840.10008.1.1"
+
+TRANSFER_SYNTAXES = [
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    DeflatedExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLosslessSV1,
+    JPEGLossless,
+    RLELossless,
+    JPEG2000Lossless,
+    JPEG2000,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+]
+
+
+def status(code: int, comment: str = "") -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+class StorageSCP:
+    def __init__(
+        self,
+        ingestor: Ingestor,
+        *,
+        ae_title: str,
+        host: str,
+        port: int,
+        allowed_calling_aes: tuple[str, ...] = (),
+        acse_timeout: float = 30,
+        dimse_timeout: float = 60,
+        network_timeout: float = 60,
+    ) -> None:
+        self.ingestor = ingestor
+        self.address = (host, port)
+        self.ae = AE(ae_title=ae_title)
+        self.ae.acse_timeout = acse_timeout
+        self.ae.dimse_timeout = dimse_timeout
+        self.ae.network_timeout = network_timeout
+        self.ae.maximum_associations = 32
+        if allowed_calling_aes:
+            self.ae.require_calling_aet = list(allowed_calling_aes)
+        # Accept every storage SOP class at negotiation, so a camera sending something we cannot
+        # analyse gets a clear 0x0122 status on its C-STORE rather than a refused context.
+        for context in StoragePresentationContexts:
+            self.ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(VERIFICATION)
+        self._server: Any = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            return self.address[1]
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        handlers: list[Any] = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo)]
+        self._server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
+        LOGGER.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.address[0], self.port)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+
+    def on_echo(self, event: evt.Event) -> int:
+        return 0x0000
+
+    def on_store(self, event: evt.Event) -> Dataset | int:
+        calling_ae = str(event.assoc.requestor.ae_title).strip()
+        address = str(event.assoc.requestor.address)
+        try:
+            data = part10_bytes(event)
+        except Exception as exc:
+            LOGGER.warning("could not read the C-STORE request: %s", type(exc).__name__)
+            return status(0xC000, "cannot read the request dataset")
+        item = Incoming(
+            data=data,
+            source=Source.DICOM,
+            user_id=f"ae:{calling_ae}",
+            calling_ae=calling_ae,
+            source_address=address,
+        )
+        try:
+            capture = self.ingestor.ingest(item)
+        except ApplianceError as exc:
+            return status(exc.dimse_status, exc.message)
+        except Exception:
+            LOGGER.exception("unexpected failure storing a C-STORE dataset")
+            return status(0xA700, "internal error; resend later")
+        if capture.duplicate:
+            LOGGER.info("C-STORE of an instance already held (capture %d)", capture.id)
+        return 0x0000
+
+
+def part10_bytes(event: evt.Event) -> bytes:
+    """The received dataset as a Part 10 file, without decoding or re-encoding it."""
+    stream = getattr(event.request, "DataSet", None)
+    if not isinstance(stream, io.BytesIO):
+        raise ValueError("the C-STORE request carries no dataset")
+    buffer = DicomBytesIO()
+    buffer.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(buffer, event.file_meta, enforce_standard=True)
+    buffer.write(stream.getvalue())
+    return bytes(buffer.getvalue())

@@ -1,0 +1,261 @@
+"""``appliance``: the command line."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from appliance import __version__, config
+
+LOGGER = logging.getLogger(__name__)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
+    return config.load(args.config, **overrides)
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from werkzeug.serving import make_server
+
+    from appliance.service import Services
+    from web import create_app
+
+    settings = _settings(args)
+    _configure_logging(settings.log_level)
+    services = Services(settings)
+    services.start()
+    server = make_server(
+        settings.web_host, settings.web_port, create_app(settings, services), threaded=True
+    )
+
+    def shutdown(signum: int, frame: Any) -> None:
+        LOGGER.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    LOGGER.info("web UI on http://%s:%d", settings.web_host, settings.web_port)
+    try:
+        server.serve_forever()
+    finally:
+        services.stop()
+    return 0
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    from appliance.errors import ApplianceError
+    from appliance.pipeline import NO_MODEL, analyse, quality_json
+    from appliance.service import limits_from, thresholds_from
+
+    settings = _settings(args)
+    limits, thresholds = limits_from(settings), thresholds_from(settings)
+    images: list[dict[str, Any]] = []
+    for name in args.files:
+        entry: dict[str, Any] = {"path": name}
+        try:
+            data = Path(name).read_bytes()
+            result = analyse(data, limits, thresholds)
+        except OSError as exc:
+            entry.update(error="unreadable_file", message=exc.strerror or str(exc))
+        except ApplianceError as exc:
+            entry.update(error=exc.reason, message=exc.message)
+        else:
+            report = result.quality
+            if report is not None:
+                entry["gradable"] = report.gradable
+                entry["quality"] = quality_json(report)
+            entry["screening"] = result.screening
+        images.append(entry)
+    visit = {"outcome": {"code": NO_MODEL["status"], "text": NO_MODEL["message"]}}
+    if args.json:
+        json.dump({"images": images, "visit": visit}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for entry in images:
+            if "error" in entry:
+                print(f"{entry['path']}: cannot analyse ({entry['message']})")
+            elif entry.get("gradable"):
+                print(f"{entry['path']}: gradable (quality {entry['quality']['score']:.2f})")
+            else:
+                print(f"{entry['path']}: NOT gradable — " + " ".join(entry["quality"]["guidance"]))
+        print(visit["outcome"]["text"])
+    return 1 if any("error" in entry for entry in images) else 0
+
+
+def _open_store(args: argparse.Namespace) -> Any:
+    from appliance.audit import AuditTrail
+    from appliance.store import Store
+
+    settings = _settings(args)
+    data = settings.data_path
+    if not (data / "appliance.db").exists():
+        print(f"no database in {data}", file=sys.stderr)
+        raise SystemExit(2)
+    store = Store(data / "appliance.db")
+    return settings, store, AuditTrail(store, data / "audit.head")
+
+
+def cmd_captures_list(args: argparse.Namespace) -> int:
+    _, store, _ = _open_store(args)
+    rows = store.query(
+        "SELECT c.id, c.source, c.media_type, c.received_at, c.status, c.status_reason, "
+        "c.laterality, c.sop_instance_uid, c.content_sha256, q.gradable, q.score, q.reasons "
+        "FROM captures c LEFT JOIN quality_reports q ON q.capture_pk = c.id ORDER BY c.id"
+    )
+    for row in rows:
+        row["gradable"] = None if row["gradable"] is None else bool(row["gradable"])
+        row["reasons"] = json.loads(row["reasons"]) if row["reasons"] else None
+    if args.json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for row in rows:
+            verdict = {True: "gradable", False: "not gradable", None: "-"}[row["gradable"]]
+            print(
+                f"{row['id']:>6} {row['received_at']} {row['source']:<9} "
+                f"{row['status']:<9} {verdict}"
+            )
+    return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    _, store, trail = _open_store(args)
+    result = trail.verify()
+    if result.ok:
+        print(f"audit trail intact: {result.checked} entries verified")
+        return 0
+    print(f"AUDIT TRAIL BROKEN at entry {result.first_bad_seq}: {result.problem}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    from appliance.audit import export_jsonl
+
+    _, _, trail = _open_store(args)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            count = export_jsonl(trail, fh)
+    else:
+        count = export_jsonl(trail, sys.stdout)
+    print(f"exported {count} audit events", file=sys.stderr)
+    return 0
+
+
+def cmd_db_check(args: argparse.Namespace) -> int:
+    settings, store, _ = _open_store(args)
+    problems = [line for line in store.integrity_check() if line != "ok"]
+    for row in store.query("SELECT id, file_path, content_sha256 FROM captures ORDER BY id"):
+        path = (settings.data_path / row["file_path"]).resolve()
+        if not path.is_relative_to(settings.data_path) or not path.is_file():
+            problems.append(f"capture {row['id']}: file missing")
+            continue
+        if args.hashes and hashlib.sha256(path.read_bytes()).hexdigest() != row["content_sha256"]:
+            problems.append(f"capture {row['id']}: file content does not match its hash")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    print("database ok" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    if args.markdown:
+        sys.stdout.write(config.markdown())
+        return 0
+    settings = _settings(args)
+    for name, _, _ in config.declared():
+        value = getattr(settings, name)
+        shown = "***" if name == "api_token" and value else value
+        print(f"{name} = {shown!r}")
+    return 0
+
+
+def cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from appliance.bench import bench_ingest
+
+    return bench_ingest(n=args.n, width=args.width, height=args.height, rounds=args.rounds)
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="appliance", description="Retinal screening appliance")
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument("--config", help="TOML settings file (default: $APPLIANCE_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser(
+        "serve", help="run the appliance (web UI, DICOM SCP, hot folder, worker)"
+    ).set_defaults(func=cmd_serve)
+
+    screen = sub.add_parser("screen", help="analyse image files offline as one patient's visit")
+    screen.add_argument("files", nargs="+")
+    screen.add_argument("--json", action="store_true", help="print JSON")
+    screen.set_defaults(func=cmd_screen)
+
+    captures = sub.add_parser("captures", help="stored captures").add_subparsers(
+        dest="action", required=True
+    )
+    listing = captures.add_parser("list", help="list captures and their quality verdicts")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_captures_list)
+
+    audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
+        dest="action", required=True
+    )
+    audit.add_parser(
+        "verify", help="walk the hash chain; non-zero exit on the first bad entry"
+    ).set_defaults(func=cmd_audit_verify)
+    export = audit.add_parser("export", help="write the audit trail out")
+    export.add_argument("--format", choices=["jsonl"], default="jsonl")
+    export.add_argument("--out", help="file to write (default: standard output)")
+    export.set_defaults(func=cmd_audit_export)
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(
+        dest="action", required=True
+    )
+    check = db.add_parser("check", help="SQLite integrity_check and every capture's file present")
+    check.add_argument(
+        "--no-hashes", dest="hashes", action="store_false", help="skip re-hashing files"
+    )
+    check.set_defaults(func=cmd_db_check)
+
+    settings = sub.add_parser("settings", help="show the effective settings")
+    settings.add_argument("--markdown", action="store_true", help="print the settings reference")
+    settings.set_defaults(func=cmd_settings)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
+    ingest = bench.add_parser("ingest", help="C-STORE throughput: appliance SCP vs dcmtk storescp")
+    ingest.add_argument("--n", type=int, default=50, help="OP files per round")
+    ingest.add_argument("--width", type=int, default=1632)
+    ingest.add_argument("--height", type=int, default=1224)
+    ingest.add_argument("--rounds", type=int, default=3)
+    ingest.set_defaults(func=cmd_bench_ingest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValueError as exc:  # bad settings file or value
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""Settings, declared once: name, default, help.
+
+Loaded once at start-up from embedded defaults, then a TOML file (``--config`` or
+``APPLIANCE_CONFIG``), then ``APPLIANCE_<NAME>`` environment variables, and passed down.
+``docs/settings.md`` is generated from these declarations (``appliance settings --markdown``)
+and a test fails when the two disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "APPLIANCE_"
+
+
+def _s(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # --- storage ---
+    data_dir: str = _s(
+        "./var", "Directory for the database, images and every file the appliance writes."
+    )
+    min_free_disk_mb: int = _s(
+        256,
+        "Below this much free space (MiB) new images are refused (C-STORE 0xA700, HTTP 507).",
+    )
+    # --- web ---
+    web_host: str = _s("127.0.0.1", "Address the web UI and API listen on.")
+    web_port: int = _s(8080, "Port of the web UI and API.")
+    api_token: str = _s(
+        "",
+        "Bearer token for POST /api/captures. Empty: uploads are refused until one is set.",
+    )
+    upload_max_bytes: int = _s(
+        64 * 1024 * 1024, "Largest accepted upload in bytes; larger ones get HTTP 413."
+    )
+    # --- DICOM ---
+    dicom_ae_title: str = _s("SCREENING", "AE title of the appliance's C-STORE / C-ECHO SCP.")
+    dicom_host: str = _s(
+        "0.0.0.0", "Address the DICOM SCP listens on (the camera is another device)."
+    )
+    dicom_port: int = _s(11112, "Port of the DICOM SCP.")
+    dicom_allowed_calling_aes: tuple[str, ...] = _s(
+        (), "Calling AE titles allowed to associate. Empty: any camera may associate."
+    )
+    dicom_acse_timeout: float = _s(30.0, "Seconds to wait for association messages.")
+    dicom_dimse_timeout: float = _s(60.0, "Seconds to wait for a DIMSE message.")
+    dicom_network_timeout: float = _s(
+        60.0, "Seconds of network silence before an association is dropped."
+    )
+    max_dicom_bytes: int = _s(
+        512 * 1024 * 1024, "Largest DICOM instance accepted from any path, in bytes."
+    )
+    max_inflated_bytes: int = _s(
+        512 * 1024 * 1024,
+        "Cap on the inflated size of a Deflated transfer syntax dataset, in bytes.",
+    )
+    max_image_pixels: int = _s(
+        60_000_000,
+        "Largest image accepted, in pixels (decompression-bomb guard for PNG/JPEG/TIFF).",
+    )
+    # --- hot folder ---
+    hotfolder_dir: str = _s("", "Folder the camera exports into. Empty: <data_dir>/inbox.")
+    hotfolder_stable_seconds: float = _s(
+        2.0, "A hot-folder file is taken only after its size and time stayed unchanged this long."
+    )
+    hotfolder_poll_seconds: float = _s(0.5, "How often the hot folder is scanned.")
+    # --- quality gate (calibrated on degraded synthetic photographs; see tests/quality) ---
+    quality_min_focus: float = _s(0.0, "Focus below this is out_of_focus (see appliance/quality).")
+    quality_min_brightness: float = _s(0.0, "Mean field luminance (0-255) below this is too_dark.")
+    quality_max_brightness: float = _s(
+        0.0, "Mean field luminance (0-255) above this is too_bright."
+    )
+    quality_max_saturated_fraction: float = _s(
+        0.0, "Fraction of clipped field pixels above this is too_bright."
+    )
+    quality_min_contrast: float = _s(0.0, "Field contrast below this is low_contrast.")
+    quality_max_unevenness: float = _s(
+        0.0, "Illumination unevenness above this is uneven_illumination."
+    )
+    quality_max_center_offset: float = _s(
+        0.0, "Field centre offset (fraction of radius) above this is off_center."
+    )
+    quality_min_field_coverage: float = _s(
+        0.0, "Fraction of the field inside the frame below this is off_center."
+    )
+    quality_min_fundus_likeness: float = _s(0.0, "Fundus likeness below this is not_fundus.")
+    # --- processing ---
+    log_level: str = _s(
+        "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR. Logs never carry PHI."
+    )
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).resolve()
+
+    @property
+    def inbox_path(self) -> Path:
+        return (
+            Path(self.hotfolder_dir).resolve() if self.hotfolder_dir else self.data_path / "inbox"
+        )
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def declared() -> list[tuple[str, Any, str]]:
+    """(name, default, help) for every setting, in declaration order."""
+    return [(f.name, f.default, f.metadata["help"]) for f in fields(Settings)]
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind_name == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(value)
+        if kind_name == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind_name == "float":
+            return float(value)
+        if kind_name == "str":
+            return str(value)
+        if kind_name.startswith("tuple"):
+            if isinstance(value, str):
+                return tuple(item.strip() for item in value.split(",") if item.strip())
+            return tuple(str(item) for item in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"setting {name!r}: cannot use {value!r} as {kind_name}") from None
+    raise TypeError(f"setting {name!r} has an unsupported type {kind_name}")
+
+
+def load(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Defaults, then the TOML file, then APPLIANCE_* variables, then keyword overrides."""
+    env = os.environ if environ is None else environ
+    kinds = {f.name: f.type for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+        for key, value in table.items():
+            if key not in kinds:
+                raise ValueError(f"{path}: unknown setting {key!r}")
+            values[key] = value
+    for name in kinds:
+        env_value = env.get(ENV_PREFIX + name.upper())
+        if env_value is not None:
+            values[name] = env_value
+    values.update(overrides)
+    for name in list(values):
+        if name not in kinds:
+            raise ValueError(f"unknown setting {name!r}")
+        values[name] = _coerce(name, kinds[name], values[name])
+    return Settings(**values)
+
+
+def markdown() -> str:
+    """The settings reference, as committed in docs/settings.md."""
+    lines = [
+        "# Settings",
+        "",
+        "Generated by `appliance settings --markdown`; do not edit by hand.",
+        "Each setting can be given in the TOML file named by `--config` or `APPLIANCE_CONFIG`",
+        "(top-level `name = value`), or as the environment variable `APPLIANCE_<NAME>`",
+        "(lists comma-separated); the environment wins over the file.",
+        "",
+        "| name | environment variable | default | meaning |",
+        "|---|---|---|---|",
+    ]
+    for name, default, help_text in declared():
+        shown = "(empty)" if default in ("", ()) else f"`{default}`"
+        lines.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {help_text} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,150 @@
+"""Ophthalmic Photography 8 Bit Image objects from camera JPEGs (wrapped, not re-encoded).
+
+The JPEG bitstream goes into encapsulated Pixel Data unchanged (JPEG Baseline transfer
+syntax, YBR_FULL_422, Lossy Image Compression 01 with ratio and method), with every module
+PS3.3 A.39 requires; the result passes ``dciodvfy`` with zero errors (tests/dicom).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, JPEGBaseline8Bit, generate_uid
+
+from appliance.domain import PatientInfo
+
+OP_8BIT = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
+UTC_SYNCHRONIZATION_FRAME = "1.2.840.10008.15.1.1"
+
+
+@dataclass(frozen=True)
+class OPParameters:
+    laterality: str  # "L" or "R"
+    patient: PatientInfo
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    uid_root: str = "2.25."
+    accession_number: str = ""
+    manufacturer: str = "Demonstration"
+    field: str | None = None  # "macula" / "disc" → Relative Image Position
+    acquired: datetime | None = None
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = scheme
+    item.CodeMeaning = meaning
+    return item
+
+
+def op_from_jpeg(jpeg: bytes, params: OPParameters) -> Dataset:
+    with Image.open(io.BytesIO(jpeg), formats=["JPEG"]) as img:
+        width, height = img.size
+        channels = len(img.getbands())
+    if params.laterality not in ("L", "R"):
+        raise ValueError("laterality must be 'L' or 'R'")
+    when = params.acquired or datetime.now(UTC)
+    date, time = when.strftime("%Y%m%d"), when.strftime("%H%M%S")
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(OP_8BIT)
+    meta.MediaStorageSOPInstanceUID = UID(params.sop_instance_uid)
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    # Patient
+    ds.PatientName = params.patient.patient_name
+    ds.PatientID = params.patient.patient_id
+    ds.PatientBirthDate = params.patient.birth_date
+    ds.PatientSex = params.patient.sex
+    # General Study
+    ds.StudyInstanceUID = params.study_instance_uid
+    ds.StudyDate, ds.StudyTime = date, time
+    ds.ReferringPhysicianName = ""
+    ds.StudyID = ""
+    ds.AccessionNumber = params.accession_number
+    # General Series + Ophthalmic Photography Series
+    ds.Modality = "OP"
+    ds.SeriesInstanceUID = params.series_instance_uid
+    ds.SeriesNumber = 1
+    # Synchronization (required for OP)
+    ds.SynchronizationFrameOfReferenceUID = UTC_SYNCHRONIZATION_FRAME
+    ds.SynchronizationTrigger = "NO TRIGGER"
+    ds.AcquisitionTimeSynchronized = "N"
+    # General Equipment
+    ds.Manufacturer = params.manufacturer
+    # General Image + OP Image
+    ds.InstanceNumber = 1
+    ds.PatientOrientation = ""
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.AcquisitionDateTime = date + time
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "", "COLOR" if channels == 3 else "REDFREE"]
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = f"{(width * height * channels) / len(jpeg):.4f}"[:16]
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    # Image Pixel + Multi-frame
+    ds.SamplesPerPixel = channels
+    ds.PhotometricInterpretation = "YBR_FULL_422" if channels == 3 else "MONOCHROME2"
+    if channels == 3:
+        ds.PlanarConfiguration = 0
+    else:
+        ds.PresentationLUTShape = "IDENTITY"
+    ds.Rows, ds.Columns = height, width
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelRepresentation = 0
+    ds.NumberOfFrames = 1
+    ds.FrameIncrementPointer = 0x00181063  # Frame Time
+    ds.FrameTime = 0
+    ds.PixelData = encapsulate([jpeg])
+    ds["PixelData"].VR = "OB"
+    # Ocular Region Imaged
+    ds.ImageLaterality = params.laterality
+    ds.AnatomicRegionSequence = Sequence([_code("5665001", "SCT", "Retina")])
+    if params.field == "macula":
+        ds.RelativeImagePositionCodeSequence = Sequence([_code("111900", "DCM", "Macula centered")])
+    elif params.field == "disc":
+        ds.RelativeImagePositionCodeSequence = Sequence([_code("111901", "DCM", "Disc centered")])
+    # OP Acquisition Parameters (Type 2: present, may be empty)
+    ds.PatientEyeMovementCommanded = ""
+    ds.HorizontalFieldOfView = None
+    ds.RefractiveStateSequence = Sequence()
+    ds.EmmetropicMagnification = None
+    ds.IntraOcularPressure = None
+    ds.PupilDilated = ""
+    # OP Photographic Parameters
+    ds.AcquisitionDeviceTypeCodeSequence = Sequence([_code("409898007", "SCT", "Fundus Camera")])
+    ds.IlluminationTypeCodeSequence = Sequence()
+    ds.LightPathFilterTypeStackCodeSequence = Sequence()
+    ds.ImagePathFilterTypeStackCodeSequence = Sequence()
+    ds.LensesCodeSequence = Sequence()
+    ds.DetectorType = "CMOS"
+    # SOP Common
+    ds.SOPClassUID = OP_8BIT
+    ds.SOPInstanceUID = params.sop_instance_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = (
+        datetime.now(UTC).strftime("%Y%m%d"),
+        datetime.now(UTC).strftime("%H%M%S"),
+    )
+    return ds
+
+
+def to_bytes(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def new_uid(root: str = "2.25.") -> str:
+    return str(generate_uid(prefix=None if root == "2.25." else root))

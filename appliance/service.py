@@ -1,0 +1,158 @@
+"""Process wiring: settings → store, audit, ingest, pipeline, SCP, hot folder.
+
+``Services`` is also what the web app is given: it talks to the core only through it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import fields
+from typing import Any
+
+from appliance import __version__
+from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType
+from appliance.capture import Incoming, Ingestor, Limits
+from appliance.capture.hotfolder import HotFolder
+from appliance.capture.scp import StorageSCP
+from appliance.config import Settings
+from appliance.domain import Capture, Source
+from appliance.errors import ApplianceError
+from appliance.pipeline import Pipeline
+from appliance.quality import QualityThresholds
+from appliance.store import BlobStore, Store
+
+LOGGER = logging.getLogger(__name__)
+MIB = 1024 * 1024
+
+
+def thresholds_from(settings: Settings) -> QualityThresholds:
+    return QualityThresholds(
+        **{f.name: getattr(settings, f"quality_{f.name}") for f in fields(QualityThresholds)}
+    )
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_image_pixels=settings.max_image_pixels, max_inflated_bytes=settings.max_inflated_bytes
+    )
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        data = settings.data_path
+        data.mkdir(parents=True, exist_ok=True)
+        self.store = Store(data / "appliance.db")
+        self.blobs = BlobStore(data, settings.min_free_disk_mb * MIB)
+        self.audit = AuditTrail(self.store, data / "audit.head")
+        self.limits = limits_from(settings)
+        self.pipeline = Pipeline(
+            self.store, self.blobs, self.audit, self.limits, thresholds_from(settings)
+        )
+        self.ingestor = Ingestor(
+            self.store,
+            self.blobs,
+            self.audit,
+            self.limits,
+            max_bytes=settings.max_dicom_bytes,
+            on_new=self.pipeline.notify,
+        )
+        self.scp: StorageSCP | None = None
+        self.hotfolder: HotFolder | None = None
+        self.started = False
+
+    def start(self, *, dicom: bool = True, hotfolder: bool = True, worker: bool = True) -> None:
+        s = self.settings
+        if worker:
+            self.pipeline.start()
+        if dicom:
+            self.scp = StorageSCP(
+                self.ingestor,
+                ae_title=s.dicom_ae_title,
+                host=s.dicom_host,
+                port=s.dicom_port,
+                allowed_calling_aes=s.dicom_allowed_calling_aes,
+                acse_timeout=s.dicom_acse_timeout,
+                dimse_timeout=s.dicom_dimse_timeout,
+                network_timeout=s.dicom_network_timeout,
+            )
+            self.scp.start()
+        if hotfolder:
+            self.hotfolder = HotFolder(
+                self.ingestor,
+                s.inbox_path,
+                stable_seconds=s.hotfolder_stable_seconds,
+                poll_seconds=s.hotfolder_poll_seconds,
+                max_bytes=s.max_dicom_bytes,
+            )
+            self.hotfolder.start()
+        self.started = True
+        self._activity(EventType.APPLICATION_START)
+
+    def stop(self) -> None:
+        if self.hotfolder is not None:
+            self.hotfolder.stop()
+        if self.scp is not None:
+            self.scp.stop()
+        self.pipeline.stop()
+        if self.started:
+            self._activity(EventType.APPLICATION_STOP)
+            self.started = False
+        self.store.close()
+
+    def _activity(self, event_type: EventType) -> None:
+        self.audit.log(
+            AuditEvent(
+                event_id=EventID.APPLICATION_ACTIVITY,
+                event_type=str(event_type),
+                action=Action.EXECUTE,
+                user_id="system",
+                ae_title=self.settings.dicom_ae_title,
+                detail={"version": __version__},
+            )
+        )
+
+    # -- what the web app may ask --------------------------------------------------------
+    def ingest_upload(
+        self, data: bytes, fields: dict[str, Any], *, user_id: str, address: str
+    ) -> Capture:
+        return self.ingestor.ingest(
+            Incoming(
+                data=data,
+                source=Source.UPLOAD,
+                user_id=user_id,
+                source_address=address,
+                fields=fields,
+            )
+        )
+
+    def refuse_upload(self, error: ApplianceError, *, user_id: str, address: str) -> None:
+        self.ingestor.refuse(
+            Incoming(data=b"", source=Source.UPLOAD, user_id=user_id, source_address=address), error
+        )
+
+    def health(self) -> dict[str, Any]:
+        """Counts only: no PHI."""
+        counts = (
+            self.store.one(
+                "SELECT count(*) AS captures, "
+                "coalesce(sum(status = 'received'), 0) AS pending_analysis, "
+                "coalesce(sum(status = 'failed'), 0) AS failed_analysis FROM captures"
+            )
+            or {}
+        )
+        outbox = self.store.scalar(
+            "SELECT count(*) FROM outbox_jobs WHERE state IN ('queued', 'leased')"
+        )
+        return {
+            "status": "ok",
+            "version": __version__,
+            "schema_version": self.store.schema_version,
+            "captures": counts.get("captures", 0),
+            "pending_analysis": counts.get("pending_analysis", 0),
+            "failed_analysis": counts.get("failed_analysis", 0),
+            "outbox_pending": int(outbox or 0),
+            "dicom_scp": self.scp is not None,
+            "hotfolder": self.hotfolder is not None,
+            "screening_model": "none installed",
+        }

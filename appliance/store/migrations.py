@@ -1,0 +1,110 @@
+"""Versioned schema migrations, applied in order inside one transaction each.
+
+Never edit a released migration: add the next one. ``PRAGMA user_version`` holds the version.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[str] = [
+    # 1: foundation
+    """
+    CREATE TABLE patients (
+        id INTEGER PRIMARY KEY,
+        patient_id TEXT NOT NULL,
+        issuer TEXT NOT NULL DEFAULT '',
+        patient_name TEXT NOT NULL DEFAULT '',
+        birth_date TEXT NOT NULL DEFAULT '',
+        sex TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        UNIQUE (patient_id, issuer)
+    );
+    CREATE TABLE studies (
+        id INTEGER PRIMARY KEY,
+        patient_pk INTEGER REFERENCES patients(id),
+        study_instance_uid TEXT NOT NULL UNIQUE,
+        accession_number TEXT NOT NULL DEFAULT '',
+        study_date TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE captures (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL CHECK (source IN ('dicom', 'hotfolder', 'upload')),
+        media_type TEXT NOT NULL,
+        content_sha256 TEXT NOT NULL UNIQUE,
+        file_path TEXT NOT NULL,
+        size_bytes INTEGER NOT NULL,
+        sop_class_uid TEXT,
+        sop_instance_uid TEXT UNIQUE,
+        laterality TEXT CHECK (laterality IN ('L', 'R')),
+        laterality_source TEXT,
+        patient_pk INTEGER REFERENCES patients(id),
+        study_pk INTEGER REFERENCES studies(id),
+        calling_ae TEXT,
+        received_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'received'
+            CHECK (status IN ('received', 'processed', 'failed')),
+        status_reason TEXT
+    );
+    CREATE INDEX captures_status ON captures(status, id);
+    CREATE INDEX captures_study ON captures(study_pk);
+    CREATE TABLE quality_reports (
+        id INTEGER PRIMARY KEY,
+        capture_pk INTEGER NOT NULL UNIQUE REFERENCES captures(id),
+        gradable INTEGER NOT NULL,
+        score REAL NOT NULL,
+        reasons TEXT NOT NULL,
+        guidance TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        field_geometry TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY,
+        capture_pk INTEGER NOT NULL REFERENCES captures(id),
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX results_capture ON results(capture_pk);
+    CREATE TABLE outbox_jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL,
+        file_path TEXT NOT NULL,
+        study_instance_uid TEXT,
+        state TEXT NOT NULL DEFAULT 'queued'
+            CHECK (state IN ('queued', 'leased', 'delivered', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        lease_until TEXT,
+        last_status TEXT,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (destination, sop_instance_uid)
+    );
+    CREATE INDEX outbox_due ON outbox_jobs(state, next_attempt_at);
+    CREATE TABLE audit_events (
+        seq INTEGER PRIMARY KEY,
+        event_time TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL DEFAULT '',
+        action TEXT NOT NULL,
+        outcome INTEGER NOT NULL,
+        user_id TEXT NOT NULL,
+        ae_title TEXT NOT NULL DEFAULT '',
+        source_address TEXT NOT NULL DEFAULT '',
+        patient_id TEXT NOT NULL DEFAULT '',
+        study_instance_uid TEXT NOT NULL DEFAULT '',
+        sop_instance_uids TEXT NOT NULL DEFAULT '[]',
+        detail TEXT NOT NULL DEFAULT '{}',
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+    BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+    BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+    """,
+]

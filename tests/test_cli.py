@@ -1,0 +1,122 @@
+"""The `appliance` command line, run as a separate process where it matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from appliance.cli import main
+from appliance.synth import DEGRADATIONS
+from tests.conftest import free_port, fundus, jpeg_bytes, png_bytes, wait_for
+
+CLI = [sys.executable, "-m", "appliance.cli"]
+
+
+def _screen(paths: list[Path], capsys: pytest.CaptureFixture[str]) -> dict:
+    main(["screen", "--json", *map(str, paths)])
+    return json.loads(capsys.readouterr().out)
+
+
+def test_screen_clean_and_degraded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clean = fundus(seed=11, size=(768, 1024))
+    files = {"clean": tmp_path / "clean.jpg"}
+    files["clean"].write_bytes(jpeg_bytes(clean))
+    for reason, degrade in DEGRADATIONS.items():
+        if reason == "not_fundus":
+            continue
+        files[reason] = tmp_path / f"{reason}.png"
+        files[reason].write_bytes(png_bytes(degrade(clean)))
+    out = _screen(list(files.values()), capsys)
+    by_path = {entry["path"]: entry for entry in out["images"]}
+    assert by_path[str(files["clean"])]["gradable"] is True
+    assert by_path[str(files["clean"])]["quality"]["reasons"] == []
+    for reason, path in files.items():
+        if reason == "clean":
+            continue
+        entry = by_path[str(path)]
+        assert entry["gradable"] is False, reason
+        assert reason in entry["quality"]["reasons"]
+        assert entry["quality"]["guidance"] and 0 <= entry["quality"]["score"] < 0.5
+    assert out["visit"]["outcome"]["code"] == "no_model"
+
+
+def test_screen_reports_unreadable_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "notes.dcm"
+    bad.write_text("not an image")
+    assert main(["screen", "--json", str(bad)]) == 1
+    (entry,) = json.loads(capsys.readouterr().out)["images"]
+    assert entry["error"] == "unrecognised_format"
+
+
+def test_settings_markdown_is_the_docs_file(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["settings", "--markdown"])
+    docs = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+    assert capsys.readouterr().out == docs.read_text()
+
+
+def test_serve_answers_healthz_and_captures_list_and_db_check(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "APPLIANCE_DATA_DIR": str(tmp_path / "var"),
+        "APPLIANCE_WEB_PORT": str(free_port()),
+        "APPLIANCE_DICOM_PORT": str(free_port()),
+        "APPLIANCE_DICOM_HOST": "127.0.0.1",
+        "APPLIANCE_API_TOKEN": "t0ken",
+        "APPLIANCE_MIN_FREE_DISK_MB": "0",
+    }
+    proc = subprocess.Popen(
+        [*CLI, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{env['APPLIANCE_WEB_PORT']}"
+    try:
+
+        def healthy() -> dict | None:
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                    return json.loads(response.read())
+            except OSError:
+                return None
+
+        health = wait_for(healthy, timeout=30, interval=0.2)
+        assert health["status"] == "ok" and health["captures"] == 0
+        assert health["screening_model"] == "none installed"
+        with socket.create_connection(("127.0.0.1", int(env["APPLIANCE_DICOM_PORT"])), timeout=5):
+            pass  # the SCP listens
+        inbox = tmp_path / "var" / "inbox"
+        (inbox / "a.jpg").write_bytes(jpeg_bytes(fundus(seed=21, size=(384, 512))))
+        wait_for(
+            lambda: (healthy() or {}).get("captures") == 1 and healthy()["pending_analysis"] == 0,
+            timeout=30,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, output
+    listed = subprocess.run(
+        [*CLI, "captures", "list", "--json"], env=env, capture_output=True, text=True
+    )
+    (row,) = json.loads(listed.stdout)
+    assert row["source"] == "hotfolder" and row["gradable"] is True
+    check = subprocess.run([*CLI, "db", "check"], env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    verify = subprocess.run([*CLI, "audit", "verify"], env=env, capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stderr
+    events = subprocess.run(
+        [*CLI, "audit", "export"], env=env, capture_output=True, text=True
+    ).stdout
+    kinds = [(e["event_id"], e["event_type"]) for e in map(json.loads, events.splitlines())]
+    assert kinds[0] == ("110100", "110120") and ("110100", "110121") in kinds  # start, stop
+    blob = next((tmp_path / "var" / "blobs").rglob("*.jpg"))
+    blob.unlink()
+    check = subprocess.run([*CLI, "db", "check"], env=env, capture_output=True, text=True)
+    assert check.returncode == 1 and "file missing" in check.stderr

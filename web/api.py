@@ -1,0 +1,69 @@
+"""JSON API: health and uploads."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from appliance.errors import NotAuthorised, RejectedInput, TooLarge
+
+bp = Blueprint("api", __name__)
+FORM_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "laterality", "issuer")
+
+
+def _services() -> Any:
+    return current_app.extensions["services"]
+
+
+@bp.get("/healthz")
+def healthz() -> Any:
+    return jsonify(_services().health())
+
+
+def _authorise() -> str:
+    token = current_app.config["SETTINGS"].api_token
+    if not token:
+        raise NotAuthorised(
+            "uploads are disabled: no API token is configured (set APPLIANCE_API_TOKEN)",
+            reason="uploads_disabled",
+        )
+    header = request.headers.get("Authorization", "")
+    given = header[7:] if header.startswith("Bearer ") else ""
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        raise NotAuthorised("a valid API token is required")
+    return "api-token"
+
+
+@bp.post("/api/captures")
+def upload() -> Any:
+    services = _services()
+    address = request.remote_addr or ""
+    try:
+        user = _authorise()
+    except NotAuthorised as exc:
+        services.refuse_upload(exc, user_id="anonymous", address=address)
+        raise
+    try:
+        upload = request.files.get("file")
+    except RequestEntityTooLarge:
+        too_large = TooLarge(f"the upload is over the {request.max_content_length}-byte limit")
+        services.refuse_upload(too_large, user_id=user, address=address)
+        raise too_large from None
+    if upload is None:
+        missing = RejectedInput(
+            "send the image as a multipart form field named 'file'", reason="no_file"
+        )
+        services.refuse_upload(missing, user_id=user, address=address)
+        raise missing
+    fields = {key: request.form[key] for key in request.form}
+    capture = services.ingest_upload(upload.read(), fields, user_id=user, address=address)
+    body = {
+        "id": capture.id,
+        "sha256": capture.content_sha256,
+        "media_type": capture.media_type,
+        "duplicate": capture.duplicate,
+    }
+    return jsonify(body), 200 if capture.duplicate else 201
