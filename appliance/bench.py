@@ -8,12 +8,14 @@ with dcmtk's ``storescu`` to the appliance's SCP (storing + auditing) and to dcm
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -21,6 +23,8 @@ from PIL import Image
 from appliance import config
 from appliance.dicom.op import OPParameters, new_uid, op_from_jpeg, to_bytes
 from appliance.domain import PatientInfo
+
+_DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def free_port() -> int:
@@ -65,12 +69,46 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 def _send(files: list[Path], port: int, ae_title: str) -> float:
     started = time.perf_counter()
-    subprocess.run(
-        ["storescu", "-aec", ae_title, "-aet", "BENCH", "127.0.0.1", str(port), *map(str, files)],
+    subprocess.run(  # TCP_NODELAY: dcmtk otherwise stalls on delayed ACKs (~40 ms per image)
+        [
+            "storescu",
+            "-xy",
+            "-aec",
+            ae_title,
+            "-aet",
+            "BENCH",
+            "127.0.0.1",
+            str(port),
+            *map(str, files),
+        ],
         check=True,
         capture_output=True,
+        env=_DCMTK_ENV,
     )
     return time.perf_counter() - started
+
+
+def _noop_scp_time(files: list[Path]) -> float:
+    """The same transport with a handler that stores nothing: pynetdicom's own ceiling."""
+    from pynetdicom import AE, evt
+    from pynetdicom.presentation import StoragePresentationContexts
+
+    from appliance.capture.scp import DUL_POLL_SECONDS, TRANSFER_SYNTAXES
+
+    ae = AE(ae_title="NOOP")
+    for context in StoragePresentationContexts:
+        ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES)
+
+    def fast_poll(event: evt.Event) -> None:
+        event.assoc.dul._run_loop_delay = DUL_POLL_SECONDS
+
+    port = free_port()
+    handlers: list[Any] = [(evt.EVT_C_STORE, lambda event: 0x0000), (evt.EVT_CONN_OPEN, fast_poll)]
+    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    try:
+        return _send(files, port, "NOOP")
+    finally:
+        server.shutdown()
 
 
 def bench_ingest(n: int = 50, width: int = 1632, height: int = 1224, rounds: int = 3) -> int:
@@ -87,8 +125,9 @@ def bench_ingest(n: int = 50, width: int = 1632, height: int = 1224, rounds: int
         print(
             f"{n} OP files, {width}x{height} JPEG, mean {mean_size / 1e6:.2f} MB; {rounds} rounds"
         )
-        appliance_times, dcmtk_times = [], []
+        appliance_times, dcmtk_times, noop_times = [], [], []
         for round_no in range(rounds):
+            noop_times.append(_noop_scp_time(files))
             port = free_port()
             settings = config.load(
                 environ={},
@@ -108,9 +147,10 @@ def bench_ingest(n: int = 50, width: int = 1632, height: int = 1224, rounds: int
             out.mkdir()
             port = free_port()
             proc = subprocess.Popen(
-                ["storescp", "-od", str(out), "-aet", "STORESCP", str(port)],
+                ["storescp", "+xa", "-od", str(out), "-aet", "STORESCP", str(port)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                env=_DCMTK_ENV,
             )
             try:
                 _wait_port(port)
@@ -120,7 +160,10 @@ def bench_ingest(n: int = 50, width: int = 1632, height: int = 1224, rounds: int
                 proc.wait(timeout=10)
         ours = n / min(appliance_times)
         theirs = n / min(dcmtk_times)
+        ceiling = n / min(noop_times)
         print(f"appliance SCP (store + audit): {ours:8.1f} instances/s (best of {rounds})")
         print(f"dcmtk storescp (files only):   {theirs:8.1f} instances/s (best of {rounds})")
+        print(f"pynetdicom no-op SCP:          {ceiling:8.1f} instances/s (transport ceiling)")
+        print(f"ratio no-op pynetdicom / storescp: {ceiling / theirs:4.2f}")
         print(f"ratio appliance / storescp:    {ours / theirs:8.2f}  (target >= 0.5)")
     return 0

@@ -22,7 +22,13 @@ from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from appliance.domain import PatientInfo
-from appliance.errors import RejectedInput, TooLarge, UnsupportedFormat, UnsupportedSOPClass
+from appliance.errors import (
+    ApplianceError,
+    RejectedInput,
+    TooLarge,
+    UnsupportedFormat,
+    UnsupportedSOPClass,
+)
 from appliance.store.blobs import safe_uid
 
 LOGGER = logging.getLogger(__name__)
@@ -81,7 +87,15 @@ def sniff(data: bytes) -> str:
 def examine(data: bytes, limits: Limits) -> Inspection:
     media_type = sniff(data)
     if media_type == "application/dicom":
-        return _inspect_dicom(read_dicom(data, limits), limits)
+        ds = read_dicom(data, limits)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return _inspect_dicom(ds, limits)
+        except ApplianceError:
+            raise
+        except Exception as exc:  # a damaged value met while reading the header fields
+            raise RejectedInput(_malformed(exc)) from None
     with open_raster(data, limits) as img:
         try:
             img.load()
@@ -139,13 +153,15 @@ def read_dicom(data: bytes, limits: Limits) -> Dataset:
                     )
                 fp.seek(0)
                 ds = pydicom.dcmread(fp)
-            for _ in ds.iterall():  # convert every element now, so damage shows here
-                pass
     except RejectedInput:
         raise
     except Exception as exc:  # pydicom raises many kinds on damaged input
-        raise RejectedInput(f"malformed DICOM: {type(exc).__name__}: {exc}"[:300]) from None
+        raise RejectedInput(_malformed(exc)) from None
     return ds
+
+
+def _malformed(exc: Exception) -> str:
+    return f"malformed DICOM: {type(exc).__name__}: {exc}"[:300]
 
 
 def _inflate(body: bytes, cap: int) -> bytes:

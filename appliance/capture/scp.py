@@ -38,6 +38,7 @@ from appliance.errors import ApplianceError
 
 LOGGER = logging.getLogger(__name__)
 VERIFICATION = "1.2.840.10008.1.1"
+DUL_POLL_SECONDS = 0.0002
 
 TRANSFER_SYNTAXES = [
     ExplicitVRLittleEndian,
@@ -99,7 +100,11 @@ class StorageSCP:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        handlers: list[Any] = [(evt.EVT_C_STORE, self.on_store), (evt.EVT_C_ECHO, self.on_echo)]
+        handlers: list[Any] = [
+            (evt.EVT_C_STORE, self.on_store),
+            (evt.EVT_C_ECHO, self.on_echo),
+            (evt.EVT_CONN_OPEN, self.on_connect),
+        ]
         self._server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
         LOGGER.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.address[0], self.port)
 
@@ -107,6 +112,13 @@ class StorageSCP:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+    def on_connect(self, event: evt.Event) -> None:
+        # pynetdicom's transport loop sleeps 1 ms between polls; at camera rates that sleep, not
+        # our storing, bounds throughput. 0.2 ms keeps idle CPU negligible (measured in bench).
+        dul = getattr(event.assoc, "dul", None)
+        if dul is not None and hasattr(dul, "_run_loop_delay"):
+            dul._run_loop_delay = DUL_POLL_SECONDS
 
     def on_echo(self, event: evt.Event) -> int:
         return 0x0000

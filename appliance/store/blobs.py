@@ -76,8 +76,11 @@ class BlobStore:
         return self.resolve(relative).read_bytes()
 
 
-def write_atomic(target: Path, data: bytes) -> None:
-    """temp file → fsync → rename → fsync directory. Raises OutOfResources on a full disk."""
+def write_atomic(target: Path, data: bytes, *, durable: bool = True) -> None:
+    """temp file → fsync → rename → fsync directory. Raises OutOfResources on a full disk.
+
+    ``durable=False`` skips the fsyncs (still all-or-nothing, but may be lost on power loss).
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
     try:
@@ -85,7 +88,8 @@ def write_atomic(target: Path, data: bytes) -> None:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()
-                os.fsync(fh.fileno())
+                if durable:
+                    os.fsync(fh.fileno())
             os.replace(tmp, target)
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
@@ -96,6 +100,8 @@ def write_atomic(target: Path, data: bytes) -> None:
                     reason="disk_full",
                 ) from exc
             raise
+        if not durable:
+            return
         dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)
