@@ -105,6 +105,7 @@ def _noop_scp_time(files: list[Path]) -> float:
     port = free_port()
     handlers: list[Any] = [(evt.EVT_C_STORE, lambda event: 0x0000), (evt.EVT_CONN_OPEN, fast_poll)]
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    assert server is not None
     try:
         return _send(files, port, "NOOP")
     finally:

@@ -75,25 +75,30 @@ class Settings:
     )
     hotfolder_poll_seconds: float = _s(0.5, "How often the hot folder is scanned.")
     # --- quality gate (calibrated on degraded synthetic photographs; see tests/quality) ---
-    quality_min_focus: float = _s(0.0, "Focus below this is out_of_focus (see appliance/quality).")
-    quality_min_brightness: float = _s(0.0, "Mean field luminance (0-255) below this is too_dark.")
-    quality_max_brightness: float = _s(
-        0.0, "Mean field luminance (0-255) above this is too_bright."
+    quality_min_focus: float = _s(
+        0.5, "Fine-over-coarse green detail ratio below this is out_of_focus (no unit)."
     )
+    quality_min_brightness: float = _s(40.0, "Mean field luma (0-255) below this is too_dark.")
+    quality_max_brightness: float = _s(170.0, "Mean field luma (0-255) above this is too_bright.")
     quality_max_saturated_fraction: float = _s(
-        0.0, "Fraction of clipped field pixels above this is too_bright."
+        0.05, "Share of field pixels clipped (>= 250, worst channel) above this is too_bright."
     )
-    quality_min_contrast: float = _s(0.0, "Field contrast below this is low_contrast.")
+    quality_min_contrast: float = _s(
+        0.1, "Green 5th-95th percentile spread after flattening below this is low_contrast."
+    )
     quality_max_unevenness: float = _s(
-        0.0, "Illumination unevenness above this is uneven_illumination."
+        0.35, "1 - darkest/brightest of 8 field sectors above this is uneven_illumination."
     )
     quality_max_center_offset: float = _s(
-        0.0, "Field centre offset (fraction of radius) above this is off_center."
+        0.25, "Field centre offset from frame centre (field radii) above this is off_center."
     )
     quality_min_field_coverage: float = _s(
-        0.0, "Fraction of the field inside the frame below this is off_center."
+        0.9, "Share of the field circle inside the frame below this is off_center."
     )
-    quality_min_fundus_likeness: float = _s(0.0, "Fundus likeness below this is not_fundus.")
+    quality_min_fundus_likeness: float = _s(
+        0.5,
+        "Fundus likeness (0-1: round bright field, dark surround, red) below this is not_fundus.",
+    )
     # --- processing ---
     log_level: str = _s(
         "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR. Logs never carry PHI."

@@ -9,6 +9,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["capture", "quality", "inference", "outcome", "dicom", "outbox"]
+BUILT = [stage for stage in STAGES if (ROOT / "appliance" / stage).is_dir()]
 
 
 def _imports(path: Path) -> set[str]:
@@ -25,11 +26,9 @@ def _files(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.py"))
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", BUILT)
 def test_stages_do_not_import_each_other(stage: str) -> None:
     folder = ROOT / "appliance" / stage
-    if not folder.exists():
-        pytest.skip(f"appliance/{stage} is not built yet")
     others = [f"appliance.{other}" for other in STAGES if other != stage]
     for path in _files(folder):
         for name in _imports(path):

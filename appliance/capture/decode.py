@@ -135,8 +135,8 @@ def read_dicom(data: bytes, limits: Limits) -> Dataset:
     """Parse a Part 10 file fully, inflating a Deflated dataset under a fixed cap."""
     fp = io.BytesIO(data)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             read_preamble(fp, False)
             meta: FileMetaDataset = _read_file_meta_info(fp)
             transfer_syntax = UID(str(meta.get("TransferSyntaxUID", "")))
@@ -153,6 +153,15 @@ def read_dicom(data: bytes, limits: Limits) -> Dataset:
                     )
                 fp.seek(0)
                 ds = pydicom.dcmread(fp)
+        # pydicom only warns when the data ends early, then returns what it read so far
+        for warning in caught:
+            text = str(warning.message)
+            if "End of file" in text or "delimiter" in text.lower():
+                raise RejectedInput(
+                    f"the DICOM data is truncated ({text})"[:300], reason="truncated"
+                )
+        if len(ds) == 0:
+            raise RejectedInput("the DICOM file holds no data elements", reason="truncated")
     except RejectedInput:
         raise
     except Exception as exc:  # pydicom raises many kinds on damaged input

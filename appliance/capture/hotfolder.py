@@ -78,47 +78,49 @@ class HotFolder:
     def scan(self, now: float | None = None) -> int:
         """One pass over the inbox; returns how many files were taken or refused."""
         now = time.monotonic() if now is None else now
-        handled = 0
-        present: set[str] = set()
+        files: dict[str, os.stat_result] = {}
+        links: set[str] = set()
         for entry in os.scandir(self.inbox):
-            name = entry.name
+            info = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(info.st_mode):
+                files[entry.name] = info
+            elif stat.S_ISLNK(info.st_mode):
+                links.add(entry.name)  # never followed
+        for gone in set(self._seen) - set(files):
+            del self._seen[gone]
+        handled = 0
+        for name, info in sorted(files.items()):
             suffix = Path(name).suffix.lower()
             if (
                 name.startswith(".")
                 or suffix in (".part", ".json", ".tmp")
                 or name.endswith(".reason.txt")
+                or not self._stable(name, info, now)
             ):
                 continue
-            info = entry.stat(follow_symlinks=False)
-            if not stat.S_ISREG(info.st_mode):  # folders, symlinks, devices: never followed
-                continue
-            present.add(name)
-            seen = self._seen.get(name)
-            if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
-                self._seen[name] = _Seen(info.st_size, info.st_mtime_ns, now)
-                continue
-            if now - seen.since < self.stable_seconds:
-                continue
-            sidecar = self.inbox / (Path(name).stem + ".json")
-            if sidecar.exists() and not self._sidecar_stable(sidecar, now):
-                continue
-            if self._take(name, info.st_size, sidecar if sidecar.exists() else None):
+            sidecar_name = Path(name).stem + ".json"
+            sidecar: Path | None = None
+            if sidecar_name in files:
+                if not self._stable(sidecar_name, files[sidecar_name], now):
+                    continue
+                sidecar = self.inbox / sidecar_name
+            if self._take(name, info.st_size, sidecar, sidecar_is_link=sidecar_name in links):
                 handled += 1
                 self._seen.pop(name, None)
-        for gone in set(self._seen) - present:
-            del self._seen[gone]
+                self._seen.pop(sidecar_name, None)
         return handled
 
-    def _sidecar_stable(self, sidecar: Path, now: float) -> bool:
-        info = sidecar.stat()
-        key = sidecar.name
-        seen = self._seen.get(key)
+    def _stable(self, name: str, info: os.stat_result, now: float) -> bool:
+        """True once size and mtime have stayed unchanged for ``stable_seconds``."""
+        seen = self._seen.get(name)
         if seen is None or (seen.size, seen.mtime_ns) != (info.st_size, info.st_mtime_ns):
-            self._seen[key] = _Seen(info.st_size, info.st_mtime_ns, now)
+            self._seen[name] = _Seen(info.st_size, info.st_mtime_ns, now)
             return False
         return now - seen.since >= self.stable_seconds
 
-    def _take(self, name: str, size: int, sidecar: Path | None) -> bool:
+    def _take(
+        self, name: str, size: int, sidecar: Path | None, *, sidecar_is_link: bool = False
+    ) -> bool:
         """Ingest one stable file. False means "leave it and try again later"."""
         path = self.inbox / name
         try:
@@ -127,6 +129,11 @@ class HotFolder:
                     raise RejectedInput(
                         "only JPEG, PNG, TIFF and DICOM files are taken from the hot folder",
                         reason="unsupported_format",
+                    )
+                if sidecar_is_link:
+                    raise RejectedInput(
+                        "the sidecar is a symbolic link; identity is read only from real files",
+                        reason="bad_sidecar",
                     )
                 if size > self.max_bytes:
                     raise TooLarge(

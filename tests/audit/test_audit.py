@@ -126,10 +126,8 @@ def test_audit_row_commits_with_the_change_or_not_at_all(tmp_path: Path) -> None
 def test_replacing_the_tail_with_a_forged_chain_is_caught(tmp_path: Path) -> None:
     trail = _trail(tmp_path, 4)
     _tamper(tmp_path, "DELETE FROM audit_events WHERE seq >= 3")
-    forged = _trail(tmp_path / "other", 0)  # keep the genuine head file in tmp_path
-    forged_trail = AuditTrail(trail.store, tmp_path / "unused.head")
+    forger = AuditTrail(trail.store, tmp_path / "unused.head")  # the genuine head stays put
     for _ in range(2):
-        forged_trail.log(AuditEvent(event_id=EventID.IMPORT, action=Action.CREATE, user_id="forger"))
-    del forged
+        forger.log(AuditEvent(event_id=EventID.IMPORT, action=Action.CREATE, user_id="forger"))
     result = trail.verify()
     assert not result.ok and result.first_bad_seq == 4 and "replaced" in result.problem
