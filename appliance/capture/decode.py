@@ -162,11 +162,29 @@ def read_dicom(data: bytes, limits: Limits) -> Dataset:
                 )
         if len(ds) == 0:
             raise RejectedInput("the DICOM file holds no data elements", reason="truncated")
+        _check_lengths(ds)
     except RejectedInput:
         raise
     except Exception as exc:  # pydicom raises many kinds on damaged input
         raise RejectedInput(_malformed(exc)) from None
     return ds
+
+
+def _check_lengths(ds: Dataset) -> None:
+    """A value shorter than its declared length means the data ended early (pydicom is silent)."""
+    for tag in ds.keys():
+        raw = ds.get_item(tag)
+        length = getattr(raw, "length", None)
+        value = getattr(raw, "value", None)
+        if (
+            isinstance(length, int)
+            and length != 0xFFFFFFFF
+            and isinstance(value, bytes | bytearray)
+            and len(value) < length
+        ):
+            raise RejectedInput(
+                f"the DICOM data is truncated inside element {tag}", reason="truncated"
+            )
 
 
 def _malformed(exc: Exception) -> str:

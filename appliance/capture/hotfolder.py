@@ -104,7 +104,16 @@ class HotFolder:
                 if not self._stable(sidecar_name, files[sidecar_name], now):
                     continue
                 sidecar = self.inbox / sidecar_name
-            if self._take(name, info.st_size, sidecar, sidecar_is_link=sidecar_name in links):
+            try:
+                taken = self._take(
+                    name, info.st_size, sidecar, sidecar_is_link=sidecar_name in links
+                )
+            except Exception:  # one odd file must not stop the folder; it stays for a retry
+                LOGGER.exception(
+                    "hot folder: unexpected failure on one file; it stays in the inbox"
+                )
+                taken = False
+            if taken:
                 handled += 1
                 self._seen.pop(name, None)
                 self._seen.pop(sidecar_name, None)
@@ -183,7 +192,7 @@ def _read_sidecar(path: Path) -> dict[str, object]:
         raise RejectedInput("the sidecar JSON is too large", reason="bad_sidecar")
     try:
         value = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
         raise RejectedInput(f"the sidecar is not valid JSON: {exc}", reason="bad_sidecar") from None
     if not isinstance(value, dict):
         raise RejectedInput("the sidecar must be a JSON object", reason="bad_sidecar")
