@@ -65,12 +65,14 @@ def cmd_screen(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     limits, thresholds = limits_from(settings), thresholds_from(settings)
+    args.variant = None
+    screener = _screener(args, settings)
     images: list[dict[str, Any]] = []
     for name in args.files:
         entry: dict[str, Any] = {"path": name}
         try:
             data = Path(name).read_bytes()
-            result = analyse(data, limits, thresholds)
+            result = analyse(data, limits, thresholds, screener=screener)
         except OSError as exc:
             entry.update(error="unreadable_file", message=exc.strerror or str(exc))
         except ApplianceError as exc:
@@ -82,7 +84,16 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 entry["quality"] = quality_json(report)
             entry["screening"] = result.screening
         images.append(entry)
-    visit = {"outcome": {"code": NO_MODEL["status"], "text": NO_MODEL["message"]}}
+    if screener.screening_available:
+        visit = {
+            "outcome": {
+                "code": "not_available",
+                "text": "The per-patient outcome rules are not built yet: read the per-image "
+                "findings (demonstration models, not clinically validated).",
+            }
+        }
+    else:
+        visit = {"outcome": {"code": NO_MODEL["status"], "text": NO_MODEL["message"]}}
     if args.json:
         json.dump({"images": images, "visit": visit}, sys.stdout, indent=2)
         sys.stdout.write("\n")
@@ -185,6 +196,55 @@ def cmd_settings(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from appliance.synth import dataset
+
+    return int(dataset.run(args))
+
+
+def _screener(args: argparse.Namespace, settings: config.Settings) -> Any:
+    from appliance.inference import Screener
+    from appliance.inference.runtime import choose_providers
+
+    models = Path(args.models) if getattr(args, "models", None) else settings.models_path
+    providers = choose_providers(
+        settings.model_providers, settings.trt_cache_path, settings.trt_fp16
+    )
+    return Screener.load(
+        models, args.variant or settings.model_variant, providers, settings.model_threads
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from appliance.validate import run_validation
+
+    settings = _settings(args)
+    screener = _screener(args, settings)
+    if not screener.sessions:
+        print("no screening model installed: nothing to validate", file=sys.stderr)
+        return 2
+    labels = Path(args.labels) if args.labels else None
+    report = run_validation(
+        Path(args.dataset),
+        labels,
+        args.format,
+        screener.predictor(),
+        Path(args.report),
+        model_info={"models": screener.describe()},
+    )
+    print(json.dumps({key: report.get(key) for key in ("n", "imageability")}, default=str))
+    print(f"report written to {Path(args.report) / 'report.html'}")
+    return 0
+
+
+def cmd_bench_models(args: argparse.Namespace) -> int:
+    from appliance.bench_models import bench_models
+
+    settings = _settings(args)
+    models = Path(args.models) if args.models else settings.models_path
+    return bench_models(models, runs=args.runs, threads=args.threads)
+
+
 def cmd_bench_ingest(args: argparse.Namespace) -> int:
     from appliance.bench import bench_ingest
 
@@ -238,7 +298,29 @@ def build_parser() -> argparse.ArgumentParser:
     settings.add_argument("--markdown", action="store_true", help="print the settings reference")
     settings.set_defaults(func=cmd_settings)
 
+    synth = sub.add_parser("synth", help="write synthetic fundus photographs with labels.csv")
+    _add_synth_arguments(synth)
+    synth.set_defaults(func=cmd_synth)
+
+    validate = sub.add_parser("validate", help="measure models against labelled images")
+    validate.add_argument("--dataset", required=True, help="folder of images")
+    validate.add_argument("--labels", help="label file (default: the format's usual name)")
+    validate.add_argument(
+        "--format",
+        default="synth",
+        choices=["synth", "aptos", "eyepacs", "messidor2", "idrid", "refuge", "eyeq"],
+    )
+    validate.add_argument("--report", required=True, help="output folder for report.json/.html")
+    validate.add_argument("--models", help="models folder (default: the installed models)")
+    validate.add_argument("--variant", choices=["int8", "fp32"], help="model file variant")
+    validate.set_defaults(func=cmd_validate)
+
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
+    bench_models = bench.add_parser("models", help="per-model latency, FP32 vs INT8")
+    bench_models.add_argument("--models", help="models folder (default: the installed models)")
+    bench_models.add_argument("--runs", type=int, default=50)
+    bench_models.add_argument("--threads", type=int, default=2)
+    bench_models.set_defaults(func=cmd_bench_models)
     ingest = bench.add_parser("ingest", help="C-STORE throughput: appliance SCP vs dcmtk storescp")
     ingest.add_argument("--n", type=int, default=50, help="OP files per round")
     ingest.add_argument("--width", type=int, default=1632)
@@ -246,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--rounds", type=int, default=3)
     ingest.set_defaults(func=cmd_bench_ingest)
     return parser
+
+
+def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
+    from appliance.synth import dataset
+
+    dataset.add_arguments(parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,6 +99,18 @@ class Settings:
         0.5,
         "Fundus likeness (0-1: round bright field, dark surround, red) below this is not_fundus.",
     )
+    # --- models ---
+    models_dir: str = _s(
+        "", "Folder of ONNX models and their cards. Empty: the bundled models/ folder."
+    )
+    model_variant: str = _s("int8", "Model file variant to load: int8 (default) or fp32.")
+    model_providers: tuple[str, ...] = _s(
+        ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"),
+        "onnxruntime providers in order of preference; those this build lacks are skipped.",
+    )
+    model_threads: int = _s(2, "CPU threads per model session.")
+    trt_cache_dir: str = _s("", "TensorRT engine cache. Empty: <data_dir>/trt-cache.")
+    trt_fp16: bool = _s(True, "Let TensorRT build FP16 engines.")
     # --- processing ---
     log_level: str = _s(
         "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR. Logs never carry PHI."
@@ -107,6 +119,20 @@ class Settings:
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).resolve()
+
+    @property
+    def models_path(self) -> Path:
+        if self.models_dir:
+            return Path(self.models_dir).resolve()
+        return Path(__file__).resolve().parents[1] / "models"
+
+    @property
+    def trt_cache_path(self) -> Path:
+        return (
+            Path(self.trt_cache_dir).resolve()
+            if self.trt_cache_dir
+            else self.data_path / "trt-cache"
+        )
 
     @property
     def inbox_path(self) -> Path:
@@ -195,6 +221,12 @@ def markdown() -> str:
         "|---|---|---|---|",
     ]
     for name, default, help_text in declared():
-        shown = "(empty)" if default in ("", ()) else f"`{default}`"
+        shown = (
+            "(empty)"
+            if default in ("", ())
+            else f"`{', '.join(default)}`"
+            if isinstance(default, tuple)
+            else f"`{default}`"
+        )
         lines.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | {shown} | {help_text} |")
     return "\n".join(lines) + "\n"

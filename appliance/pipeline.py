@@ -13,7 +13,9 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
+
+import numpy as np
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.capture.decode import OPT_SOP_CLASS, Limits, decode_rgb, sniff
@@ -36,6 +38,15 @@ NOT_ANALYSED_OPT = {
 }
 
 
+class ScreenerLike(Protocol):
+    @property
+    def screening_available(self) -> bool: ...
+
+    def analyse(self, rgb: np.ndarray) -> dict[str, Any]: ...
+
+    def describe(self) -> list[dict[str, Any]]: ...
+
+
 @dataclass(frozen=True)
 class ImageAnalysis:
     quality: QualityReport | None
@@ -44,7 +55,12 @@ class ImageAnalysis:
 
 
 def analyse(
-    data: bytes, limits: Limits, thresholds: QualityThresholds, *, is_oct: bool = False
+    data: bytes,
+    limits: Limits,
+    thresholds: QualityThresholds,
+    *,
+    is_oct: bool = False,
+    screener: ScreenerLike | None = None,
 ) -> ImageAnalysis:
     """Run the stages that exist on one encoded image. Raises ApplianceError if undecodable."""
     if is_oct:
@@ -58,7 +74,31 @@ def analyse(
         "decode_ms": round((decoded - started) * 1000, 2),
         "quality_ms": round((assessed - decoded) * 1000, 2),
     }
-    return ImageAnalysis(report, dict(NO_MODEL), timings)
+    return ImageAnalysis(report, screen(rgb, report, screener, timings), timings)
+
+
+def screen(
+    rgb: np.ndarray,
+    report: QualityReport,
+    screener: ScreenerLike | None,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """Per-image screening findings, or an honest statement of why there are none."""
+    if screener is None or not screener.screening_available:
+        return dict(NO_MODEL)
+    models = screener.describe()
+    if not report.gradable:
+        return {
+            "status": "not_graded",
+            "message": "Not graded: the image quality is insufficient ("
+            + ", ".join(report.reasons)
+            + "). Retake the photograph.",
+            "models": models,
+        }
+    findings = screener.analyse(rgb)
+    findings.pop("heatmap", None)
+    timings.update(findings.pop("timings_ms", {}))
+    return {"status": "screened", "findings": findings, "models": models}
 
 
 def quality_json(report: QualityReport) -> dict[str, Any]:
@@ -78,7 +118,9 @@ class Pipeline:
         audit: AuditTrail,
         limits: Limits,
         thresholds: QualityThresholds,
+        screener: ScreenerLike | None = None,
     ) -> None:
+        self.screener = screener
         self.store = store
         self.blobs = blobs
         self.audit = audit
@@ -147,7 +189,11 @@ class Pipeline:
             data = self.blobs.read(row["file_path"])
             sniff(data)
             analysis = analyse(
-                data, self.limits, self.thresholds, is_oct=row["sop_class_uid"] == OPT_SOP_CLASS
+                data,
+                self.limits,
+                self.thresholds,
+                is_oct=row["sop_class_uid"] == OPT_SOP_CLASS,
+                screener=self.screener,
             )
         except ApplianceError as exc:
             self._fail(row, exc.reason, exc.message)

@@ -10,13 +10,15 @@ from dataclasses import fields
 from typing import Any
 
 from appliance import __version__
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType
+from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType, Outcome
 from appliance.capture import Incoming, Ingestor, Limits
 from appliance.capture.hotfolder import HotFolder
 from appliance.capture.scp import StorageSCP
 from appliance.config import Settings
 from appliance.domain import Capture, Source
 from appliance.errors import ApplianceError
+from appliance.inference import ModelIntegrityError, Screener
+from appliance.inference.runtime import choose_providers
 from appliance.pipeline import Pipeline
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store
@@ -46,8 +48,14 @@ class Services:
         self.blobs = BlobStore(data, settings.min_free_disk_mb * MIB)
         self.audit = AuditTrail(self.store, data / "audit.head")
         self.limits = limits_from(settings)
+        self.screener, self.model_status = self._load_models()
         self.pipeline = Pipeline(
-            self.store, self.blobs, self.audit, self.limits, thresholds_from(settings)
+            self.store,
+            self.blobs,
+            self.audit,
+            self.limits,
+            thresholds_from(settings),
+            screener=self.screener,
         )
         self.ingestor = Ingestor(
             self.store,
@@ -60,6 +68,31 @@ class Services:
         self.scp: StorageSCP | None = None
         self.hotfolder: HotFolder | None = None
         self.started = False
+
+    def _load_models(self) -> tuple[Screener | None, str]:
+        """The installed models, hash-checked; a mismatch is refused, audited and reported."""
+        s = self.settings
+        try:
+            providers = choose_providers(s.model_providers, s.trt_cache_path, s.trt_fp16)
+            screener = Screener.load(s.models_path, s.model_variant, providers, s.model_threads)
+        except ModelIntegrityError as exc:
+            LOGGER.error("screening models refused: %s", exc.message)
+            self.audit.log(
+                AuditEvent(
+                    event_id=EventID.SECURITY_ALERT,
+                    action=Action.EXECUTE,
+                    user_id="system",
+                    outcome=Outcome.SERIOUS_FAILURE,
+                    detail={"alert": "model_integrity", "message": exc.message},
+                )
+            )
+            return None, f"refused: {exc.message}"
+        if not screener.sessions:
+            return None, "none installed"
+        return screener, "installed"
+
+    def models(self) -> list[dict[str, Any]]:
+        return self.screener.describe() if self.screener is not None else []
 
     def start(self, *, dicom: bool = True, hotfolder: bool = True, worker: bool = True) -> None:
         s = self.settings
@@ -154,5 +187,9 @@ class Services:
             "outbox_pending": int(outbox or 0),
             "dicom_scp": self.scp is not None,
             "hotfolder": self.hotfolder is not None,
-            "screening_model": "none installed",
+            "screening_model": self.model_status,
+            "models": [
+                {key: m[key] for key in ("name", "version", "task", "variant", "provider")}
+                for m in self.models()
+            ],
         }

@@ -120,3 +120,18 @@ def test_serve_answers_healthz_and_captures_list_and_db_check(tmp_path: Path) ->
     blob.unlink()
     check = subprocess.run([*CLI, "db", "check"], env=env, capture_output=True, text=True)
     assert check.returncode == 1 and "file missing" in check.stderr
+
+
+def test_synth_writes_images_and_labels(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    assert main(["synth", "--out", str(out), "--n", "4", "--seed", "9", "--size", "320x240"]) == 0
+    lines = (out / "labels.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    for column in (
+        "image", "eye", "dr_grade", "referable_dr", "dme", "cdr", "glaucoma_suspect",
+        "gradable", "camera", "pigmentation", "age_band", "sex",
+    ):  # fmt: skip
+        assert column in header
+    assert len(lines) == 5
+    first = dict(zip(header, lines[1].split(","), strict=True))
+    assert (out / first["image"]).is_file()

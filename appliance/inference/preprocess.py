@@ -1,0 +1,110 @@
+"""Pre-processing exactly as the model cards specify: pure numpy/OpenCV, no session.
+
+The training recipe (``models/recipe``) imports these same functions, so a model sees at run
+time exactly what it saw in training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+WORK_SIZE = 256  # the field is found on a copy this wide
+
+
+@dataclass(frozen=True)
+class Field:
+    """Circular camera field in image coordinates."""
+
+    cx: float
+    cy: float
+    radius: float
+
+
+def find_field(rgb: np.ndarray) -> Field:
+    """The camera field: largest bright region of a downscaled luminance image."""
+    h, w = rgb.shape[:2]
+    scale = WORK_SIZE / max(h, w)
+    small = cv2.resize(
+        rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
+    luma = small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    threshold = max(
+        12.0,
+        float(np.percentile(luma, 5)) + 0.15 * (float(luma.max()) - float(np.percentile(luma, 5))),
+    )
+    mask = (luma > threshold).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if count <= 1:
+        return Field(w / 2, h / 2, min(h, w) / 2)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    ys, xs = np.nonzero(labels == largest)
+    cx, cy = float(xs.mean()), float(ys.mean())
+    # radius from the horizontal extent (fields are often cut at top and bottom)
+    radius = max((xs.max() - xs.min() + 1) / 2.0, float(np.sqrt(len(xs) / np.pi)))
+    return Field(cx / scale, cy / scale, radius / scale)
+
+
+def square_crop(rgb: np.ndarray, cx: float, cy: float, half: float, size: int) -> np.ndarray:
+    """A size×size crop of the square centred at (cx, cy) with half-side ``half``; black outside."""
+    half = max(half, 1.0)
+    s = size / (2 * half)
+    matrix = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], dtype=np.float64)
+    interpolation = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(
+        rgb,
+        matrix,
+        (size, size),
+        flags=interpolation,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+
+
+def field_crop(rgb: np.ndarray, size: int, field: Field | None = None) -> np.ndarray:
+    field = field or find_field(rgb)
+    return square_crop(rgb, field.cx, field.cy, field.radius, size)
+
+
+def locate_disc(rgb: np.ndarray, field: Field | None = None) -> tuple[float, float]:
+    """Optic disc centre (image coordinates): the brightest smooth blob inside the field."""
+    field = field or find_field(rgb)
+    crop = field_crop(rgb, WORK_SIZE, field)
+    luma = crop.astype(np.float32) @ np.array([0.25, 0.6, 0.15], np.float32)
+    yy, xx = np.mgrid[0:WORK_SIZE, 0:WORK_SIZE]
+    r = np.hypot(xx - WORK_SIZE / 2, yy - WORK_SIZE / 2)
+    inside = r < WORK_SIZE * 0.46
+    blurred = cv2.GaussianBlur(luma, (0, 0), WORK_SIZE / 40)
+    blurred[~inside] = 0
+    y, x = np.unravel_index(int(np.argmax(blurred)), blurred.shape)
+    scale = (2 * field.radius) / WORK_SIZE
+    return field.cx + (x - WORK_SIZE / 2) * scale, field.cy + (y - WORK_SIZE / 2) * scale
+
+
+def disc_crop(rgb: np.ndarray, size: int, extent: float, field: Field | None = None) -> np.ndarray:
+    """A crop centred on the disc, ``extent`` × the field diameter wide."""
+    field = field or find_field(rgb)
+    cx, cy = locate_disc(rgb, field)
+    return square_crop(rgb, cx, cy, extent * field.radius, size)
+
+
+def to_tensor(crop: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """HWC uint8 RGB → 1×3×H×W float32, scaled to [0, 1] then normalised per channel."""
+    scaled = crop.astype(np.float32) / np.float32(255.0)
+    normalised = (scaled - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def prepare(rgb: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """The model input for ``rgb`` according to a card's ``input`` block."""
+    size = int(spec["size"])
+    if spec["crop"] == "field":
+        crop = field_crop(rgb, size)
+    elif spec["crop"] == "disc":
+        crop = disc_crop(rgb, size, float(spec["disc_extent"]))
+    else:
+        raise ValueError(f"unknown crop {spec['crop']!r} in model card")
+    return to_tensor(crop, spec["mean"], spec["std"])

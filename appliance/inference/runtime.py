@@ -1,0 +1,67 @@
+"""onnxruntime sessions: the only code that touches a session.
+
+Provider preference (TensorRT → CUDA → CPU by default) is filtered by what this onnxruntime
+build offers, and the provider actually used is read back from the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from appliance.inference.card import ModelCard
+
+LOGGER = logging.getLogger(__name__)
+DEFAULT_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def choose_providers(
+    preference: tuple[str, ...] = DEFAULT_PREFERENCE,
+    trt_cache: Path | None = None,
+    trt_fp16: bool = True,
+) -> list[Any]:
+    available = set(ort.get_available_providers())
+    chosen: list[Any] = []
+    for name in preference:
+        if name not in available:
+            continue
+        if name == "TensorrtExecutionProvider" and trt_cache is not None:
+            trt_cache.mkdir(parents=True, exist_ok=True)
+            options = {
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(trt_cache),
+                "trt_fp16_enable": trt_fp16,
+            }
+            chosen.append((name, options))
+        else:
+            chosen.append(name)
+    if not any((p if isinstance(p, str) else p[0]) == "CPUExecutionProvider" for p in chosen):
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+class ModelSession:
+    def __init__(
+        self, card: ModelCard, variant: str, providers: list[Any], threads: int = 2
+    ) -> None:
+        path = card.verify(variant)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        self.card = card
+        self.variant = variant
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.providers_in_use: list[str] = list(self.session.get_providers())
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [output.name for output in self.session.get_outputs()]
+        LOGGER.info("model %s %s on %s", card.name, variant, self.providers_in_use[0])
+
+    def predict(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        values = self.session.run(None, {self.input_name: tensor})
+        return dict(zip(self.output_names, values, strict=True))

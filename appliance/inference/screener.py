@@ -1,0 +1,87 @@
+"""The screening models together: load by card (hash-checked), run per image.
+
+``pre_process`` / ``post_process`` are pure (``preprocess.py``, ``postprocess.py``); only
+``ModelSession.predict`` touches onnxruntime.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from appliance.inference.card import ModelCard, find_cards
+from appliance.inference.postprocess import POSTPROCESS, heatmap
+from appliance.inference.preprocess import prepare
+from appliance.inference.runtime import ModelSession
+
+
+class Screener:
+    def __init__(self, sessions: dict[str, ModelSession]) -> None:
+        self.sessions = sessions
+
+    @classmethod
+    def load(
+        cls,
+        models_dir: Path,
+        variant: str = "int8",
+        providers: list[Any] | None = None,
+        threads: int = 2,
+    ) -> Screener:
+        """One model per task; ModelIntegrityError when a file does not match its card."""
+        sessions: dict[str, ModelSession] = {}
+        for card in find_cards(Path(models_dir)):
+            if card.task in sessions:
+                raise ValueError(f"two models for task {card.task!r} in {models_dir}")
+            chosen = variant if variant in card.variants() else card.variants()[0]
+            sessions[card.task] = ModelSession(
+                card, chosen, providers or ["CPUExecutionProvider"], threads
+            )
+        return cls(sessions)
+
+    @property
+    def cards(self) -> list[ModelCard]:
+        return [session.card for session in self.sessions.values()]
+
+    @property
+    def screening_available(self) -> bool:
+        return "dr" in self.sessions or "glaucoma" in self.sessions
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [
+            {
+                **s.card.summary(),
+                "variant": s.variant,
+                "sha256": s.card.data["files"][s.variant]["sha256"],
+                "provider": s.providers_in_use[0],
+            }
+            for s in self.sessions.values()
+        ]
+
+    def analyse(self, rgb: np.ndarray) -> dict[str, Any]:
+        """Every installed model on one RGB image: flat findings + ``timings_ms`` + ``heatmap``."""
+        findings: dict[str, Any] = {}
+        timings: dict[str, float] = {}
+        for task, session in self.sessions.items():
+            started = time.perf_counter()
+            tensor = prepare(rgb, session.card.input)
+            outputs = session.predict(tensor)
+            findings.update(POSTPROCESS[task](outputs, session.card.thresholds))
+            if task == "dr":
+                findings["heatmap"] = heatmap(outputs)
+            timings[f"{task}_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        findings["timings_ms"] = timings
+        return findings
+
+    def predictor(self) -> Any:
+        """The validation harness's predictor: findings without the heatmap array."""
+
+        def predict(rgb: np.ndarray) -> dict[str, Any]:
+            result = self.analyse(rgb)
+            result.pop("heatmap", None)
+            result.pop("timings_ms", None)
+            return result
+
+        return predict
