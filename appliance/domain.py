@@ -79,3 +79,52 @@ class QualityReport:
     guidance: tuple[str, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     field_geometry: FieldGeometry | None = None
+
+
+@dataclass(frozen=True)
+class ImageFinding:
+    """What the quality gate and the models found on one photograph, as the outcome stage sees it.
+
+    Model fields are None when no model for that task is installed or the image was not graded.
+    """
+
+    capture_id: int | None
+    laterality: str | None  # "L" / "R": as given, else as detected from the disc position
+    field: str | None  # "macula" / "disc" centred, None when unknown
+    gradable: bool
+    quality_reasons: tuple[str, ...] = ()
+    dr_grade: int | None = None  # ICDR 0-4
+    p_referable: float | None = None
+    referable: bool | None = None  # moderate NPDR or worse, or DME
+    p_dme: float | None = None
+    dme: bool | None = None
+    cdr: float | None = None
+    p_glaucoma: float | None = None
+    glaucoma_suspect: bool | None = None
+    laterality_mismatch: bool = False
+
+
+@dataclass(frozen=True)
+class EyeOutcome:
+    eye: str  # "L" / "R"
+    status: str  # "graded", "ungradable", "missing"
+    dr_grade: int | None = None
+    referable: bool | None = None
+    dme: bool | None = None
+    cdr: float | None = None
+    glaucoma_suspect: bool | None = None
+    capture_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The visit's screening decision, in words a patient could understand."""
+
+    code: str  # refer, rescreen, retake, glaucoma_refer, incomplete, no_model
+    text: str
+    recall_months: int | None
+    urgency: str  # routine, soon, urgent
+    rule_set: str  # "<name>@<version>"
+    complete: bool
+    eyes: tuple[EyeOutcome, ...] = ()
+    prompts: tuple[str, ...] = ()  # what the operator should do next, one sentence each
