@@ -21,6 +21,7 @@ from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.capture.decode import OPT_SOP_CLASS, Limits, decode_rgb, sniff
 from appliance.domain import CaptureStatus, QualityReport
 from appliance.errors import ApplianceError
+from appliance.metrics import Metrics
 from appliance.quality import QualityThresholds, assess
 from appliance.store import BlobStore, Store, utcnow
 
@@ -119,8 +120,10 @@ class Pipeline:
         limits: Limits,
         thresholds: QualityThresholds,
         screener: ScreenerLike | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.screener = screener
+        self.metrics = metrics
         self.store = store
         self.blobs = blobs
         self.audit = audit
@@ -202,12 +205,25 @@ class Pipeline:
             LOGGER.exception("capture %d could not be analysed", capture_id)
             self._fail(row, "analysis_error", f"{type(exc).__name__}: {exc}"[:300])
             return
+        started = time.perf_counter()
         self._store(row, analysis)
+        if self.metrics is not None:
+            self._observe(analysis, time.perf_counter() - started)
         for listener in list(self.listeners):
             try:
                 listener(capture_id)
             except Exception:
                 LOGGER.exception("pipeline listener failed")
+
+    def _observe(self, analysis: ImageAnalysis, store_seconds: float) -> None:
+        assert self.metrics is not None
+        for key, value in analysis.timings_ms.items():
+            self.metrics.stage_seconds.labels(stage=key.removesuffix("_ms")).observe(value / 1000)
+        self.metrics.stage_seconds.labels(stage="store").observe(store_seconds)
+        gradable = "unknown" if analysis.quality is None else str(analysis.quality.gradable).lower()
+        self.metrics.analysed.labels(
+            gradable=gradable, screening=analysis.screening["status"]
+        ).inc()
 
     def _event(self, row: dict[str, Any], outcome: Outcome, detail: dict[str, Any]) -> AuditEvent:
         return AuditEvent(

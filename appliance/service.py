@@ -19,6 +19,8 @@ from appliance.domain import Capture, Source
 from appliance.errors import ApplianceError
 from appliance.inference import ModelIntegrityError, Screener
 from appliance.inference.runtime import choose_providers
+from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from appliance.metrics import Metrics
 from appliance.pipeline import Pipeline
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store
@@ -48,6 +50,7 @@ class Services:
         self.blobs = BlobStore(data, settings.min_free_disk_mb * MIB)
         self.audit = AuditTrail(self.store, data / "audit.head")
         self.limits = limits_from(settings)
+        self.metrics = Metrics()
         self.screener, self.model_status = self._load_models()
         self.pipeline = Pipeline(
             self.store,
@@ -56,6 +59,7 @@ class Services:
             self.limits,
             thresholds_from(settings),
             screener=self.screener,
+            metrics=self.metrics,
         )
         self.ingestor = Ingestor(
             self.store,
@@ -64,6 +68,17 @@ class Services:
             self.limits,
             max_bytes=settings.max_dicom_bytes,
             on_new=self.pipeline.notify,
+            metrics=self.metrics,
+        )
+        self.metrics.bind(self.pipeline.pending, self._outbox_depth)
+        self.metrics.models.info(
+            {
+                "status": self.model_status.split(":")[0],
+                **{
+                    f"{m['task']}": f"{m['name']}@{m['version']} {m['variant']} {m['provider']}"
+                    for m in self.models()
+                },
+            }
         )
         self.scp: StorageSCP | None = None
         self.hotfolder: HotFolder | None = None
@@ -90,6 +105,8 @@ class Services:
         if not screener.sessions:
             return None, "none installed"
         return screener, "installed"
+
+    metrics_content_type = METRICS_CONTENT_TYPE
 
     def models(self) -> list[dict[str, Any]]:
         return self.screener.describe() if self.screener is not None else []
@@ -162,6 +179,14 @@ class Services:
     def refuse_upload(self, error: ApplianceError, *, user_id: str, address: str) -> None:
         self.ingestor.refuse(
             Incoming(data=b"", source=Source.UPLOAD, user_id=user_id, source_address=address), error
+        )
+
+    def _outbox_depth(self) -> float:
+        return float(
+            self.store.scalar(
+                "SELECT count(*) FROM outbox_jobs WHERE state IN ('queued', 'leased')"
+            )
+            or 0
         )
 
     def health(self) -> dict[str, Any]:

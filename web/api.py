@@ -14,8 +14,17 @@ bp = Blueprint("api", __name__)
 FORM_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "laterality", "issuer")
 
 
-def _services() -> Any:
+def _services() -> Any:  # appliance.service.Services
     return current_app.extensions["services"]
+
+
+@bp.get("/metrics")
+def metrics() -> Any:
+    """Prometheus exposition: counts and latencies only, no PHI."""
+    body = _services().metrics.exposition()
+    return current_app.response_class(
+        body, mimetype=None, content_type=_services().metrics_content_type
+    )
 
 
 @bp.get("/healthz")

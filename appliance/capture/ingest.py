@@ -18,6 +18,7 @@ from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.capture.decode import Inspection, Limits, examine
 from appliance.domain import Capture, PatientInfo, Source
 from appliance.errors import ApplianceError, RejectedInput, TooLarge
+from appliance.metrics import Metrics
 from appliance.store import BlobStore, Store, Tx, utcnow
 
 LOGGER = logging.getLogger(__name__)
@@ -82,7 +83,9 @@ class Ingestor:
         limits: Limits,
         max_bytes: int,
         on_new: Callable[[int], None] = lambda capture_id: None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.store = store
         self.blobs = blobs
         self.audit = audit
@@ -97,6 +100,8 @@ class Ingestor:
             self.refuse(item, exc)
             raise
         if not capture.duplicate:
+            if self.metrics is not None:
+                self.metrics.captures.labels(source=str(item.source)).inc()
             self.on_new(capture.id)
         return capture
 
@@ -235,6 +240,8 @@ class Ingestor:
     def refuse(self, item: Incoming, exc: ApplianceError) -> None:
         """Audit a refused input (also for refusals decided before :meth:`ingest`)."""
         LOGGER.warning("refused input from %s: %s (%s)", item.source, exc.reason, exc.message)
+        if self.metrics is not None:
+            self.metrics.refused.labels(source=str(item.source), reason=exc.reason).inc()
         try:
             self.audit.log(
                 AuditEvent(
