@@ -111,6 +111,10 @@ class Settings:
     model_threads: int = _s(2, "CPU threads per model session.")
     trt_cache_dir: str = _s("", "TensorRT engine cache. Empty: <data_dir>/trt-cache.")
     trt_fp16: bool = _s(True, "Let TensorRT build FP16 engines.")
+    # --- outcome ---
+    outcome_rules: str = _s(
+        "", "Guideline rule file (TOML) for the visit outcome. Empty: the shipped default."
+    )
     # --- processing ---
     log_level: str = _s(
         "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR. Logs never carry PHI."

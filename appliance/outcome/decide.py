@@ -1,0 +1,254 @@
+"""Per-eye summaries and the visit's decision, from the per-image findings. Pure functions.
+
+How photographs are counted:
+
+* **Side.** A photograph belongs to the eye it is labelled with. When the models say the
+  label is wrong (``laterality_mismatch``), it is counted for the *detected* side (the other
+  one) and a prompt asks the operator to check the label; the referral decision never depends
+  on the side, only completeness does. A photograph with no usable label (``None`` or anything
+  but ``"L"``/``"R"``) completes no eye and gets a prompt to label it.
+* **Findings.** The worst gradable finding wins, per eye and for the visit: the highest DR
+  grade, referable if any photograph is (its flag, DME, or grade >= 2), DME if any, the
+  largest cup-to-disc ratio, glaucoma suspect if any. Findings on ungradable photographs are
+  ignored. Every gradable photograph counts towards referral, whatever its field or label —
+  a referable finding on an unlabelled photograph still refers the patient.
+* **Completeness.** An eye is ``graded`` when it has a gradable photograph of the required
+  field (any field when ``required_field = "any"``); ``ungradable`` when instead it has only
+  ungradable photographs that are, or may be (field unknown), of the required field;
+  ``missing`` otherwise. A visit is complete when every required eye is graded and has a
+  screening result.
+* **No model.** With ``models_installed=False`` the model fields are ignored and the decision
+  is the rule file's ``no_model`` decision; quality prompts are still given.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from appliance.domain import EyeOutcome, ImageFinding, Outcome
+from appliance.outcome import prompts
+from appliance.outcome.conditions import Facts, describe
+from appliance.outcome.rules import Decision, RuleSet, first_match
+
+LOGGER = logging.getLogger(__name__)
+
+_OTHER_SIDE = {"L": "R", "R": "L"}
+
+
+def _label(finding: ImageFinding) -> str | None:
+    label = (finding.laterality or "").strip().upper()
+    return label if label in _OTHER_SIDE else None
+
+
+def _side(finding: ImageFinding) -> str | None:
+    """The eye a photograph counts for: the detected side when the label looks wrong."""
+    label = _label(finding)
+    if label is not None and finding.laterality_mismatch:
+        return _OTHER_SIDE[label]
+    return label
+
+
+def _without_models(finding: ImageFinding) -> ImageFinding:
+    return replace(
+        finding,
+        dr_grade=None,
+        p_referable=None,
+        referable=None,
+        p_dme=None,
+        dme=None,
+        cdr=None,
+        p_glaucoma=None,
+        glaucoma_suspect=None,
+    )
+
+
+def _field(finding: ImageFinding) -> str | None:
+    return finding.field.strip().lower() if finding.field else None
+
+
+def _completes(finding: ImageFinding, rules: RuleSet) -> bool:
+    return finding.gradable and rules.required_field in ("any", _field(finding))
+
+
+def _failed_attempt(finding: ImageFinding, rules: RuleSet) -> bool:
+    field = _field(finding)
+    return not finding.gradable and (
+        rules.required_field == "any" or field in (None, rules.required_field)
+    )
+
+
+def _check(findings: Sequence[ImageFinding]) -> None:
+    for index, finding in enumerate(findings):
+        if not isinstance(finding, ImageFinding):
+            raise TypeError(
+                f"findings[{index}] must be an ImageFinding, not {type(finding).__name__}"
+            )
+        if finding.dr_grade is not None and not 0 <= finding.dr_grade <= 4:
+            raise ValueError(
+                f"findings[{index}].dr_grade must be 0-4 (ICDR); got {finding.dr_grade}"
+            )
+
+
+def _any(values: Iterable[bool | None]) -> bool | None:
+    """True if any is True, False if some are known and none True, None if none are known."""
+    known = [v for v in values if v is not None]
+    return any(known) if known else None
+
+
+def _image_referable(finding: ImageFinding) -> bool | None:
+    if finding.referable or finding.dme or (finding.dr_grade or 0) >= 2:
+        return True
+    if finding.referable is False or finding.dme is False or finding.dr_grade is not None:
+        return False
+    return None
+
+
+def _has_result(images: Sequence[ImageFinding]) -> bool:
+    return any(f.gradable and (f.dr_grade is not None or f.referable is not None) for f in images)
+
+
+def _by_eye(findings: Sequence[ImageFinding], rules: RuleSet) -> dict[str, list[ImageFinding]]:
+    groups: dict[str, list[ImageFinding]] = {eye: [] for eye in rules.eyes}
+    for finding in findings:
+        side = _side(finding)
+        if side in groups:
+            groups[side].append(finding)
+    return groups
+
+
+def _combine(eye: str, images: Sequence[ImageFinding], rules: RuleSet) -> EyeOutcome:
+    gradable = [f for f in images if f.gradable]
+    if any(_completes(f, rules) for f in images):
+        status = "graded"
+    elif any(_failed_attempt(f, rules) for f in images):
+        status = "ungradable"
+    else:
+        status = "missing"
+    grades = [f.dr_grade for f in gradable if f.dr_grade is not None]
+    ratios = [f.cdr for f in gradable if f.cdr is not None]
+    return EyeOutcome(
+        eye=eye,
+        status=status,
+        dr_grade=max(grades) if grades else None,
+        referable=_any(_image_referable(f) for f in gradable),
+        dme=_any(f.dme for f in gradable),
+        cdr=max(ratios) if ratios else None,
+        glaucoma_suspect=_any(f.glaucoma_suspect for f in gradable),
+        capture_ids=tuple(f.capture_id for f in images if f.capture_id is not None),
+    )
+
+
+def per_eye(findings: Sequence[ImageFinding], rules: RuleSet) -> tuple[EyeOutcome, ...]:
+    """One summary per eye the protocol requires, in the protocol's order."""
+    findings = tuple(findings)
+    _check(findings)
+    groups = _by_eye(findings, rules)
+    return tuple(_combine(eye, groups[eye], rules) for eye in rules.eyes)
+
+
+def _exhausted(images: Sequence[ImageFinding], status: str, rules: RuleSet) -> bool:
+    failed = sum(1 for f in images if _failed_attempt(f, rules))
+    return status == "ungradable" and failed > rules.max_retakes
+
+
+def _facts(
+    findings: Sequence[ImageFinding],
+    groups: dict[str, list[ImageFinding]],
+    eyes: Sequence[EyeOutcome],
+    rules: RuleSet,
+    no_model: bool,
+) -> Facts:
+    gradable = [f for f in findings if f.gradable]
+    grades = [f.dr_grade for f in gradable if f.dr_grade is not None]
+    return Facts(
+        no_model=no_model,
+        worst_grade=max(grades) if grades else None,
+        referable=any(_image_referable(f) for f in gradable),
+        dme=any(f.dme for f in gradable),
+        glaucoma_suspect=any(f.glaucoma_suspect for f in gradable),
+        ungradable=any(e.status == "ungradable" for e in eyes),
+        missing=any(e.status == "missing" for e in eyes),
+        retakes_exhausted=any(_exhausted(groups[e.eye], e.status, rules) for e in eyes),
+        all_graded=not no_model
+        and all(e.status == "graded" and _has_result(groups[e.eye]) for e in eyes),
+    )
+
+
+def _reasons(images: Sequence[ImageFinding]) -> list[str]:
+    seen: list[str] = []
+    for finding in images:
+        seen.extend(r for r in finding.quality_reasons if r not in seen)
+    return seen
+
+
+def _eye_prompt(
+    eye: EyeOutcome, images: Sequence[ImageFinding], rules: RuleSet, no_model: bool
+) -> str | None:
+    if eye.status == "missing":
+        return prompts.missing(eye.eye, rules.required_field, has_other_photos=bool(images))
+    if eye.status == "ungradable":
+        failed = [f for f in images if _failed_attempt(f, rules)]
+        if _exhausted(images, eye.status, rules):
+            return prompts.retakes_exhausted(eye.eye, len(failed), _reasons(failed))
+        return prompts.ungradable(eye.eye, len(failed), _reasons(failed))
+    if not no_model and not _has_result(images):
+        return prompts.no_result(eye.eye)
+    return None
+
+
+def _prompts(
+    findings: Sequence[ImageFinding],
+    groups: dict[str, list[ImageFinding]],
+    eyes: Sequence[EyeOutcome],
+    facts: Facts,
+    decision: Decision,
+    rules: RuleSet,
+) -> tuple[str, ...]:
+    said: list[str] = []
+
+    def say(text: str | None) -> None:
+        if text and text not in said:
+            said.append(text)
+
+    for eye in eyes:
+        say(_eye_prompt(eye, groups[eye.eye], rules, facts.no_model))
+    unlabelled = sum(1 for f in findings if _label(f) is None)
+    if unlabelled:
+        say(prompts.unlabelled(unlabelled))
+    for finding in findings:
+        label = _label(finding)
+        if label is not None and finding.laterality_mismatch:
+            say(prompts.label_mismatch(label))
+    if decision.code == "refer" and facts.glaucoma_suspect:
+        say(prompts.also_glaucoma())
+    return tuple(said)
+
+
+def decide(
+    findings: Sequence[ImageFinding], rules: RuleSet, *, models_installed: bool = True
+) -> Outcome:
+    """The visit's outcome: the first decision of ``rules`` that matches, with prompts."""
+    findings = tuple(findings)
+    _check(findings)
+    if not models_installed:
+        findings = tuple(_without_models(f) for f in findings)
+    groups = _by_eye(findings, rules)
+    eyes = tuple(_combine(eye, groups[eye], rules) for eye in rules.eyes)
+    facts = _facts(findings, groups, eyes, rules, no_model=not models_installed)
+    found = first_match(rules, facts)
+    if found is None:
+        raise ValueError(f"rule set {rules.label}: no decision applies when {describe(facts)}")
+    decision = found[1]
+    LOGGER.debug("outcome %s by %s (%s)", decision.code, rules.label, describe(facts))
+    return Outcome(
+        code=decision.code,
+        text=decision.text,
+        recall_months=decision.recall_months,
+        urgency=decision.urgency,
+        rule_set=rules.label,
+        complete=facts.all_graded,
+        eyes=eyes,
+        prompts=_prompts(findings, groups, eyes, facts, decision, rules),
+    )

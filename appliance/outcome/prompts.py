@@ -1,0 +1,92 @@
+"""The operator prompts: one plain sentence each, saying what to do next.
+
+Written for the person at the camera, not for an eye specialist. The quality gate's reason
+codes are turned into short words here (this stage does not import the quality stage; an
+unknown code is shown with its underscores as spaces).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+LOGGER = logging.getLogger(__name__)
+
+REASON_WORDS: dict[str, str] = {
+    "not_fundus": "not a retina photograph",
+    "off_center": "off centre",
+    "too_dark": "too dark",
+    "too_bright": "too bright",
+    "uneven_illumination": "unevenly lit",
+    "out_of_focus": "out of focus",
+    "low_contrast": "hazy",
+}
+
+EYE_NAMES: dict[str, str] = {"L": "left", "R": "right"}
+FIELD_WORDS: dict[str, str] = {"macula": "macula-centred ", "disc": "disc-centred ", "any": ""}
+
+
+def reason_words(reasons: Sequence[str]) -> str:
+    """``("too_dark", "out_of_focus")`` → ``"too dark and out of focus"``."""
+    words = [REASON_WORDS.get(code, code.replace("_", " ")) for code in reasons]
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def _eye(eye: str) -> str:
+    return EYE_NAMES.get(eye, eye)
+
+
+def missing(eye: str, required_field: str, *, has_other_photos: bool) -> str:
+    name = _eye(eye)
+    kind = FIELD_WORDS.get(required_field, "")
+    what = f"no {kind}photograph" if has_other_photos else "no photograph"
+    return f"{name.capitalize()} eye: {what} yet — take a {kind}photograph of the {name} eye."
+
+
+def ungradable(eye: str, count: int, reasons: Sequence[str]) -> str:
+    words = reason_words(reasons)
+    because = f" ({words})" if words else ""
+    photos = "the photograph is" if count == 1 else "the photographs are"
+    return (
+        f"{_eye(eye).capitalize()} eye: {photos} not gradable{because} — retake; "
+        "if retakes keep failing, refer."
+    )
+
+
+def retakes_exhausted(eye: str, count: int, reasons: Sequence[str]) -> str:
+    words = reason_words(reasons)
+    because = f" ({words})" if words else ""
+    return (
+        f"{_eye(eye).capitalize()} eye: {count} photographs were not gradable{because} — "
+        "retakes have not worked; refer to an eye care professional."
+    )
+
+
+def no_result(eye: str) -> str:
+    return (
+        f"{_eye(eye).capitalize()} eye: the screening model gave no result for the photographs"
+        " — run the screening again, or ask a reviewer to grade them."
+    )
+
+
+def unlabelled(count: int) -> str:
+    if count == 1:
+        return "A photograph has no eye label — mark it Left or Right so it counts for that eye."
+    return (
+        f"{count} photographs have no eye label — mark each Left or Right so they count for"
+        " that eye."
+    )
+
+
+def label_mismatch(labelled: str) -> str:
+    detected = "right" if labelled == "L" else "left"
+    return (
+        f"Check the eye label: the photograph labelled {_eye(labelled).capitalize()} looks like"
+        f" a {detected} eye."
+    )
+
+
+def also_glaucoma() -> str:
+    return "Also a glaucoma suspect — mention the optic disc finding in the referral."
