@@ -59,43 +59,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
-    from appliance.errors import ApplianceError
-    from appliance.pipeline import NO_MODEL, analyse, quality_json
-    from appliance.service import limits_from, thresholds_from
+    from appliance.pipeline.offline import screen_files
+    from appliance.service import limits_from, rules_from, thresholds_from
 
     settings = _settings(args)
-    limits, thresholds = limits_from(settings), thresholds_from(settings)
     args.variant = None
     screener = _screener(args, settings)
-    images: list[dict[str, Any]] = []
-    for name in args.files:
-        entry: dict[str, Any] = {"path": name}
-        try:
-            data = Path(name).read_bytes()
-            result = analyse(data, limits, thresholds, screener=screener)
-        except OSError as exc:
-            entry.update(error="unreadable_file", message=exc.strerror or str(exc))
-        except ApplianceError as exc:
-            entry.update(error=exc.reason, message=exc.message)
-        else:
-            report = result.quality
-            if report is not None:
-                entry["gradable"] = report.gradable
-                entry["quality"] = quality_json(report)
-            entry["screening"] = result.screening
-        images.append(entry)
-    if screener.screening_available:
-        visit = {
-            "outcome": {
-                "code": "not_available",
-                "text": "The per-patient outcome rules are not built yet: read the per-image "
-                "findings (demonstration models, not clinically validated).",
-            }
-        }
-    else:
-        visit = {"outcome": {"code": NO_MODEL["status"], "text": NO_MODEL["message"]}}
+    result = screen_files(
+        [Path(name) for name in args.files],
+        limits_from(settings),
+        thresholds_from(settings),
+        rules_from(settings),
+        screener,
+        Path(args.heatmaps) if args.heatmaps else None,
+    )
+    images, outcome = result["images"], result["visit"]["outcome"]
     if args.json:
-        json.dump({"images": images, "visit": visit}, sys.stdout, indent=2)
+        json.dump(result, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         for entry in images:
@@ -105,7 +85,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
                 print(f"{entry['path']}: gradable (quality {entry['quality']['score']:.2f})")
             else:
                 print(f"{entry['path']}: NOT gradable — " + " ".join(entry["quality"]["guidance"]))
-        print(visit["outcome"]["text"])
+        print(outcome["text"])
+        for prompt in outcome["prompts"]:
+            print(f"  - {prompt}")
     return 1 if any("error" in entry for entry in images) else 0
 
 
@@ -245,6 +227,12 @@ def cmd_bench_models(args: argparse.Namespace) -> int:
     return bench_models(models, runs=args.runs, threads=args.threads)
 
 
+def cmd_bench_screen(args: argparse.Namespace) -> int:
+    from appliance.bench_screen import bench_screen
+
+    return bench_screen(n=args.n, as_json=args.json)
+
+
 def cmd_bench_ingest(args: argparse.Namespace) -> int:
     from appliance.bench import bench_ingest
 
@@ -265,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     screen = sub.add_parser("screen", help="analyse image files offline as one patient's visit")
     screen.add_argument("files", nargs="+")
     screen.add_argument("--json", action="store_true", help="print JSON")
+    screen.add_argument("--heatmaps", help="folder to write heatmap overlay PNGs into")
     screen.set_defaults(func=cmd_screen)
 
     captures = sub.add_parser("captures", help="stored captures").add_subparsers(
@@ -321,6 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_models.add_argument("--runs", type=int, default=50)
     bench_models.add_argument("--threads", type=int, default=2)
     bench_models.set_defaults(func=cmd_bench_models)
+    bench_screen = bench.add_parser("screen", help="capture-to-result latency, RSS, start-up")
+    bench_screen.add_argument("--n", type=int, default=30, help="photos per variant")
+    bench_screen.add_argument("--json", action="store_true")
+    bench_screen.set_defaults(func=cmd_bench_screen)
     ingest = bench.add_parser("ingest", help="C-STORE throughput: appliance SCP vs dcmtk storescp")
     ingest.add_argument("--n", type=int, default=50, help="OP files per round")
     ingest.add_argument("--width", type=int, default=1632)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from appliance import __version__
@@ -21,6 +22,7 @@ from appliance.inference import ModelIntegrityError, Screener
 from appliance.inference.runtime import choose_providers
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Metrics
+from appliance.outcome import RuleSet, load_rules
 from appliance.pipeline import Pipeline
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store
@@ -33,6 +35,10 @@ def thresholds_from(settings: Settings) -> QualityThresholds:
     return QualityThresholds(
         **{f.name: getattr(settings, f"quality_{f.name}") for f in fields(QualityThresholds)}
     )
+
+
+def rules_from(settings: Settings) -> RuleSet:
+    return load_rules(Path(settings.outcome_rules) if settings.outcome_rules else None)
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -52,12 +58,14 @@ class Services:
         self.limits = limits_from(settings)
         self.metrics = Metrics()
         self.screener, self.model_status = self._load_models()
+        self.rules = rules_from(settings)
         self.pipeline = Pipeline(
             self.store,
             self.blobs,
             self.audit,
             self.limits,
             thresholds_from(settings),
+            rules=self.rules,
             screener=self.screener,
             metrics=self.metrics,
         )
@@ -213,6 +221,7 @@ class Services:
             "dicom_scp": self.scp is not None,
             "hotfolder": self.hotfolder is not None,
             "screening_model": self.model_status,
+            "rule_set": self.rules.label,
             "models": [
                 {key: m[key] for key in ("name", "version", "task", "variant", "provider")}
                 for m in self.models()

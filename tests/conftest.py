@@ -108,6 +108,7 @@ def settings(tmp_path: Path) -> Settings:
         dicom_acse_timeout=5,
         dicom_dimse_timeout=10,
         dicom_network_timeout=10,
+        models_dir=str(tmp_path / "no-models"),  # tests that need the shipped models say so
     )
 
 

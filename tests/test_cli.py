@@ -25,6 +25,12 @@ def _screen(paths: list[Path], capsys: pytest.CaptureFixture[str]) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@pytest.fixture
+def no_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPLIANCE_MODELS_DIR", str(tmp_path / "no-models"))
+
+
+@pytest.mark.usefixtures("no_models")
 def test_screen_clean_and_degraded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clean = fundus(seed=11, size=(768, 1024))
     files = {"clean": tmp_path / "clean.jpg"}
@@ -46,6 +52,40 @@ def test_screen_clean_and_degraded(tmp_path: Path, capsys: pytest.CaptureFixture
         assert reason in entry["quality"]["reasons"]
         assert entry["quality"]["guidance"] and 0 <= entry["quality"]["score"] < 0.5
     assert out["visit"]["outcome"]["code"] == "no_model"
+    assert "No screening model installed" in out["visit"]["outcome"]["text"]
+
+
+def test_screen_with_the_shipped_models_gives_the_documented_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from appliance.synth.case import render_case
+    from appliance.synth.dataset import case_for
+
+    paths = []
+    for eye in ("L", "R"):
+        case = next(
+            c for c in (case_for(5150, i, (600, 800)) for i in range(200))
+            if c.eye == eye and c.field == "macula" and c.defect is None and c.dr_grade == 0
+            and not c.glaucoma_suspect
+        )  # fmt: skip
+        paths.append(tmp_path / f"{eye}.png")
+        paths[-1].write_bytes(png_bytes(render_case(case)))
+        paths[-1].with_suffix(".json").write_text(json.dumps({"laterality": eye}))
+    assert main(["screen", "--json", "--heatmaps", str(tmp_path / "maps"), *map(str, paths)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for entry, eye in zip(out["images"], ("L", "R"), strict=True):
+        assert entry["gradable"] is True and entry["laterality"] == eye
+        assert entry["laterality_source"] == "sidecar" and entry["laterality_mismatch"] is False
+        assert entry["field"] == "macula"
+        assert set(entry["dr"]) >= {"grade", "p_referable", "referable"}
+        assert set(entry["dme"]) == {"p", "present"}
+        assert set(entry["glaucoma"]) == {"cdr", "p_suspect", "suspect"}
+        assert Path(entry["heatmap"]).is_file()
+    outcome = out["visit"]["outcome"]
+    assert outcome["code"] in {"refer", "rescreen", "retake", "glaucoma_refer", "incomplete"}
+    assert outcome["rule_set"].startswith("primary-care-dr-screening@")
+    if outcome["code"] == "rescreen":
+        assert outcome["recall_months"] == 12
 
 
 def test_screen_reports_unreadable_input(
@@ -89,7 +129,9 @@ def test_serve_answers_healthz_and_captures_list_and_db_check(tmp_path: Path) ->
 
         health = wait_for(healthy, timeout=30, interval=0.2)
         assert health["status"] == "ok" and health["captures"] == 0
-        assert health["screening_model"] == "none installed"
+        assert health["screening_model"] == "installed"
+        assert {m["task"] for m in health["models"]} == {"gradability", "dr", "glaucoma"}
+        assert {m["provider"] for m in health["models"]} == {"CPUExecutionProvider"}
         with socket.create_connection(("127.0.0.1", int(env["APPLIANCE_DICOM_PORT"])), timeout=5):
             pass  # the SCP listens
         inbox = tmp_path / "var" / "inbox"

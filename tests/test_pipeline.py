@@ -22,7 +22,9 @@ def test_result_says_no_model_is_installed(services: Any) -> None:
     payload = json.loads(row["payload"])
     assert payload["status"] == "no_model"
     assert "No screening model installed" in payload["message"]
-    assert "grade" not in payload and "dr" not in payload  # no placeholder grades
+    assert payload["dr"] is None and payload["glaucoma"] is None  # no placeholder grades
+    visit = wait_for(lambda: services.store.one("SELECT * FROM visit_outcomes ORDER BY id DESC"))
+    assert visit["code"] == "no_model" and visit["visit_key"] == f"capture:{capture.id}"
     status = services.store.scalar("SELECT status FROM captures WHERE id = ?", (capture.id,))
     assert status == "processed"
 
@@ -94,3 +96,49 @@ def test_undecodable_stored_file_fails_visibly_and_the_worker_goes_on(
             == "processed"
         )
     )
+
+
+def test_two_eyes_with_the_shipped_models_complete_a_visit(settings: Settings) -> None:
+    from appliance.service import Services
+    from appliance.synth.case import render_case
+    from appliance.synth.dataset import case_for
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    services = Services(settings.replace(models_dir=str(models)))
+    services.start(dicom=False, hotfolder=False)
+    try:
+        ids = []
+        for eye in ("L", "R"):
+            case = next(
+                c for c in (case_for(6160, i, (600, 800)) for i in range(200))
+                if c.eye == eye and c.field == "macula" and c.defect is None
+            )  # fmt: skip
+            capture = services.ingestor.ingest(
+                Incoming(
+                    data=jpeg_bytes(render_case(case)),
+                    source=Source.UPLOAD,
+                    user_id="t",
+                    fields={"patient_id": "VISIT1", "laterality": eye},
+                )
+            )
+            ids.append(capture.id)
+        wait_for(lambda: services.pipeline.pending() == 0, timeout=60)
+        row = services.store.one("SELECT * FROM visit_outcomes ORDER BY id DESC LIMIT 1")
+        outcome = json.loads(row["payload"])
+        assert row["visit_key"].startswith("patient:")
+        assert {eye["eye"]: eye["status"] for eye in outcome["eyes"]} == {
+            "L": "graded",
+            "R": "graded",
+        }
+        assert outcome["complete"] is True and outcome["code"] != "incomplete"
+        result = json.loads(
+            services.store.one("SELECT payload FROM results WHERE capture_pk = ?", (ids[0],))[
+                "payload"
+            ]
+        )
+        assert result["status"] == "screened" and result["laterality"] == "L"
+        assert (settings.data_path / result["heatmap"]).is_file()
+        assert {m["name"] for m in result["models"]} >= {"retina-dr-demo", "retina-glaucoma-demo"}
+        assert services.audit.verify().ok
+    finally:
+        services.stop()

@@ -48,20 +48,42 @@ class ModelSession:
     def __init__(
         self, card: ModelCard, variant: str, providers: list[Any], threads: int = 2
     ) -> None:
-        path = card.verify(variant)
+        self.path = card.verify(variant)
+        self.card = card
+        self.variant = variant
+        self.threads = threads
+        self.fallback_reason: str | None = None
+        self._open(providers)
+        self.warm_up()
+        LOGGER.info("model %s %s on %s", card.name, variant, self.providers_in_use[0])
+
+    def warm_up(self) -> None:
+        """One inference at start-up, so the first patient does not pay for lazy initialisation."""
+        size = int(self.card.input["size"])
+        self.predict(np.zeros((1, 3, size, size), np.float32))
+
+    def _open(self, providers: list[Any]) -> None:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        self.card = card
-        self.variant = variant
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.providers_in_use: list[str] = list(self.session.get_providers())
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [output.name for output in self.session.get_outputs()]
-        LOGGER.info("model %s %s on %s", card.name, variant, self.providers_in_use[0])
 
     def predict(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        values = self.session.run(None, {self.input_name: tensor})
+        try:
+            values = self.session.run(None, {self.input_name: tensor})
+        except Exception as exc:
+            if self.providers_in_use[0] == "CPUExecutionProvider":
+                raise
+            # An accelerator failing at run time: carry on on the CPU, and say so.
+            self.fallback_reason = f"{self.providers_in_use[0]} failed: {type(exc).__name__}"
+            LOGGER.error(
+                "model %s: %s; falling back to the CPU", self.card.name, self.fallback_reason
+            )
+            self._open(["CPUExecutionProvider"])
+            values = self.session.run(None, {self.input_name: tensor})
         return dict(zip(self.output_names, values, strict=True))

@@ -56,6 +56,7 @@ class Screener:
                 "variant": s.variant,
                 "sha256": s.card.data["files"][s.variant]["sha256"],
                 "provider": s.providers_in_use[0],
+                "fallback": s.fallback_reason,
             }
             for s in self.sessions.values()
         ]

@@ -107,4 +107,18 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
     BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
     """,
+    # 2: visit outcomes (append-only history; the newest row per visit is current)
+    """
+    CREATE TABLE visit_outcomes (
+        id INTEGER PRIMARY KEY,
+        visit_key TEXT NOT NULL,
+        study_pk INTEGER REFERENCES studies(id),
+        patient_pk INTEGER REFERENCES patients(id),
+        code TEXT NOT NULL,
+        rule_set TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX visit_outcomes_visit ON visit_outcomes(visit_key, id);
+    """,
 ]

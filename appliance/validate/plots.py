@@ -183,7 +183,8 @@ def calibration_png(
             continue
         low, high = float(b["bin_low"]), float(b["bin_high"])  # type: ignore[arg-type]
         (x0, y0), (x1, y1) = canvas.xy(low, 0), canvas.xy(high, 0.3 * count / most)
-        canvas.draw.rectangle([x0 + 2, y1, x1 - 2, y0 - 1], fill=_BAR)
+        bottom = y0 - 1
+        canvas.draw.rectangle([x0 + 2, min(y1, bottom), x1 - 2, bottom], fill=_BAR)
     canvas.dashed((0, 0), (1, 1))
     points = [
         (float(b["mean_predicted"]), float(b["observed"]))  # type: ignore[arg-type]

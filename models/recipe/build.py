@@ -43,6 +43,7 @@ NAMES = {
 }
 VERSION = "0.1.0"
 SEEDS = {"train": 1001, "val": 2002, "test": 3003}
+EPOCHS = {"gradability": 20, "dr": 8, "glaucoma": 8}
 
 
 def log(message: str) -> None:
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=4000)
     parser.add_argument("--n-val", type=int, default=800)
     parser.add_argument("--n-test", type=int, default=2000)
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=None, help=f"override {EPOCHS}")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tasks", default="gradability,dr,glaucoma")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks every step runs")
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.n_train, args.n_val, args.n_test, args.epochs = 96, 48, 48, 1
         args.work = args.work.with_name(args.work.name + "-quick")
+    epochs = {task: args.epochs or EPOCHS[task] for task in EPOCHS}
     torch.set_num_threads(args.workers)
     started = time.perf_counter()
     specs = {task: nets.SPECS[task]["input"] for task in nets.SPECS}
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             task,
             train_crops[task][keep],
             {k: v[keep] for k, v in y_train.items()},
-            args.epochs,
+            epochs[task],
             seed=7,
             log=log,
         )
@@ -302,7 +304,7 @@ def write_card(
             "generator_seed": SEEDS["train"],
             "images": n_train,
             "image_size": list(data.GEN_SIZE),
-            "epochs": args.epochs,
+            "epochs": EPOCHS[task] if args.epochs is None else args.epochs,
             "framework": f"PyTorch {torch.__version__} (CPU)",
             "recipe": "models/recipe/build.py",
             "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -255,3 +255,15 @@ def test_default_loader_gives_rgb_uint8(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "pic.gif")
     with pytest.raises(OSError):
         load_rgb(tmp_path / "pic.gif")
+
+
+def test_calibration_plot_survives_a_nearly_empty_bin(tmp_path: Path) -> None:
+    from appliance.validate.plots import calibration_png
+
+    bins = [
+        {"bin_low": i / 10, "bin_high": (i + 1) / 10, "n": n, "mean_predicted": i / 10 + 0.05,
+         "observed": 0.5}
+        for i, n in enumerate([1000, 1, 0, 0, 0, 0, 0, 0, 0, 3])
+    ]  # fmt: skip
+    calibration_png(tmp_path / "c.png", title="t", bins=bins, ece=0.1, n=1004)
+    assert (tmp_path / "c.png").stat().st_size > 0

@@ -1,4 +1,4 @@
-"""The one place that wires the stages: capture → quality → (inference → outcome) → store.
+"""The worker: received captures → per-image analysis → stored result → visit outcome.
 
 Stages never import each other; this module moves their records between them. The worker
 takes captures in ``received`` state (also after a crash or restart, so nothing is skipped),
@@ -12,103 +12,23 @@ import json
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from dataclasses import asdict
+from typing import Any
 
-import numpy as np
+import cv2
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
-from appliance.capture.decode import OPT_SOP_CLASS, Limits, decode_rgb, sniff
-from appliance.domain import CaptureStatus, QualityReport
+from appliance.capture.decode import OPT_SOP_CLASS, Limits, sniff
+from appliance.domain import CaptureStatus
 from appliance.errors import ApplianceError
 from appliance.metrics import Metrics
-from appliance.quality import QualityThresholds, assess
-from appliance.store import BlobStore, Store, utcnow
+from appliance.outcome import RuleSet
+from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
+from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
+from appliance.quality import QualityThresholds
+from appliance.store import BlobStore, Store, Tx, utcnow
 
 LOGGER = logging.getLogger(__name__)
-
-NO_MODEL = {
-    "status": "no_model",
-    "message": "No screening model installed: image quality was checked, but no diabetic "
-    "retinopathy or glaucoma grading was done.",
-}
-NOT_ANALYSED_OPT = {
-    "status": "not_analysed",
-    "message": "OCT (ophthalmic tomography) received and stored; the quality gate and the "
-    "screening models apply to fundus photographs only.",
-}
-
-
-class ScreenerLike(Protocol):
-    @property
-    def screening_available(self) -> bool: ...
-
-    def analyse(self, rgb: np.ndarray) -> dict[str, Any]: ...
-
-    def describe(self) -> list[dict[str, Any]]: ...
-
-
-@dataclass(frozen=True)
-class ImageAnalysis:
-    quality: QualityReport | None
-    screening: dict[str, Any]
-    timings_ms: dict[str, float]
-
-
-def analyse(
-    data: bytes,
-    limits: Limits,
-    thresholds: QualityThresholds,
-    *,
-    is_oct: bool = False,
-    screener: ScreenerLike | None = None,
-) -> ImageAnalysis:
-    """Run the stages that exist on one encoded image. Raises ApplianceError if undecodable."""
-    if is_oct:
-        return ImageAnalysis(None, dict(NOT_ANALYSED_OPT), {})
-    started = time.perf_counter()
-    rgb = decode_rgb(data, limits)
-    decoded = time.perf_counter()
-    report = assess(rgb, thresholds)
-    assessed = time.perf_counter()
-    timings = {
-        "decode_ms": round((decoded - started) * 1000, 2),
-        "quality_ms": round((assessed - decoded) * 1000, 2),
-    }
-    return ImageAnalysis(report, screen(rgb, report, screener, timings), timings)
-
-
-def screen(
-    rgb: np.ndarray,
-    report: QualityReport,
-    screener: ScreenerLike | None,
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """Per-image screening findings, or an honest statement of why there are none."""
-    if screener is None or not screener.screening_available:
-        return dict(NO_MODEL)
-    models = screener.describe()
-    if not report.gradable:
-        return {
-            "status": "not_graded",
-            "message": "Not graded: the image quality is insufficient ("
-            + ", ".join(report.reasons)
-            + "). Retake the photograph.",
-            "models": models,
-        }
-    findings = screener.analyse(rgb)
-    findings.pop("heatmap", None)
-    timings.update(findings.pop("timings_ms", {}))
-    return {"status": "screened", "findings": findings, "models": models}
-
-
-def quality_json(report: QualityReport) -> dict[str, Any]:
-    return {
-        "score": round(report.score, 4),
-        "reasons": list(report.reasons),
-        "guidance": list(report.guidance),
-        "metrics": {key: round(float(value), 5) for key, value in report.metrics.items()},
-    }
 
 
 class Pipeline:
@@ -119,9 +39,11 @@ class Pipeline:
         audit: AuditTrail,
         limits: Limits,
         thresholds: QualityThresholds,
+        rules: RuleSet,
         screener: ScreenerLike | None = None,
         metrics: Metrics | None = None,
     ) -> None:
+        self.rules = rules
         self.screener = screener
         self.metrics = metrics
         self.store = store
@@ -206,7 +128,8 @@ class Pipeline:
             self._fail(row, "analysis_error", f"{type(exc).__name__}: {exc}"[:300])
             return
         started = time.perf_counter()
-        self._store(row, analysis)
+        heatmap_path = self._save_heatmap(analysis)
+        self._store(row, analysis, heatmap_path)
         if self.metrics is not None:
             self._observe(analysis, time.perf_counter() - started)
         for listener in list(self.listeners):
@@ -237,9 +160,19 @@ class Pipeline:
             detail={"capture_id": row["id"], **detail},
         )
 
-    def _store(self, row: dict[str, Any], analysis: ImageAnalysis) -> None:
+    def _save_heatmap(self, analysis: ImageAnalysis) -> str | None:
+        if analysis.heatmap is None:
+            return None
+        ok, png = cv2.imencode(".png", cv2.cvtColor(analysis.heatmap, cv2.COLOR_RGB2BGR))
+        return self.blobs.put(png.tobytes(), "image/png") if ok else None
+
+    def _store(self, row: dict[str, Any], analysis: ImageAnalysis, heatmap: str | None) -> None:
         now = utcnow()
         report = analysis.quality
+        given = row["laterality"]
+        record = image_json(analysis, given, row["laterality_source"])
+        record["heatmap"] = heatmap
+        record["finding"] = asdict(finding(analysis, row["id"], given))
         with self.store.write() as tx:
             if report is not None:
                 tx.insert(
@@ -262,9 +195,7 @@ class Pipeline:
                 {
                     "capture_pk": row["id"],
                     "kind": "screening",
-                    "payload": json.dumps(
-                        {**analysis.screening, "timings_ms": analysis.timings_ms}
-                    ),
+                    "payload": json.dumps({**analysis.screening, **record}, default=_json_default),
                     "created_at": now,
                 },
             )
@@ -278,13 +209,74 @@ class Pipeline:
                     row,
                     Outcome.SUCCESS,
                     {
-                        "stage": "quality",
+                        "stage": "analysis",
                         "gradable": None if report is None else report.gradable,
                         "reasons": [] if report is None else list(report.reasons),
                         "screening": analysis.screening["status"],
+                        "models": [
+                            f"{m['name']}@{m['version']}"
+                            for m in analysis.screening.get("models", [])
+                        ],
+                        "laterality_mismatch": record["laterality_mismatch"],
                     },
                 ),
             )
+            self._decide_visit(tx, row)
+
+    def _visit(self, row: dict[str, Any]) -> tuple[str, str, tuple[Any, ...]]:
+        """The visit a capture belongs to: its study, else its patient that day, else itself."""
+        if row["study_pk"] is not None:
+            return f"study:{row['study_pk']}", "c.study_pk = ?", (row["study_pk"],)
+        if row["patient_pk"] is not None:
+            day = row["received_at"][:10]
+            return (
+                f"patient:{row['patient_pk']}:{day}",
+                "c.study_pk IS NULL AND c.patient_pk = ? AND substr(c.received_at, 1, 10) = ?",
+                (row["patient_pk"], day),
+            )
+        return f"capture:{row['id']}", "c.id = ?", (row["id"],)
+
+    def _decide_visit(self, tx: Tx, row: dict[str, Any]) -> None:
+        key, where, params = self._visit(row)
+        results = tx.db.query(
+            "SELECT r.payload FROM results r JOIN captures c ON c.id = r.capture_pk "
+            f"WHERE r.kind = 'screening' AND {where} ORDER BY c.id",
+            params,
+        )
+        findings = []
+        for result in results:
+            payload = json.loads(result["payload"])
+            if payload.get("finding") is not None:
+                findings.append(finding_from_json(payload["finding"]))
+        installed = self.screener is not None and self.screener.screening_available
+        outcome = visit_outcome(findings, self.rules, installed)
+        tx.insert(
+            "visit_outcomes",
+            {
+                "visit_key": key,
+                "study_pk": row["study_pk"],
+                "patient_pk": row["patient_pk"],
+                "code": outcome.code,
+                "rule_set": outcome.rule_set,
+                "payload": json.dumps(outcome_json(outcome)),
+                "created_at": utcnow(),
+            },
+        )
+        self.audit.record(
+            tx,
+            self._event(
+                row,
+                Outcome.SUCCESS,
+                {
+                    "stage": "outcome",
+                    "visit": key,
+                    "code": outcome.code,
+                    "rule_set": outcome.rule_set,
+                },
+            ),
+        )
+        if self.metrics is not None:
+            self.metrics.outcomes.labels(code=outcome.code).inc()
 
     def _fail(self, row: dict[str, Any], reason: str, message: str) -> None:
         LOGGER.warning("capture %d failed analysis: %s", row["id"], reason)
@@ -296,3 +288,9 @@ class Pipeline:
             self.audit.record(
                 tx, self._event(row, Outcome.SERIOUS_FAILURE, {"stage": "decode", "failed": reason})
             )
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()  # numpy scalars
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")

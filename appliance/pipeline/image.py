@@ -1,0 +1,195 @@
+"""One photograph through the stages: decode → quality → anatomy → models.
+
+Pure apart from the model sessions it is given; used by the worker and by ``appliance screen``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from appliance.capture.decode import Limits, decode_rgb
+from appliance.domain import ImageFinding, QualityReport
+from appliance.inference.anatomy import Anatomy, detect
+from appliance.inference.overlay import overlay
+from appliance.quality import QualityThresholds, assess
+
+NO_MODEL = {
+    "status": "no_model",
+    "message": "No screening model installed: image quality was checked, but no diabetic "
+    "retinopathy or glaucoma grading was done.",
+}
+NOT_ANALYSED_OPT = {
+    "status": "not_analysed",
+    "message": "OCT (ophthalmic tomography) received and stored; the quality gate and the "
+    "screening models apply to fundus photographs only.",
+}
+MIN_LATERALITY_CONFIDENCE = 0.5  # below this a detected side neither labels nor contradicts
+
+
+class ScreenerLike(Protocol):
+    @property
+    def screening_available(self) -> bool: ...
+
+    def analyse(self, rgb: np.ndarray) -> dict[str, Any]: ...
+
+    def describe(self) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class ImageAnalysis:
+    quality: QualityReport | None
+    anatomy: Anatomy | None
+    screening: dict[str, Any]  # status, message, findings, models
+    timings_ms: dict[str, float]
+    heatmap: np.ndarray | None = None  # RGB overlay of the DR activation map
+
+
+def analyse(
+    data: bytes,
+    limits: Limits,
+    thresholds: QualityThresholds,
+    *,
+    is_oct: bool = False,
+    screener: ScreenerLike | None = None,
+) -> ImageAnalysis:
+    """Run every stage that applies to one encoded image. Raises ApplianceError if undecodable."""
+    if is_oct:
+        return ImageAnalysis(None, None, dict(NOT_ANALYSED_OPT), {})
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    rgb = decode_rgb(data, limits)
+    timings["decode_ms"] = _ms(started)
+    started = time.perf_counter()
+    report = assess(rgb, thresholds)
+    timings["quality_ms"] = _ms(started)
+    anatomy = None
+    if "not_fundus" not in report.reasons:
+        started = time.perf_counter()
+        anatomy = detect(rgb)
+        timings["anatomy_ms"] = _ms(started)
+    screening, heatmap = _screen(rgb, report, screener, timings)
+    return ImageAnalysis(report, anatomy, screening, timings, heatmap)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
+
+
+def _screen(
+    rgb: np.ndarray, report: QualityReport, screener: ScreenerLike | None, timings: dict[str, float]
+) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Per-image screening findings, or an honest statement of why there are none."""
+    if screener is None or not screener.screening_available:
+        return dict(NO_MODEL), None
+    models = screener.describe()
+    if not report.gradable:
+        message = (
+            "Not graded: the image quality is insufficient ("
+            + ", ".join(report.reasons)
+            + "). Retake the photograph."
+        )
+        return {"status": "not_graded", "message": message, "models": models}, None
+    findings = screener.analyse(rgb)
+    cam = findings.pop("heatmap", None)
+    timings.update(findings.pop("timings_ms", {}))
+    heatmap = None
+    if cam is not None:
+        started = time.perf_counter()
+        heatmap = overlay(rgb, cam)
+        timings["heatmap_ms"] = _ms(started)
+    return {"status": "screened", "findings": findings, "models": models}, heatmap
+
+
+def laterality(analysis: ImageAnalysis, given: str | None) -> tuple[str | None, str | None, bool]:
+    """(laterality, source, mismatch): what was given wins; a confident contradiction is flagged."""
+    detected = None
+    if analysis.anatomy is not None and analysis.anatomy.confidence >= MIN_LATERALITY_CONFIDENCE:
+        detected = analysis.anatomy.laterality
+    if given in ("L", "R"):
+        return given, None, detected is not None and detected != given
+    if detected is not None:
+        return detected, "detected", False
+    return None, None, False
+
+
+def finding(analysis: ImageAnalysis, capture_id: int | None, given: str | None) -> ImageFinding:
+    side, _, mismatch = laterality(analysis, given)
+    if mismatch and analysis.anatomy is not None:
+        side = analysis.anatomy.laterality  # counted for the eye it shows; the prompt says so
+    found = analysis.screening.get("findings") or {}
+    report = analysis.quality
+    return ImageFinding(
+        capture_id=capture_id,
+        laterality=side,
+        field=analysis.anatomy.field if analysis.anatomy is not None else None,
+        gradable=bool(report.gradable) if report is not None else False,
+        quality_reasons=tuple(report.reasons) if report is not None else (),
+        dr_grade=found.get("dr_grade"),
+        p_referable=found.get("p_referable"),
+        referable=found.get("referable"),
+        p_dme=found.get("p_dme"),
+        dme=found.get("dme"),
+        cdr=found.get("cdr"),
+        p_glaucoma=found.get("p_glaucoma"),
+        glaucoma_suspect=found.get("glaucoma_suspect"),
+        laterality_mismatch=mismatch,
+    )
+
+
+def quality_json(report: QualityReport) -> dict[str, Any]:
+    return {
+        "score": round(report.score, 4),
+        "reasons": list(report.reasons),
+        "guidance": list(report.guidance),
+        "metrics": {key: round(float(value), 5) for key, value in report.metrics.items()},
+    }
+
+
+def _round(value: Any) -> Any:
+    return round(float(value), 4) if isinstance(value, float) else value
+
+
+def image_json(
+    analysis: ImageAnalysis, given: str | None, given_source: str | None
+) -> dict[str, Any]:
+    """The per-image record of ``appliance screen --json`` and of stored results (README)."""
+    side, detected_source, mismatch = laterality(analysis, given)
+    found = analysis.screening.get("findings") or {}
+    out: dict[str, Any] = {
+        "gradable": analysis.quality.gradable if analysis.quality is not None else None,
+        "quality": quality_json(analysis.quality) if analysis.quality is not None else None,
+        "laterality": side,
+        "laterality_source": given_source if given in ("L", "R") else detected_source,
+        "laterality_detected": analysis.anatomy.laterality if analysis.anatomy else None,
+        "laterality_mismatch": mismatch,
+        "field": analysis.anatomy.field if analysis.anatomy else None,
+        "screening": {k: v for k, v in analysis.screening.items() if k != "findings"},
+        "dr": None,
+        "dme": None,
+        "glaucoma": None,
+        "timings_ms": analysis.timings_ms,
+    }
+    if "dr_grade" in found:
+        out["dr"] = {
+            "grade": found["dr_grade"],
+            "p_referable": _round(found["p_referable"]),
+            "referable": found["referable"],
+            "grade_probabilities": found.get("grade_probabilities"),
+        }
+        out["dme"] = {"p": _round(found["p_dme"]), "present": found["dme"]}
+    if "cdr" in found:
+        out["glaucoma"] = {
+            "cdr": _round(found["cdr"]),
+            "p_suspect": _round(found["p_glaucoma"]),
+            "suspect": found["glaucoma_suspect"],
+        }
+    if "p_gradable" in found:
+        out["gradability_model"] = {
+            "p_gradable": _round(found["p_gradable"]),
+            "quality": found.get("quality"),
+        }
+    return out
