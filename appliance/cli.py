@@ -23,6 +23,8 @@ def _configure_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Request lines can carry identifiers in URLs: access is recorded in the audit trail instead.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:

@@ -98,13 +98,13 @@ def to_tensor(crop: np.ndarray, mean: list[float], std: list[float]) -> np.ndarr
     return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
-def prepare(rgb: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def prepare(rgb: np.ndarray, spec: dict[str, Any], field: Field | None = None) -> np.ndarray:
     """The model input for ``rgb`` according to a card's ``input`` block."""
     size = int(spec["size"])
     if spec["crop"] == "field":
-        crop = field_crop(rgb, size)
+        crop = field_crop(rgb, size, field)
     elif spec["crop"] == "disc":
-        crop = disc_crop(rgb, size, float(spec["disc_extent"]))
+        crop = disc_crop(rgb, size, float(spec["disc_extent"]), field)
     else:
         raise ValueError(f"unknown crop {spec['crop']!r} in model card")
     return to_tensor(crop, spec["mean"], spec["std"])
