@@ -177,3 +177,22 @@ def test_synth_writes_images_and_labels(tmp_path: Path) -> None:
     assert len(lines) == 5
     first = dict(zip(header, lines[1].split(","), strict=True))
     assert (out / first["image"]).is_file()
+
+
+def test_screen_flags_a_wrong_eye_label(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.synth.case import render_case
+    from appliance.synth.dataset import case_for
+
+    case = next(
+        c for c in (case_for(7170, i, (600, 800)) for i in range(200))
+        if c.eye == "R" and c.field == "macula" and c.defect is None
+    )  # fmt: skip
+    path = tmp_path / "labelled-left.png"
+    path.write_bytes(png_bytes(render_case(case)))
+    path.with_suffix(".json").write_text(json.dumps({"laterality": "L"}))
+    assert main(["screen", "--json", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (entry,) = out["images"]
+    assert entry["laterality"] == "L" and entry["laterality_detected"] == "R"
+    assert entry["laterality_mismatch"] is True
+    assert any("Check the eye label" in prompt for prompt in out["visit"]["outcome"]["prompts"])

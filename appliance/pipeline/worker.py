@@ -18,7 +18,7 @@ from typing import Any
 import cv2
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
-from appliance.capture.decode import OPT_SOP_CLASS, Limits, sniff
+from appliance.capture.decode import OPT_SOP_CLASS, Limits
 from appliance.domain import CaptureStatus
 from appliance.errors import ApplianceError
 from appliance.metrics import Metrics
@@ -112,7 +112,6 @@ class Pipeline:
             return
         try:
             data = self.blobs.read(row["file_path"])
-            sniff(data)
             analysis = analyse(
                 data,
                 self.limits,
