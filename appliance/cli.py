@@ -6,6 +6,7 @@ import argparse
 import hashlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -168,6 +169,41 @@ def cmd_db_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_outbox_status(args: argparse.Namespace) -> int:
+    from appliance.outbox import queue
+
+    _, store, _ = _open_store(args)
+    summary = queue.status(store)
+    if args.json:
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for destination, states in summary.items():
+            line = ", ".join(f"{state} {info['count']}" for state, info in states.items())
+            print(f"{destination}: {line}")
+        if not summary:
+            print("outbox empty")
+    return 0
+
+
+def cmd_outbox_retry(args: argparse.Namespace) -> int:
+    from appliance.audit import Action, AuditEvent, EventID
+    from appliance.outbox import queue
+
+    _, store, trail = _open_store(args)
+    count = queue.requeue_dead(store, args.destination)
+    trail.log(
+        AuditEvent(
+            event_id=EventID.INSTANCES_TRANSFERRED,
+            action=Action.UPDATE,
+            user_id=f"cli:{os.environ.get('USER', 'unknown')}",
+            detail={"requeued_dead_letters": count, "destination": args.destination or "all"},
+        )
+    )
+    print(f"{count} dead-lettered job(s) queued again")
+    return 0
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     if args.markdown:
         sys.stdout.write(config.markdown())
@@ -284,6 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-hashes", dest="hashes", action="store_false", help="skip re-hashing files"
     )
     check.set_defaults(func=cmd_db_check)
+
+    outbox = sub.add_parser("outbox", help="the forwarding queue").add_subparsers(
+        dest="action", required=True
+    )
+    outbox_status = outbox.add_parser("status", help="jobs per destination and state")
+    outbox_status.add_argument("--json", action="store_true")
+    outbox_status.set_defaults(func=cmd_outbox_status)
+    outbox_retry = outbox.add_parser("retry", help="queue dead-lettered jobs again")
+    outbox_retry.add_argument("--dead-letter", action="store_true", required=True)
+    outbox_retry.add_argument("--destination", help="only this destination")
+    outbox_retry.set_defaults(func=cmd_outbox_retry)
 
     settings = sub.add_parser("settings", help="show the effective settings")
     settings.add_argument("--markdown", action="store_true", help="print the settings reference")

@@ -19,6 +19,51 @@ from typing import Any
 ENV_PREFIX = "APPLIANCE_"
 
 
+@dataclass(frozen=True)
+class Destination:
+    """An archive the outbox forwards to (``[[destinations]]`` tables in the TOML file)."""
+
+    name: str
+    host: str
+    port: int
+    ae_title: str
+    kind: str = "dimse"
+    timeout: float = 30.0
+
+
+def _destinations(value: Any) -> tuple[Destination, ...]:
+    if isinstance(value, tuple) and all(isinstance(d, Destination) for d in value):
+        return value
+    if not isinstance(value, list):
+        raise ValueError("destinations must be a list of [[destinations]] tables")
+    out: list[Destination] = []
+    for index, table in enumerate(value):
+        where = f"destinations[{index}]"
+        if not isinstance(table, dict):
+            raise ValueError(f"{where} must be a table")
+        known = {f.name for f in fields(Destination)}
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        try:
+            destination = Destination(
+                name=str(table["name"]),
+                host=str(table["host"]),
+                port=int(table["port"]),
+                ae_title=str(table["ae_title"]),
+                kind=str(table.get("kind", "dimse")),
+                timeout=float(table.get("timeout", 30.0)),
+            )
+        except KeyError as exc:
+            raise ValueError(f"{where}: missing {exc.args[0]}") from None
+        if destination.kind != "dimse":
+            raise ValueError(f"{where}: kind {destination.kind!r} is not supported yet (dimse)")
+        if destination.name in {d.name for d in out}:
+            raise ValueError(f"{where}: duplicate name {destination.name!r}")
+        out.append(destination)
+    return tuple(out)
+
+
 def _s(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
@@ -111,6 +156,14 @@ class Settings:
     model_threads: int = _s(2, "CPU threads per model session.")
     trt_cache_dir: str = _s("", "TensorRT engine cache. Empty: <data_dir>/trt-cache.")
     trt_fp16: bool = _s(True, "Let TensorRT build FP16 engines.")
+    # --- forwarding ---
+    destinations: tuple[Destination, ...] = _s(
+        (),
+        "Archives to forward to: TOML `[[destinations]]` tables with name, host, port, ae_title "
+        '(kind = "dimse"; timeout). Empty: nothing is forwarded.',
+    )
+    outbox_backoff_seconds: float = _s(5.0, "First retry delay; doubles per attempt.")
+    outbox_backoff_cap_seconds: float = _s(3600.0, "Longest delay between retries.")
     # --- outcome ---
     outcome_rules: str = _s(
         "", "Guideline rule file (TOML) for the visit outcome. Empty: the shipped default."
@@ -155,6 +208,8 @@ def declared() -> list[tuple[str, Any, str]]:
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    if name == "destinations":
+        return _destinations(value)
     try:
         if kind_name == "bool":
             if isinstance(value, bool):
@@ -200,6 +255,8 @@ def load(
                 raise ValueError(f"{path}: unknown setting {key!r}")
             values[key] = value
     for name in kinds:
+        if name == "destinations":
+            continue  # tables: only in the TOML file
         env_value = env.get(ENV_PREFIX + name.upper())
         if env_value is not None:
             values[name] = env_value

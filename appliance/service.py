@@ -22,6 +22,8 @@ from appliance.inference import ModelIntegrityError, Screener
 from appliance.inference.runtime import choose_providers
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Metrics
+from appliance.outbox.dimse import DimseTarget
+from appliance.outbox.worker import Forwarder
 from appliance.outcome import RuleSet, load_rules
 from appliance.pipeline import Pipeline
 from appliance.quality import QualityThresholds
@@ -68,6 +70,19 @@ class Services:
             rules=self.rules,
             screener=self.screener,
             metrics=self.metrics,
+            destinations=tuple(d.name for d in settings.destinations),
+            on_queued=lambda: self.forwarder.notify(),
+        )
+        self.forwarder = Forwarder(
+            self.store,
+            self.blobs,
+            self.audit,
+            [
+                DimseTarget(d.name, d.host, d.port, d.ae_title, settings.dicom_ae_title, d.timeout)
+                for d in settings.destinations
+            ],
+            backoff_base=settings.outbox_backoff_seconds,
+            backoff_cap=settings.outbox_backoff_cap_seconds,
         )
         self.ingestor = Ingestor(
             self.store,
@@ -123,6 +138,8 @@ class Services:
         s = self.settings
         if worker:
             self.pipeline.start()
+            if self.forwarder.targets:
+                self.forwarder.start()
         if dicom:
             self.scp = StorageSCP(
                 self.ingestor,
@@ -153,6 +170,7 @@ class Services:
         if self.scp is not None:
             self.scp.stop()
         self.pipeline.stop()
+        self.forwarder.stop()
         if self.started:
             self._activity(EventType.APPLICATION_STOP)
             self.started = False

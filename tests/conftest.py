@@ -28,7 +28,7 @@ def require_tool(name: str) -> str:
     """The path of an external program; skip without it locally, fail without it in CI."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install dcmtk dicom3tools)"
+        message = f"{name} is not installed (.ci/run lists the Debian packages that provide it)"
         if IN_CI:
             pytest.fail(f"CI=true and {message}")
         pytest.skip(message)

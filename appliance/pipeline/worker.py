@@ -12,6 +12,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -22,6 +23,7 @@ from appliance.capture.decode import OPT_SOP_CLASS, Limits
 from appliance.domain import CaptureStatus
 from appliance.errors import ApplianceError
 from appliance.metrics import Metrics
+from appliance.outbox import queue
 from appliance.outcome import RuleSet
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
@@ -42,7 +44,11 @@ class Pipeline:
         rules: RuleSet,
         screener: ScreenerLike | None = None,
         metrics: Metrics | None = None,
+        destinations: tuple[str, ...] = (),
+        on_queued: Callable[[], None] = lambda: None,
     ) -> None:
+        self.destinations = destinations
+        self.on_queued = on_queued
         self.rules = rules
         self.screener = screener
         self.metrics = metrics
@@ -221,6 +227,7 @@ class Pipeline:
                 ),
             )
             self._decide_visit(tx, row)
+            self._forward_as_received(tx, row)
 
     def _visit(self, row: dict[str, Any]) -> tuple[str, str, tuple[Any, ...]]:
         """The visit a capture belongs to: its study, else its patient that day, else itself."""
@@ -287,6 +294,25 @@ class Pipeline:
             self.audit.record(
                 tx, self._event(row, Outcome.SERIOUS_FAILURE, {"stage": "decode", "failed": reason})
             )
+            self._forward_as_received(tx, row)
+
+    def _forward_as_received(self, tx: Tx, row: dict[str, Any]) -> None:
+        """A capture that arrived as DICOM goes to every archive exactly as received."""
+        if row["media_type"] != "application/dicom" or not row["sop_instance_uid"]:
+            return
+        added = [
+            queue.enqueue(
+                tx,
+                kind="received",
+                destination=name,
+                sop_instance_uid=row["sop_instance_uid"],
+                file_path=row["file_path"],
+                study=row["study_instance_uid"],
+            )
+            for name in self.destinations
+        ]
+        if any(added):
+            tx.after_commit(self.on_queued)
 
 
 def _json_default(value: Any) -> Any:

@@ -1,0 +1,146 @@
+"""The screening report: the PDF itself (``report_pdf``) and its Encapsulated PDF wrapper.
+
+``encapsulated_pdf`` builds the Encapsulated PDF IOD (PS3.3 A.45.1) with pydicom: Modality DOC,
+SC Equipment (Conversion Type WSD), Burned In Annotation YES, the PDF padded to even length,
+and a Source Instance Sequence naming the OP images the report was made from. It passes
+``dciodvfy`` with zero errors (tests/dicom/test_pdf.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
+
+from appliance.dicom import codes
+from appliance.dicom.report_pdf import DEMONSTRATION, build_report_pdf, findings_in_words
+
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+MANUFACTURER = "Demonstration"
+
+__all__ = [
+    "DEMONSTRATION",
+    "ENCAPSULATED_PDF",
+    "encapsulated_pdf",
+    "findings_in_words",
+    "report_pdf",
+]
+
+_COPIED = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "RequestAttributesSequence",
+)
+
+
+def report_pdf(
+    *,
+    patient: Mapping[str, str],
+    study_date: str,
+    eyes: Sequence[Mapping[str, Any]],
+    outcome: Mapping[str, Any],
+    models: Sequence[Mapping[str, Any]],
+    disclaimer: str,
+) -> bytes:
+    """The A4 report: patient header, outcome and recall, per-eye photo + heatmap, models.
+
+    ``eyes`` items: ``eye`` ("R"/"L"), ``photo_jpeg``, ``heatmap_png`` (bytes or None),
+    ``gradable``, ``quality_reasons`` and ``guidance`` (plain sentences), ``findings`` (plain
+    sentences, see ``findings_in_words``). ``outcome``: ``text``, ``recall_months``,
+    ``urgency``, ``prompts``.
+    """
+    return build_report_pdf(
+        patient=patient,
+        study_date=study_date,
+        eyes=eyes,
+        outcome=outcome,
+        models=models,
+        disclaimer=disclaimer,
+    )
+
+
+def encapsulated_pdf(
+    pdf: bytes,
+    *,
+    images: Sequence[Dataset],
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    title: str = "Retinal screening report",
+    manufacturer: str = MANUFACTURER,
+    instance_number: int = 1,
+) -> Dataset:
+    """Wrap ``pdf`` as an Encapsulated PDF in the study of ``images`` (the OP sources)."""
+    if not pdf.startswith(b"%PDF"):
+        raise ValueError("not a PDF document (no %PDF header)")
+    if not images:
+        raise ValueError("encapsulated_pdf needs the source images for patient and study")
+    first = images[0]
+    now = datetime.now(UTC)
+    date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(ENCAPSULATED_PDF)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = getattr(first, "SpecificCharacterSet", "ISO_IR 192")
+    # Patient + General Study (copied from the source images)
+    for keyword in _COPIED:
+        if keyword in first:
+            ds[keyword] = first[keyword]
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    for keyword in ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID"):
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    ds.AccessionNumber = getattr(first, "AccessionNumber", "")
+    # Encapsulated Document Series
+    ds.Modality = "DOC"
+    ds.SeriesInstanceUID = series_instance_uid
+    ds.SeriesNumber = 901
+    ds.SeriesDescription = "Retinal screening report"
+    # General Equipment + SC Equipment
+    ds.Manufacturer = manufacturer
+    ds.ConversionType = "WSD"
+    # Encapsulated Document
+    ds.InstanceNumber = instance_number
+    ds.ContentDate, ds.ContentTime = date, time
+    ds.AcquisitionDateTime = date + time
+    ds.BurnedInAnnotation = "YES"
+    ds.RecognizableVisualFeatures = "YES"  # the report shows fundus photographs
+    ds.DocumentTitle = title
+    ds.ConceptNameCodeSequence = DicomSequence([codes.SCREENING_REPORT_DOCUMENT])
+    ds.CodingSchemeIdentificationSequence = DicomSequence([codes.coding_scheme_item()])
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    ds.SourceInstanceSequence = DicomSequence([_reference(image) for image in images])
+    ds.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")
+    ds.EncapsulatedDocumentLength = len(pdf)
+    # SOP Common
+    ds.SOPClassUID = ENCAPSULATED_PDF
+    ds.SOPInstanceUID = sop_instance_uid
+    ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
+    return ds
+
+
+def _reference(image: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = image.SOPClassUID
+    item.ReferencedSOPInstanceUID = image.SOPInstanceUID
+    return item

@@ -1,0 +1,185 @@
+"""The AI screening result as a TID 1500 Comprehensive 3D SR (IHE AI Results style).
+
+One measurement group per eye: source images are that eye's OP instances; qualitative
+evaluations carry DR severity (LOINC, answer list LL2117-1), referable DR, DME, gradability and
+glaucoma suspect; the cup-to-disc ratio is a NUM with unit "no units". A clinician's sign-off
+is a new instance (VERIFIED) whose Predecessor Documents Sequence names the preliminary one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+
+from appliance.dicom import codes
+from appliance.dicom.op import new_uid
+
+MANUFACTURER = "Demonstration"
+_EYE_NAMES = {"R": "right eye", "L": "left eye"}
+
+
+def _algorithm(models: Sequence[Mapping[str, Any]]) -> hd.sr.AlgorithmIdentification | None:
+    if not models:
+        return None
+    name = " + ".join(str(m["name"]) for m in models)
+    version = " + ".join(str(m.get("version", "")) for m in models)
+    return hd.sr.AlgorithmIdentification(
+        name=name[:64], version=version[:64], family=codes.ARTIFICIAL_INTELLIGENCE
+    )
+
+
+def _eye_group(
+    eye: str,
+    findings: Mapping[str, Any],
+    images: Sequence[Dataset],
+    algorithm: hd.sr.AlgorithmIdentification | None,
+    uid_root: str,
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    evaluations: list[hd.sr.QualitativeEvaluation] = []
+    grade = findings.get("dr_grade")
+    if grade is not None:
+        if not 0 <= int(grade) < len(codes.DR_GRADES):
+            raise ValueError(f"dr_grade must be 0-4, got {grade!r}")
+        evaluations.append(
+            hd.sr.QualitativeEvaluation(codes.DR_SEVERITY[eye], codes.DR_GRADES[int(grade)])
+        )
+    for key, concept in (
+        ("referable", codes.REFERABLE_DR),
+        ("dme", codes.DME),
+        ("glaucoma_suspect", codes.GLAUCOMA_SUSPECT),
+    ):
+        if findings.get(key) is not None:
+            evaluations.append(
+                hd.sr.QualitativeEvaluation(concept, codes.yes_no(bool(findings[key])))
+            )
+    if findings.get("gradable") is not None:
+        value = codes.GRADABLE if findings["gradable"] else codes.UNGRADABLE
+        evaluations.append(hd.sr.QualitativeEvaluation(codes.GRADABILITY, value))
+
+    measurements: list[hd.sr.Measurement] = []
+    if findings.get("cdr") is not None:
+        measurements.append(
+            hd.sr.Measurement(
+                name=codes.CUP_DISC_RATIO[eye],
+                value=round(float(findings["cdr"]), 3),
+                unit=codes.NO_UNITS,
+            )
+        )
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=new_uid(uid_root), identifier=f"Retinal screening, {_EYE_NAMES[eye]}"
+        ),
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(codes.RETINA, laterality=codes.LATERALITY[eye])],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(i) for i in images],
+        qualitative_evaluations=evaluations or None,
+        measurements=measurements or None,
+    )
+
+
+def _contributing_equipment(
+    models: Sequence[Mapping[str, Any]], device: Mapping[str, str]
+) -> list[hd.ContributingEquipment]:
+    equipment = []
+    for model in models:
+        variant = f" ({model['variant']})" if model.get("variant") else ""
+        sha = f"; sha256 {model['sha256']}" if model.get("sha256") else ""
+        equipment.append(
+            hd.ContributingEquipment(
+                manufacturer=device.get("manufacturer") or MANUFACTURER,
+                purpose_of_reference=codes.PROCESSING_EQUIPMENT,
+                manufacturer_model_name=str(model["name"])[:64],
+                software_versions=str(model.get("version") or "unknown")[:64],
+                device_serial_number=device.get("serial") or None,
+                contribution_description=(
+                    f"AI model {model['name']} {model.get('version', '')}{variant}{sha}"
+                )[:64],
+            )
+        )
+    return equipment
+
+
+def screening_sr(
+    *,
+    images: list[Dataset],
+    findings_by_eye: dict[str, dict[str, Any]],
+    models: list[dict[str, Any]],
+    device: dict[str, str],
+    series_instance_uid: str,
+    sop_instance_uid: str,
+    uid_root: str,
+    verified_by: str | None = None,
+    predecessor: Dataset | None = None,
+    verifying_organization: str = "Screening service",
+    instance_number: int = 1,
+) -> Dataset:
+    """Build the screening result SR for one visit (see module docstring).
+
+    ``images`` are the OP source instances (both eyes); ``findings_by_eye`` maps "R"/"L" to
+    ``dr_grade``, ``referable``, ``dme``, ``cdr``, ``gradable``, ``glaucoma_suspect`` (each may
+    be None). ``verified_by`` (a DICOM person name) makes the document VERIFIED; pass the earlier
+    preliminary SR as ``predecessor``.
+    """
+    if not images:
+        raise ValueError("screening_sr needs at least one source image")
+    if predecessor is not None and verified_by is None:
+        raise ValueError("a predecessor is only referenced by a verified re-issue")
+    unknown = set(findings_by_eye) - {"R", "L"}
+    if unknown:
+        raise ValueError(f"findings_by_eye keys must be 'R' or 'L', got {sorted(unknown)}")
+    algorithm = _algorithm(models)
+    groups = []
+    for eye in ("R", "L"):
+        if eye not in findings_by_eye:
+            continue
+        eye_images = [ds for ds in images if getattr(ds, "ImageLaterality", None) == eye]
+        groups.append(_eye_group(eye, findings_by_eye[eye], eye_images, algorithm, uid_root))
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DEVICE,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device["uid"],
+            name=device.get("name") or None,
+            manufacturer_name=device.get("manufacturer") or None,
+            model_name=device.get("model") or None,
+            serial_number=device.get("serial") or None,
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.RETINAL_SCREENING,
+        imaging_measurements=groups,
+    )
+    first = images[0]
+    sr = hd.sr.Comprehensive3DSR(
+        evidence=images,
+        content=report[0],
+        series_instance_uid=series_instance_uid,
+        series_number=900,
+        sop_instance_uid=sop_instance_uid,
+        instance_number=instance_number,
+        manufacturer=device.get("manufacturer") or MANUFACTURER,
+        is_complete=True,
+        is_final=verified_by is not None,
+        is_verified=verified_by is not None,
+        verifying_observer_name=verified_by,
+        verifying_organization=verifying_organization if verified_by else None,
+        previous_versions=[predecessor] if predecessor is not None else None,
+        contributing_equipment=_contributing_equipment(models, device) or None,
+    )
+    sr.SeriesDescription = "AI retinal screening result"
+    sr.ManufacturerModelName = device.get("model") or ""
+    if device.get("serial"):
+        sr.DeviceSerialNumber = device["serial"]
+    if models:
+        versions = [str(m.get("version") or "unknown") for m in models]
+        sr.add_new(0x00181020, "LO", versions)  # Software Versions
+    sr.CodingSchemeIdentificationSequence = [codes.coding_scheme_item()]
+    sr.AccessionNumber = getattr(first, "AccessionNumber", "")
+    sr.StudyID = getattr(first, "StudyID", "")
+    if "SpecificCharacterSet" in first:
+        sr.SpecificCharacterSet = first.SpecificCharacterSet
+    return sr

@@ -1,0 +1,1 @@
+"""Outbox stage: durable store-and-forward to the archive (lease → send → ack / retry / dead)."""

@@ -1,0 +1,122 @@
+"""The forwarder: lease due jobs per destination → send → record the answer, audited."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.outbox import queue
+from appliance.outbox.dimse import DimseTarget, send_files
+from appliance.outbox.policy import SendResult, Verdict, backoff_seconds
+from appliance.store import BlobStore, Store
+
+LOGGER = logging.getLogger(__name__)
+
+
+class Forwarder:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        audit: AuditTrail,
+        targets: list[DimseTarget],
+        *,
+        batch: int = 20,
+        lease_seconds: float = 300.0,
+        backoff_base: float = 5.0,
+        backoff_cap: float = 3600.0,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.audit = audit
+        self.targets = targets
+        self.batch = batch
+        self.lease_seconds = lease_seconds
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.poll_seconds = poll_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.targets]
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sent = self.pass_once()
+            except Exception:
+                LOGGER.exception("forwarding pass failed")
+                sent = 0
+            if not sent:
+                self._wake.wait(self.poll_seconds)
+                self._wake.clear()
+
+    def pass_once(self) -> int:
+        """One round over every destination; returns how many jobs were attempted."""
+        attempted = 0
+        for target in self.targets:
+            jobs = queue.lease(self.store, target.name, self.batch, self.lease_seconds)
+            if not jobs:
+                continue
+            files = [self.blobs.resolve(job.file_path) for job in jobs]
+            results = send_files(target, files)
+            for job, result in zip(jobs, results, strict=True):
+                self._record(target, job, result)
+            attempted += len(jobs)
+        return attempted
+
+    def _record(self, target: DimseTarget, job: queue.Job, result: SendResult) -> None:
+        state = {Verdict.DONE: "delivered", Verdict.DEAD: "dead", Verdict.RETRY: "queued"}[
+            result.verdict
+        ]
+        delay = backoff_seconds(job.attempts, self.backoff_base, self.backoff_cap)
+        outcome = {
+            Verdict.DONE: Outcome.SUCCESS,
+            Verdict.RETRY: Outcome.MINOR_FAILURE,
+            Verdict.DEAD: Outcome.SERIOUS_FAILURE,
+        }[result.verdict]
+        with self.store.write() as tx:
+            queue.finish(tx, job, state, result.status, result.message, delay)
+            self.audit.record(
+                tx,
+                AuditEvent(
+                    event_id=EventID.INSTANCES_TRANSFERRED,
+                    action=Action.READ,
+                    user_id="system:outbox",
+                    outcome=outcome,
+                    ae_title=target.ae_title,
+                    source_address=f"{target.host}:{target.port}",
+                    study_instance_uid=job.study_instance_uid or "",
+                    sop_instance_uids=[job.sop_instance_uid],
+                    detail={
+                        "destination": target.name,
+                        "job": job.id,
+                        "attempt": job.attempts,
+                        "status": result.status,
+                        "result": state,
+                        "message": result.message,
+                    },
+                ),
+            )
+        if result.verdict is Verdict.DEAD:
+            LOGGER.error(
+                "outbox job %d dead-lettered at %s: %s", job.id, target.name, result.status
+            )

@@ -1,0 +1,382 @@
+#!/usr/bin/env bash
+# Install the retinal screening appliance on a Jetson or an x86 box (GPU optional).
+#
+# Layout (A/B-ready, see update.sh):
+#   /opt/retina-appliance/releases/<version>/{venv,models}   one folder per installed version
+#   /opt/retina-appliance/current -> releases/<version>       the running version
+#   /opt/retina-appliance/venv    -> current/venv             what the systemd unit starts
+#   /opt/retina-appliance/models  -> current/models           models_dir in appliance.toml
+#   /opt/retina-appliance/bin/    health-check, build-engines, backup.sh, update.sh
+#   /opt/retina-appliance/manifest.json
+#   /etc/retina-appliance/appliance.toml, /etc/retina-appliance/tls/{cert.pem,key.pem}
+#   /var/lib/retina-appliance     data dir (database, images, audit.head, outbox) - never
+#                                 touched by update.sh
+#
+# Encrypted data volume (LUKS) - done once by a technician BEFORE running this script, e.g.
+# on a spare partition /dev/nvme0n1p3 (adjust the device!):
+#   cryptsetup luksFormat --type luks2 /dev/nvme0n1p3
+#   cryptsetup open /dev/nvme0n1p3 retina-data
+#   mkfs.ext4 -L retina-data /dev/mapper/retina-data
+#   mkdir -p /var/lib/retina-appliance
+#   echo "retina-data UUID=$(blkid -s UUID -o value /dev/nvme0n1p3) none luks" >> /etc/crypttab
+#   echo "/dev/mapper/retina-data /var/lib/retina-appliance ext4 defaults,nodev,nosuid 0 2" >> /etc/fstab
+#   mount /var/lib/retina-appliance
+# (unlocking at boot: a passphrase at the console, or a TPM2/key-file via systemd-cryptenroll.)
+# This script only checks whether the data dir lives on a dm-crypt device and records
+# "encrypted": true/false in the manifest; it warns loudly when it does not.
+#
+# onnxruntime: x86-gpu installs the `gpu` extra (onnxruntime-gpu in place of onnxruntime).
+# PyPI has NO aarch64 GPU build of onnxruntime: on a Jetson give the vendor wheel matching
+# your JetPack with --ort-wheel (e.g. from NVIDIA's Jetson Zoo / the jetson-ai-lab index).
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT=""
+DRY_RUN=0
+PLATFORM=""
+SOURCE="$(cd "$SCRIPT_DIR/.." && pwd)"
+ORT_WHEEL=""
+NO_PIP=0
+LISTEN="127.0.0.1"
+SERVICE_USER="retina"
+DICOM_PORT="11112"
+
+usage() {
+    cat <<'USAGE'
+Usage: install.sh [options]
+
+Installs the retinal screening appliance: service user, /opt/retina-appliance (venv, models),
+/etc/retina-appliance (appliance.toml, self-signed TLS certificate), systemd units, journald
+limits, and a manifest. Safe to run again (idempotent).
+
+Options:
+  --root DIR          install into DIR instead of / (never touches the host: no user, no
+                      systemctl; the intended user is written into the manifest)
+  --dry-run           print what would be done, change nothing
+  --platform P        jetson | x86-gpu | cpu (default: detected)
+  --venv-from DIR     checkout to `pip install` from (default: this script's checkout)
+  --ort-wheel W       Jetson: path or URL of the vendor onnxruntime-gpu wheel (PyPI has no
+                      aarch64 GPU build)
+  --no-pip            create only the layout, no venv / pip (test mode, needs --root)
+  --listen ADDR       web_host for the web UI/API (default 127.0.0.1)
+  --dicom-port PORT   dicom_port (default 11112)
+  -h, --help          this help
+USAGE
+}
+
+die() { echo "install.sh: error: $*" >&2; exit 1; }
+note() { echo "install.sh: $*"; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --root) ROOT="${2:?--root needs a directory}"; shift 2 ;;
+        --dry-run) DRY_RUN=1; shift ;;
+        --platform) PLATFORM="${2:?--platform needs a value}"; shift 2 ;;
+        --venv-from) SOURCE="${2:?--venv-from needs a directory}"; shift 2 ;;
+        --ort-wheel) ORT_WHEEL="${2:?--ort-wheel needs a path or URL}"; shift 2 ;;
+        --no-pip) NO_PIP=1; shift ;;
+        --listen) LISTEN="${2:?--listen needs an address}"; shift 2 ;;
+        --dicom-port) DICOM_PORT="${2:?--dicom-port needs a port}"; shift 2 ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown option: $1" ;;
+    esac
+done
+
+if [[ -n "$ROOT" ]]; then
+    [[ "$DRY_RUN" == 1 ]] || mkdir -p "$ROOT"
+    ROOT="$(cd "$ROOT" 2>/dev/null && pwd || echo "$ROOT")"
+    [[ "$ROOT" != "/" ]] || ROOT=""
+fi
+if [[ "$NO_PIP" == 1 && -z "$ROOT" ]]; then
+    die "--no-pip is a test mode and needs --root DIR"
+fi
+if [[ -z "$ROOT" && "$DRY_RUN" == 0 && "$(id -u)" != 0 ]]; then
+    die "run as root (or use --root DIR / --dry-run)"
+fi
+[[ -d "$SOURCE" && -f "$SOURCE/pyproject.toml" ]] || die "no checkout at $SOURCE (--venv-from)"
+
+# -- platform ------------------------------------------------------------------------------
+detect_platform() {
+    local arch
+    arch="$(uname -m)"
+    if [[ "$arch" == "aarch64" && -f /etc/nv_tegra_release ]]; then
+        echo jetson
+    elif [[ "$arch" == "x86_64" ]] && command -v nvidia-smi >/dev/null 2>&1 \
+        && nvidia-smi -L >/dev/null 2>&1; then
+        echo x86-gpu
+    else
+        echo cpu
+    fi
+}
+[[ -n "$PLATFORM" ]] || PLATFORM="$(detect_platform)"
+case "$PLATFORM" in
+    jetson|x86-gpu|cpu) ;;
+    *) die "unknown platform '$PLATFORM' (jetson, x86-gpu or cpu)" ;;
+esac
+if [[ "$PLATFORM" == jetson && -z "$ORT_WHEEL" && "$NO_PIP" == 0 ]]; then
+    die "Jetson needs --ort-wheel PATH_OR_URL: PyPI has no aarch64 GPU build of onnxruntime"
+fi
+
+VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$SOURCE/appliance/__init__.py")"
+[[ -n "$VERSION" ]] || die "cannot read __version__ from $SOURCE/appliance/__init__.py"
+
+OPT="$ROOT/opt/retina-appliance"
+RELEASE="$OPT/releases/$VERSION"
+ETC="$ROOT/etc/retina-appliance"
+DATA="$ROOT/var/lib/retina-appliance"
+UNITS="$ROOT/etc/systemd/system"
+JOURNALD="$ROOT/etc/systemd/journald.conf.d"
+INSTALLED=()
+
+case "$PLATFORM" in
+    x86-gpu) ORT_CHOICE="onnxruntime-gpu (extra gpu, PyPI)" ;;
+    jetson) ORT_CHOICE="vendor wheel: ${ORT_WHEEL:-none given}" ;;
+    *) ORT_CHOICE="onnxruntime (CPU, PyPI)" ;;
+esac
+
+# run CMD...: execute, or print it under --dry-run
+run() {
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "would run: $*"
+    else
+        "$@"
+    fi
+}
+
+# install_file SRC DEST MODE: copy when different
+install_file() {
+    local src="$1" dest="$2" mode="$3"
+    INSTALLED+=("${dest#"$ROOT"}")
+    if [[ -f "$dest" ]] && cmp -s "$src" "$dest"; then
+        [[ "$DRY_RUN" == 1 ]] && echo "unchanged: $dest"
+        chmod_if "$mode" "$dest"
+        return 0
+    fi
+    run install -D -m "$mode" "$src" "$dest"
+}
+chmod_if() { [[ "$DRY_RUN" == 1 ]] || chmod "$1" "$2"; }
+
+# link TARGET NAME: make NAME a symlink to TARGET (replacing an older link)
+link() {
+    local target="$1" name="$2"
+    if [[ -L "$name" && "$(readlink "$name")" == "$target" ]]; then
+        return 0
+    fi
+    run ln -sfn "$target" "$name"
+}
+
+note "platform: $PLATFORM, version $VERSION, onnxruntime: $ORT_CHOICE"
+note "installing into ${ROOT:-/}$([[ "$DRY_RUN" == 1 ]] && echo ' (dry run: nothing is changed)')"
+
+# -- service user ----------------------------------------------------------------------------
+if [[ -z "$ROOT" ]]; then
+    if id "$SERVICE_USER" >/dev/null 2>&1; then
+        note "user $SERVICE_USER exists"
+    else
+        run useradd --system --home-dir /var/lib/retina-appliance --no-create-home \
+            --shell /usr/sbin/nologin "$SERVICE_USER"
+    fi
+    # GPU device nodes (/dev/nvidia*, Jetson /dev/nvhost-*) belong to video/render.
+    for group in video render; do
+        if getent group "$group" >/dev/null 2>&1; then
+            run usermod -aG "$group" "$SERVICE_USER"
+        fi
+    done
+else
+    note "--root: user '$SERVICE_USER' is not created; recorded in the manifest"
+fi
+
+# -- directories -----------------------------------------------------------------------------
+run mkdir -p "$RELEASE/models" "$OPT/bin" "$ETC/tls" "$DATA" "$UNITS" "$JOURNALD"
+run chmod 0755 "$OPT"
+run chmod 0700 "$DATA"
+if [[ -z "$ROOT" ]]; then
+    run chown "$SERVICE_USER:$SERVICE_USER" "$DATA"
+fi
+
+# -- models (hash-checked by the appliance at start against their cards) --------------------
+for model in "$SOURCE"/models/*.card.json "$SOURCE"/models/*.onnx; do
+    [[ -f "$model" ]] || continue
+    install_file "$model" "$RELEASE/models/$(basename "$model")" 0644
+done
+
+# -- venv and onnxruntime --------------------------------------------------------------------
+PROVIDER_SMOKE="not checked (--no-pip)"
+ORT_VERSION="not installed"
+if [[ "$NO_PIP" == 0 ]]; then
+    VENV="$RELEASE/venv"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        run python3 -m venv "$VENV"
+    fi
+    run "$VENV/bin/pip" install --quiet --upgrade pip
+    case "$PLATFORM" in
+        x86-gpu)
+            run "$VENV/bin/pip" install --quiet "${SOURCE}[gpu]"
+            # onnxruntime and onnxruntime-gpu share one import package: keep only the GPU one.
+            run "$VENV/bin/pip" uninstall --yes onnxruntime
+            run "$VENV/bin/pip" install --quiet --force-reinstall --no-deps "onnxruntime-gpu>=1.20"
+            ;;
+        jetson)
+            run "$VENV/bin/pip" install --quiet "$SOURCE"
+            run "$VENV/bin/pip" uninstall --yes onnxruntime
+            run "$VENV/bin/pip" install --quiet --force-reinstall --no-deps "$ORT_WHEEL"
+            ;;
+        *)
+            run "$VENV/bin/pip" install --quiet "$SOURCE"
+            ;;
+    esac
+    if [[ "$DRY_RUN" == 0 ]]; then
+        ORT_VERSION="$("$VENV/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)')"
+        # Which provider a model REALLY runs on (a session is opened, not just listed).
+        PROVIDER_SMOKE="$("$VENV/bin/python" - "$RELEASE/models" "$DATA/trt-cache" <<'PY'
+import sys
+from pathlib import Path
+
+from appliance.inference import find_cards
+from appliance.inference.runtime import ModelSession, choose_providers
+
+cards = find_cards(Path(sys.argv[1]))
+if not cards:
+    print("no models")
+else:
+    card = cards[0]
+    variant = "int8" if "int8" in card.variants() else card.variants()[0]
+    session = ModelSession(card, variant, choose_providers(trt_cache=Path(sys.argv[2])))
+    print(session.providers_in_use[0])
+PY
+)" || PROVIDER_SMOKE="smoke check failed"
+        note "models run on: $PROVIDER_SMOKE"
+        if [[ "$PLATFORM" != cpu && "$PROVIDER_SMOKE" == CPUExecutionProvider ]]; then
+            echo "install.sh: WARNING: platform $PLATFORM but the models fall back to the CPU" >&2
+        fi
+    fi
+fi
+link "releases/$VERSION" "$OPT/current"
+link "current/venv" "$OPT/venv"
+link "current/models" "$OPT/models"
+
+# -- scripts ---------------------------------------------------------------------------------
+for script in health-check build-engines backup.sh update.sh; do
+    install_file "$SCRIPT_DIR/$script" "$OPT/bin/$script" 0755
+done
+
+# -- data dir encryption check ---------------------------------------------------------------
+ENCRYPTED=false
+if [[ -d "$DATA" ]] && command -v findmnt >/dev/null 2>&1; then
+    SOURCE_DEV="$(findmnt -n -o SOURCE --target "$DATA" 2>/dev/null | head -n1 || true)"
+    SOURCE_DEV="${SOURCE_DEV%%[*}"
+    if [[ "$SOURCE_DEV" == /dev/* ]] && command -v lsblk >/dev/null 2>&1 \
+        && lsblk -s -n -o TYPE "$SOURCE_DEV" 2>/dev/null | grep -qx crypt; then
+        ENCRYPTED=true
+    fi
+fi
+if [[ "$ENCRYPTED" == false ]]; then
+    cat >&2 <<WARN
+install.sh: WARNING ***************************************************************
+install.sh: WARNING  The data dir $DATA is NOT on an encrypted (dm-crypt/LUKS) volume.
+install.sh: WARNING  Patient images would be stored unencrypted at rest. Set up LUKS as
+install.sh: WARNING  described at the top of install.sh / firmware_scripts/README.md.
+install.sh: WARNING ***************************************************************
+WARN
+fi
+
+# -- TLS certificate (self-signed; replace with a site certificate when there is one) -------
+if [[ -f "$ETC/tls/key.pem" && -f "$ETC/tls/cert.pem" ]]; then
+    note "TLS certificate exists, kept"
+else
+    CN="$(hostname 2>/dev/null || echo retina-appliance)"
+    # umask 077: the private key is never readable by others, not even for a moment.
+    (
+        umask 077
+        run openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -days 825 -subj "/CN=$CN" -addext "subjectAltName=DNS:$CN,DNS:localhost,IP:127.0.0.1" \
+            -keyout "$ETC/tls/key.pem" -out "$ETC/tls/cert.pem" 2>/dev/null
+    )
+fi
+chmod_if 0600 "$ETC/tls/key.pem"
+chmod_if 0644 "$ETC/tls/cert.pem"
+INSTALLED+=("/etc/retina-appliance/tls/cert.pem" "/etc/retina-appliance/tls/key.pem")
+
+# -- appliance.toml (kept when it exists: a technician may have set api_token etc.) --------
+CONFIG="$ETC/appliance.toml"
+INSTALLED+=("/etc/retina-appliance/appliance.toml")
+if [[ -f "$CONFIG" ]]; then
+    note "$CONFIG exists, kept (delete it to regenerate)"
+elif [[ "$DRY_RUN" == 1 ]]; then
+    echo "would write: $CONFIG (web_host = \"$LISTEN\", dicom_port = $DICOM_PORT)"
+else
+    cat > "$CONFIG" <<TOML
+# Retinal screening appliance settings; reference: docs/settings.md of the source tree.
+# Paths are the ones on the device (this file is read by the installed service).
+data_dir = "/var/lib/retina-appliance"
+models_dir = "/opt/retina-appliance/models"
+trt_cache_dir = "/var/lib/retina-appliance/trt-cache"
+web_host = "$LISTEN"
+web_port = 8080
+dicom_port = $DICOM_PORT
+log_level = "INFO"
+# api_token = "..."   # uploads are refused until one is set
+TOML
+    chmod 0640 "$CONFIG"
+    if [[ -z "$ROOT" ]]; then
+        chown "root:$SERVICE_USER" "$CONFIG"
+    fi
+fi
+
+# -- systemd units and journald limits -------------------------------------------------------
+for unit in retina-appliance.service retina-health.service retina-health.timer \
+    retina-health-failed.service retina-kiosk.service; do
+    install_file "$SCRIPT_DIR/systemd/$unit" "$UNITS/$unit" 0644
+done
+install_file "$SCRIPT_DIR/journald/retina.conf" "$JOURNALD/retina.conf" 0644
+
+if [[ -z "$ROOT" ]]; then
+    run systemctl daemon-reload
+    run systemctl restart systemd-journald
+    run systemctl enable --now retina-appliance.service retina-health.timer
+    # retina-kiosk.service stays disabled; see firmware_scripts/README.md.
+fi
+
+# -- manifest --------------------------------------------------------------------------------
+MANIFEST="$OPT/manifest.json"
+if [[ "$DRY_RUN" == 1 ]]; then
+    echo "would write: $MANIFEST"
+else
+    python3 - "$MANIFEST" "$PLATFORM" "$ORT_CHOICE" "$ORT_VERSION" "$PROVIDER_SMOKE" \
+        "$ENCRYPTED" "$VERSION" "$SERVICE_USER" "$( [[ -z "$ROOT" ]] && echo yes || echo no )" \
+        "$LISTEN" "${INSTALLED[@]}" <<'PY'
+import json
+import platform
+import sys
+from datetime import datetime, timezone
+
+(path, plat, choice, ort_version, provider, encrypted, version, user, created, listen,
+ *files) = sys.argv[1:]
+manifest = {
+    "platform": plat,
+    "machine": platform.machine(),
+    "onnxruntime": {"choice": choice, "version": ort_version, "provider_in_use": provider},
+    "encrypted": encrypted == "true",
+    "versions": {"appliance": version, "python": platform.python_version()},
+    "service_user": {"name": user, "created": created == "yes"},
+    "web_host": listen,
+    "data_dir": "/var/lib/retina-appliance",
+    "installed_files": sorted(set(files)),
+    "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+}
+with open(path, "w", encoding="utf-8") as out:
+    json.dump(manifest, out, indent=2)
+    out.write("\n")
+PY
+    chmod 0644 "$MANIFEST"
+fi
+
+cat <<'DONE'
+
+install.sh: done.
+  Health:  /opt/retina-appliance/bin/health-check   (also every 2 min: retina-health.timer)
+  Engines: /opt/retina-appliance/bin/build-engines  (TensorRT boxes, once after install)
+  NOTE: there is no web login yet, so there is no first admin user to create.
+        `appliance users add` arrives with the web UI issue; until then the web UI/API listen
+        on 127.0.0.1 only (unless --listen) and uploads need api_token in appliance.toml.
+DONE
