@@ -26,6 +26,13 @@ class DimseTarget:
     calling_ae: str
     timeout: float = 30.0
 
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def send(self, files: list[Path]) -> list[SendResult]:
+        return send_files(self, files)
+
 
 def send_files(target: DimseTarget, files: list[Path]) -> list[SendResult]:
     contexts: list[tuple[str, str]] = []

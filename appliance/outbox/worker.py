@@ -4,14 +4,30 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
+from typing import Protocol
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.outbox import queue
-from appliance.outbox.dimse import DimseTarget, send_files
 from appliance.outbox.policy import SendResult, Verdict, backoff_seconds
 from appliance.store import BlobStore, Store
 
 LOGGER = logging.getLogger(__name__)
+
+
+class Target(Protocol):
+    """A destination: DIMSE (``dimse.DimseTarget``) or DICOMweb STOW-RS."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def ae_title(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    def send(self, files: list[Path]) -> list[SendResult]: ...
 
 
 class Forwarder:
@@ -20,7 +36,7 @@ class Forwarder:
         store: Store,
         blobs: BlobStore,
         audit: AuditTrail,
-        targets: list[DimseTarget],
+        targets: list[Target],
         *,
         batch: int = 20,
         lease_seconds: float = 300.0,
@@ -77,13 +93,13 @@ class Forwarder:
             if not jobs:
                 continue
             files = [self.blobs.resolve(job.file_path) for job in jobs]
-            results = send_files(target, files)
+            results = target.send(files)
             for job, result in zip(jobs, results, strict=True):
                 self._record(target, job, result)
             attempted += len(jobs)
         return attempted
 
-    def _record(self, target: DimseTarget, job: queue.Job, result: SendResult) -> None:
+    def _record(self, target: Target, job: queue.Job, result: SendResult) -> None:
         state = {Verdict.DONE: "delivered", Verdict.DEAD: "dead", Verdict.RETRY: "queued"}[
             result.verdict
         ]
@@ -103,7 +119,7 @@ class Forwarder:
                     user_id="system:outbox",
                     outcome=outcome,
                     ae_title=target.ae_title,
-                    source_address=f"{target.host}:{target.port}",
+                    source_address=target.address,
                     study_instance_uid=job.study_instance_uid or "",
                     sop_instance_uids=[job.sop_instance_uid],
                     detail={
