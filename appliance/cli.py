@@ -204,6 +204,75 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nodes(settings: config.Settings) -> dict[str, Any]:
+    from appliance.dicom.worklist import Node
+
+    nodes = {
+        d.name: Node(d.host, d.port, d.ae_title, settings.dicom_ae_title, d.timeout)
+        for d in settings.destinations
+        if d.kind == "dimse"
+    }
+    if settings.worklist_host:
+        nodes["worklist"] = Node(
+            settings.worklist_host,
+            settings.worklist_port,
+            settings.worklist_ae_title,
+            settings.dicom_ae_title,
+        )
+    return nodes
+
+
+def cmd_worklist(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+    from datetime import date
+
+    from appliance.dicom.worklist import NodeUnreachable, query_worklist
+
+    settings = _settings(args)
+    node = _nodes(settings).get("worklist")
+    if node is None:
+        print("no worklist configured (worklist_host, worklist_ae_title)", file=sys.stderr)
+        return 2
+    try:
+        items = query_worklist(
+            node,
+            station_ae=settings.dicom_ae_title,
+            date=args.date or date.today().strftime("%Y%m%d"),
+        )
+    except NodeUnreachable as exc:
+        print(f"worklist: {exc.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump([asdict(item) for item in items], sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        for item in items:
+            print(
+                f"{item.start_time[:4] or '----'} {item.patient_id:<16} "
+                f"{item.accession_number:<16} {item.description}"
+            )
+    return 0
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    from appliance.dicom.worklist import NodeUnreachable, echo
+
+    settings = _settings(args)
+    nodes = _nodes(settings)
+    if args.name not in nodes:
+        print(
+            f"unknown node {args.name!r}; configured: {', '.join(nodes) or 'none'}", file=sys.stderr
+        )
+        return 2
+    try:
+        status = echo(nodes[args.name])
+    except NodeUnreachable as exc:
+        print(f"{args.name}: {exc.message}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: C-ECHO status 0x{status:04X}")
+    return 0 if status == 0 else 1
+
+
 def cmd_settings(args: argparse.Namespace) -> int:
     if args.markdown:
         sys.stdout.write(config.markdown())
@@ -331,6 +400,17 @@ def build_parser() -> argparse.ArgumentParser:
     outbox_retry.add_argument("--dead-letter", action="store_true", required=True)
     outbox_retry.add_argument("--destination", help="only this destination")
     outbox_retry.set_defaults(func=cmd_outbox_retry)
+
+    worklist = sub.add_parser("worklist", help="today's Modality Worklist for this station")
+    worklist.add_argument("--json", action="store_true")
+    worklist.add_argument("--date", help="YYYYMMDD (default: today)")
+    worklist.set_defaults(func=cmd_worklist)
+
+    echo_parser = sub.add_parser(
+        "echo", help="C-ECHO a configured node (a destination or 'worklist')"
+    )
+    echo_parser.add_argument("name")
+    echo_parser.set_defaults(func=cmd_echo)
 
     settings = sub.add_parser("settings", help="show the effective settings")
     settings.add_argument("--markdown", action="store_true", help="print the settings reference")

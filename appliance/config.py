@@ -156,6 +156,10 @@ class Settings:
     model_threads: int = _s(2, "CPU threads per model session.")
     trt_cache_dir: str = _s("", "TensorRT engine cache. Empty: <data_dir>/trt-cache.")
     trt_fp16: bool = _s(True, "Let TensorRT build FP16 engines.")
+    # --- worklist ---
+    worklist_host: str = _s("", "Modality Worklist (RIS) address. Empty: no worklist configured.")
+    worklist_port: int = _s(104, "Modality Worklist port.")
+    worklist_ae_title: str = _s("", "Modality Worklist AE title.")
     # --- forwarding ---
     destinations: tuple[Destination, ...] = _s(
         (),
