@@ -24,11 +24,14 @@ class Destination:
     """An archive the outbox forwards to (``[[destinations]]`` tables in the TOML file)."""
 
     name: str
-    host: str
-    port: int
-    ae_title: str
-    kind: str = "dimse"
+    host: str = ""
+    port: int = 0
+    ae_title: str = ""
+    kind: str = "dimse"  # "dimse" (C-STORE) or "stow" (DICOMweb STOW-RS)
     timeout: float = 30.0
+    url: str = ""  # STOW-RS base URL, e.g. https://pacs/dicom-web
+    username: str = ""
+    password: str = field(default="", repr=False)
 
 
 def _destinations(value: Any) -> tuple[Destination, ...]:
@@ -45,19 +48,27 @@ def _destinations(value: Any) -> tuple[Destination, ...]:
         unknown = sorted(set(table) - known)
         if unknown:
             raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        kind = str(table.get("kind", "dimse"))
+        required = {"dimse": ("name", "host", "port", "ae_title"), "stow": ("name", "url")}
+        if kind not in required:
+            raise ValueError(f"{where}: kind must be 'dimse' or 'stow', not {kind!r}")
+        missing = [key for key in required[kind] if key not in table]
+        if missing:
+            raise ValueError(f"{where}: missing {', '.join(missing)}")
         try:
             destination = Destination(
                 name=str(table["name"]),
-                host=str(table["host"]),
-                port=int(table["port"]),
-                ae_title=str(table["ae_title"]),
-                kind=str(table.get("kind", "dimse")),
+                host=str(table.get("host", "")),
+                port=int(table.get("port", 0)),
+                ae_title=str(table.get("ae_title", "")),
+                kind=kind,
                 timeout=float(table.get("timeout", 30.0)),
+                url=str(table.get("url", "")),
+                username=str(table.get("username", "")),
+                password=str(table.get("password", "")),
             )
-        except KeyError as exc:
-            raise ValueError(f"{where}: missing {exc.args[0]}") from None
-        if destination.kind != "dimse":
-            raise ValueError(f"{where}: kind {destination.kind!r} is not supported yet (dimse)")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if destination.name in {d.name for d in out}:
             raise ValueError(f"{where}: duplicate name {destination.name!r}")
         out.append(destination)
@@ -163,8 +174,8 @@ class Settings:
     # --- forwarding ---
     destinations: tuple[Destination, ...] = _s(
         (),
-        "Archives to forward to: TOML `[[destinations]]` tables with name, host, port, ae_title "
-        '(kind = "dimse"; timeout). Empty: nothing is forwarded.',
+        "Archives to forward to: TOML `[[destinations]]` tables: name, kind (dimse: host, port, "
+        "ae_title; stow: url, username, password), timeout. Empty: nothing is forwarded.",
     )
     outbox_backoff_seconds: float = _s(5.0, "First retry delay; doubles per attempt.")
     outbox_backoff_cap_seconds: float = _s(3600.0, "Longest delay between retries.")

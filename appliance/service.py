@@ -15,7 +15,7 @@ from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType, 
 from appliance.capture import Incoming, Ingestor, Limits
 from appliance.capture.hotfolder import HotFolder
 from appliance.capture.scp import StorageSCP
-from appliance.config import Settings
+from appliance.config import Destination, Settings
 from appliance.domain import Capture, Source
 from appliance.errors import ApplianceError
 from appliance.inference import ModelIntegrityError, Screener
@@ -23,7 +23,8 @@ from appliance.inference.runtime import choose_providers
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Metrics
 from appliance.outbox.dimse import DimseTarget
-from appliance.outbox.worker import Forwarder
+from appliance.outbox.stow import StowTarget
+from appliance.outbox.worker import Forwarder, Target
 from appliance.outcome import RuleSet, load_rules
 from appliance.pipeline import Pipeline
 from appliance.quality import QualityThresholds
@@ -37,6 +38,12 @@ def thresholds_from(settings: Settings) -> QualityThresholds:
     return QualityThresholds(
         **{f.name: getattr(settings, f"quality_{f.name}") for f in fields(QualityThresholds)}
     )
+
+
+def _target(d: Destination, calling_ae: str) -> Target:
+    if d.kind == "stow":
+        return StowTarget(d.name, d.url, d.ae_title, d.username, d.password, d.timeout)
+    return DimseTarget(d.name, d.host, d.port, d.ae_title, calling_ae, d.timeout)
 
 
 def rules_from(settings: Settings) -> RuleSet:
@@ -77,10 +84,7 @@ class Services:
             self.store,
             self.blobs,
             self.audit,
-            [
-                DimseTarget(d.name, d.host, d.port, d.ae_title, settings.dicom_ae_title, d.timeout)
-                for d in settings.destinations
-            ],
+            [_target(d, settings.dicom_ae_title) for d in settings.destinations],
             backoff_base=settings.outbox_backoff_seconds,
             backoff_cap=settings.outbox_backoff_cap_seconds,
         )

@@ -1,0 +1,129 @@
+"""Forwarding to a real archive: Debian's Orthanc with the DICOMweb plugin, on loopback ports."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+import pytest
+
+from appliance.outbox.dimse import DimseTarget
+from appliance.outbox.policy import Verdict
+from appliance.outbox.stow import StowTarget
+from tests.conftest import fundus, op_bytes
+from tests.orthanc_server import Orthanc
+
+pytestmark = pytest.mark.tool("Orthanc")
+
+
+@cache
+def _image() -> np.ndarray:
+    return fundus(size=(192, 256))
+
+
+@pytest.fixture
+def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
+    with Orthanc(tmp_path / "orthanc") as server:
+        yield server
+
+
+def _files(tmp_path: Path, count: int, tag: str) -> tuple[list[Path], list[str]]:
+    paths, uids = [], []
+    for n in range(count):
+        data = op_bytes(_image())
+        path = tmp_path / f"{tag}{n}.dcm"
+        path.write_bytes(data)
+        paths.append(path)
+        uids.append(str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID))
+    return paths, uids
+
+
+def _dimse(orthanc: Orthanc) -> DimseTarget:
+    return DimseTarget("pacs", "127.0.0.1", orthanc.dicom_port, "ORTHANC", "SCREENING", timeout=5)
+
+
+def _stow(orthanc: Orthanc) -> StowTarget:
+    return StowTarget("web", orthanc.url + "/dicom-web", timeout=5)
+
+
+def _pixels(data: bytes) -> bytes:
+    return bytes(pydicom.dcmread(io.BytesIO(data)).PixelData)
+
+
+def test_c_store_to_orthanc(orthanc: Orthanc, tmp_path: Path) -> None:
+    files, uids = _files(tmp_path, 3, "dimse")
+    results = _dimse(orthanc).send(files)
+    assert [(r.verdict, r.status) for r in results] == [(Verdict.DONE, "0x0000")] * 3
+    assert orthanc.sop_uids() == set(uids)
+    for path, uid in zip(files, uids, strict=True):
+        assert _pixels(orthanc.file(uid)) == _pixels(path.read_bytes())
+
+
+def test_stow_rs_to_orthanc_and_a_resend_is_not_a_duplicate(
+    orthanc: Orthanc, tmp_path: Path
+) -> None:
+    files, uids = _files(tmp_path, 3, "stow")
+    results = _stow(orthanc).send(files)
+    assert [r.verdict for r in results] == [Verdict.DONE] * 3, results
+    assert orthanc.sop_uids() == set(uids)
+    for path, uid in zip(files, uids, strict=True):
+        assert _pixels(orthanc.file(uid)) == _pixels(path.read_bytes())
+    again = _stow(orthanc).send(files[:1]) + _dimse(orthanc).send(files[1:2])
+    assert [r.verdict for r in again] == [Verdict.DONE] * 2, again
+    assert len(orthanc.instances()) == 3 and orthanc.sop_uids() == set(uids)
+
+
+def test_an_outage_is_retried_and_a_restarted_archive_takes_the_files(
+    orthanc: Orthanc, tmp_path: Path
+) -> None:
+    files, uids = _files(tmp_path, 2, "outage")
+    orthanc.stop()
+    dimse, stow = _dimse(orthanc), _stow(orthanc)
+    down = dimse.send(files[:1]) + stow.send(files[1:])
+    assert [(r.verdict, r.status) for r in down] == [(Verdict.RETRY, "no-status")] * 2, down
+    with Orthanc(
+        orthanc.root, dicom_port=orthanc.dicom_port, http_port=orthanc.http_port
+    ) as restarted:
+        up = dimse.send(files[:1]) + stow.send(files[1:])
+        assert [r.verdict for r in up] == [Verdict.DONE] * 2, up
+        assert restarted.sop_uids() == set(uids)
+
+
+def test_the_running_appliance_forwards_to_orthanc_over_both_protocols(
+    orthanc: Orthanc, settings: Any
+) -> None:
+    """Camera → appliance SCP path → outbox → Orthanc, over C-STORE and STOW-RS at once."""
+    from appliance.capture import Incoming
+    from appliance.config import Destination
+    from appliance.domain import Source
+    from appliance.service import Services
+    from tests.conftest import wait_for
+
+    configured = settings.replace(
+        destinations=(
+            Destination(name="pacs", host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC"),
+            Destination(name="web", kind="stow", url=orthanc.url + "/dicom-web"),
+        )
+    )
+    services = Services(configured)
+    services.start(dicom=False, hotfolder=False)
+    try:
+        data = op_bytes(fundus(seed=31, size=(240, 320)))
+        uid = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+        services.ingestor.ingest(Incoming(data=data, source=Source.DICOM, user_id="ae:CAM"))
+        wait_for(
+            lambda: (
+                services.store.scalar("SELECT count(*) FROM outbox_jobs WHERE state = 'delivered'")
+                == 2
+            ),
+            timeout=30,
+        )
+        assert orthanc.sop_uids() == {uid}
+        assert _pixels(orthanc.file(uid)) == _pixels(data)
+    finally:
+        services.stop()
