@@ -167,6 +167,9 @@ class Settings:
     model_threads: int = _s(2, "CPU threads per model session.")
     trt_cache_dir: str = _s("", "TensorRT engine cache. Empty: <data_dir>/trt-cache.")
     trt_fp16: bool = _s(True, "Let TensorRT build FP16 engines.")
+    uid_root: str = _s(
+        "2.25.", "UID root for objects the appliance creates (2.25. = UUID-derived UIDs)."
+    )
     # --- worklist ---
     worklist_host: str = _s("", "Modality Worklist (RIS) address. Empty: no worklist configured.")
     worklist_port: int = _s(104, "Modality Worklist port.")

@@ -78,6 +78,7 @@ class Services:
             screener=self.screener,
             metrics=self.metrics,
             destinations=tuple(d.name for d in settings.destinations),
+            uid_root=settings.uid_root,
             on_queued=lambda: self.forwarder.notify(),
         )
         self.forwarder = Forwarder(

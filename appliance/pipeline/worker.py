@@ -27,6 +27,8 @@ from appliance.outbox import queue
 from appliance.outcome import RuleSet
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
+from appliance.pipeline.wrap import record as record_derived
+from appliance.pipeline.wrap import visit_study_uid, wrap_jpeg
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store, Tx, utcnow
 
@@ -45,9 +47,11 @@ class Pipeline:
         screener: ScreenerLike | None = None,
         metrics: Metrics | None = None,
         destinations: tuple[str, ...] = (),
+        uid_root: str = "2.25.",
         on_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self.destinations = destinations
+        self.uid_root = uid_root
         self.on_queued = on_queued
         self.rules = rules
         self.screener = screener
@@ -109,7 +113,8 @@ class Pipeline:
     # -- one capture ----------------------------------------------------------------------
     def process(self, capture_id: int) -> None:
         row = self.store.one(
-            "SELECT c.*, p.patient_id AS patient_identifier, s.study_instance_uid "
+            "SELECT c.*, p.patient_id AS patient_identifier, p.patient_name, p.birth_date, "
+            "p.sex, p.issuer, s.study_instance_uid "
             "FROM captures c LEFT JOIN patients p ON p.id = c.patient_pk "
             "LEFT JOIN studies s ON s.id = c.study_pk WHERE c.id = ?",
             (capture_id,),
@@ -134,7 +139,8 @@ class Pipeline:
             return
         started = time.perf_counter()
         heatmap_path = self._save_heatmap(analysis)
-        self._store(row, analysis, heatmap_path)
+        derived = self._wrap(row, data, analysis)
+        self._store(row, analysis, heatmap_path, derived)
         if self.metrics is not None:
             self._observe(analysis, time.perf_counter() - started)
         for listener in list(self.listeners):
@@ -171,7 +177,39 @@ class Pipeline:
         ok, png = cv2.imencode(".png", cv2.cvtColor(analysis.heatmap, cv2.COLOR_RGB2BGR))
         return self.blobs.put(png.tobytes(), "image/png") if ok else None
 
-    def _store(self, row: dict[str, Any], analysis: ImageAnalysis, heatmap: str | None) -> None:
+    def _wrap(
+        self, row: dict[str, Any], data: bytes, analysis: ImageAnalysis
+    ) -> dict[str, Any] | None:
+        """A camera JPEG with a known eye becomes an OP object (UIDs saved before any send)."""
+        if row["media_type"] != "image/jpeg":
+            return None  # DICOM goes as received; PNG/TIFF need a lossless OP (not built yet)
+        side = finding(analysis, row["id"], row["laterality"]).laterality
+        if side not in ("L", "R"):
+            return None
+        key, _, _ = self._visit(row)
+        try:
+            study = row["study_instance_uid"] or visit_study_uid(self.store, key, self.uid_root)
+            field = analysis.anatomy.field if analysis.anatomy is not None else None
+            return wrap_jpeg(
+                self.blobs,
+                data,
+                row=row,
+                laterality=side,
+                field=field,
+                study_instance_uid=study,
+                uid_root=self.uid_root,
+            )
+        except Exception:  # an odd JPEG must not stop its analysis from being stored
+            LOGGER.exception("capture %d could not be wrapped as OP", row["id"])
+            return None
+
+    def _store(
+        self,
+        row: dict[str, Any],
+        analysis: ImageAnalysis,
+        heatmap: str | None,
+        derived: dict[str, Any] | None = None,
+    ) -> None:
         now = utcnow()
         report = analysis.quality
         given = row["laterality"]
@@ -228,6 +266,10 @@ class Pipeline:
             )
             self._decide_visit(tx, row)
             self._forward_as_received(tx, row)
+            if derived is not None:
+                record_derived(tx, derived, self._visit(row)[0])
+                self._enqueue(tx, "op", derived["sop_instance_uid"], derived["file_path"],
+                              derived["study_instance_uid"])  # fmt: skip
 
     def _visit(self, row: dict[str, Any]) -> tuple[str, str, tuple[Any, ...]]:
         """The visit a capture belongs to: its study, else its patient that day, else itself."""
@@ -300,14 +342,19 @@ class Pipeline:
         """A capture that arrived as DICOM goes to every archive exactly as received."""
         if row["media_type"] != "application/dicom" or not row["sop_instance_uid"]:
             return
+        self._enqueue(
+            tx, "received", row["sop_instance_uid"], row["file_path"], row["study_instance_uid"]
+        )
+
+    def _enqueue(self, tx: Tx, kind: str, sop_uid: str, path: str, study: str | None) -> None:
         added = [
             queue.enqueue(
                 tx,
-                kind="received",
+                kind=kind,
                 destination=name,
-                sop_instance_uid=row["sop_instance_uid"],
-                file_path=row["file_path"],
-                study=row["study_instance_uid"],
+                sop_instance_uid=sop_uid,
+                file_path=path,
+                study=study,
             )
             for name in self.destinations
         ]

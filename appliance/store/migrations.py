@@ -121,4 +121,26 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX visit_outcomes_visit ON visit_outcomes(visit_key, id);
     """,
+    # 3: objects the appliance made (UIDs assigned once, saved before any send) and the study
+    #    UID given to a visit whose images did not arrive as DICOM
+    """
+    CREATE TABLE visit_studies (
+        visit_key TEXT PRIMARY KEY,
+        study_instance_uid TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE derived_objects (
+        id INTEGER PRIMARY KEY,
+        capture_pk INTEGER REFERENCES captures(id),
+        visit_key TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        sop_class_uid TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL UNIQUE,
+        series_instance_uid TEXT NOT NULL,
+        study_instance_uid TEXT NOT NULL,
+        file_path TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX derived_objects_visit ON derived_objects(visit_key);
+    """,
 ]

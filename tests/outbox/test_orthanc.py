@@ -127,3 +127,53 @@ def test_the_running_appliance_forwards_to_orthanc_over_both_protocols(
         assert _pixels(orthanc.file(uid)) == _pixels(data)
     finally:
         services.stop()
+
+
+def test_a_camera_jpeg_reaches_orthanc_as_a_valid_op_object(
+    orthanc: Orthanc, settings: Any, tmp_path: Path
+) -> None:
+    """Hot-folder/upload JPEG → OP wrapped without re-encoding → Orthanc; dciodvfy clean."""
+    import subprocess
+
+    from appliance.capture import Incoming
+    from appliance.config import Destination
+    from appliance.domain import Source
+    from appliance.service import Services
+    from tests.conftest import jpeg_bytes, require_tool, wait_for
+
+    configured = settings.replace(
+        destinations=(
+            Destination(name="pacs", host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC"),
+        )
+    )
+    services = Services(configured)
+    services.start(dicom=False, hotfolder=False)
+    try:
+        jpeg = jpeg_bytes(fundus(seed=41, size=(480, 640), eye="L"))
+        fields = {"patient_id": "OP-1", "patient_name": "Doe^Jane", "laterality": "L"}
+        services.ingestor.ingest(
+            Incoming(data=jpeg, source=Source.UPLOAD, user_id="tester", fields=fields)
+        )
+        wait_for(
+            lambda: (
+                services.store.scalar("SELECT count(*) FROM outbox_jobs WHERE state = 'delivered'")
+                == 1
+            ),
+            timeout=30,
+        )
+        derived = services.store.one("SELECT * FROM derived_objects")
+        assert derived["kind"] == "op"
+        assert orthanc.sop_uids() == {derived["sop_instance_uid"]}
+        stored = orthanc.file(derived["sop_instance_uid"])
+        ds = pydicom.dcmread(io.BytesIO(stored))
+        assert ds.PatientID == "OP-1" and ds.ImageLaterality == "L" and ds.Modality == "OP"
+        assert pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1).__next__() == jpeg
+        path = tmp_path / "from-orthanc.dcm"
+        path.write_bytes(stored)
+        run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True)
+        errors = [
+            line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")
+        ]
+        assert errors == []
+    finally:
+        services.stop()
