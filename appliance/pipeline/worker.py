@@ -21,10 +21,12 @@ import cv2
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.capture.decode import OPT_SOP_CLASS, Limits
 from appliance.domain import CaptureStatus
+from appliance.domain import Outcome as VisitOutcome
 from appliance.errors import ApplianceError
 from appliance.metrics import Metrics
 from appliance.outbox import queue
 from appliance.outcome import RuleSet
+from appliance.pipeline.documents import build_documents
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
 from appliance.pipeline.wrap import record as record_derived
@@ -140,7 +142,8 @@ class Pipeline:
         started = time.perf_counter()
         heatmap_path = self._save_heatmap(analysis)
         derived = self._wrap(row, data, analysis)
-        self._store(row, analysis, heatmap_path, derived)
+        visit = self._store(row, analysis, heatmap_path, derived)
+        self._issue_documents(row, visit)
         if self.metrics is not None:
             self._observe(analysis, time.perf_counter() - started)
         for listener in list(self.listeners):
@@ -209,7 +212,7 @@ class Pipeline:
         analysis: ImageAnalysis,
         heatmap: str | None,
         derived: dict[str, Any] | None = None,
-    ) -> None:
+    ) -> VisitOutcome:
         now = utcnow()
         report = analysis.quality
         given = row["laterality"]
@@ -264,12 +267,13 @@ class Pipeline:
                     },
                 ),
             )
-            self._decide_visit(tx, row)
+            visit = self._decide_visit(tx, row)
             self._forward_as_received(tx, row)
             if derived is not None:
                 record_derived(tx, derived, self._visit(row)[0])
                 self._enqueue(tx, "op", derived["sop_instance_uid"], derived["file_path"],
                               derived["study_instance_uid"])  # fmt: skip
+        return visit
 
     def _visit(self, row: dict[str, Any]) -> tuple[str, str, tuple[Any, ...]]:
         """The visit a capture belongs to: its study, else its patient that day, else itself."""
@@ -284,7 +288,7 @@ class Pipeline:
             )
         return f"capture:{row['id']}", "c.id = ?", (row["id"],)
 
-    def _decide_visit(self, tx: Tx, row: dict[str, Any]) -> None:
+    def _decide_visit(self, tx: Tx, row: dict[str, Any]) -> VisitOutcome:
         key, where, params = self._visit(row)
         results = tx.db.query(
             "SELECT r.payload FROM results r JOIN captures c ON c.id = r.capture_pk "
@@ -325,6 +329,49 @@ class Pipeline:
         )
         if self.metrics is not None:
             self.metrics.outcomes.labels(code=outcome.code).inc()
+        return outcome
+
+    def _issue_documents(self, row: dict[str, Any], outcome: VisitOutcome) -> None:
+        """SR + PDF report once the visit is complete (again when new images arrive)."""
+        key, where, params = self._visit(row)
+        try:
+            rows = build_documents(
+                self.store,
+                self.blobs,
+                visit_key=key,
+                where=where,
+                params=params,
+                outcome=outcome,
+                outcome_json=outcome_json(outcome),
+                uid_root=self.uid_root,
+            )
+        except Exception:  # documents can be rebuilt; the analysis is already stored
+            LOGGER.exception("result documents for %s could not be built", key)
+            return
+        if not rows:
+            return
+        with self.store.write() as tx:
+            for document in rows:
+                record_derived(tx, {k: v for k, v in document.items() if k != "visit_key"}, key)
+                self._enqueue(
+                    tx,
+                    document["kind"],
+                    document["sop_instance_uid"],
+                    document["file_path"],
+                    document["study_instance_uid"],
+                )
+            self.audit.record(
+                tx,
+                self._event(
+                    row,
+                    Outcome.SUCCESS,
+                    {
+                        "stage": "documents",
+                        "visit": key,
+                        "issued": {d["kind"]: d["sop_instance_uid"] for d in rows},
+                    },
+                ),
+            )
 
     def _fail(self, row: dict[str, Any], reason: str, message: str) -> None:
         LOGGER.warning("capture %d failed analysis: %s", row["id"], reason)

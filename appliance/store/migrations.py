@@ -139,6 +139,7 @@ MIGRATIONS: list[str] = [
         series_instance_uid TEXT NOT NULL,
         study_instance_uid TEXT NOT NULL,
         file_path TEXT NOT NULL,
+        references_json TEXT NOT NULL DEFAULT '[]',
         created_at TEXT NOT NULL
     );
     CREATE INDEX derived_objects_visit ON derived_objects(visit_key);

@@ -177,3 +177,68 @@ def test_a_camera_jpeg_reaches_orthanc_as_a_valid_op_object(
         assert errors == []
     finally:
         services.stop()
+
+
+def test_a_complete_visit_sends_ops_sr_and_pdf_to_orthanc(
+    orthanc: Orthanc, settings: Any, tmp_path: Path
+) -> None:
+    """Both eyes photographed → OP ×2, TID 1500 SR and Encapsulated PDF, all dciodvfy clean."""
+    import subprocess
+
+    from appliance.capture import Incoming
+    from appliance.config import Destination
+    from appliance.domain import Source
+    from appliance.service import Services
+    from appliance.synth.case import render_case
+    from appliance.synth.dataset import case_for
+    from tests.conftest import jpeg_bytes, require_tool, wait_for
+
+    models = Path(__file__).resolve().parents[2] / "models"
+    configured = settings.replace(
+        models_dir=str(models),
+        destinations=(
+            Destination(name="pacs", host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC"),
+        ),
+    )
+    services = Services(configured)
+    services.start(dicom=False, hotfolder=False)
+    try:
+        for eye in ("L", "R"):
+            case = next(
+                c for c in (case_for(9190, i, (600, 800)) for i in range(300))
+                if c.eye == eye and c.field == "macula" and c.defect is None
+            )  # fmt: skip
+            services.ingestor.ingest(
+                Incoming(
+                    data=jpeg_bytes(render_case(case)),
+                    source=Source.UPLOAD,
+                    user_id="tester",
+                    fields={"patient_id": "VISIT-9", "patient_name": "Roe^Ann", "laterality": eye},
+                )
+            )
+        wait_for(
+            lambda: (
+                services.store.scalar("SELECT count(*) FROM outbox_jobs WHERE state = 'delivered'")
+                == 4
+            ),
+            timeout=60,
+        )
+        kinds = {r["kind"]: r for r in services.store.query("SELECT * FROM derived_objects")}
+        assert set(kinds) == {"op", "sr", "pdf"}
+        assert services.store.scalar("SELECT count(*) FROM derived_objects") == 4
+        assert len(orthanc.sop_uids()) == 4
+        for kind in ("sr", "pdf"):
+            data = orthanc.file(kinds[kind]["sop_instance_uid"])
+            path = tmp_path / f"{kind}.dcm"
+            path.write_bytes(data)
+            run = subprocess.run(
+                [require_tool("dciodvfy"), str(path)], capture_output=True, text=True
+            )
+            output = run.stdout + run.stderr
+            assert [line for line in output.splitlines() if line.startswith("Error")] == [], output
+            ds = pydicom.dcmread(io.BytesIO(data))
+            assert ds.PatientID == "VISIT-9"
+        sr = pydicom.dcmread(io.BytesIO(orthanc.file(kinds["sr"]["sop_instance_uid"])))
+        assert sr.VerificationFlag == "UNVERIFIED"
+    finally:
+        services.stop()
