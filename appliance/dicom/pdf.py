@@ -8,16 +8,15 @@ and a Source Instance Sequence naming the OP images the report was made from. It
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from appliance.dicom import codes
-from appliance.dicom.report_pdf import DEMONSTRATION, build_report_pdf, findings_in_words
+from appliance.dicom.report_pdf import DEMONSTRATION, findings_in_words, report_pdf
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 MANUFACTURER = "Demonstration"
@@ -44,32 +43,6 @@ _COPIED = (
     "AccessionNumber",
     "RequestAttributesSequence",
 )
-
-
-def report_pdf(
-    *,
-    patient: Mapping[str, str],
-    study_date: str,
-    eyes: Sequence[Mapping[str, Any]],
-    outcome: Mapping[str, Any],
-    models: Sequence[Mapping[str, Any]],
-    disclaimer: str,
-) -> bytes:
-    """The A4 report: patient header, outcome and recall, per-eye photo + heatmap, models.
-
-    ``eyes`` items: ``eye`` ("R"/"L"), ``photo_jpeg``, ``heatmap_png`` (bytes or None),
-    ``gradable``, ``quality_reasons`` and ``guidance`` (plain sentences), ``findings`` (plain
-    sentences, see ``findings_in_words``). ``outcome``: ``text``, ``recall_months``,
-    ``urgency``, ``prompts``.
-    """
-    return build_report_pdf(
-        patient=patient,
-        study_date=study_date,
-        eyes=eyes,
-        outcome=outcome,
-        models=models,
-        disclaimer=disclaimer,
-    )
 
 
 def encapsulated_pdf(

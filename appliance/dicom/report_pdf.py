@@ -185,7 +185,7 @@ def _recall(outcome: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def build_report_pdf(
+def report_pdf(
     *,
     patient: Mapping[str, str],
     study_date: str,
@@ -194,6 +194,13 @@ def build_report_pdf(
     models: Sequence[Mapping[str, Any]],
     disclaimer: str,
 ) -> bytes:
+    """The A4 report: patient header, outcome and recall, per-eye photo + heatmap, models.
+
+    ``eyes`` items: ``eye`` ("R"/"L"), ``photo_jpeg``, ``heatmap_png`` (bytes or None),
+    ``gradable``, ``quality_reasons`` and ``guidance`` (plain sentences), ``findings`` (plain
+    sentences, see ``findings_in_words``). ``outcome``: ``text``, ``recall_months``,
+    ``urgency``, ``prompts``.
+    """
     buffer = io.BytesIO()
     doc = SimpleDocTemplate(
         buffer,

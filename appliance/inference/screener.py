@@ -14,7 +14,7 @@ import numpy as np
 
 from appliance.inference.card import ModelCard, find_cards
 from appliance.inference.postprocess import POSTPROCESS, heatmap
-from appliance.inference.preprocess import find_field, prepare
+from appliance.inference.preprocess import Field, find_field, prepare
 from appliance.inference.runtime import ModelSession
 
 
@@ -61,13 +61,14 @@ class Screener:
             for s in self.sessions.values()
         ]
 
-    def analyse(self, rgb: np.ndarray) -> dict[str, Any]:
+    def analyse(self, rgb: np.ndarray, field: Field | None = None) -> dict[str, Any]:
         """Every installed model on one RGB image: flat findings + ``timings_ms`` + ``heatmap``."""
         findings: dict[str, Any] = {}
         timings: dict[str, float] = {}
-        started = time.perf_counter()
-        field = find_field(rgb)  # once per image, shared by every model's crop
-        timings["field_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        if field is None:  # found once per image, shared by every model's crop
+            started = time.perf_counter()
+            field = find_field(rgb)
+            timings["field_ms"] = round((time.perf_counter() - started) * 1000, 2)
         for task, session in self.sessions.items():
             started = time.perf_counter()
             tensor = prepare(rgb, session.card.input, field)

@@ -15,6 +15,7 @@ from appliance.capture.decode import Limits, decode_rgb
 from appliance.domain import ImageFinding, QualityReport
 from appliance.inference.anatomy import Anatomy, detect
 from appliance.inference.overlay import overlay
+from appliance.inference.preprocess import Field, find_field
 from appliance.quality import QualityThresholds, assess
 
 NO_MODEL = {
@@ -34,7 +35,7 @@ class ScreenerLike(Protocol):
     @property
     def screening_available(self) -> bool: ...
 
-    def analyse(self, rgb: np.ndarray) -> dict[str, Any]: ...
+    def analyse(self, rgb: np.ndarray, field: Field | None = None) -> dict[str, Any]: ...
 
     def describe(self) -> list[dict[str, Any]]: ...
 
@@ -67,11 +68,13 @@ def analyse(
     report = assess(rgb, thresholds)
     timings["quality_ms"] = _ms(started)
     anatomy = None
+    field = None
     if "not_fundus" not in report.reasons:
         started = time.perf_counter()
-        anatomy = detect(rgb)
+        field = find_field(rgb)  # shared by laterality detection and every model's crop
+        anatomy = detect(rgb, field)
         timings["anatomy_ms"] = _ms(started)
-    screening, heatmap = _screen(rgb, report, screener, timings)
+    screening, heatmap = _screen(rgb, report, screener, timings, field)
     return ImageAnalysis(report, anatomy, screening, timings, heatmap)
 
 
@@ -80,7 +83,11 @@ def _ms(started: float) -> float:
 
 
 def _screen(
-    rgb: np.ndarray, report: QualityReport, screener: ScreenerLike | None, timings: dict[str, float]
+    rgb: np.ndarray,
+    report: QualityReport,
+    screener: ScreenerLike | None,
+    timings: dict[str, float],
+    field: Field | None = None,
 ) -> tuple[dict[str, Any], np.ndarray | None]:
     """Per-image screening findings, or an honest statement of why there are none."""
     if screener is None or not screener.screening_available:
@@ -93,7 +100,7 @@ def _screen(
             + "). Retake the photograph."
         )
         return {"status": "not_graded", "message": message, "models": models}, None
-    findings = screener.analyse(rgb)
+    findings = screener.analyse(rgb, field)
     cam = findings.pop("heatmap", None)
     timings.update(findings.pop("timings_ms", {}))
     heatmap = None
