@@ -1,9 +1,17 @@
-"""The forwarder: lease due jobs per destination → send → record the answer, audited."""
+"""The forwarder: lease due jobs per destination → send → record the answers, audited.
+
+The answers to one batch (one association or one STOW-RS request) are recorded together in one
+transaction after the archive answered the last of them: each job's new state and its 110104
+event land together or not at all, and a crash before that commit resends the whole batch
+under the same SOP Instance UIDs (the archive keeps one copy).
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +51,7 @@ class Forwarder:
         backoff_base: float = 5.0,
         backoff_cap: float = 3600.0,
         poll_seconds: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.blobs = blobs
@@ -53,6 +62,7 @@ class Forwarder:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.poll_seconds = poll_seconds
+        self.clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,50 +99,57 @@ class Forwarder:
         """One round over every destination; returns how many jobs were attempted."""
         attempted = 0
         for target in self.targets:
-            jobs = queue.lease(self.store, target.name, self.batch, self.lease_seconds)
+            jobs = queue.lease(
+                self.store, target.name, self.batch, self.lease_seconds, now=self.clock()
+            )
             if not jobs:
                 continue
             files = [self.blobs.resolve(job.file_path) for job in jobs]
             results = target.send(files)
-            for job, result in zip(jobs, results, strict=True):
-                self._record(target, job, result)
+            self._record(target, list(zip(jobs, results, strict=True)))
             attempted += len(jobs)
         return attempted
 
-    def _record(self, target: Target, job: queue.Job, result: SendResult) -> None:
-        state = {Verdict.DONE: "delivered", Verdict.DEAD: "dead", Verdict.RETRY: "queued"}[
-            result.verdict
-        ]
-        delay = backoff_seconds(job.attempts, self.backoff_base, self.backoff_cap)
-        outcome = {
-            Verdict.DONE: Outcome.SUCCESS,
-            Verdict.RETRY: Outcome.MINOR_FAILURE,
-            Verdict.DEAD: Outcome.SERIOUS_FAILURE,
-        }[result.verdict]
+    def _record(self, target: Target, answers: list[tuple[queue.Job, SendResult]]) -> None:
+        now = self.clock()
         with self.store.write() as tx:
-            queue.finish(tx, job, state, result.status, result.message, delay)
-            self.audit.record(
-                tx,
-                AuditEvent(
-                    event_id=EventID.INSTANCES_TRANSFERRED,
-                    action=Action.READ,
-                    user_id="system:outbox",
-                    outcome=outcome,
-                    ae_title=target.ae_title,
-                    source_address=target.address,
-                    study_instance_uid=job.study_instance_uid or "",
-                    sop_instance_uids=[job.sop_instance_uid],
-                    detail={
-                        "destination": target.name,
-                        "job": job.id,
-                        "attempt": job.attempts,
-                        "status": result.status,
-                        "result": state,
-                        "message": result.message,
-                    },
-                ),
-            )
-        if result.verdict is Verdict.DEAD:
-            LOGGER.error(
-                "outbox job %d dead-lettered at %s: %s", job.id, target.name, result.status
-            )
+            for job, result in answers:
+                state = _STATE[result.verdict]
+                delay = backoff_seconds(job.attempts, self.backoff_base, self.backoff_cap)
+                if not queue.finish(tx, job, state, result.status, result.message, delay, now=now):
+                    LOGGER.warning("outbox job %d: lease lost, answer not recorded", job.id)
+                    continue
+                self.audit.record(
+                    tx,
+                    AuditEvent(
+                        event_id=EventID.INSTANCES_TRANSFERRED,
+                        action=Action.READ,
+                        user_id="system:outbox",
+                        outcome=_OUTCOME[result.verdict],
+                        ae_title=target.ae_title,
+                        source_address=target.address,
+                        study_instance_uid=job.study_instance_uid or "",
+                        sop_instance_uids=[job.sop_instance_uid],
+                        detail={
+                            "destination": target.name,
+                            "job": job.id,
+                            "attempt": job.attempts,
+                            "status": result.status,
+                            "result": state,
+                            "message": result.message,
+                        },
+                    ),
+                )
+        for job, result in answers:
+            if result.verdict is Verdict.DEAD:
+                LOGGER.error(
+                    "outbox job %d dead-lettered at %s: %s", job.id, target.name, result.status
+                )
+
+
+_STATE = {Verdict.DONE: "delivered", Verdict.DEAD: "dead", Verdict.RETRY: "queued"}
+_OUTCOME = {
+    Verdict.DONE: Outcome.SUCCESS,
+    Verdict.RETRY: Outcome.MINOR_FAILURE,
+    Verdict.DEAD: Outcome.SERIOUS_FAILURE,
+}
