@@ -43,8 +43,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _configure_logging(settings.log_level)
     services = Services(settings)
     services.start()
+    tls = (settings.web_tls_cert, settings.web_tls_key)
     server = make_server(
-        settings.web_host, settings.web_port, create_app(settings, services), threaded=True
+        settings.web_host,
+        settings.web_port,
+        create_app(settings, services),
+        threaded=True,
+        ssl_context=tls if all(tls) else None,
     )
 
     def shutdown(signum: int, frame: Any) -> None:
@@ -53,7 +58,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    LOGGER.info("web UI on http://%s:%d", settings.web_host, settings.web_port)
+    scheme = "https" if all(tls) else "http"
+    LOGGER.info("web UI on %s://%s:%d", scheme, settings.web_host, settings.web_port)
     try:
         server.serve_forever()
     finally:
@@ -201,6 +207,85 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
         )
     )
     print(f"{count} dead-lettered job(s) queued again")
+    return 0
+
+
+def _accounts(args: argparse.Namespace) -> Any:
+    from appliance.accounts import Accounts
+    from appliance.audit import AuditTrail
+    from appliance.store import Store
+
+    settings = _settings(args)
+    data = settings.data_path
+    data.mkdir(parents=True, exist_ok=True)  # the first admin is made on a fresh install
+    store = Store(data / "appliance.db")
+    return Accounts(store, AuditTrail(store, data / "audit.head"))
+
+
+def _read_password() -> str:
+    """Prompt twice on a terminal; otherwise the first line of standard input."""
+    import getpass
+
+    if sys.stdin.isatty():
+        first = getpass.getpass("Password: ")
+        if first != getpass.getpass("Password again: "):
+            print("error: the passwords differ", file=sys.stderr)
+            raise SystemExit(2)
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def _cli_actor() -> str:
+    return f"cli:{os.environ.get('USER', 'unknown')}"
+
+
+def cmd_users_add(args: argparse.Namespace) -> int:
+    from appliance.errors import RejectedInput
+
+    accounts = _accounts(args)
+    try:
+        user = accounts.add(args.name, args.role, _read_password(), actor=_cli_actor())
+    except RejectedInput as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"user {user.username} added with role {user.role}")
+    return 0
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    rows = [
+        {
+            "username": u.username,
+            "role": str(u.role),
+            "active": u.active,
+            "locked_until": u.locked_until,
+            "last_login_at": u.last_login_at,
+        }
+        for u in _accounts(args).list()
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            state = "active" if row["active"] else "disabled"
+            print(f"{row['username']:<24} {row['role']:<10} {state}")
+    return 0
+
+
+def cmd_users_password(args: argparse.Namespace) -> int:
+    from appliance.errors import RejectedInput
+
+    accounts = _accounts(args)
+    found = [u for u in accounts.list() if u.username.lower() == args.name.lower()]
+    if not found:
+        print(f"error: no user {args.name!r}", file=sys.stderr)
+        return 2
+    try:
+        accounts.set_password(found[0].id, _read_password(), actor=_cli_actor())
+    except RejectedInput as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"password of {found[0].username} changed; their sessions are ended")
     return 0
 
 
@@ -400,6 +485,24 @@ def build_parser() -> argparse.ArgumentParser:
     outbox_retry.add_argument("--dead-letter", action="store_true", required=True)
     outbox_retry.add_argument("--destination", help="only this destination")
     outbox_retry.set_defaults(func=cmd_outbox_retry)
+
+    users = sub.add_parser("users", help="web user accounts").add_subparsers(
+        dest="action", required=True
+    )
+    users_add = users.add_parser(
+        "add", help="add a user (password prompted, or read from standard input)"
+    )
+    users_add.add_argument("name")
+    users_add.add_argument("--role", required=True, choices=("operator", "clinician", "admin"))
+    users_add.set_defaults(func=cmd_users_add)
+    users_list = users.add_parser("list", help="list users, roles and state")
+    users_list.add_argument("--json", action="store_true")
+    users_list.set_defaults(func=cmd_users_list)
+    users_password = users.add_parser(
+        "password", help="set a user's password (prompted, or from standard input)"
+    )
+    users_password.add_argument("name")
+    users_password.set_defaults(func=cmd_users_password)
 
     worklist = sub.add_parser("worklist", help="today's Modality Worklist for this station")
     worklist.add_argument("--json", action="store_true")

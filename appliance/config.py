@@ -99,6 +99,19 @@ class Settings:
     upload_max_bytes: int = _s(
         64 * 1024 * 1024, "Largest accepted upload in bytes; larger ones get HTTP 413."
     )
+    web_idle_logoff_minutes: int = _s(
+        15, "Idle minutes after which a web session ends; its cookie is refused afterwards."
+    )
+    web_lockout_failures: int = _s(5, "Failed logins in a row that lock an account.")
+    web_lockout_minutes: int = _s(15, "How long a locked account stays locked.")
+    web_login_rate_limit: str = _s(
+        "20 per minute", "Login attempts allowed per client address (Flask-Limiter syntax)."
+    )
+    web_tls_cert: str = _s("", "PEM certificate for HTTPS. Empty (with no key): plain HTTP.")
+    web_tls_key: str = _s("", "PEM private key for HTTPS, with web_tls_cert.")
+    station_name: str = _s(
+        "STATION1", "This camera station's name: worklist filter and monitoring label."
+    )
     # --- DICOM ---
     dicom_ae_title: str = _s("SCREENING", "AE title of the appliance's C-STORE / C-ECHO SCP.")
     dicom_host: str = _s(

@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from appliance import __version__
+from appliance.accounts import Accounts
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType, Outcome
 from appliance.capture import Incoming, Ingestor, Limits
 from appliance.capture.hotfolder import HotFolder
@@ -64,6 +67,13 @@ class Services:
         self.store = Store(data / "appliance.db")
         self.blobs = BlobStore(data, settings.min_free_disk_mb * MIB)
         self.audit = AuditTrail(self.store, data / "audit.head")
+        self.accounts = Accounts(
+            self.store,
+            self.audit,
+            idle_minutes=settings.web_idle_logoff_minutes,
+            lockout_failures=settings.web_lockout_failures,
+            lockout_minutes=settings.web_lockout_minutes,
+        )
         self.limits = limits_from(settings)
         self.metrics = Metrics()
         self.screener, self.model_status = self._load_models()
@@ -135,6 +145,19 @@ class Services:
         return screener, "installed"
 
     metrics_content_type = METRICS_CONTENT_TYPE
+
+    def web_secret(self) -> bytes:
+        """The key that signs web cookies: random, made once, readable by the service only."""
+        path = self.settings.data_path / "web-secret.key"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as out:
+            out.write(secrets.token_bytes(32))
+            out.flush()
+            os.fsync(out.fileno())
+        return path.read_bytes()
 
     def models(self) -> list[dict[str, Any]]:
         return self.screener.describe() if self.screener is not None else []

@@ -125,10 +125,15 @@ def services(settings: Settings) -> Iterator[Any]:
 
 
 @pytest.fixture
-def client(settings: Settings, services: Any) -> Any:
+def app(settings: Settings, services: Any) -> Any:
     from web import create_app
 
-    return create_app(settings, services).test_client()
+    return create_app(settings, services)
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    return app.test_client()
 
 
 def outside_files(root: Path, data_dir: Path) -> list[Path]:

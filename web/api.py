@@ -1,4 +1,4 @@
-"""JSON API: health and uploads."""
+"""JSON API: health, metrics and uploads (an API token, or a logged-in station user)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,12 @@ import hmac
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from appliance.accounts import Role
 from appliance.errors import NotAuthorised, RejectedInput, TooLarge
+from web.auth import csrf, own_access, public, require
 
 bp = Blueprint("api", __name__)
 FORM_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "laterality", "issuer")
@@ -19,6 +22,7 @@ def _services() -> Any:  # appliance.service.Services
 
 
 @bp.get("/metrics")
+@public
 def metrics() -> Any:
     """Prometheus exposition: counts and latencies only, no PHI."""
     body = _services().metrics.exposition()
@@ -28,11 +32,17 @@ def metrics() -> Any:
 
 
 @bp.get("/healthz")
+@public
 def healthz() -> Any:
     return jsonify(_services().health())
 
 
 def _authorise() -> str:
+    """A camera workflow's bearer token, or a station user's session (then CSRF applies)."""
+    if not request.headers.get("Authorization") and current_user.is_authenticated:
+        user = require(Role.OPERATOR, Role.CLINICIAN)
+        csrf.protect()
+        return user.username
     token = current_app.config["SETTINGS"].api_token
     if not token:
         raise NotAuthorised(
@@ -47,6 +57,8 @@ def _authorise() -> str:
 
 
 @bp.post("/api/captures")
+@own_access
+@csrf.exempt
 def upload() -> Any:
     services = _services()
     address = request.remote_addr or ""

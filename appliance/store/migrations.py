@@ -144,4 +144,59 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX derived_objects_visit ON derived_objects(visit_key);
     """,
+    # 4: web users, server-side sessions, the station's patient selection, clinician reviews
+    """
+    CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        role TEXT NOT NULL CHECK (role IN ('operator', 'clinician', 'admin')),
+        password_hash TEXT NOT NULL,
+        active INTEGER NOT NULL DEFAULT 1,
+        failed_logins INTEGER NOT NULL DEFAULT 0,
+        locked_until TEXT,
+        last_login_at TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE web_sessions (
+        id INTEGER PRIMARY KEY,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        user_pk INTEGER NOT NULL REFERENCES users(id),
+        address TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        last_seen_at TEXT NOT NULL,
+        ended_at TEXT,
+        end_reason TEXT
+    );
+    CREATE INDEX web_sessions_user ON web_sessions(user_pk, ended_at);
+    CREATE TABLE station_selections (
+        id INTEGER PRIMARY KEY,
+        station TEXT NOT NULL,
+        user_pk INTEGER REFERENCES users(id),
+        patient_id TEXT NOT NULL,
+        issuer TEXT NOT NULL DEFAULT '',
+        patient_name TEXT NOT NULL DEFAULT '',
+        birth_date TEXT NOT NULL DEFAULT '',
+        sex TEXT NOT NULL DEFAULT '',
+        accession_number TEXT NOT NULL DEFAULT '',
+        study_instance_uid TEXT NOT NULL DEFAULT '',
+        request_json TEXT NOT NULL DEFAULT '{}',
+        source TEXT NOT NULL CHECK (source IN ('worklist', 'walk-in')),
+        selected_at TEXT NOT NULL,
+        cleared_at TEXT
+    );
+    CREATE INDEX station_selections_current ON station_selections(station, cleared_at, id);
+    CREATE TABLE reviews (
+        id INTEGER PRIMARY KEY,
+        visit_key TEXT NOT NULL,
+        user_pk INTEGER NOT NULL REFERENCES users(id),
+        decision TEXT NOT NULL CHECK (decision IN ('accept', 'override')),
+        outcome_code TEXT NOT NULL,
+        reason TEXT NOT NULL DEFAULT '',
+        payload TEXT NOT NULL DEFAULT '{}',
+        sr_sop_instance_uid TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX reviews_visit ON reviews(visit_key, id);
+    """,
 ]

@@ -1,0 +1,94 @@
+// Retinal screening appliance: the page's only script. Local, no framework, no build step.
+"use strict";
+
+function csrfToken() {
+  const meta = document.querySelector('meta[name="csrf-token"]');
+  return meta ? meta.content : "";
+}
+
+// fetch() with the session cookie and the CSRF header on every state-changing request.
+function send(url, options) {
+  const opts = Object.assign({ credentials: "same-origin" }, options || {});
+  opts.headers = Object.assign({ "X-CSRFToken": csrfToken() }, opts.headers || {});
+  return fetch(url, opts);
+}
+
+// Live regions: <div data-refresh="/url" data-every="2000"> is re-filled from a server-rendered
+// fragment. Refreshes are "passive" on the server, so they never keep an idle session alive.
+function refresh(el) {
+  return fetch(el.dataset.refresh, { credentials: "same-origin", headers: { "Accept": "text/html" } })
+    .then(function (r) {
+      if (r.status === 401 || r.redirected) { window.location.reload(); return null; }
+      return r.ok ? r.text() : null;
+    })
+    .then(function (html) {
+      if (html !== null && html !== el.dataset.last) {
+        el.dataset.last = html;
+        el.innerHTML = html;
+      }
+    })
+    .catch(function () { /* offline for a moment: try again next tick */ });
+}
+
+function startRefresh() {
+  document.querySelectorAll("[data-refresh]").forEach(function (el) {
+    const every = parseInt(el.dataset.every || "2000", 10);
+    refresh(el);
+    setInterval(function () { refresh(el); }, every);
+  });
+}
+
+// Upload forms: <form data-upload> posts the file with fetch and reports in its status line.
+function startUploads() {
+  document.querySelectorAll("form[data-upload]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      const status = form.querySelector("[data-status]");
+      const button = form.querySelector("button[type=submit]");
+      if (button) { button.disabled = true; }
+      if (status) { status.textContent = "Sending…"; }
+      send(form.action, { method: "POST", body: new FormData(form), headers: { "Accept": "application/json" } })
+        .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
+        .then(function (res) {
+          if (status) {
+            status.textContent = res.ok
+              ? (res.body.duplicate ? "This photo was already received." : "Received. Checking quality…")
+              : "Not accepted: " + (res.body.message || "unknown error");
+          }
+          if (res.ok) { form.reset(); }
+          document.querySelectorAll("[data-refresh]").forEach(refresh);
+        })
+        .catch(function () { if (status) { status.textContent = "The appliance did not answer. Try again."; } })
+        .finally(function () { if (button) { button.disabled = false; } });
+    });
+  });
+}
+
+// Viewer controls (event delegation, so they also work inside refreshed fragments).
+document.addEventListener("click", function (event) {
+  const target = event.target.closest("[data-toggle-overlay], [data-zoom], [data-confirm]");
+  if (!target) { return; }
+  if (target.dataset.confirm && !window.confirm(target.dataset.confirm)) {
+    event.preventDefault();
+    return;
+  }
+  if (target.dataset.toggleOverlay) {
+    const overlay = document.getElementById(target.dataset.toggleOverlay);
+    if (overlay) {
+      overlay.hidden = !overlay.hidden;
+      target.setAttribute("aria-pressed", overlay.hidden ? "false" : "true");
+    }
+  }
+  if (target.dataset.zoom) {
+    const viewer = document.getElementById(target.dataset.zoom);
+    if (viewer) {
+      const zoomed = viewer.classList.toggle("zoomed");
+      target.setAttribute("aria-pressed", zoomed ? "true" : "false");
+    }
+  }
+});
+
+document.addEventListener("DOMContentLoaded", function () {
+  startRefresh();
+  startUploads();
+});
