@@ -36,6 +36,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from werkzeug.serving import make_server
 
+    from appliance import sdnotify
     from appliance.service import Services
     from web import create_app
 
@@ -60,9 +61,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, shutdown)
     scheme = "https" if all(tls) else "http"
     LOGGER.info("web UI on %s://%s:%d", scheme, settings.web_host, settings.web_port)
+    interval = sdnotify.watchdog_interval()
+    watchdog = sdnotify.Watchdog(services.alive, interval) if interval else None
+    if watchdog is not None:
+        watchdog.start()
+    sdnotify.notify("READY=1")
     try:
         server.serve_forever()
     finally:
+        sdnotify.notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.stop()
         services.stop()
     return 0
 

@@ -243,6 +243,12 @@ class Services:
             or 0
         )
 
+    def alive(self) -> bool:
+        """Liveness for the systemd watchdog: the database answers and the workers run."""
+        if self.store.scalar("SELECT 1") != 1:
+            return False
+        return self.pipeline.running() if self.started else True
+
     def health(self) -> dict[str, Any]:
         """Counts only: no PHI."""
         counts = (

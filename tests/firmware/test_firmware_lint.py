@@ -81,9 +81,11 @@ def test_appliance_unit_contents() -> None:
         "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
         "SystemCallArchitectures=native",
         "UMask=0077",
+        "Type=notify",
+        "NotifyAccess=main",
+        "WatchdogSec=60",
     ):
         assert re.search(rf"^{re.escape(line)}$", text, re.M), line
-    assert not re.search(r"^WatchdogSec=", text, re.M)  # the app does not sd_notify yet
     timer = (SCRIPTS / "systemd" / "retina-health.timer").read_text()
     assert "OnUnitActiveSec=2min" in timer
     kiosk = (SCRIPTS / "systemd" / "retina-kiosk.service").read_text()
