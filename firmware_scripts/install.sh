@@ -39,6 +39,7 @@ ORT_WHEEL=""
 NO_PIP=0
 LISTEN="127.0.0.1"
 SERVICE_USER="retina"
+ADMIN=""
 DICOM_PORT="11112"
 
 usage() {
@@ -60,6 +61,8 @@ Options:
   --no-pip            create only the layout, no venv / pip (test mode, needs --root)
   --listen ADDR       web_host for the web UI/API (default 127.0.0.1)
   --dicom-port PORT   dicom_port (default 11112)
+  --admin NAME        create the first web admin NAME unless an admin exists (password read
+                      from standard input when it is not a terminal, else prompted twice)
   -h, --help          this help
 USAGE
 }
@@ -77,10 +80,23 @@ while [[ $# -gt 0 ]]; do
         --no-pip) NO_PIP=1; shift ;;
         --listen) LISTEN="${2:?--listen needs an address}"; shift 2 ;;
         --dicom-port) DICOM_PORT="${2:?--dicom-port needs a port}"; shift 2 ;;
+        --admin) ADMIN="${2:?--admin needs a user name}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
 done
+
+# The first admin's password is read before anything else can touch standard input.
+ADMIN_PASSWORD=""
+if [[ -n "$ADMIN" && "$DRY_RUN" == 0 ]]; then
+    if [[ -t 0 ]]; then
+        read -r -s -p "Password for web admin $ADMIN: " ADMIN_PASSWORD; echo
+        read -r -s -p "Again: " again; echo
+        [[ "$ADMIN_PASSWORD" == "$again" ]] || die "the passwords differ"
+    else
+        IFS= read -r ADMIN_PASSWORD || true
+    fi
+fi
 
 if [[ -n "$ROOT" ]]; then
     [[ "$DRY_RUN" == 1 ]] || mkdir -p "$ROOT"
@@ -293,7 +309,10 @@ else
             -keyout "$ETC/tls/key.pem" -out "$ETC/tls/cert.pem" 2>/dev/null
     )
 fi
-chmod_if 0600 "$ETC/tls/key.pem"
+chmod_if 0640 "$ETC/tls/key.pem"  # group: the service user, which serves HTTPS with it
+if [[ -z "$ROOT" && "$DRY_RUN" == 0 && -f "$ETC/tls/key.pem" ]]; then
+    chown "root:$SERVICE_USER" "$ETC/tls/key.pem"
+fi
 chmod_if 0644 "$ETC/tls/cert.pem"
 INSTALLED+=("/etc/retina-appliance/tls/cert.pem" "/etc/retina-appliance/tls/key.pem")
 
@@ -305,6 +324,13 @@ if [[ -f "$CONFIG" ]]; then
 elif [[ "$DRY_RUN" == 1 ]]; then
     echo "would write: $CONFIG (web_host = \"$LISTEN\", dicom_port = $DICOM_PORT)"
 else
+    # HTTPS whenever the UI is reachable from the network; the local kiosk uses loopback HTTP.
+    TLS_LINES='# web_tls_cert = "/etc/retina-appliance/tls/cert.pem"   # HTTPS when both are set
+# web_tls_key = "/etc/retina-appliance/tls/key.pem"'
+    if [[ "$LISTEN" != 127.0.0.1 && "$LISTEN" != localhost && "$LISTEN" != ::1 ]]; then
+        TLS_LINES='web_tls_cert = "/etc/retina-appliance/tls/cert.pem"
+web_tls_key = "/etc/retina-appliance/tls/key.pem"'
+    fi
     cat > "$CONFIG" <<TOML
 # Retinal screening appliance settings; reference: docs/settings.md of the source tree.
 # Paths are the ones on the device (this file is read by the installed service).
@@ -316,10 +342,39 @@ web_port = 8080
 dicom_port = $DICOM_PORT
 log_level = "INFO"
 # api_token = "..."   # uploads are refused until one is set
+$TLS_LINES
 TOML
     chmod 0640 "$CONFIG"
     if [[ -z "$ROOT" ]]; then
         chown "root:$SERVICE_USER" "$CONFIG"
+    fi
+fi
+
+# -- first web admin --------------------------------------------------------------------------
+# APPLIANCE_CLI lets the CI tree test (--no-pip) use an existing appliance command.
+APP_CLI="${APPLIANCE_CLI:-$RELEASE/venv/bin/appliance}"
+if [[ -n "$ADMIN" ]]; then
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "would create the first web admin '$ADMIN' (unless an admin exists)"
+    elif [[ ! -x "$APP_CLI" ]]; then
+        die "--admin needs the installed appliance command ($APP_CLI)"
+    else
+        as_service() {
+            if [[ -z "$ROOT" ]]; then
+                runuser -u "$SERVICE_USER" -- env APPLIANCE_DATA_DIR="$DATA" "$@"
+            else
+                env APPLIANCE_DATA_DIR="$DATA" "$@"
+            fi
+        }
+        USERS_JSON="$(as_service "$APP_CLI" --config "$CONFIG" users list --json)" \
+            || die "could not list the web users"
+        if [[ "$USERS_JSON" == *'"role": "admin"'* ]]; then
+            note "a web admin exists, --admin $ADMIN skipped"
+        else
+            printf '%s\n' "$ADMIN_PASSWORD" \
+                | as_service "$APP_CLI" --config "$CONFIG" users add "$ADMIN" --role admin \
+                || die "could not create the first admin"
+        fi
     fi
 fi
 
@@ -376,7 +431,7 @@ cat <<'DONE'
 install.sh: done.
   Health:  /opt/retina-appliance/bin/health-check   (also every 2 min: retina-health.timer)
   Engines: /opt/retina-appliance/bin/build-engines  (TensorRT boxes, once after install)
-  NOTE: there is no web login yet, so there is no first admin user to create.
-        `appliance users add` arrives with the web UI issue; until then the web UI/API listen
-        on 127.0.0.1 only (unless --listen) and uploads need api_token in appliance.toml.
+  Users:   first admin (unless --admin was given): sudo -u retina APPLIANCE_CONFIG=/etc/retina-appliance/appliance.toml
+           /opt/retina-appliance/venv/bin/appliance users add NAME --role admin
+           then add operators and clinicians in the web UI (Admin > Users).
 DONE

@@ -57,7 +57,7 @@ def test_install_root_twice(tmp_path: Path) -> None:
     config.load(root / "etc/retina-appliance/appliance.toml", environ={})  # the app accepts it
 
     tls = root / "etc/retina-appliance/tls"
-    assert (tls / "key.pem").stat().st_mode & 0o777 == 0o600
+    assert (tls / "key.pem").stat().st_mode & 0o777 == 0o640  # root:retina on a device
     assert b"BEGIN CERTIFICATE" in (tls / "cert.pem").read_bytes()
 
     opt = root / "opt/retina-appliance"
@@ -106,3 +106,53 @@ def test_bad_options(tmp_path: Path) -> None:
         text=True,
     )
     assert jetson.returncode != 0 and "PyPI has no aarch64 GPU build" in jetson.stderr
+
+
+def test_first_admin_is_created_once(tmp_path: Path) -> None:
+    import sys
+
+    root = tmp_path / "root"
+    cli = Path(sys.executable).with_name("appliance")
+    env = {**os.environ, "APPLIANCE_CLI": str(cli)}
+    args = [str(SCRIPTS / "install.sh"), "--root", str(root), "--no-pip", "--platform", "cpu"]
+    first = subprocess.run(
+        [*args, "--admin", "siteadmin"],
+        input="a long enough password\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert first.returncode == 0, first.stderr
+    data = root / "var" / "lib" / "retina-appliance"
+    listed = subprocess.run(
+        [str(cli), "users", "list", "--json"],
+        capture_output=True,
+        text=True,
+        env={**env, "APPLIANCE_DATA_DIR": str(data)},
+        check=True,
+    )
+    assert [(u["username"], u["role"]) for u in json.loads(listed.stdout)] == [
+        ("siteadmin", "admin")
+    ]
+    again = subprocess.run(
+        [*args, "--admin", "other"], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert again.returncode == 0, again.stderr
+    assert "a web admin exists" in again.stdout
+
+
+def test_https_when_listening_beyond_loopback(tmp_path: Path) -> None:
+    local = install(tmp_path / "a")
+    assert local.returncode == 0, local.stderr
+    text = (tmp_path / "a" / "etc" / "retina-appliance" / "appliance.toml").read_text()
+    assert "web_tls_cert" not in tomllib.loads(text)
+    lan = install(tmp_path / "b", "--listen", "0.0.0.0")
+    assert lan.returncode == 0, lan.stderr
+    settings = tomllib.loads(
+        (tmp_path / "b" / "etc" / "retina-appliance" / "appliance.toml").read_text()
+    )
+    assert settings["web_tls_cert"] == "/etc/retina-appliance/tls/cert.pem"
+    assert settings["web_tls_key"] == "/etc/retina-appliance/tls/key.pem"
+    key = tmp_path / "b" / "etc" / "retina-appliance" / "tls" / "key.pem"
+    assert oct(key.stat().st_mode & 0o777) == "0o640"
