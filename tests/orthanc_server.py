@@ -38,6 +38,14 @@ def dicomweb_plugin() -> str:
     return require_tool("libOrthancDicomWeb.so")  # not on PATH: skip / fail with the message
 
 
+def worklist_plugin() -> str:
+    """The Modality Worklists sample plugin (shipped with Debian ``orthanc``)."""
+    for folder in PLUGIN_DIRS:
+        for candidate in sorted(folder.glob("libModalityWorklists.so*")):
+            return str(candidate)
+    return require_tool("libModalityWorklists.so")
+
+
 class Orthanc:
     def __init__(
         self,
@@ -47,6 +55,7 @@ class Orthanc:
         http_port: int | None = None,
         aet: str = "ORTHANC",
         startup_timeout: float = 20.0,
+        worklists: Path | None = None,
     ) -> None:
         self.binary = orthanc_binary()
         self.plugin = dicomweb_plugin()
@@ -58,6 +67,7 @@ class Orthanc:
         self.startup_timeout = startup_timeout
         self.log_path = self.root / "orthanc.log"
         self.startup_seconds = 0.0
+        self.worklists = worklists  # a folder of *.wl files served over MWL C-FIND
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -84,11 +94,17 @@ class Orthanc:
             "SaveJobs": False,
         }
 
+    def _with_worklists(self, config: dict[str, Any]) -> dict[str, Any]:
+        if self.worklists is not None:
+            config["Plugins"] = [*config["Plugins"], worklist_plugin()]
+            config["Worklists"] = {"Enable": True, "Database": str(self.worklists)}
+        return config
+
     def start(self) -> Orthanc:
         (self.root / "storage").mkdir(parents=True, exist_ok=True)
         (self.root / "index").mkdir(parents=True, exist_ok=True)
         config_path = self.root / "orthanc.json"
-        config_path.write_text(json.dumps(self.config(), indent=2))
+        config_path.write_text(json.dumps(self._with_worklists(self.config()), indent=2))
         began = time.monotonic()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
