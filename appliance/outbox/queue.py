@@ -5,7 +5,8 @@ States: ``queued`` (waiting, possibly until ``next_attempt_at`` after a failure)
 ``delivered`` | ``dead``. A job is acknowledged only after the archive answered, so a crash
 resends rather than loses; the SOP Instance UID never changes between attempts. Each lease
 carries its expiry as a token: an answer recorded under a lease that expired and was taken again
-is ignored, so one attempt can never overwrite a newer one.
+is ignored, so one attempt can never overwrite a newer one. A restarted process takes back the
+leases its previous run left (:func:`reclaim_leases`) instead of waiting for them to expire.
 
 ``now`` parameters exist so that tests can drive the clock; callers normally leave them out.
 """
@@ -130,6 +131,19 @@ def finish(
         ),
     )
     return cursor.rowcount == 1
+
+
+def reclaim_leases(store: Store, *, now: datetime | None = None) -> int:
+    """Queue again (due at once) every job still leased: at start-up those leases belong to a
+    previous run of the process that died mid-send. Returns how many."""
+    now_text = _iso(_now(now))
+    with store.write() as tx:
+        cursor = tx.execute(
+            "UPDATE outbox_jobs SET state = 'queued', lease_until = NULL, next_attempt_at = ?, "
+            "updated_at = ? WHERE state = 'leased'",
+            (now_text, now_text),
+        )
+        return cursor.rowcount
 
 
 def status(store: Store) -> dict[str, Any]:

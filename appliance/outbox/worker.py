@@ -74,7 +74,15 @@ class Forwarder:
     def notify(self) -> None:
         self._wake.set()
 
+    def recover(self) -> int:
+        """Jobs a previous run of this process left leased (it died mid-send) are due again."""
+        count = queue.reclaim_leases(self.store, now=self.clock())
+        if count:
+            LOGGER.warning("%d outbox job(s) left mid-send by the previous run queued again", count)
+        return count
+
     def start(self) -> None:
+        self.recover()
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._thread.start()
 

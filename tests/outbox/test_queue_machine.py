@@ -1,9 +1,10 @@
 """A Hypothesis state machine over the real outbox queue, forwarder and SQLite store.
 
 Rules: enqueue (and enqueue the same object again), a send the archive takes, an association
-aborted part-way (retried), a rejection (dead-lettered), a crash mid-send followed by a restart
-of the store and forwarder (the lease expires and the job is taken again), a stalled sender
-answering after its lease was taken over, time passing, and dead letters queued again.
+aborted part-way (retried), a rejection (dead-lettered), a sender dying mid-send (its lease
+expires and the job is taken again), a crash and restart of the whole process (the new run
+takes the leases back), a stalled sender answering after its lease was taken over, time passing,
+and dead letters queued again.
 
 Invariant: every (object, destination) has exactly one job, in exactly one of pending (queued,
 leased or waiting to retry), delivered or dead-letter — what the archive's answers say it must
@@ -186,7 +187,8 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(name=st.sampled_from(DESTINATIONS), reached_archive=st.booleans())
     def crash_mid_send(self, name: str, reached_archive: bool) -> None:
-        """Leased (as the forwarder does), maybe stored by the archive, then the process dies."""
+        """Leased (as the forwarder does), maybe stored by the archive, then the sender dies and
+        holds its lease until it expires (the process lives on)."""
         jobs = queue.lease(self.store, name, BATCH, LEASE_SECONDS, now=self.now)
         for job in jobs:
             key = (job.sop_instance_uid, name)
@@ -194,8 +196,17 @@ class QueueMachine(RuleBasedStateMachine):
             if reached_archive:  # stored there, but the answer never reached us
                 self.archives[name].stored.add(job.sop_instance_uid)
             self.abandoned[key] = self.now + timedelta(seconds=LEASE_SECONDS)
+
+    @rule(name=st.sampled_from(DESTINATIONS), reached_archive=st.booleans())
+    def crash_and_restart(self, name: str, reached_archive: bool) -> None:
+        """The process dies mid-send (kill -9) and starts again on the same database: the new
+        run takes back every lease left behind, without waiting for them to expire."""
+        self.crash_mid_send(name, reached_archive)
         self.store.close()
         self._open()
+        left = self.store.scalar("SELECT count(*) FROM outbox_jobs WHERE state = 'leased'")
+        assert self.forwarder.recover() == left
+        self.abandoned.clear()
 
     @rule(name=st.sampled_from(DESTINATIONS))
     def stalled_sender_answers_late(self, name: str) -> None:
