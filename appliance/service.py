@@ -30,6 +30,7 @@ from appliance.outbox.stow import StowTarget
 from appliance.outbox.worker import Forwarder, Target
 from appliance.outcome import RuleSet, load_rules
 from appliance.pipeline import Pipeline
+from appliance.pipeline.review import ReviewDesk
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store
 
@@ -99,6 +100,7 @@ class Services:
             backoff_base=settings.outbox_backoff_seconds,
             backoff_cap=settings.outbox_backoff_cap_seconds,
         )
+        self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
         self.ingestor = Ingestor(
             self.store,
             self.blobs,

@@ -1,18 +1,156 @@
-"""Clinician review: what the model saw, its grades, accept or override (a VERIFIED SR)."""
+"""Clinician review: what the model saw, its grades, accept or override (a VERIFIED SR).
+
+``/review`` lists the visits (waiting ones first, refer first); ``/review/<visit>`` shows each
+eye's photographs with the heatmap toggle and zoom, the findings and the outcome, and the
+sign-off form; ``POST /review/<visit>/sign`` accepts or overrides. Everything comes from the
+review desk (``appliance/pipeline/review.py``) through ``services().review``: the pictures are
+JPEG/PNG bytes the core produced, and the SQL lives there too. Every view of PHI is audited.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask_login import current_user
 
 from appliance.accounts import Role
-from web.auth import roles
+from appliance.errors import ApplianceError
+from appliance.pipeline.signoff import Decision
+from web.auth import audit_view, roles, services
 
 bp = Blueprint("review", __name__, url_prefix="/review")
+
+# Outcome code → (badge class, icon, word): colour is never the only signal.
+OUTCOMES = {
+    "refer": ("bad", "\u26a0", "Refer"),
+    "glaucoma_refer": ("bad", "\u26a0", "Refer (glaucoma)"),
+    "retake": ("warn", "\u21bb", "Retake"),
+    "incomplete": ("warn", "\u2026", "Incomplete"),
+    "rescreen": ("ok", "\u2713", "Rescreen"),
+    "no_model": ("info", "\u24d8", "Not graded"),
+}
+ICDR = (
+    "0 \u2014 no apparent retinopathy",
+    "1 \u2014 mild non-proliferative",
+    "2 \u2014 moderate non-proliferative",
+    "3 \u2014 severe non-proliferative",
+    "4 \u2014 proliferative",
+)
+OVERRIDE_CHOICES = (
+    ("refer", "Refer to an eye care professional"),
+    ("rescreen", "Rescreen at the routine interval"),
+    ("retake", "Retake the photographs"),
+)
+EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph"}
+
+
+def desk() -> Any:  # appliance.pipeline.review.ReviewDesk
+    return services().review
+
+
+@bp.context_processor
+def review_helpers() -> dict[str, Any]:
+    return {
+        "OUTCOMES": OUTCOMES,
+        "ICDR": ICDR,
+        "OVERRIDE_CHOICES": OVERRIDE_CHOICES,
+        "EYE_STATUS": EYE_STATUS,
+        "when": _when,
+        "percent": _percent,
+        "person": _person,
+    }
+
+
+def _when(stamp: str | None) -> str:
+    return f"{stamp[:10]} {stamp[11:16]} UTC" if stamp else ""
+
+
+def _percent(value: float | None) -> str:
+    return "\u2014" if value is None else f"{float(value) * 100:.0f} %"
+
+
+def _person(name: str) -> str:
+    parts = [p for p in (name or "").split("^") if p]
+    if len(parts) > 1:
+        return f"{parts[0]}, {' '.join(parts[1:])}"
+    return parts[0] if parts else ""
 
 
 @bp.get("")
 @roles(Role.CLINICIAN)
 def index() -> Any:
-    return render_template("review/index.html")
+    visits = desk().visits()
+    audit_view(
+        "review list",
+        detail={"visits": len(visits), "waiting": sum(v.needs_review for v in visits)},
+    )
+    return render_template("review/index.html", visits=visits)
+
+
+def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) -> Any:
+    detail = desk().visit(visit_key)
+    audit_view(
+        "review visit",
+        patient_id=detail.summary.patient_id,
+        study_instance_uid=detail.study_instance_uid,
+        sop_instance_uids=detail.sop_instance_uids,
+        detail={"visit": visit_key},
+    )
+    html = render_template("review/visit.html", v=detail, error=error, form=form or {})
+    return html, status
+
+
+@bp.get("/<visit>")
+@roles(Role.CLINICIAN)
+def visit(visit: str) -> Any:
+    return _page(visit)
+
+
+@bp.get("/<visit>/photo/<int:capture_id>")
+@roles(Role.CLINICIAN)
+def photo(visit: str, capture_id: int) -> Any:
+    return Response(desk().photo_jpeg(visit, capture_id), mimetype="image/jpeg")
+
+
+@bp.get("/<visit>/heatmap/<int:capture_id>")
+@roles(Role.CLINICIAN)
+def heatmap(visit: str, capture_id: int) -> Any:
+    return Response(desk().heatmap_png(visit, capture_id), mimetype="image/png")
+
+
+@bp.post("/<visit>/sign")
+@roles(Role.CLINICIAN)
+def sign(visit: str) -> Any:
+    form = request.form
+    grades: dict[str, int] = {}
+    try:
+        for eye in ("R", "L"):
+            value = form.get(f"grade_{eye}", "").strip()
+            if value:
+                grades[eye] = int(value)
+        shown = form.get("outcome_id", "").strip()
+        choice = Decision(
+            decision=form.get("decision", ""),
+            outcome_code=form.get("outcome_code", "").strip(),
+            reason=form.get("reason", ""),
+            grades=grades,
+            outcome_id=int(shown) if shown else None,
+        )
+    except ValueError:
+        return _page(visit, 422, "A DR grade is 0 (none) to 4 (proliferative).", form)
+    try:
+        signed = desk().sign(
+            visit,
+            choice,
+            user_pk=current_user.user.id,
+            username=current_user.username,
+            address=request.remote_addr or "",
+        )
+    except ApplianceError as exc:
+        if exc.http_status == 404:
+            raise
+        return _page(visit, exc.http_status, exc.message, form)
+    where = f"queued to {signed.queued} archive destination(s)" if signed.queued else "stored"
+    flash(f"Signed: the verified report was issued and {where}.")
+    return redirect(url_for("review.visit", visit=visit), code=303)

@@ -2,13 +2,21 @@
 
 One measurement group per eye: source images are that eye's OP instances; qualitative
 evaluations carry DR severity (LOINC, answer list LL2117-1), referable DR, DME, gradability and
-glaucoma suspect; the cup-to-disc ratio is a NUM with unit "no units". A clinician's sign-off
-is a new instance (VERIFIED) whose Predecessor Documents Sequence names the preliminary one.
+glaucoma suspect; the cup-to-disc ratio is a NUM with unit "no units". The visit outcome (and,
+once signed, the clinician's decision and comment) sits in TID 1500's Qualitative Evaluations
+container.
+
+A clinician's sign-off is a new instance (VERIFIED, FINAL) whose Predecessor Documents Sequence
+names the preliminary one: Verifying Observer = the clinician, who is also a person observer
+next to the device in the observation context. An eye whose DR grade the clinician changed
+carries the clinician's grade (and referable flag) and no Algorithm Identification, and its
+tracking identifier says so; the model stays named in Contributing Equipment.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import highdicom as hd
@@ -19,6 +27,25 @@ from appliance.dicom.op import new_uid
 
 MANUFACTURER = "Demonstration"
 _EYE_NAMES = {"R": "right eye", "L": "left eye"}
+
+# Outcome and review concepts (private scheme 99RETSCR, declared with the others).
+PERSON = hd.sr.CodedConcept("121006", "DCM", "Person")
+QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+COMMENT = hd.sr.CodedConcept("121106", "DCM", "Comment")
+SCREENING_OUTCOME = hd.sr.CodedConcept("RS010", codes.PRIVATE_SCHEME, "Screening outcome")
+OUTCOMES = {
+    "refer": hd.sr.CodedConcept("RS011", codes.PRIVATE_SCHEME, "Refer to eye care professional"),
+    "rescreen": hd.sr.CodedConcept("RS012", codes.PRIVATE_SCHEME, "Rescreen at routine interval"),
+    "retake": hd.sr.CodedConcept("RS013", codes.PRIVATE_SCHEME, "Retake photographs"),
+    "glaucoma_refer": hd.sr.CodedConcept(
+        "RS014", codes.PRIVATE_SCHEME, "Refer for glaucoma assessment"
+    ),
+}
+CLINICIAN_REVIEW = hd.sr.CodedConcept("RS015", codes.PRIVATE_SCHEME, "Clinician review")
+DECISIONS = {
+    "accept": hd.sr.CodedConcept("RS016", codes.PRIVATE_SCHEME, "Automated result accepted"),
+    "override": hd.sr.CodedConcept("RS017", codes.PRIVATE_SCHEME, "Automated result overridden"),
+}
 
 
 def _algorithm(models: Sequence[Mapping[str, Any]]) -> hd.sr.AlgorithmIdentification | None:
@@ -68,11 +95,14 @@ def _eye_group(
                 unit=codes.NO_UNITS,
             )
         )
+    overridden = bool(findings.get("overridden"))
+    label = f"Retinal screening, {_EYE_NAMES[eye]}"
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=new_uid(uid_root), identifier=f"Retinal screening, {_EYE_NAMES[eye]}"
+            uid=new_uid(uid_root),
+            identifier=f"{label}, DR grade set by clinician" if overridden else label,
         ),
-        algorithm_id=algorithm,
+        algorithm_id=None if overridden else algorithm,
         finding_sites=[hd.sr.FindingSite(codes.RETINA, laterality=codes.LATERALITY[eye])],
         source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(i) for i in images],
         qualitative_evaluations=evaluations or None,
@@ -102,6 +132,28 @@ def _contributing_equipment(
     return equipment
 
 
+def _evaluations(
+    outcome: str | None, decision: str | None, comment: str
+) -> hd.sr.ContainerContentItem | None:
+    """TID 1500 Qualitative Evaluations: the visit outcome, the clinician's decision, comment."""
+    items: list[Any] = []
+    if outcome is not None:
+        items.extend(hd.sr.QualitativeEvaluation(SCREENING_OUTCOME, OUTCOMES[outcome]))
+    if decision is not None:
+        items.extend(hd.sr.QualitativeEvaluation(CLINICIAN_REVIEW, DECISIONS[decision]))
+    if comment:
+        items.append(hd.sr.TextContentItem(COMMENT, comment, relationship_type="CONTAINS"))
+    if not items:
+        return None
+    container = hd.sr.ContainerContentItem(QUALITATIVE_EVALUATIONS, relationship_type="CONTAINS")
+    container.ContentSequence = hd.sr.ContentSequence(items)
+    return container
+
+
+def _dicom_datetime(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f+0000")
+
+
 def screening_sr(
     *,
     images: list[Dataset],
@@ -111,8 +163,12 @@ def screening_sr(
     series_instance_uid: str,
     sop_instance_uid: str,
     uid_root: str,
+    outcome: str | None = None,
     verified_by: str | None = None,
-    predecessor: Dataset | None = None,
+    verified_at: datetime | None = None,
+    decision: str | None = None,
+    comment: str = "",
+    predecessor: Dataset | Sequence[Dataset] | None = None,
     verifying_organization: str = "Screening service",
     instance_number: int = 1,
 ) -> Dataset:
@@ -120,13 +176,22 @@ def screening_sr(
 
     ``images`` are the OP source instances (both eyes); ``findings_by_eye`` maps "R"/"L" to
     ``dr_grade``, ``referable``, ``dme``, ``cdr``, ``gradable``, ``glaucoma_suspect`` (each may
-    be None). ``verified_by`` (a DICOM person name) makes the document VERIFIED; pass the earlier
-    preliminary SR as ``predecessor``.
+    be None) and optionally ``overridden`` (the clinician set this eye's DR grade). ``outcome``
+    is the visit outcome code (refer, rescreen, retake, glaucoma_refer) or None.
+
+    ``verified_by`` (a DICOM person name) makes the document VERIFIED at ``verified_at`` (now
+    if None); ``decision`` ("accept" / "override") and ``comment`` record the clinician's
+    review; pass the earlier SR(s) it replaces as ``predecessor`` (None when there was none).
     """
+    previous = [predecessor] if isinstance(predecessor, Dataset) else list(predecessor or [])
     if not images:
         raise ValueError("screening_sr needs at least one source image")
-    if predecessor is not None and verified_by is None:
-        raise ValueError("a predecessor is only referenced by a verified re-issue")
+    if verified_by is None and (previous or decision is not None or comment):
+        raise ValueError("a predecessor, decision or comment belongs to a verified re-issue only")
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {sorted(OUTCOMES)} or None, got {outcome!r}")
+    if decision is not None and decision not in DECISIONS:
+        raise ValueError(f"decision must be 'accept' or 'override', got {decision!r}")
     unknown = set(findings_by_eye) - {"R", "L"}
     if unknown:
         raise ValueError(f"findings_by_eye keys must be 'R' or 'L', got {sorted(unknown)}")
@@ -148,11 +213,24 @@ def screening_sr(
             serial_number=device.get("serial") or None,
         ),
     )
+    person = None
+    if verified_by is not None:
+        person = hd.sr.ObserverContext(
+            observer_type=PERSON,
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+                name=verified_by, organization_name=verifying_organization
+            ),
+        )
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        observation_context=hd.sr.ObservationContext(
+            observer_person_context=person, observer_device_context=observer
+        ),
         procedure_reported=codes.RETINAL_SCREENING,
         imaging_measurements=groups,
     )
+    evaluations = _evaluations(outcome, decision, comment)
+    if evaluations is not None:
+        report[0].ContentSequence.append(evaluations)
     first = images[0]
     sr = hd.sr.Comprehensive3DSR(
         evidence=images,
@@ -167,9 +245,12 @@ def screening_sr(
         is_verified=verified_by is not None,
         verifying_observer_name=verified_by,
         verifying_organization=verifying_organization if verified_by else None,
-        previous_versions=[predecessor] if predecessor is not None else None,
+        previous_versions=previous or None,
         contributing_equipment=_contributing_equipment(models, device) or None,
     )
+    if verified_by is not None:
+        moment = verified_at or datetime.now(UTC)
+        sr.VerifyingObserverSequence[0].VerificationDateTime = _dicom_datetime(moment)
     sr.SeriesDescription = "AI retinal screening result"
     sr.ManufacturerModelName = device.get("model") or ""
     if device.get("serial"):

@@ -4,6 +4,9 @@ Issued once the visit's protocol is complete; images that arrive later produce a
 PDF for the whole visit. Never a second copy of the same content: a visit whose set of images
 has not changed since its last documents gets none. UIDs are saved with the objects before any
 send.
+
+The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (pipeline/review.py)
+from the same helpers (``visit_images``, ``eye_findings``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from appliance import __version__
 from appliance.dicom.op import new_uid, to_bytes
 from appliance.dicom.pdf import encapsulated_pdf, report_pdf
 from appliance.dicom.report_pdf import findings_in_words
-from appliance.dicom.sr import screening_sr
+from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.domain import Outcome
 from appliance.inference import DISCLAIMER
 from appliance.store import BlobStore, Store, utcnow
@@ -34,7 +37,7 @@ DEVICE = {
 }
 
 
-def _visit_images(
+def visit_images(
     store: Store, visit_key: str, where: str, params: tuple[Any, ...]
 ) -> list[dict[str, Any]]:
     """Every DICOM image of the visit: received DICOM captures and OPs made from camera JPEGs."""
@@ -78,7 +81,7 @@ def build_documents(
     """Build and store SR + Encapsulated PDF; return their derived rows (caller records them)."""
     if not outcome.complete:
         return []
-    images = _visit_images(store, visit_key, where, params)
+    images = visit_images(store, visit_key, where, params)
     uids = sorted(image["uid"] for image in images)
     if not images:
         return []
@@ -93,18 +96,7 @@ def build_documents(
     models: list[dict[str, Any]] = next(
         (i["result"].get("models") for i in images if i["result"].get("models")), []
     )
-    findings_by_eye = {
-        eye.eye: {
-            "dr_grade": eye.dr_grade,
-            "referable": eye.referable,
-            "dme": eye.dme,
-            "cdr": eye.cdr,
-            "gradable": eye.status == "graded",
-            "glaucoma_suspect": eye.glaucoma_suspect,
-        }
-        for eye in outcome.eyes
-        if eye.status != "missing"
-    }
+    findings_by_eye = eye_findings(outcome_json["eyes"])
     device = {**DEVICE, "uid": new_uid(uid_root), "version": __version__}
     sr_series, sr_uid = new_uid(uid_root), new_uid(uid_root)
     sr = screening_sr(
@@ -115,6 +107,7 @@ def build_documents(
         series_instance_uid=sr_series,
         sop_instance_uid=sr_uid,
         uid_root=uid_root,
+        outcome=outcome.code if outcome.code in OUTCOMES else None,
     )
     pdf_bytes = report_pdf(
         patient={
@@ -151,6 +144,22 @@ def build_documents(
             }
         )
     return rows
+
+
+def eye_findings(eyes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The SR's per-eye findings from a visit outcome's ``eyes`` (JSON); missing eyes left out."""
+    return {
+        eye["eye"]: {
+            "dr_grade": eye["dr_grade"],
+            "referable": eye["referable"],
+            "dme": eye["dme"],
+            "cdr": eye["cdr"],
+            "gradable": eye["status"] == "graded",
+            "glaucoma_suspect": eye["glaucoma_suspect"],
+        }
+        for eye in eyes
+        if eye["status"] != "missing"
+    }
 
 
 def _eye_page(blobs: BlobStore, eye: Any, images: list[dict[str, Any]]) -> dict[str, Any]:
