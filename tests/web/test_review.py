@@ -18,6 +18,12 @@ from tests.conftest import free_port, jpeg_bytes, require_tool, wait_for
 from tests.web_helpers import csrf, logged_in
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
+OUTCOME_CODES = {
+    "refer": "RS011",
+    "rescreen": "RS012",
+    "retake": "RS013",
+    "glaucoma_refer": "RS014",
+}
 
 
 @pytest.fixture
@@ -206,6 +212,10 @@ def test_accept_issues_a_verified_sr_that_replaces_the_preliminary(
     assert ds.StudyInstanceUID == old.StudyInstanceUID and ds.PatientID == "REV1"
     assert ds.SeriesInstanceUID == old.SeriesInstanceUID and ds.InstanceNumber == 2
     assert _evaluations(ds)["Clinician review"] == "RS016"  # accepted
+    outcome = OUTCOME_CODES[model["code"]]
+    assert (
+        _evaluations(old)["Screening outcome"] == outcome == _evaluations(ds)["Screening outcome"]
+    )
     assert {eye: algo for eye, (_, algo) in _grades(ds).items()} == {"R": True, "L": True}
     assert _dciodvfy_errors(ds, tmp_path) == []
 
