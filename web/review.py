@@ -28,7 +28,7 @@ OUTCOMES = {
     "retake": ("warn", "\u21bb", "Retake"),
     "incomplete": ("warn", "\u2026", "Incomplete"),
     "rescreen": ("ok", "\u2713", "Rescreen"),
-    "no_model": ("info", "\u24d8", "Not graded"),
+    "no_model": ("info", "\u2139", "Not graded"),
 }
 ICDR = (
     "0 \u2014 no apparent retinopathy",

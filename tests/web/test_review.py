@@ -44,12 +44,14 @@ def _photo(eye: str, seed: int = 6160) -> bytes:
     return jpeg_bytes(render_case(case))
 
 
-def _visit(services: Any, eyes: tuple[str, ...] = ("L", "R"), patient: str = "REV1") -> str:
+def _visit(
+    services: Any, eyes: tuple[str, ...] = ("L", "R"), patient: str = "REV1", seed: int = 6160
+) -> str:
     """Ingest one photograph per eye; wait for the outcome (and the SR when complete)."""
     for eye in eyes:
         services.ingestor.ingest(
             Incoming(
-                data=_photo(eye),
+                data=_photo(eye, seed),
                 source=Source.UPLOAD,
                 user_id="t",
                 fields={"patient_id": patient, "patient_name": "Roe^Ann", "laterality": eye},
