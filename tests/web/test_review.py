@@ -383,3 +383,33 @@ def test_the_list_puts_waiting_referrals_first(app: Any, services: Any) -> None:
         "SELECT detail FROM audit_events WHERE event_id = '110103' ORDER BY seq DESC LIMIT 1"
     )
     assert json.loads(event["detail"])["visits"] == 4
+
+
+@pytest.mark.tool("Orthanc")
+def test_the_signed_report_reaches_the_archive(settings: Settings, tmp_path: Path) -> None:
+    """Sign → outbox → a real archive (Orthanc over C-STORE), next to the preliminary one."""
+    from appliance.service import Services
+    from tests.orthanc_server import Orthanc
+    from web import create_app
+
+    with Orthanc(tmp_path / "orthanc") as orthanc:
+        archive = Destination(
+            name="pacs", host="127.0.0.1", port=orthanc.dicom_port, ae_title="ORTHANC"
+        )
+        configured = settings.replace(destinations=(archive,))
+        services = Services(configured)
+        services.start(dicom=False, hotfolder=False)
+        try:
+            key = _visit(services)
+            preliminary = _srs(services, key)[-1]["sop_instance_uid"]
+            client = logged_in(create_app(configured, services), services, "clinician")
+            signed = client.post(f"/review/{key}/sign", data=_form(client, key, decision="accept"))
+            assert signed.status_code == 303
+            uid = services.store.scalar("SELECT sr_sop_instance_uid FROM reviews")
+            wait_for(lambda: {uid, preliminary} <= orthanc.sop_uids(), timeout=60)
+            ds = pydicom.dcmread(io.BytesIO(orthanc.file(uid)))
+            assert ds.VerificationFlag == "VERIFIED" and _predecessors(ds) == {preliminary}
+            state = "SELECT state FROM outbox_jobs WHERE sop_instance_uid = ?"
+            wait_for(lambda: services.store.scalar(state, (uid,)) == "delivered", timeout=30)
+        finally:
+            services.stop()
