@@ -277,14 +277,20 @@ class ReviewDesk:
         )
 
     def photo_jpeg(self, visit_key: str, capture_id: int) -> bytes:
-        """The camera field of a photograph (square crop, as the models saw it) as JPEG."""
+        """A photograph as JPEG: the camera field (square crop, as the models saw it, so the
+        heatmap lies over it) when it has a heatmap, else the whole picture."""
         row = self._capture(visit_key, capture_id)
         rgb = decode_rgb(self.blobs.read(row["file_path"]), self.limits)
-        found = find_field(rgb)
-        size = int(min(PHOTO_MAX, max(256, round(2 * found.radius))))
-        crop = field_crop(rgb, size, found)
+        if json.loads(row["payload"] or "{}").get("heatmap"):
+            found = find_field(rgb)
+            size = int(min(PHOTO_MAX, max(256, round(2 * found.radius))))
+            rgb = field_crop(rgb, size, found)
+        elif max(rgb.shape[:2]) > PHOTO_MAX:
+            scale = PHOTO_MAX / max(rgb.shape[:2])
+            width, height = round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
         ok, jpeg = cv2.imencode(
-            ".jpg", cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+            ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
         )
         if not ok:
             raise ApplianceError("The photograph could not be prepared for display.")

@@ -188,6 +188,29 @@ def test_list_view_photo_heatmap_and_the_view_is_audited(app: Any, services: Any
     assert logged_in(app, services, "operator").get(f"/review/{key}").status_code == 403
 
 
+def test_a_photograph_without_a_heatmap_is_shown_whole(app: Any, services: Any) -> None:
+    import numpy as np
+    from PIL import Image
+
+    grey = np.full((300, 400, 3), 90, np.uint8)  # not a fundus photograph: no model result
+    capture = services.ingestor.ingest(
+        Incoming(
+            data=jpeg_bytes(grey),
+            source=Source.UPLOAD,
+            user_id="t",
+            fields={"patient_id": "REV9", "laterality": "R"},
+        )
+    )
+    wait_for(lambda: services.pipeline.pending() == 0, timeout=60)
+    key = wait_for(lambda: services.store.scalar("SELECT visit_key FROM visit_outcomes"))
+    client = logged_in(app, services, "clinician")
+    html = client.get(f"/review/{key}").get_data(as_text=True)
+    assert "No heatmap" in html and "data-toggle-overlay" not in html and "Ungradable" in html
+    photo = client.get(f"/review/{key}/photo/{capture.id}")
+    assert photo.status_code == 200 and Image.open(io.BytesIO(photo.data)).size == (400, 300)
+    assert client.get(f"/review/{key}/heatmap/{capture.id}").status_code == 404
+
+
 def test_accept_issues_a_verified_sr_that_replaces_the_preliminary(
     app: Any, services: Any, tmp_path: Path
 ) -> None:
