@@ -32,6 +32,7 @@ from appliance.outcome import RuleSet, load_rules
 from appliance.pipeline import Pipeline
 from appliance.pipeline.review import ReviewDesk
 from appliance.quality import QualityThresholds
+from appliance.station import Station
 from appliance.store import BlobStore, Store
 
 LOGGER = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class Services:
             backoff_cap=settings.outbox_backoff_cap_seconds,
         )
         self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
+        self.station = Station.build(settings, self.store, self.blobs, self.audit, self.limits)
         self.ingestor = Ingestor(
             self.store,
             self.blobs,
@@ -109,6 +111,7 @@ class Services:
             max_bytes=settings.max_dicom_bytes,
             on_new=self.pipeline.notify,
             metrics=self.metrics,
+            fallback_identity=self.station.hotfolder_identity,
         )
         self.metrics.bind(self.pipeline.pending, self._outbox_depth)
         self.metrics.models.info(

@@ -3,6 +3,12 @@
 check → store the file atomically → in ONE transaction: patient, study, capture row and its
 audit event → tell the pipeline. Refusals raise an :class:`ApplianceError` after writing an
 audit event that names the reason; nothing is stored for a refused input.
+
+Identity: a DICOM header is the authority on its own patient and study. Other files take it
+from their sidecar or upload form (patient fields, and the worklist step's Accession Number and
+Study Instance UID, which create the study row so the visit is keyed by that study). A hot-folder
+file with no identity at all takes the station's current patient selection, through the
+``fallback_identity`` callable the process wiring gives the ingestor.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
@@ -24,6 +30,11 @@ from appliance.store import BlobStore, Store, Tx, utcnow
 LOGGER = logging.getLogger(__name__)
 _DATE = re.compile(r"\d{8}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+PATIENT_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "issuer")
+STUDY_FIELDS = ("accession_number", "study_instance_uid")
+IDENTITY_FIELDS = frozenset((*PATIENT_FIELDS, *STUDY_FIELDS, "laterality"))
+_LIMITS = {"patient_name": 320, "accession_number": 16, "study_instance_uid": 64}
 
 
 @dataclass(frozen=True)
@@ -37,24 +48,36 @@ class Incoming:
     detail: dict[str, Any] = field(default_factory=dict)  # extra audit context (no PHI)
 
 
-def patient_from_fields(fields: dict[str, Any]) -> tuple[PatientInfo | None, str | None]:
+@dataclass(frozen=True)
+class Identity:
+    """Who and which study a file belongs to, as a sidecar, form or station selection says."""
+
+    patient: PatientInfo | None = None
+    laterality: str | None = None
+    accession_number: str = ""
+    study_instance_uid: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return self.patient is None and not self.study_instance_uid
+
+
+def identity_from_fields(fields: dict[str, Any]) -> Identity:
     """Validate sidecar / form identity fields; raises RejectedInput naming the bad field."""
-    known = {"patient_id", "patient_name", "birth_date", "sex", "laterality", "issuer"}
-    unknown = sorted(set(fields) - known)
+    unknown = sorted(set(fields) - IDENTITY_FIELDS)
     if unknown:
         raise RejectedInput(
             f"unknown identity field(s): {', '.join(unknown)}", reason="bad_sidecar"
         )
     values: dict[str, str] = {}
-    for key in known:
+    for key in sorted(IDENTITY_FIELDS):
         value = fields.get(key, "")
         if value is None:
             value = ""
         if not isinstance(value, str):
             raise RejectedInput(f"{key} must be text", reason="bad_sidecar")
         value = value.strip()
-        limit = 320 if key == "patient_name" else 64
-        if len(value) > limit or _CONTROL.search(value):
+        if len(value) > _LIMITS.get(key, 64) or _CONTROL.search(value):
             raise RejectedInput(
                 f"{key} is too long or holds control characters", reason="bad_sidecar"
             )
@@ -65,13 +88,36 @@ def patient_from_fields(fields: dict[str, Any]) -> tuple[PatientInfo | None, str
         raise RejectedInput("sex must be M, F or O", reason="bad_sidecar")
     if values["laterality"] not in ("", "L", "R"):
         raise RejectedInput("laterality must be L or R", reason="bad_sidecar")
-    laterality = values.pop("laterality") or None
-    patient = PatientInfo(**values) if any(values.values()) else None
-    if patient is not None and not patient.patient_id:
+    if "\\" in values["accession_number"]:
+        raise RejectedInput("accession_number must not contain a backslash", reason="bad_sidecar")
+    study_uid = values["study_instance_uid"]
+    if study_uid and not _UID.fullmatch(study_uid):
+        raise RejectedInput(
+            "study_instance_uid must be a DICOM UID (digits and dots)", reason="bad_sidecar"
+        )
+    if values["accession_number"] and not study_uid:
+        raise RejectedInput(
+            "accession_number needs the study_instance_uid of the same worklist step",
+            reason="bad_sidecar",
+        )
+    patient_values = {key: values[key] for key in PATIENT_FIELDS}
+    patient = PatientInfo(**patient_values) if any(patient_values.values()) else None
+    if (patient is not None or study_uid) and not values["patient_id"]:
         raise RejectedInput(
             "patient_id is required with other identity fields", reason="bad_sidecar"
         )
-    return patient, laterality
+    return Identity(
+        patient=patient,
+        laterality=values["laterality"] or None,
+        accession_number=values["accession_number"],
+        study_instance_uid=study_uid,
+    )
+
+
+def patient_from_fields(fields: dict[str, Any]) -> tuple[PatientInfo | None, str | None]:
+    """Validate sidecar / form identity fields; raises RejectedInput naming the bad field."""
+    identity = identity_from_fields(fields)
+    return identity.patient, identity.laterality
 
 
 class Ingestor:
@@ -84,8 +130,10 @@ class Ingestor:
         max_bytes: int,
         on_new: Callable[[int], None] = lambda capture_id: None,
         metrics: Metrics | None = None,
+        fallback_identity: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self.metrics = metrics
+        self.fallback_identity = fallback_identity  # the station's current selection, as fields
         self.store = store
         self.blobs = blobs
         self.audit = audit
@@ -111,15 +159,31 @@ class Ingestor:
                 f"the file is {len(item.data)} bytes, over the {self.max_bytes}-byte limit"
             )
         self.blobs.check_space(len(item.data))
-        given_patient, given_laterality = patient_from_fields(item.fields or {})
+        given = identity_from_fields(item.fields or {})
         patient: PatientInfo | None
         laterality: str | None
         lat_source: str | None
         found = examine(item.data, self.limits)
+        detail = dict(item.detail)
+        study_uid, accession = found.study_instance_uid, found.accession_number
         if found.patient is not None:  # a DICOM header is the authority on its own identity
             patient, laterality, lat_source = found.patient, found.laterality, "dicom"
         else:
-            patient, laterality, lat_source = given_patient, given_laterality, "sidecar"
+            if item.source is Source.HOTFOLDER and given.empty:
+                selected = self._selection()
+                if selected is not None:
+                    given = replace(selected, laterality=given.laterality)
+                    detail["identity"] = "station_selection"
+            patient, laterality, lat_source = given.patient, given.laterality, "sidecar"
+            if given.study_instance_uid and not study_uid:
+                study_uid, accession = given.study_instance_uid, given.accession_number
+                found = replace(
+                    found,
+                    study_instance_uid=study_uid,
+                    accession_number=accession,
+                    study_date=found.study_date or utcnow()[:10].replace("-", ""),
+                )
+                self._check_study_owner(study_uid, patient)
         if laterality is None:
             lat_source = None
         digest = hashlib.sha256(item.data).hexdigest()
@@ -164,7 +228,7 @@ class Ingestor:
                         "media_type": found.media_type,
                         "sha256": digest,
                         "size_bytes": len(item.data),
-                        **item.detail,
+                        **detail,
                     },
                 ),
             )
@@ -185,6 +249,37 @@ class Ingestor:
             patient=patient or PatientInfo(),
             calling_ae=item.calling_ae,
         )
+
+    def _selection(self) -> Identity | None:
+        """The station's current selection as an identity, or None (never fails an ingest)."""
+        try:
+            fields = self.fallback_identity()
+        except Exception:
+            LOGGER.exception("the station selection could not be read; the file has no identity")
+            return None
+        if not fields:
+            return None
+        try:
+            identity = identity_from_fields(fields)
+        except RejectedInput as exc:
+            LOGGER.warning("the station selection is not a usable identity: %s", exc.message)
+            return None
+        return None if identity.empty else identity
+
+    def _check_study_owner(self, study_uid: str, patient: PatientInfo | None) -> None:
+        """A given Study Instance UID must not already belong to another patient."""
+        owner = self.store.one(
+            "SELECT p.patient_id, p.issuer FROM studies s JOIN patients p ON p.id = s.patient_pk "
+            "WHERE s.study_instance_uid = ?",
+            (study_uid,),
+        )
+        if owner is None or patient is None:
+            return
+        if (owner["patient_id"], owner["issuer"]) != (patient.patient_id, patient.issuer):
+            raise RejectedInput(
+                "study_instance_uid already belongs to another patient; check the identity",
+                reason="identity_conflict",
+            )
 
     def _existing(self, found: Inspection, digest: str) -> dict[str, Any] | None:
         if found.sop_instance_uid:

@@ -2,25 +2,36 @@
 
 The JPEG bitstream goes into encapsulated Pixel Data unchanged (JPEG Baseline transfer
 syntax, YBR_FULL_422, Lossy Image Compression 01 with ratio and method), with every module
-PS3.3 A.39 requires; the result passes ``dciodvfy`` with zero errors (tests/dicom).
+PS3.3 A.39 requires; the result passes ``dciodvfy`` with zero errors (tests/dicom). The worklist
+step's Accession Number and Request Attributes Sequence (General Series, PS3.3 C.7.3.1) are
+copied in when the photograph was taken for a scheduled step.
 """
 
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.sequence import Sequence
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, JPEGBaseline8Bit, generate_uid
 
 from appliance.domain import PatientInfo
 
 OP_8BIT = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
 UTC_SYNCHRONIZATION_FRAME = "1.2.840.10008.15.1.1"
+# Request Attributes Macro (PS3.3 Table 10-9): the text attributes a worklist step carries.
+REQUEST_ATTRIBUTES = (
+    "RequestedProcedureID",
+    "AccessionNumber",
+    "RequestedProcedureDescription",
+    "ScheduledProcedureStepID",
+    "ScheduledProcedureStepDescription",
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,29 @@ class OPParameters:
     manufacturer: str = "Demonstration"
     field: str | None = None  # "macula" / "disc" → Relative Image Position
     acquired: datetime | None = None
+    request_attributes: Sequence[Mapping[str, str]] = ()  # items keyed by REQUEST_ATTRIBUTES
+
+
+def request_attributes_sequence(items: Sequence[Mapping[str, str]]) -> DicomSequence:
+    """Request Attributes Sequence items; keys outside the macro and empty values are left out.
+
+    An item without a Requested Procedure ID or Scheduled Procedure Step ID (Type 1C: required
+    when the procedure was scheduled) describes no scheduled step and is dropped.
+    """
+    out = []
+    for given in items:
+        unknown = sorted(set(given) - set(REQUEST_ATTRIBUTES))
+        if unknown:
+            raise ValueError(f"not Request Attributes Macro keywords: {', '.join(unknown)}")
+        stripped = {k: str(given.get(k) or "").strip() for k in REQUEST_ATTRIBUTES}
+        values = {k: v for k, v in stripped.items() if v}
+        if not (values.get("RequestedProcedureID") and values.get("ScheduledProcedureStepID")):
+            continue
+        item = Dataset()
+        for keyword, value in values.items():
+            setattr(item, keyword, value)
+        out.append(item)
+    return DicomSequence(out)
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
@@ -68,6 +102,8 @@ def op_from_jpeg(jpeg: bytes, params: OPParameters) -> Dataset:
     ds.PatientID = params.patient.patient_id
     ds.PatientBirthDate = params.patient.birth_date
     ds.PatientSex = params.patient.sex
+    if params.patient.issuer:
+        ds.IssuerOfPatientID = params.patient.issuer
     # General Study
     ds.StudyInstanceUID = params.study_instance_uid
     ds.StudyDate, ds.StudyTime = date, time
@@ -78,6 +114,9 @@ def op_from_jpeg(jpeg: bytes, params: OPParameters) -> Dataset:
     ds.Modality = "OP"
     ds.SeriesInstanceUID = params.series_instance_uid
     ds.SeriesNumber = 1
+    requests = request_attributes_sequence(params.request_attributes)
+    if requests:
+        ds.RequestAttributesSequence = requests
     # Synchronization (required for OP)
     ds.SynchronizationFrameOfReferenceUID = UTC_SYNCHRONIZATION_FRAME
     ds.SynchronizationTrigger = "NO TRIGGER"
@@ -111,24 +150,30 @@ def op_from_jpeg(jpeg: bytes, params: OPParameters) -> Dataset:
     ds["PixelData"].VR = "OB"
     # Ocular Region Imaged
     ds.ImageLaterality = params.laterality
-    ds.AnatomicRegionSequence = Sequence([_code("5665001", "SCT", "Retina")])
+    ds.AnatomicRegionSequence = DicomSequence([_code("5665001", "SCT", "Retina")])
     if params.field == "macula":
-        ds.RelativeImagePositionCodeSequence = Sequence([_code("111900", "DCM", "Macula centered")])
+        ds.RelativeImagePositionCodeSequence = DicomSequence(
+            [_code("111900", "DCM", "Macula centered")]
+        )
     elif params.field == "disc":
-        ds.RelativeImagePositionCodeSequence = Sequence([_code("111901", "DCM", "Disc centered")])
+        ds.RelativeImagePositionCodeSequence = DicomSequence(
+            [_code("111901", "DCM", "Disc centered")]
+        )
     # OP Acquisition Parameters (Type 2: present, may be empty)
     ds.PatientEyeMovementCommanded = ""
     ds.HorizontalFieldOfView = None
-    ds.RefractiveStateSequence = Sequence()
+    ds.RefractiveStateSequence = DicomSequence()
     ds.EmmetropicMagnification = None
     ds.IntraOcularPressure = None
     ds.PupilDilated = ""
     # OP Photographic Parameters
-    ds.AcquisitionDeviceTypeCodeSequence = Sequence([_code("409898007", "SCT", "Fundus Camera")])
-    ds.IlluminationTypeCodeSequence = Sequence()
-    ds.LightPathFilterTypeStackCodeSequence = Sequence()
-    ds.ImagePathFilterTypeStackCodeSequence = Sequence()
-    ds.LensesCodeSequence = Sequence()
+    ds.AcquisitionDeviceTypeCodeSequence = DicomSequence(
+        [_code("409898007", "SCT", "Fundus Camera")]
+    )
+    ds.IlluminationTypeCodeSequence = DicomSequence()
+    ds.LightPathFilterTypeStackCodeSequence = DicomSequence()
+    ds.ImagePathFilterTypeStackCodeSequence = DicomSequence()
+    ds.LensesCodeSequence = DicomSequence()
     ds.DetectorType = "CMOS"
     # SOP Common
     ds.SOPClassUID = OP_8BIT

@@ -30,7 +30,7 @@ from appliance.pipeline.documents import build_documents
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
 from appliance.pipeline.wrap import record as record_derived
-from appliance.pipeline.wrap import visit_study_uid, wrap_jpeg
+from appliance.pipeline.wrap import step_request_attributes, visit_study_uid, wrap_jpeg
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store, Tx, utcnow
 
@@ -119,7 +119,7 @@ class Pipeline:
     def process(self, capture_id: int) -> None:
         row = self.store.one(
             "SELECT c.*, p.patient_id AS patient_identifier, p.patient_name, p.birth_date, "
-            "p.sex, p.issuer, s.study_instance_uid "
+            "p.sex, p.issuer, s.study_instance_uid, s.accession_number "
             "FROM captures c LEFT JOIN patients p ON p.id = c.patient_pk "
             "LEFT JOIN studies s ON s.id = c.study_pk WHERE c.id = ?",
             (capture_id,),
@@ -204,6 +204,9 @@ class Pipeline:
                 field=field,
                 study_instance_uid=study,
                 uid_root=self.uid_root,
+                request_attributes=step_request_attributes(
+                    self.store, row["study_instance_uid"] or ""
+                ),
             )
         except Exception:  # an odd JPEG must not stop its analysis from being stored
             LOGGER.exception("capture %d could not be wrapped as OP", row["id"])
@@ -280,16 +283,16 @@ class Pipeline:
 
     def _visit(self, row: dict[str, Any]) -> tuple[str, str, tuple[Any, ...]]:
         """The visit a capture belongs to: its study, else its patient that day, else itself."""
+        key = visit_key(row)
         if row["study_pk"] is not None:
-            return f"study:{row['study_pk']}", "c.study_pk = ?", (row["study_pk"],)
+            return key, "c.study_pk = ?", (row["study_pk"],)
         if row["patient_pk"] is not None:
-            day = row["received_at"][:10]
             return (
-                f"patient:{row['patient_pk']}:{day}",
+                key,
                 "c.study_pk IS NULL AND c.patient_pk = ? AND substr(c.received_at, 1, 10) = ?",
-                (row["patient_pk"], day),
+                (row["patient_pk"], row["received_at"][:10]),
             )
-        return f"capture:{row['id']}", "c.id = ?", (row["id"],)
+        return key, "c.id = ?", (row["id"],)
 
     def _decide_visit(self, tx: Tx, row: dict[str, Any]) -> VisitOutcome:
         key, where, params = self._visit(row)
@@ -410,6 +413,15 @@ class Pipeline:
         ]
         if any(added):
             tx.after_commit(self.on_queued)
+
+
+def visit_key(row: dict[str, Any]) -> str:
+    """A capture row's visit: ``study:<pk>``, ``patient:<pk>:<UTC day>`` or ``capture:<id>``."""
+    if row["study_pk"] is not None:
+        return f"study:{row['study_pk']}"
+    if row["patient_pk"] is not None:
+        return f"patient:{row['patient_pk']}:{row['received_at'][:10]}"
+    return f"capture:{row['id']}"
 
 
 def _json_default(value: Any) -> Any:

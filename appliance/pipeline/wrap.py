@@ -2,16 +2,30 @@
 
 The JPEG bitstream is wrapped unchanged (dicom/op.py). The visit's Study Instance UID and the
 object's UIDs are assigned once and saved with the object before anything is sent, so a resend
-after a crash or an outage never mints a second UID for the same photograph.
+after a crash or an outage never mints a second UID for the same photograph. A photograph taken
+for a worklist step carries that step's Accession Number (from its study row) and Request
+Attributes Sequence (from the station selection that named the step's Study Instance UID).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from appliance.dicom.op import OP_8BIT, OPParameters, new_uid, op_from_jpeg, to_bytes
+from appliance.dicom.op import (
+    OP_8BIT,
+    REQUEST_ATTRIBUTES,
+    OPParameters,
+    new_uid,
+    op_from_jpeg,
+    to_bytes,
+)
 from appliance.domain import PatientInfo
 from appliance.store import BlobStore, Store, Tx, utcnow
+
+LOGGER = logging.getLogger(__name__)
 
 
 def visit_study_uid(store: Store, visit_key: str, uid_root: str) -> str:
@@ -30,6 +44,31 @@ def visit_study_uid(store: Store, visit_key: str, uid_root: str) -> str:
         return uid
 
 
+def step_request_attributes(store: Store, study_instance_uid: str) -> list[dict[str, str]]:
+    """The Request Attributes of the worklist step chosen at the station for this study."""
+    if not study_instance_uid:
+        return []
+    row = store.one(
+        "SELECT request_json FROM station_selections WHERE study_instance_uid = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (study_instance_uid,),
+    )
+    if row is None:
+        return []
+    try:
+        items = json.loads(row["request_json"] or "[]")
+    except ValueError:
+        LOGGER.warning("a station selection holds unreadable request attributes; left out")
+        return []
+    if not isinstance(items, list):
+        return []
+    return [
+        {k: v for k, v in item.items() if k in REQUEST_ATTRIBUTES and isinstance(v, str)}
+        for item in items
+        if isinstance(item, dict)
+    ]
+
+
 def wrap_jpeg(
     blobs: BlobStore,
     jpeg: bytes,
@@ -39,6 +78,7 @@ def wrap_jpeg(
     field: str | None,
     study_instance_uid: str,
     uid_root: str,
+    request_attributes: Sequence[Mapping[str, str]] = (),
 ) -> dict[str, Any]:
     """Write the OP object; return its ``derived_objects`` row (inserted by the caller)."""
     series, sop = new_uid(uid_root), new_uid(uid_root)
@@ -59,6 +99,8 @@ def wrap_jpeg(
             sop_instance_uid=sop,
             uid_root=uid_root,
             field=field,
+            accession_number=row.get("accession_number") or "",
+            request_attributes=request_attributes,
         ),
     )
     path = blobs.put(to_bytes(ds), "application/dicom")

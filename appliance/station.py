@@ -1,0 +1,651 @@
+"""The camera station's core: today's worklist, the patient chosen at the station, its visit.
+
+``web/station.py`` renders what this module returns and holds no SQL and no DICOM:
+
+* **Worklist.** Today's Modality Worklist for this station (C-FIND filtered by the appliance's
+  AE title and today's date), every query audited as a Query (110112), success or not.
+* **Selection.** The station's current patient (``station_selections``: at most one open row
+  per station; choosing another patient or finishing the visit closes it), chosen from the
+  worklist or registered as a walk-in with the same rules as sidecar identity. Every selection
+  carries a Study Instance UID — the worklist step's, or one made here for a walk-in — so the
+  photographs taken for it (uploads carrying its identity, hot-folder files given the selection)
+  form one study, one visit, and their OP objects carry the step's Accession Number and
+  Request Attributes.
+* **Visit.** The selection's photographs with their verdicts, the per-eye checklist, the
+  outcome and the report; small JPEG thumbnails of stored images; the plain PDF inside the
+  stored Encapsulated PDF report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+
+import pydicom
+from PIL import Image
+
+from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.capture.decode import Limits, decode_rgb
+from appliance.capture.ingest import Identity, identity_from_fields
+from appliance.config import Settings
+from appliance.dicom.op import new_uid
+from appliance.dicom.worklist import Node, NodeUnreachable, WorklistItem, query_worklist
+from appliance.errors import ApplianceError, RejectedInput
+from appliance.pipeline.worker import visit_key
+from appliance.store import BlobStore, Store, utcnow
+
+LOGGER = logging.getLogger(__name__)
+THUMBNAIL_PX = 320
+WORKLIST_TIMEOUT = 5.0  # seconds: the page waits no longer than this for the RIS
+EYES = ("R", "L")  # the checklist's order: right eye first, as clinics record them
+
+
+class NotFound(ApplianceError):
+    http_status = 404
+    reason = "not_found"
+
+
+@dataclass(frozen=True)
+class WorklistEntry:
+    key: str  # what the page's "Choose" button sends back
+    item: WorklistItem
+
+
+@dataclass(frozen=True)
+class Worklist:
+    configured: bool
+    entries: tuple[WorklistEntry, ...] = ()
+    error: str = ""  # why the node could not be asked, in plain words
+    date: str = ""
+
+
+@dataclass(frozen=True)
+class Selection:
+    id: int
+    source: str  # "worklist" / "walk-in"
+    patient_id: str
+    issuer: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    accession_number: str
+    study_instance_uid: str
+    request_attributes: tuple[dict[str, str], ...]
+    selected_at: str
+
+    def fields(self) -> dict[str, str]:
+        """The identity fields an upload or a hot-folder file takes from this selection."""
+        return {
+            "patient_id": self.patient_id,
+            "issuer": self.issuer,
+            "patient_name": self.patient_name,
+            "birth_date": self.birth_date,
+            "sex": self.sex,
+            "accession_number": self.accession_number,
+            "study_instance_uid": self.study_instance_uid,
+        }
+
+    @property
+    def description(self) -> str:
+        return next(
+            (
+                r["ScheduledProcedureStepDescription"]
+                for r in self.request_attributes
+                if r.get("ScheduledProcedureStepDescription")
+            ),
+            "",
+        )
+
+
+@dataclass(frozen=True)
+class CaptureView:
+    id: int
+    number: int  # 1, 2, ... in the order received
+    received: str  # local HH:MM
+    source: str
+    state: str  # "checking", "checked", "failed"
+    eye: str | None  # "R" / "L" (as labelled, else as detected)
+    eye_detected: bool  # True when the eye came from the photo, not a label
+    field: str | None  # "macula" / "disc"
+    gradable: bool | None
+    reasons: tuple[str, ...]
+    guidance: tuple[str, ...]
+    mismatch: bool  # the label and the photo disagree about the eye
+    failure: str
+    sop_instance_uid: str
+    other_study: bool  # arrived with its own DICOM study, not the selection's
+
+
+@dataclass(frozen=True)
+class EyeCheck:
+    eye: str  # "R" / "L"
+    status: str  # "graded", "ungradable", "missing", "checking"
+
+
+@dataclass(frozen=True)
+class Visit:
+    selection: Selection
+    captures: tuple[CaptureView, ...]
+    eyes: tuple[EyeCheck, ...]
+    outcome: dict[str, Any] | None  # pipeline/visit.py's outcome JSON
+    report_id: int | None  # derived_objects.id of the newest PDF report
+    digest: str  # changes whenever anything shown changes
+
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        return [c.sop_instance_uid for c in self.captures if c.sop_instance_uid]
+
+
+@dataclass(frozen=True)
+class Report:
+    pdf: bytes
+    document_id: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+    created_at: str
+
+
+class Station:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        audit: AuditTrail,
+        limits: Limits,
+        *,
+        station: str,
+        station_ae: str,
+        worklist: Node | None,
+        uid_root: str = "2.25.",
+        today: Callable[[], date] = date.today,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.audit = audit
+        self.limits = limits
+        self.station = station
+        self.station_ae = station_ae
+        self.node = worklist
+        self.uid_root = uid_root
+        self.today = today
+        self._offered: dict[str, WorklistItem] = {}  # the last worklist shown, by key
+        self._lock = threading.Lock()
+
+    @classmethod
+    def build(
+        cls, settings: Settings, store: Store, blobs: BlobStore, audit: AuditTrail, limits: Limits
+    ) -> Station:
+        node = None
+        if settings.worklist_host:
+            node = Node(
+                settings.worklist_host,
+                settings.worklist_port,
+                settings.worklist_ae_title,
+                settings.dicom_ae_title,
+                WORKLIST_TIMEOUT,
+            )
+        return cls(
+            store,
+            blobs,
+            audit,
+            limits,
+            station=settings.station_name,
+            station_ae=settings.dicom_ae_title,
+            worklist=node,
+            uid_root=settings.uid_root,
+        )
+
+    # -- worklist ----------------------------------------------------------------------------
+    def worklist(self, *, user: str, address: str = "") -> Worklist:
+        """Today's scheduled steps for this station; never raises for network trouble."""
+        if self.node is None:
+            return Worklist(configured=False)
+        day = self.today().strftime("%Y%m%d")
+        node = f"{self.node.ae_title}@{self.node.host}:{self.node.port}"
+        detail: dict[str, Any] = {
+            "query": "modality_worklist",
+            "node": node,
+            "station_ae": self.station_ae,
+            "date": day,
+        }
+        try:
+            items = query_worklist(self.node, station_ae=self.station_ae, date=day)
+        except NodeUnreachable as exc:
+            error = exc.message
+        except Exception as exc:  # a malformed answer must not take the page down
+            LOGGER.exception("worklist query failed")
+            error = f"the worklist answered something unexpected ({type(exc).__name__})"
+        else:
+            entries = tuple(
+                WorklistEntry(_key(item), item)
+                for item in sorted(items, key=lambda i: (i.start_time, i.patient_name))
+            )
+            with self._lock:
+                self._offered = {entry.key: entry.item for entry in entries}
+            self._audit_query(user, address, {**detail, "matches": len(entries)}, Outcome.SUCCESS)
+            return Worklist(configured=True, entries=entries, date=day)
+        self._audit_query(user, address, {**detail, "error": error}, Outcome.SERIOUS_FAILURE)
+        return Worklist(configured=True, error=error, date=day)
+
+    def _audit_query(
+        self, user: str, address: str, detail: dict[str, Any], outcome: Outcome
+    ) -> None:
+        self.audit.log(
+            AuditEvent(
+                event_id=EventID.QUERY,
+                action=Action.EXECUTE,
+                user_id=user,
+                outcome=outcome,
+                ae_title=self.station_ae,
+                source_address=address,
+                detail=detail,
+            )
+        )
+
+    def choose(self, key: str, *, user: str, user_pk: int | None, address: str = "") -> Selection:
+        """Make the worklist entry ``key`` (from the last worklist shown) the current patient."""
+        with self._lock:
+            item = self._offered.get(key)
+        if item is None:  # e.g. after a restart: ask the worklist again
+            self.worklist(user=user, address=address)
+            with self._lock:
+                item = self._offered.get(key)
+        if item is None:
+            raise RejectedInput(
+                "That patient is no longer on today's worklist. Reload the page and choose again.",
+                reason="not_on_worklist",
+            )
+        try:
+            identity = identity_from_fields(
+                {
+                    "patient_id": item.patient_id,
+                    "issuer": item.issuer,
+                    "patient_name": item.patient_name,
+                    "birth_date": item.birth_date,
+                    "sex": item.sex,
+                    "accession_number": item.accession_number,
+                    "study_instance_uid": item.study_instance_uid or new_uid(self.uid_root),
+                }
+            )
+        except RejectedInput as exc:
+            raise RejectedInput(
+                f"This worklist entry cannot be used ({exc.message}). Register the patient as a "
+                "walk-in, and ask the administrator to check the worklist.",
+                reason="bad_worklist_entry",
+            ) from None
+        return self._select(identity, "worklist", _requests(item), user, user_pk, address)
+
+    # -- walk-in -----------------------------------------------------------------------------
+    def walk_in(
+        self, form: Mapping[str, str], *, user: str, user_pk: int | None, address: str = ""
+    ) -> Selection:
+        """Register a patient who is not on the worklist; the form's words are checked here."""
+        patient_id = (form.get("patient_id") or "").strip()
+        family = (form.get("family_name") or "").strip()
+        given = (form.get("given_name") or "").strip()
+        born = (form.get("birth_date") or "").strip().replace("-", "")
+        if not patient_id:
+            raise RejectedInput("Enter the patient's ID.", reason="walk_in_incomplete")
+        if not family:
+            raise RejectedInput("Enter the patient's family name.", reason="walk_in_incomplete")
+        if not born:
+            raise RejectedInput("Enter the patient's birth date.", reason="walk_in_incomplete")
+        if any(ch in family + given for ch in "^=\\"):
+            raise RejectedInput("Names must not contain ^, = or \\.", reason="bad_sidecar")
+        try:
+            birth = datetime.strptime(born, "%Y%m%d").date()
+        except ValueError:
+            raise RejectedInput(
+                "The birth date is not a real date (use the date picker or YYYY-MM-DD).",
+                reason="bad_sidecar",
+            ) from None
+        if birth > self.today():
+            raise RejectedInput("The birth date is in the future.", reason="bad_sidecar")
+        fields = {
+            "patient_id": patient_id,
+            "patient_name": f"{family}^{given}" if given else family,
+            "birth_date": born,
+            "sex": (form.get("sex") or "").strip(),
+            "study_instance_uid": new_uid(self.uid_root),
+        }
+        identity = identity_from_fields(fields)  # the same rules as a sidecar's identity
+        assert identity.patient is not None
+        known = self.store.one(
+            "SELECT patient_name, birth_date FROM patients WHERE patient_id = ? AND issuer = ''",
+            (patient_id,),
+        )
+        if known is not None and (
+            known["patient_name"].casefold() != identity.patient.patient_name.casefold()
+            or (known["birth_date"] and known["birth_date"] != born)
+        ):
+            raise RejectedInput(
+                f"Patient ID {patient_id} is already registered with a different name or birth "
+                "date. Check the ID, or choose the patient from the worklist.",
+                reason="identity_conflict",
+            )
+        return self._select(identity, "walk-in", (), user, user_pk, address)
+
+    # -- the current selection ---------------------------------------------------------------
+    def _select(
+        self,
+        identity: Identity,
+        source: str,
+        requests: tuple[dict[str, str], ...],
+        user: str,
+        user_pk: int | None,
+        address: str,
+    ) -> Selection:
+        patient = identity.patient
+        assert patient is not None
+        now = utcnow()
+        with self.store.write() as tx:
+            tx.execute(
+                "UPDATE station_selections SET cleared_at = ? "
+                "WHERE station = ? AND cleared_at IS NULL",
+                (now, self.station),
+            )
+            selection_id = tx.insert(
+                "station_selections",
+                {
+                    "station": self.station,
+                    "user_pk": user_pk,
+                    **asdict(patient),
+                    "accession_number": identity.accession_number,
+                    "study_instance_uid": identity.study_instance_uid,
+                    "request_json": json.dumps(list(requests)),
+                    "source": source,
+                    "selected_at": now,
+                },
+            )
+            self.audit.record(
+                tx,
+                AuditEvent(
+                    event_id=EventID.INSTANCES_ACCESSED,
+                    action=Action.CREATE,
+                    user_id=user,
+                    source_address=address,
+                    patient_id=patient.patient_id,
+                    study_instance_uid=identity.study_instance_uid,
+                    detail={
+                        "station_selection": selection_id,
+                        "source": source,
+                        "station": self.station,
+                        "accession_number": identity.accession_number,
+                    },
+                ),
+            )
+        current = self.current()
+        assert current is not None
+        return current
+
+    def current(self) -> Selection | None:
+        row = self.store.one(
+            "SELECT * FROM station_selections WHERE station = ? AND cleared_at IS NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (self.station,),
+        )
+        if row is None:
+            return None
+        try:
+            requests = tuple(dict(r) for r in json.loads(row["request_json"] or "[]"))
+        except (ValueError, TypeError):
+            requests = ()
+        return Selection(
+            id=int(row["id"]),
+            source=row["source"],
+            patient_id=row["patient_id"],
+            issuer=row["issuer"],
+            patient_name=row["patient_name"],
+            birth_date=row["birth_date"],
+            sex=row["sex"],
+            accession_number=row["accession_number"],
+            study_instance_uid=row["study_instance_uid"],
+            request_attributes=requests,
+            selected_at=row["selected_at"],
+        )
+
+    def finish(self, *, user: str, address: str = "") -> Selection | None:
+        """Close the current selection ("next patient"); returns what was closed."""
+        current = self.current()
+        if current is None:
+            return None
+        with self.store.write() as tx:
+            tx.execute(
+                "UPDATE station_selections SET cleared_at = ? WHERE id = ? AND cleared_at IS NULL",
+                (utcnow(), current.id),
+            )
+            self.audit.record(
+                tx,
+                AuditEvent(
+                    event_id=EventID.INSTANCES_ACCESSED,
+                    action=Action.UPDATE,
+                    user_id=user,
+                    source_address=address,
+                    patient_id=current.patient_id,
+                    study_instance_uid=current.study_instance_uid,
+                    detail={
+                        "station_selection": current.id,
+                        "finished": True,
+                        "station": self.station,
+                    },
+                ),
+            )
+        return current
+
+    def hotfolder_identity(self) -> dict[str, str] | None:
+        """Identity for a hot-folder file that has none: today's open selection, else None.
+
+        A selection left open from an earlier day is not used: a forgotten patient must never
+        be given tomorrow's photographs.
+        """
+        current = self.current()
+        if current is None or _local_day(current.selected_at) != self.today():
+            return None
+        return current.fields()
+
+    # -- the visit ---------------------------------------------------------------------------
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """Reads inside see one state of the database (never a verdict without its capture)."""
+        conn = self.store.reader().conn
+        conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+
+    def visit(self, selection: Selection) -> Visit:
+        """The selection's photographs (its study, and the patient's since it was chosen)."""
+        with self._snapshot():
+            return self._visit(selection)
+
+    def _visit(self, selection: Selection) -> Visit:
+        rows = self.store.query(
+            "SELECT c.id, c.source, c.status, c.status_reason, c.received_at, c.laterality, "
+            "c.sop_instance_uid, c.study_pk, c.patient_pk, s.study_instance_uid, "
+            "(SELECT r.payload FROM results r WHERE r.capture_pk = c.id AND r.kind = 'screening' "
+            " ORDER BY r.id DESC LIMIT 1) AS payload "
+            "FROM captures c LEFT JOIN studies s ON s.id = c.study_pk "
+            "LEFT JOIN patients p ON p.id = c.patient_pk "
+            "WHERE s.study_instance_uid = ? "
+            "OR (p.patient_id = ? AND p.issuer = ? AND c.received_at >= ?) ORDER BY c.id",
+            (
+                selection.study_instance_uid,
+                selection.patient_id,
+                selection.issuer,
+                selection.selected_at,
+            ),
+        )
+        captures = tuple(
+            _capture_view(n, row, selection.study_instance_uid) for n, row in enumerate(rows, 1)
+        )
+        keys = sorted({visit_key(row) for row in rows})
+        primary = next(
+            (visit_key(r) for r in rows if r["study_instance_uid"] == selection.study_instance_uid),
+            "",
+        )
+        outcome_row = report_row = None
+        if keys:
+            marks = ", ".join("?" for _ in keys)
+            outcome_row = self.store.one(
+                f"SELECT id, payload FROM visit_outcomes WHERE visit_key IN ({marks}) "
+                "ORDER BY visit_key = ? DESC, id DESC LIMIT 1",
+                (*keys, primary),
+            )
+            report_row = self.store.one(
+                f"SELECT id FROM derived_objects WHERE kind = 'pdf' AND visit_key IN ({marks}) "
+                "ORDER BY visit_key = ? DESC, id DESC LIMIT 1",
+                (*keys, primary),
+            )
+        outcome = json.loads(outcome_row["payload"]) if outcome_row else None
+        report_id = int(report_row["id"]) if report_row else None
+        shown = [
+            selection.id,
+            [(c.id, c.state) for c in captures],
+            outcome_row["id"] if outcome_row else None,
+            report_id,
+        ]
+        return Visit(
+            selection=selection,
+            captures=captures,
+            eyes=_checklist(captures, outcome),
+            outcome=outcome,
+            report_id=report_id,
+            digest=hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:32],
+        )
+
+    def capture_identity(self, capture_id: int) -> dict[str, str]:
+        """Whose photograph a capture is (for the audit event of whoever is shown it)."""
+        row = self.store.one(
+            "SELECT c.sop_instance_uid, p.patient_id, s.study_instance_uid FROM captures c "
+            "LEFT JOIN patients p ON p.id = c.patient_pk "
+            "LEFT JOIN studies s ON s.id = c.study_pk WHERE c.id = ?",
+            (capture_id,),
+        )
+        if row is None:
+            raise NotFound("there is no such photograph")
+        return {key: row[key] or "" for key in row}
+
+    def thumbnail(self, capture_id: int, size: int = THUMBNAIL_PX) -> bytes:
+        """A small JPEG of a stored photograph (any accepted format, DICOM included)."""
+        row = self.store.one(
+            "SELECT file_path, media_type FROM captures WHERE id = ?", (capture_id,)
+        )
+        if row is None:
+            raise NotFound("there is no such photograph")
+        data = self.blobs.read(row["file_path"])
+        if row["media_type"] == "image/jpeg":
+            with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:
+                img.draft("RGB", (size, size))  # decode at a reduced scale: fast
+                picture = img.convert("RGB")
+        else:
+            picture = Image.fromarray(decode_rgb(data, self.limits))
+        picture.thumbnail((size, size))
+        out = io.BytesIO()
+        picture.save(out, "JPEG", quality=80)
+        return out.getvalue()
+
+    def report(self, document_id: int) -> Report:
+        """The plain PDF inside a stored Encapsulated PDF report."""
+        row = self.store.one(
+            "SELECT * FROM derived_objects WHERE id = ? AND kind = 'pdf'", (document_id,)
+        )
+        if row is None:
+            raise NotFound("there is no such report")
+        ds = pydicom.dcmread(io.BytesIO(self.blobs.read(row["file_path"])))
+        document = bytes(ds.EncapsulatedDocument)
+        length = ds.get("EncapsulatedDocumentLength")
+        pdf = document[: int(length)] if length else document.rstrip(b"\0")
+        return Report(
+            pdf=pdf,
+            document_id=int(row["id"]),
+            sop_instance_uid=row["sop_instance_uid"],
+            study_instance_uid=row["study_instance_uid"],
+            patient_id=str(ds.get("PatientID", "")),
+            created_at=row["created_at"],
+        )
+
+
+def _key(item: WorklistItem) -> str:
+    parts = (
+        item.patient_id,
+        item.issuer,
+        item.accession_number,
+        item.study_instance_uid,
+        item.requested_procedure_id,
+        item.step_id,
+        item.start_date,
+        item.start_time,
+    )
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:20]
+
+
+def _requests(item: WorklistItem) -> tuple[dict[str, str], ...]:
+    """The step's Request Attributes: as the worklist sent them, else built from the step."""
+    given = item.request_attributes or [
+        {
+            "RequestedProcedureID": item.requested_procedure_id,
+            "ScheduledProcedureStepID": item.step_id,
+            "AccessionNumber": item.accession_number,
+        }
+    ]
+    out = []
+    for request in given:
+        request = {k: v for k, v in request.items() if v}
+        if item.description and request.get("ScheduledProcedureStepID") == item.step_id:
+            request.setdefault("ScheduledProcedureStepDescription", item.description)
+        if request:
+            out.append(request)
+    return tuple(out)
+
+
+def _local_day(stamp: str) -> date:
+    return datetime.fromisoformat(stamp).astimezone().date()
+
+
+def _capture_view(number: int, row: dict[str, Any], study_uid: str) -> CaptureView:
+    payload = json.loads(row["payload"]) if row["payload"] else {}
+    quality = payload.get("quality") or {}
+    state = {"received": "checking", "processed": "checked"}.get(row["status"], "failed")
+    eye = payload.get("laterality") or row["laterality"]
+    source = payload.get("laterality_source")
+    return CaptureView(
+        id=int(row["id"]),
+        number=number,
+        received=datetime.fromisoformat(row["received_at"]).astimezone().strftime("%H:%M"),
+        source=row["source"],
+        state=state,
+        eye=eye if eye in EYES else None,
+        eye_detected=source == "detected",
+        field=payload.get("field"),
+        gradable=payload.get("gradable"),
+        reasons=tuple(quality.get("reasons") or ()),
+        guidance=tuple(quality.get("guidance") or ()),
+        mismatch=bool(payload.get("laterality_mismatch")),
+        failure=(row["status_reason"] or "") if state == "failed" else "",
+        sop_instance_uid=row["sop_instance_uid"] or "",
+        other_study=row["study_instance_uid"] != study_uid,
+    )
+
+
+def _checklist(
+    captures: tuple[CaptureView, ...], outcome: dict[str, Any] | None
+) -> tuple[EyeCheck, ...]:
+    decided = {eye["eye"]: eye["status"] for eye in (outcome or {}).get("eyes", [])}
+    checks = []
+    for eye in EYES:
+        status = decided.get(eye, "missing")
+        checking = any(c.state == "checking" and c.eye == eye for c in captures)
+        if status != "graded" and checking:
+            status = "checking"
+        checks.append(EyeCheck(eye=eye, status=status))
+    return tuple(checks)
