@@ -11,46 +11,32 @@
   photographs taken for it (uploads carrying its identity, hot-folder files given the selection)
   form one study, one visit, and their OP objects carry the step's Accession Number and
   Request Attributes.
-* **Visit.** The selection's photographs with their verdicts, the per-eye checklist, the
-  outcome and the report; small JPEG thumbnails of stored images; the plain PDF inside the
-  stored Encapsulated PDF report.
+* **Visit.** What the station shows of the selection's visit (``appliance/station_visit.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-import pydicom
-from PIL import Image
-
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
-from appliance.capture.decode import Limits, decode_rgb
+from appliance.capture.decode import Limits
 from appliance.capture.ingest import Identity, identity_from_fields
 from appliance.config import Settings
 from appliance.dicom.op import new_uid
 from appliance.dicom.worklist import Node, NodeUnreachable, WorklistItem, query_worklist
-from appliance.errors import ApplianceError, RejectedInput
-from appliance.pipeline.worker import visit_key
+from appliance.errors import RejectedInput
+from appliance.station_visit import Report, Visit, capture_identity, read_visit, report, thumbnail
 from appliance.store import BlobStore, Store, utcnow
 
 LOGGER = logging.getLogger(__name__)
-THUMBNAIL_PX = 320
 WORKLIST_TIMEOUT = 5.0  # seconds: the page waits no longer than this for the RIS
-EYES = ("R", "L")  # the checklist's order: right eye first, as clinics record them
-
-
-class NotFound(ApplianceError):
-    http_status = 404
-    reason = "not_found"
 
 
 @dataclass(frozen=True)
@@ -103,55 +89,6 @@ class Selection:
             ),
             "",
         )
-
-
-@dataclass(frozen=True)
-class CaptureView:
-    id: int
-    number: int  # 1, 2, ... in the order received
-    received: str  # local HH:MM
-    source: str
-    state: str  # "checking", "checked", "failed"
-    eye: str | None  # "R" / "L" (as labelled, else as detected)
-    eye_detected: bool  # True when the eye came from the photo, not a label
-    field: str | None  # "macula" / "disc"
-    gradable: bool | None
-    reasons: tuple[str, ...]
-    guidance: tuple[str, ...]
-    mismatch: bool  # the label and the photo disagree about the eye
-    failure: str
-    sop_instance_uid: str
-    other_study: bool  # arrived with its own DICOM study, not the selection's
-
-
-@dataclass(frozen=True)
-class EyeCheck:
-    eye: str  # "R" / "L"
-    status: str  # "graded", "ungradable", "missing", "checking"
-
-
-@dataclass(frozen=True)
-class Visit:
-    selection: Selection
-    captures: tuple[CaptureView, ...]
-    eyes: tuple[EyeCheck, ...]
-    outcome: dict[str, Any] | None  # pipeline/visit.py's outcome JSON
-    report_id: int | None  # derived_objects.id of the newest PDF report
-    digest: str  # changes whenever anything shown changes
-
-    @property
-    def sop_instance_uids(self) -> list[str]:
-        return [c.sop_instance_uid for c in self.captures if c.sop_instance_uid]
-
-
-@dataclass(frozen=True)
-class Report:
-    pdf: bytes
-    document_id: int
-    sop_instance_uid: str
-    study_instance_uid: str
-    patient_id: str
-    created_at: str
 
 
 class Station:
@@ -452,127 +389,18 @@ class Station:
             return None
         return current.fields()
 
-    # -- the visit ---------------------------------------------------------------------------
-    @contextmanager
-    def _snapshot(self) -> Iterator[None]:
-        """Reads inside see one state of the database (never a verdict without its capture)."""
-        conn = self.store.reader().conn
-        conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
-
+    # -- the visit (appliance/station_visit.py) ----------------------------------------------
     def visit(self, selection: Selection) -> Visit:
-        """The selection's photographs (its study, and the patient's since it was chosen)."""
-        with self._snapshot():
-            return self._visit(selection)
-
-    def _visit(self, selection: Selection) -> Visit:
-        rows = self.store.query(
-            "SELECT c.id, c.source, c.status, c.status_reason, c.received_at, c.laterality, "
-            "c.sop_instance_uid, c.study_pk, c.patient_pk, s.study_instance_uid, "
-            "(SELECT r.payload FROM results r WHERE r.capture_pk = c.id AND r.kind = 'screening' "
-            " ORDER BY r.id DESC LIMIT 1) AS payload "
-            "FROM captures c LEFT JOIN studies s ON s.id = c.study_pk "
-            "LEFT JOIN patients p ON p.id = c.patient_pk "
-            "WHERE s.study_instance_uid = ? "
-            "OR (p.patient_id = ? AND p.issuer = ? AND c.received_at >= ?) ORDER BY c.id",
-            (
-                selection.study_instance_uid,
-                selection.patient_id,
-                selection.issuer,
-                selection.selected_at,
-            ),
-        )
-        captures = tuple(
-            _capture_view(n, row, selection.study_instance_uid) for n, row in enumerate(rows, 1)
-        )
-        keys = sorted({visit_key(row) for row in rows})
-        primary = next(
-            (visit_key(r) for r in rows if r["study_instance_uid"] == selection.study_instance_uid),
-            "",
-        )
-        outcome_row = report_row = None
-        if keys:
-            marks = ", ".join("?" for _ in keys)
-            outcome_row = self.store.one(
-                f"SELECT id, payload FROM visit_outcomes WHERE visit_key IN ({marks}) "
-                "ORDER BY visit_key = ? DESC, id DESC LIMIT 1",
-                (*keys, primary),
-            )
-            report_row = self.store.one(
-                f"SELECT id FROM derived_objects WHERE kind = 'pdf' AND visit_key IN ({marks}) "
-                "ORDER BY visit_key = ? DESC, id DESC LIMIT 1",
-                (*keys, primary),
-            )
-        outcome = json.loads(outcome_row["payload"]) if outcome_row else None
-        report_id = int(report_row["id"]) if report_row else None
-        shown = [
-            selection.id,
-            [(c.id, c.state) for c in captures],
-            outcome_row["id"] if outcome_row else None,
-            report_id,
-        ]
-        return Visit(
-            selection=selection,
-            captures=captures,
-            eyes=_checklist(captures, outcome),
-            outcome=outcome,
-            report_id=report_id,
-            digest=hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:32],
-        )
+        return read_visit(self.store, selection)
 
     def capture_identity(self, capture_id: int) -> dict[str, str]:
-        """Whose photograph a capture is (for the audit event of whoever is shown it)."""
-        row = self.store.one(
-            "SELECT c.sop_instance_uid, p.patient_id, s.study_instance_uid FROM captures c "
-            "LEFT JOIN patients p ON p.id = c.patient_pk "
-            "LEFT JOIN studies s ON s.id = c.study_pk WHERE c.id = ?",
-            (capture_id,),
-        )
-        if row is None:
-            raise NotFound("there is no such photograph")
-        return {key: row[key] or "" for key in row}
+        return capture_identity(self.store, capture_id)
 
-    def thumbnail(self, capture_id: int, size: int = THUMBNAIL_PX) -> bytes:
-        """A small JPEG of a stored photograph (any accepted format, DICOM included)."""
-        row = self.store.one(
-            "SELECT file_path, media_type FROM captures WHERE id = ?", (capture_id,)
-        )
-        if row is None:
-            raise NotFound("there is no such photograph")
-        data = self.blobs.read(row["file_path"])
-        if row["media_type"] == "image/jpeg":
-            with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:
-                img.draft("RGB", (size, size))  # decode at a reduced scale: fast
-                picture = img.convert("RGB")
-        else:
-            picture = Image.fromarray(decode_rgb(data, self.limits))
-        picture.thumbnail((size, size))
-        out = io.BytesIO()
-        picture.save(out, "JPEG", quality=80)
-        return out.getvalue()
+    def thumbnail(self, capture_id: int) -> bytes:
+        return thumbnail(self.store, self.blobs, self.limits, capture_id)
 
     def report(self, document_id: int) -> Report:
-        """The plain PDF inside a stored Encapsulated PDF report."""
-        row = self.store.one(
-            "SELECT * FROM derived_objects WHERE id = ? AND kind = 'pdf'", (document_id,)
-        )
-        if row is None:
-            raise NotFound("there is no such report")
-        ds = pydicom.dcmread(io.BytesIO(self.blobs.read(row["file_path"])))
-        document = bytes(ds.EncapsulatedDocument)
-        length = ds.get("EncapsulatedDocumentLength")
-        pdf = document[: int(length)] if length else document.rstrip(b"\0")
-        return Report(
-            pdf=pdf,
-            document_id=int(row["id"]),
-            sop_instance_uid=row["sop_instance_uid"],
-            study_instance_uid=row["study_instance_uid"],
-            patient_id=str(ds.get("PatientID", "")),
-            created_at=row["created_at"],
-        )
+        return report(self.store, self.blobs, document_id)
 
 
 def _key(item: WorklistItem) -> str:
@@ -610,42 +438,3 @@ def _requests(item: WorklistItem) -> tuple[dict[str, str], ...]:
 
 def _local_day(stamp: str) -> date:
     return datetime.fromisoformat(stamp).astimezone().date()
-
-
-def _capture_view(number: int, row: dict[str, Any], study_uid: str) -> CaptureView:
-    payload = json.loads(row["payload"]) if row["payload"] else {}
-    quality = payload.get("quality") or {}
-    state = {"received": "checking", "processed": "checked"}.get(row["status"], "failed")
-    eye = payload.get("laterality") or row["laterality"]
-    source = payload.get("laterality_source")
-    return CaptureView(
-        id=int(row["id"]),
-        number=number,
-        received=datetime.fromisoformat(row["received_at"]).astimezone().strftime("%H:%M"),
-        source=row["source"],
-        state=state,
-        eye=eye if eye in EYES else None,
-        eye_detected=source == "detected",
-        field=payload.get("field"),
-        gradable=payload.get("gradable"),
-        reasons=tuple(quality.get("reasons") or ()),
-        guidance=tuple(quality.get("guidance") or ()),
-        mismatch=bool(payload.get("laterality_mismatch")),
-        failure=(row["status_reason"] or "") if state == "failed" else "",
-        sop_instance_uid=row["sop_instance_uid"] or "",
-        other_study=row["study_instance_uid"] != study_uid,
-    )
-
-
-def _checklist(
-    captures: tuple[CaptureView, ...], outcome: dict[str, Any] | None
-) -> tuple[EyeCheck, ...]:
-    decided = {eye["eye"]: eye["status"] for eye in (outcome or {}).get("eyes", [])}
-    checks = []
-    for eye in EYES:
-        status = decided.get(eye, "missing")
-        checking = any(c.state == "checking" and c.eye == eye for c in captures)
-        if status != "graded" and checking:
-            status = "checking"
-        checks.append(EyeCheck(eye=eye, status=status))
-    return tuple(checks)
