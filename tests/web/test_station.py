@@ -386,17 +386,24 @@ def test_finish_clears_the_selection_and_shows_the_worklist_again(
     assert "No patient is chosen" in fragment(client)
 
 
-def test_a_complete_visit_offers_the_report_to_print_and_download(settings: Settings) -> None:
-    """Both eyes with the shipped models → the PDF report, served plain from the stored object."""
+def test_a_complete_visit_offers_the_report_to_print_and_download(
+    settings: Settings, ris: int, tmp_path: Path
+) -> None:
+    """A worklist patient, both eyes, the shipped models → the report, served plain from the
+    stored Encapsulated PDF, which carries the worklist step like the OPs (dciodvfy clean)."""
     from appliance.synth.case import render_case
     from appliance.synth.dataset import case_for
 
     models = Path(__file__).resolve().parents[2] / "models"
-    services = Services(settings.replace(models_dir=str(models)))
+    services = Services(settings.replace(models_dir=str(models), worklist_host="127.0.0.1",
+                                         worklist_port=ris, worklist_ae_title="RIS"))  # fmt: skip
     services.start(dicom=False, hotfolder=False)
     try:
         client = logged_in(create_app(services.settings, services), services, "operator")
-        walk_in(client)
+        page = client.get("/station").get_data(as_text=True)
+        key = re.search(r'name="key" value="([^"]+)"', page)
+        assert key
+        client.post("/station/choose", data={"key": key.group(1), "csrf_token": csrf_from(page)})
         page = client.get("/station").get_data(as_text=True)
         for eye in ("L", "R"):
             case = next(
@@ -424,6 +431,21 @@ def test_a_complete_visit_offers_the_report_to_print_and_download(settings: Sett
         assert "frame-ancestors 'none'" in printed.headers["Content-Security-Policy"]
         reports = views(services, "station_report")
         assert [r["detail"]["disposition"] for r in reports] == ["attachment", "inline"]
-        assert all(r["patient_id"] == "WALK-1" and r["sop_instance_uids"] for r in reports)
+        assert all(r["patient_id"] == "WL1" and r["sop_instance_uids"] for r in reports)
+        for kind in ("pdf", "sr"):
+            row = services.store.one(
+                "SELECT file_path FROM derived_objects WHERE kind = ? ORDER BY id DESC", (kind,)
+            )
+            assert row is not None
+            path = tmp_path / f"{kind}.dcm"
+            path.write_bytes((settings.data_path / row["file_path"]).read_bytes())
+            ds = pydicom.dcmread(path)
+            assert ds.StudyInstanceUID == STUDY_UID and ds.AccessionNumber == "ACC-WL1"
+            if kind == "pdf":
+                assert ds.RequestAttributesSequence[0].ScheduledProcedureStepID == "SPS7"
+            run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True,
+                                 text=True)  # fmt: skip
+            errors = [x for x in (run.stdout + run.stderr).splitlines() if x.startswith("Error")]
+            assert errors == [], kind
     finally:
         services.stop()
