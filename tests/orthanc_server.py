@@ -98,6 +98,7 @@ class Orthanc:
         if self.worklists is not None:
             config["Plugins"] = [*config["Plugins"], worklist_plugin()]
             config["Worklists"] = {"Enable": True, "Database": str(self.worklists)}
+            config["DicomAlwaysAllowFindWorklist"] = True  # any station may query
         return config
 
     def start(self) -> Orthanc:
