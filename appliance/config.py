@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "APPLIANCE_"
+# Settings an admin saved in the web console: <data_dir>/settings.toml, read at start after the
+# --config file and before the environment (appliance.site_settings writes and checks it).
+SAVED_SETTINGS = "settings.toml"
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,26 @@ class Settings:
     outcome_rules: str = _s(
         "", "Guideline rule file (TOML) for the visit outcome. Empty: the shipped default."
     )
+    # --- monitoring (admin console) ---
+    monitoring_days: int = _s(30, "Days the admin console's monitoring page shows, up to today.")
+    monitoring_psi_window_days: int = _s(
+        7, "Days of photographs each drift figure (PSI) covers, ending with the day shown."
+    )
+    monitoring_psi_min_photos: int = _s(
+        100,
+        "Fewer photographs than this in a window: no PSI is shown (small samples look drifted "
+        "by chance, about 9/n with 10 bins).",
+    )
+    monitoring_psi_alert: float = _s(
+        0.25,
+        "Population stability index of brightness or sharpness against the validation "
+        "reference at or above which the console shows a drift alert (0.1-0.25: moderate).",
+    )
+    monitoring_reference: str = _s(
+        "",
+        "Input-statistics reference (JSON from `python -m appliance.drift_reference`). Empty: "
+        "the shipped one (the models' synthetic held-out set).",
+    )
     # --- processing ---
     log_level: str = _s(
         "INFO", "Logging level: DEBUG, INFO, WARNING or ERROR. Logs never carry PHI."
@@ -273,7 +296,8 @@ def load(
     environ: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Defaults, then the TOML file, then APPLIANCE_* variables, then keyword overrides."""
+    """Defaults, then the TOML file, then ``<data_dir>/settings.toml`` (saved by an admin in
+    the web console), then APPLIANCE_* variables, then keyword overrides."""
     env = os.environ if environ is None else environ
     kinds = {f.name: f.type for f in fields(Settings)}
     values: dict[str, Any] = {}
@@ -285,6 +309,7 @@ def load(
             if key not in kinds:
                 raise ValueError(f"{path}: unknown setting {key!r}")
             values[key] = value
+    values.update(_saved(values, env, overrides, kinds))
     for name in kinds:
         if name == "destinations":
             continue  # tables: only in the TOML file
@@ -297,6 +322,26 @@ def load(
             raise ValueError(f"unknown setting {name!r}")
         values[name] = _coerce(name, kinds[name], values[name])
     return Settings(**values)
+
+
+def _saved(
+    values: Mapping[str, Any], env: Mapping[str, str], overrides: Mapping[str, Any], kinds: Any
+) -> dict[str, Any]:
+    """The admin console's saved settings file in the data directory, if there is one."""
+    data_dir = overrides.get("data_dir") or env.get(ENV_PREFIX + "DATA_DIR")
+    path = Path(str(data_dir or values.get("data_dir") or Settings.data_dir)) / SAVED_SETTINGS
+    if not path.is_file():
+        return {}
+    fix = f"fix it in the admin console or delete {path}"
+    try:
+        with open(path, "rb") as fh:
+            table = tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: cannot be read ({exc}); {fix}") from None
+    for key in table:
+        if key not in kinds or key == "data_dir":
+            raise ValueError(f"{path}: setting {key!r} is not allowed there; {fix}")
+    return table
 
 
 def markdown() -> str:

@@ -1,18 +1,441 @@
-"""Admin console: outbox, audit log, models, monitoring, users, settings."""
+"""Admin console: outbox, audit log, models, monitoring, users, settings.
+
+Every page is for the admin role only. Actions are POST forms with a CSRF token; their result
+is said in words on the next page (``notice``). The queries and the audited actions live in the
+core (``appliance.admin_ops``, ``appliance.monitoring``, ``appliance.site_settings``): this
+module only reads the request, calls them and renders.
+"""
 
 from __future__ import annotations
 
+import io
+import tempfile
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, render_template
+from flask import Blueprint, redirect, render_template, request, send_file, session, url_for
+from flask_login import current_user
 
+from appliance import admin_ops, monitoring, site_settings
 from appliance.accounts import Role
-from web.auth import roles, services
+from appliance.audit import EventID, export_jsonl
+from appliance.errors import RejectedInput
+from web import admin_charts
+from web.auth import audit_view, roles, services
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+PER_PAGE = 50
+SECTIONS = (
+    ("admin.index", "Overview"),
+    ("admin.outbox", "Outbox"),
+    ("admin.audit", "Audit log"),
+    ("admin.models", "Models"),
+    ("admin.monitoring_page", "Monitoring"),
+    ("admin.users", "Users"),
+    ("admin.settings_page", "Settings"),
+)
 
 
+@bp.context_processor
+def admin_globals() -> dict[str, Any]:
+    return {"sections": SECTIONS, "notice": session.pop("admin_notice", None)}
+
+
+def notice(text: str, ok: bool = True) -> None:
+    """Said on the next page: "Done" or "Not done", in words and with an icon."""
+    session["admin_notice"] = {"text": text, "ok": ok}
+
+
+def _who() -> dict[str, str]:
+    return {"user": current_user.username, "address": request.remote_addr or ""}
+
+
+def _today() -> Any:
+    return datetime.now(UTC).date()
+
+
+def _reference() -> tuple[monitoring.Reference | None, str]:
+    try:
+        return monitoring.load_reference(services().settings.monitoring_reference or None), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _monitoring(**filters: Any) -> tuple[monitoring.Report | None, str]:
+    s = services().settings
+    reference, problem = _reference()
+    if reference is None:
+        return None, problem
+    return (
+        monitoring.report(
+            services().store,
+            reference,
+            end=_today(),
+            days=s.monitoring_days,
+            window_days=s.monitoring_psi_window_days,
+            min_photos=s.monitoring_psi_min_photos,
+            alert=s.monitoring_psi_alert,
+            **filters,
+        ),
+        "",
+    )
+
+
+# -- overview ----------------------------------------------------------------------------------
 @bp.get("")
 @roles(Role.ADMIN)
 def index() -> Any:
-    return render_template("admin/index.html", health=services().health())
+    svc = services()
+    outbox = admin_ops.outbox_overview(svc.store, svc.settings)
+    report, problem = _monitoring()
+    return render_template(
+        "admin/index.html",
+        health=svc.health(),
+        outbox=outbox,
+        dead=sum(d.counts["dead"] for d in outbox),
+        alerts=report.alerts if report else [],
+        monitoring_problem=problem,
+        users=svc.accounts.list(),
+        saved=site_settings.saved(svc.settings),
+    )
+
+
+# -- outbox ------------------------------------------------------------------------------------
+@bp.get("/outbox")
+@roles(Role.ADMIN)
+def outbox() -> Any:
+    svc = services()
+    return render_template(
+        "admin/outbox.html",
+        destinations=admin_ops.outbox_overview(svc.store, svc.settings),
+        dead=admin_ops.dead_letters(svc.store),
+        nodes=admin_ops.echo_nodes(svc.settings),
+        states=admin_ops.STATES,
+    )
+
+
+@bp.post("/outbox/retry")
+@roles(Role.ADMIN)
+def outbox_retry() -> Any:
+    svc = services()
+    destination = request.form.get("destination", "").strip() or None
+    count = admin_ops.retry_dead(svc.store, svc.audit, destination, **_who())
+    svc.forwarder.notify()
+    where = f" for {destination}" if destination else ""
+    notice(f"{count} dead-lettered job(s){where} queued again; the forwarder retries them now.")
+    return redirect(url_for("admin.outbox"))
+
+
+@bp.post("/outbox/echo")
+@roles(Role.ADMIN)
+def outbox_echo() -> Any:
+    svc = services()
+    result = admin_ops.echo_test(
+        svc.settings, svc.audit, request.form.get("node", "").strip(), **_who()
+    )
+    notice(result.words, result.ok)
+    return redirect(url_for("admin.outbox"))
+
+
+# -- audit log ---------------------------------------------------------------------------------
+def _audit_filter() -> admin_ops.AuditFilter:
+    args = request.args if request.method == "GET" else request.form
+    return admin_ops.AuditFilter(
+        user=args.get("user", "").strip(),
+        patient_id=args.get("patient_id", "").strip(),
+        event_id=args.get("event_id", "").strip(),
+        date_from=args.get("date_from", "").strip(),
+        date_to=args.get("date_to", "").strip(),
+    )
+
+
+def _audit_page(verify: Any = None) -> Any:
+    svc = services()
+    found = _audit_filter()
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page = 1
+    if verify is None:
+        audit_view(
+            "audit_log",
+            event_id=EventID.AUDIT_LOG_USED,
+            detail={"filters": found.active(), "page": page},
+        )
+    result = admin_ops.search_audit(svc.store, found, page, PER_PAGE)
+    return render_template(
+        "admin/audit.html",
+        result=result,
+        filters=found,
+        events=admin_ops.event_choices(),
+        verify=verify,
+    )
+
+
+@bp.get("/audit")
+@roles(Role.ADMIN)
+def audit() -> Any:
+    return _audit_page()
+
+
+@bp.post("/audit/verify")
+@roles(Role.ADMIN)
+def audit_verify() -> Any:
+    result = services().audit.verify()
+    audit_view(
+        "audit_verify",
+        event_id=EventID.AUDIT_LOG_USED,
+        detail={"ok": result.ok, "checked": result.checked, "first_bad": result.first_bad_seq},
+    )
+    return _audit_page(verify=result)
+
+
+@bp.post("/audit/export")
+@roles(Role.ADMIN)
+def audit_export() -> Any:
+    audit_view("audit_export", event_id=EventID.AUDIT_LOG_USED, detail={"format": "jsonl"})
+    spool = tempfile.TemporaryFile()  # closed by the response once sent
+    text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+    export_jsonl(services().audit, text)
+    text.flush()
+    text.detach()
+    spool.seek(0)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return send_file(
+        spool,
+        mimetype="application/x-ndjson",
+        as_attachment=True,
+        download_name=f"audit-{services().settings.station_name}-{stamp}.jsonl",
+    )
+
+
+# -- models ------------------------------------------------------------------------------------
+@bp.get("/models")
+@roles(Role.ADMIN)
+def models() -> Any:
+    svc = services()
+    return render_template(
+        "admin/models.html",
+        cards=admin_ops.model_cards(svc.settings, svc.models()),
+        status=svc.model_status,
+        settings=svc.settings,
+    )
+
+
+# -- monitoring --------------------------------------------------------------------------------
+def _charts(report: monitoring.Report) -> dict[str, Any]:
+    labels = [d.label for d in report.days]
+    short = [label[5:] for label in labels]
+    span = f"from {report.start} to {report.end} (UTC)"
+    table = "; the table below lists every number"
+    charts: dict[str, Any] = {
+        "volume": admin_charts.bars(
+            "Photographs per day",
+            labels,
+            [d.photos for d in report.days],
+            desc=f"Photographs received per day {span}{table}.",
+            short=short,
+        ),
+        "ungradable": admin_charts.line(
+            "Ungradable rate per day",
+            labels,
+            [d.ungradable_rate for d in report.days],
+            desc=f"Share of assessed photographs found ungradable, per day {span}{table}.",
+            percent=True,
+            short=short,
+        ),
+        "referral": admin_charts.line(
+            "Referral rate per day",
+            labels,
+            [d.referral_rate for d in report.days],
+            desc=f"Share of graded photographs with a referable finding, per day {span}{table}.",
+            percent=True,
+            short=short,
+        ),
+        "drift": [],
+        "histograms": [],
+    }
+    for name, metric in report.reference.metrics.items():
+        charts["drift"].append(
+            admin_charts.line(
+                f"Drift of {metric.label.split(':')[0].lower()} (PSI)",
+                labels,
+                [d.drift[name].value for d in report.days],
+                desc=(
+                    f"Population stability index of {metric.label} against the validation "
+                    f"reference, each day over the last {report.window_days} days {span}; "
+                    f"dashed line: alert at {report.alert_at:g}{table}."
+                ),
+                threshold=report.alert_at,
+                threshold_label=f"alert {report.alert_at:g}",
+                short=short,
+            )
+        )
+    for hist in report.histograms:
+        bins = _bin_labels(hist.edges)
+        charts["histograms"].append(
+            (
+                hist,
+                bins,
+                admin_charts.histogram(
+                    f"{hist.label}: distribution",
+                    bins,
+                    hist.expected,
+                    hist.actual,
+                    desc=(
+                        f"Share of photographs in each reference decile bin of {hist.label}: "
+                        f"validation reference against this period ({hist.n} photographs)"
+                        f"{table}."
+                    ),
+                ),
+            )
+        )
+    return charts
+
+
+def _bin_labels(edges: tuple[float, ...]) -> list[str]:
+    out = [f"below {edges[0]:.3g}"]
+    out += [f"{low:.3g} to {high:.3g}" for low, high in zip(edges, edges[1:], strict=False)]
+    return out + [f"{edges[-1]:.3g} or more"]
+
+
+@bp.get("/monitoring")
+@roles(Role.ADMIN)
+def monitoring_page() -> Any:
+    camera = request.args.get("camera", "").strip() or None
+    operator = request.args.get("operator", "").strip() or None
+    report, problem = _monitoring(camera=camera, operator=operator)
+    return render_template(
+        "admin/monitoring.html",
+        report=report,
+        problem=problem,
+        charts=_charts(report) if report else None,
+    )
+
+
+# -- users -------------------------------------------------------------------------------------
+@bp.get("/users")
+@roles(Role.ADMIN)
+def users() -> Any:
+    return render_template(
+        "admin/users.html",
+        users=services().accounts.list(),
+        roles=[r.value for r in Role],
+        now=datetime.now(UTC).isoformat(),
+    )
+
+
+def _user_action(done: str, action: Any) -> Any:
+    try:
+        action()
+    except RejectedInput as exc:
+        notice(f"{exc.message}.", ok=False)
+    else:
+        notice(done)
+    return redirect(url_for("admin.users"))
+
+
+def _named(user_id: int) -> str:
+    user = services().accounts.get(user_id)
+    return user.username if user else f"user {user_id}"
+
+
+@bp.post("/users")
+@roles(Role.ADMIN)
+def users_add() -> Any:
+    form = request.form
+    name, role = form.get("username", "").strip(), form.get("role", "")
+    return _user_action(
+        f"User {name} added with the role {role}.",
+        lambda: services().accounts.add(
+            name, role, form.get("password", ""), actor=current_user.username
+        ),
+    )
+
+
+@bp.post("/users/<int:user_id>/role")
+@roles(Role.ADMIN)
+def users_role(user_id: int) -> Any:
+    role = request.form.get("role", "")
+    return _user_action(
+        f"{_named(user_id)} now has the role {role}.",
+        lambda: services().accounts.set_role(user_id, role, actor=current_user.username),
+    )
+
+
+@bp.post("/users/<int:user_id>/active")
+@roles(Role.ADMIN)
+def users_active(user_id: int) -> Any:
+    wanted = request.form.get("active", "")
+    if wanted not in ("0", "1"):
+        notice("Say whether to enable or disable the account.", ok=False)
+        return redirect(url_for("admin.users"))
+    active = wanted == "1"
+    done = (
+        f"{_named(user_id)} is enabled (and unlocked)."
+        if active
+        else f"{_named(user_id)} is disabled; their sessions have ended."
+    )
+    return _user_action(
+        done,
+        lambda: services().accounts.set_active(user_id, active, actor=current_user.username),
+    )
+
+
+@bp.post("/users/<int:user_id>/password")
+@roles(Role.ADMIN)
+def users_password(user_id: int) -> Any:
+    password = request.form.get("password", "")
+    return _user_action(
+        f"The password of {_named(user_id)} is reset; their sessions have ended.",
+        lambda: services().accounts.set_password(user_id, password, actor=current_user.username),
+    )
+
+
+# -- settings ----------------------------------------------------------------------------------
+def _settings_page(pasted: str = "", check: Any = None, saved_now: bool = False) -> Any:
+    svc = services()
+    return render_template(
+        "admin/settings.html",
+        settings=site_settings.effective(svc.settings),
+        destinations=site_settings.destinations(svc.settings),
+        worklist=admin_ops.echo_nodes(svc.settings).get("worklist"),
+        rules=svc.rules,
+        saved=site_settings.saved(svc.settings),
+        pasted=pasted,
+        check=check,
+        saved_now=saved_now,
+    )
+
+
+@bp.get("/settings")
+@roles(Role.ADMIN)
+def settings_page() -> Any:
+    return _settings_page()
+
+
+@bp.post("/settings")
+@roles(Role.ADMIN)
+def settings_check() -> Any:
+    svc = services()
+    text = request.form.get("toml", "")
+    if request.form.get("action") == "save":
+        result = site_settings.save(text, svc.settings, svc.store, svc.audit, **_who())
+        saved_now = result.ok
+    else:
+        result, saved_now = site_settings.check(text, svc.settings), False
+    page = _settings_page(text, result, saved_now)
+    return page, (200 if result.ok else 422)
+
+
+@bp.post("/settings/remove")
+@roles(Role.ADMIN)
+def settings_remove() -> Any:
+    svc = services()
+    if request.form.get("confirm") != "yes":
+        notice("Nothing removed: confirm the removal.", ok=False)
+    elif site_settings.remove(svc.settings, svc.store, svc.audit, **_who()):
+        notice("The saved settings file is removed. Restart the appliance to apply.")
+    else:
+        notice("There is no saved settings file.", ok=False)
+    return redirect(url_for("admin.settings_page"))

@@ -1,0 +1,187 @@
+"""Geometry for the admin console's server-rendered SVG charts (drawn by admin/_chart.html).
+
+No JavaScript and no library: numbers in, rectangles, polylines and labels out. Every chart
+also has a table of its numbers next to it, and series differ by shape (bars, outlined bars,
+circles, triangles for values past the alert line), never by colour alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+WIDTH, HEIGHT = 640, 200
+LEFT, RIGHT, TOP, BOTTOM = 52, 12, 12, 34
+MAX_X_LABELS = 8
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    w: float
+    h: float
+    cls: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    alert: bool
+    label: str
+
+
+@dataclass
+class Chart:
+    title: str
+    desc: str
+    width: int = WIDTH
+    height: int = HEIGHT
+    y_ticks: list[tuple[float, str]] = field(default_factory=list)
+    x_labels: list[tuple[float, str]] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # polyline "x,y x,y" strings
+    points: list[Point] = field(default_factory=list)
+    threshold: tuple[float, str] | None = None
+    legend: list[tuple[str, str]] = field(default_factory=list)  # (css class, words)
+    empty: bool = False
+
+    @property
+    def plot_left(self) -> int:
+        return LEFT
+
+    @property
+    def plot_right(self) -> int:
+        return self.width - RIGHT
+
+    @property
+    def plot_bottom(self) -> int:
+        return self.height - BOTTOM
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    exponent = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * exponent:
+            return float(step * exponent)
+    return float(10 * exponent)
+
+
+def _fmt(value: float, percent: bool) -> str:
+    if percent:
+        return f"{value * 100:.0f}%"
+    return f"{value:g}" if value >= 1 or value == 0 else f"{value:.2f}"
+
+
+def _frame(chart: Chart, top: float, percent: bool) -> None:
+    span = HEIGHT - TOP - BOTTOM
+    for i in range(5):
+        value = top * i / 4
+        chart.y_ticks.append((HEIGHT - BOTTOM - span * i / 4, _fmt(value, percent)))
+
+
+def _y(value: float, top: float) -> float:
+    return round(HEIGHT - BOTTOM - (HEIGHT - TOP - BOTTOM) * min(value, top) / top, 2)
+
+
+def _x_labels(chart: Chart, centres: Sequence[float], labels: Sequence[str]) -> None:
+    every = max(1, math.ceil(len(labels) / MAX_X_LABELS))
+    for i, (x, label) in enumerate(zip(centres, labels, strict=True)):
+        if i % every == 0 or i == len(labels) - 1:
+            chart.x_labels.append((x, label))
+
+
+def _slots(n: int) -> tuple[list[float], float]:
+    width = (WIDTH - LEFT - RIGHT) / max(n, 1)
+    return [round(LEFT + width * (i + 0.5), 2) for i in range(n)], width
+
+
+def bars(
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    desc: str,
+    short: Sequence[str] | None = None,
+) -> Chart:
+    """One bar per label (e.g. photographs per day)."""
+    chart = Chart(title, desc, empty=not any(values))
+    top = _nice_max(max(values, default=0))
+    _frame(chart, top, False)
+    centres, width = _slots(len(values))
+    for x, label, value in zip(centres, labels, values, strict=True):
+        y = _y(value, top)
+        bar_width, height = round(width * 0.7, 2), round(HEIGHT - BOTTOM - y, 2)
+        left = round(x - width * 0.35, 2)
+        chart.bars.append(Bar(left, y, bar_width, height, "bar", f"{label}: {value:g}"))
+    _x_labels(chart, centres, short or labels)
+    return chart
+
+
+def line(
+    title: str,
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    *,
+    desc: str,
+    percent: bool = False,
+    threshold: float | None = None,
+    threshold_label: str = "",
+    short: Sequence[str] | None = None,
+) -> Chart:
+    """A line through the values; gaps where a value is None; an optional alert line."""
+    known = [v for v in values if v is not None]
+    chart = Chart(title, desc, empty=not known)
+    peak = max([*known, threshold * 1.2 if threshold else 0.0], default=0.0)
+    top = 1.0 if percent else _nice_max(peak)
+    _frame(chart, top, percent)
+    centres, _ = _slots(len(values))
+    run: list[str] = []
+    for x, label, value in zip(centres, labels, values, strict=True):
+        if value is None:
+            if run:
+                chart.lines.append(" ".join(run))
+            run = []
+            continue
+        y = _y(value, top)
+        run.append(f"{x},{y}")
+        alert = threshold is not None and value >= threshold
+        shown = _fmt(value, True) if percent else f"{value:.3f}"
+        chart.points.append(Point(x, y, alert, f"{label}: {shown}"))
+    if run:
+        chart.lines.append(" ".join(run))
+    if threshold is not None:
+        chart.threshold = (_y(threshold, top), threshold_label or f"alert {threshold:g}")
+        chart.legend = [("point", "value"), ("point alert", "at or above the alert line")]
+    _x_labels(chart, centres, short or labels)
+    return chart
+
+
+def histogram(
+    title: str,
+    labels: Sequence[str],
+    expected: Sequence[float],
+    actual: Sequence[float],
+    *,
+    desc: str,
+) -> Chart:
+    """Reference shares (outlined bars) beside observed shares (solid bars) per bin."""
+    chart = Chart(title, desc, empty=not any(actual))
+    top = _nice_max(max([*expected, *actual], default=0.0))
+    _frame(chart, top, True)
+    centres, width = _slots(len(labels))
+    for x, label, e, a in zip(centres, labels, expected, actual, strict=True):
+        pair = ((-0.4, e, "bar reference", "reference"), (0.0, a, "bar observed", "observed"))
+        for offset, value, cls, who in pair:
+            y = _y(value, top)
+            left, height = round(x + width * offset, 2), round(HEIGHT - BOTTOM - y, 2)
+            words = f"{label} {who}: {value * 100:.1f}%"
+            chart.bars.append(Bar(left, y, round(width * 0.4, 2), height, cls, words))
+    chart.legend = [("bar reference", "validation reference"), ("bar observed", "this period")]
+    _x_labels(chart, centres, [str(i + 1) for i in range(len(labels))])
+    return chart
