@@ -247,6 +247,25 @@ def _figure(value: Any) -> dict[str, Any] | None:
     return out
 
 
+# A card's validation block covers the whole run; each model page shows its own task's figures.
+TASK_FIGURES = {
+    "dr": ("referable_dr", "dme", "dr_grade"),
+    "glaucoma": ("glaucoma",),
+    "gradability": ("gradability", "imageability"),
+}
+
+
+def _figures(task: str, validation: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [
+        {"name": key.replace("_", " "), **figure}
+        for key, value in validation.items()
+        if (figure := _figure(value)) is not None
+    ]
+    prefixes = TASK_FIGURES.get(task, ())
+    mine = [f for f in found if f["name"].replace(" ", "_").startswith(prefixes)]
+    return mine or found
+
+
 def model_cards(settings: Settings, loaded: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every card in the models folder, what it says, and how it is in use (if it is)."""
     try:
@@ -288,11 +307,7 @@ def model_cards(settings: Settings, loaded: list[dict[str, Any]]) -> list[dict[s
                 "validation_dataset": validation.pop("dataset", ""),
                 "validation_n": validation.pop("n", None),
                 "validation_report": validation.pop("report", ""),
-                "figures": [
-                    {"name": k.replace("_", " "), **f}
-                    for k, v in validation.items()
-                    if (f := _figure(v)) is not None
-                ],
+                "figures": _figures(card.task, validation),
                 "int8_fp32_agreement": data.get("int8_fp32_agreement"),
                 "training": data.get("training") or {},
             }

@@ -267,7 +267,7 @@ def _charts(report: monitoring.Report) -> dict[str, Any]:
                     f"dashed line: alert at {report.alert_at:g}{table}."
                 ),
                 threshold=report.alert_at,
-                threshold_label=f"alert {report.alert_at:g}",
+                threshold_label=f"alert at PSI {report.alert_at:g}",
                 short=short,
             )
         )

@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-WIDTH, HEIGHT = 640, 200
-LEFT, RIGHT, TOP, BOTTOM = 52, 12, 12, 34
+WIDTH, HEIGHT = 640, 220
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 12, 36
 MAX_X_LABELS = 8
 
 
@@ -62,20 +62,20 @@ class Chart:
         return self.height - BOTTOM
 
 
-def _nice_max(value: float) -> float:
+def _nice_top(value: float) -> float:
+    """The top of the y axis: four equal steps of 1, 2 or 5 × 10^k covering ``value``."""
     if value <= 0:
         return 1.0
-    exponent = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
-        if value <= step * exponent:
-            return float(step * exponent)
-    return float(10 * exponent)
+    quarter = value / 4
+    exponent = 10 ** math.floor(math.log10(quarter))
+    step = next(m * exponent for m in (1, 2, 5, 10) if quarter <= m * exponent * (1 + 1e-9))
+    return float(step * 4)
 
 
 def _fmt(value: float, percent: bool) -> str:
     if percent:
-        return f"{value * 100:.0f}%"
-    return f"{value:g}" if value >= 1 or value == 0 else f"{value:.2f}"
+        return f"{value * 100:.3g}%"
+    return f"{value:.3g}"
 
 
 def _frame(chart: Chart, top: float, percent: bool) -> None:
@@ -91,8 +91,9 @@ def _y(value: float, top: float) -> float:
 
 def _x_labels(chart: Chart, centres: Sequence[float], labels: Sequence[str]) -> None:
     every = max(1, math.ceil(len(labels) / MAX_X_LABELS))
+    last = len(labels) - 1
     for i, (x, label) in enumerate(zip(centres, labels, strict=True)):
-        if i % every == 0 or i == len(labels) - 1:
+        if (last - i) % every == 0:  # counted from the newest, which is always labelled
             chart.x_labels.append((x, label))
 
 
@@ -111,14 +112,14 @@ def bars(
 ) -> Chart:
     """One bar per label (e.g. photographs per day)."""
     chart = Chart(title, desc, empty=not any(values))
-    top = _nice_max(max(values, default=0))
+    top = _nice_top(max(values, default=0))
     _frame(chart, top, False)
     centres, width = _slots(len(values))
     for x, label, value in zip(centres, labels, values, strict=True):
         y = _y(value, top)
         bar_width, height = round(width * 0.7, 2), round(HEIGHT - BOTTOM - y, 2)
         left = round(x - width * 0.35, 2)
-        chart.bars.append(Bar(left, y, bar_width, height, "bar", f"{label}: {value:g}"))
+        chart.bars.append(Bar(left, y, bar_width, height, "col", f"{label}: {value:g}"))
     _x_labels(chart, centres, short or labels)
     return chart
 
@@ -138,7 +139,7 @@ def line(
     known = [v for v in values if v is not None]
     chart = Chart(title, desc, empty=not known)
     peak = max([*known, threshold * 1.2 if threshold else 0.0], default=0.0)
-    top = 1.0 if percent else _nice_max(peak)
+    top = min(1.0, _nice_top(peak)) if percent else _nice_top(peak)
     _frame(chart, top, percent)
     centres, _ = _slots(len(values))
     run: list[str] = []
@@ -156,8 +157,13 @@ def line(
     if run:
         chart.lines.append(" ".join(run))
     if threshold is not None:
-        chart.threshold = (_y(threshold, top), threshold_label or f"alert {threshold:g}")
-        chart.legend = [("point", "value"), ("point alert", "at or above the alert line")]
+        label = threshold_label or f"alert at {threshold:g}"
+        chart.threshold = (_y(threshold, top), label)
+        chart.legend = [
+            ("point", "value"),
+            ("point alert", "at or above the alert line"),
+            ("alert", f"dashed line: {label}"),
+        ]
     _x_labels(chart, centres, short or labels)
     return chart
 
@@ -172,16 +178,16 @@ def histogram(
 ) -> Chart:
     """Reference shares (outlined bars) beside observed shares (solid bars) per bin."""
     chart = Chart(title, desc, empty=not any(actual))
-    top = _nice_max(max([*expected, *actual], default=0.0))
+    top = _nice_top(max([*expected, *actual], default=0.0))
     _frame(chart, top, True)
     centres, width = _slots(len(labels))
     for x, label, e, a in zip(centres, labels, expected, actual, strict=True):
-        pair = ((-0.4, e, "bar reference", "reference"), (0.0, a, "bar observed", "observed"))
+        pair = ((-0.4, e, "col reference", "reference"), (0.0, a, "col observed", "observed"))
         for offset, value, cls, who in pair:
             y = _y(value, top)
             left, height = round(x + width * offset, 2), round(HEIGHT - BOTTOM - y, 2)
             words = f"{label} {who}: {value * 100:.1f}%"
             chart.bars.append(Bar(left, y, round(width * 0.4, 2), height, cls, words))
-    chart.legend = [("bar reference", "validation reference"), ("bar observed", "this period")]
+    chart.legend = [("col reference", "validation reference"), ("col observed", "this period")]
     _x_labels(chart, centres, [str(i + 1) for i in range(len(labels))])
     return chart
