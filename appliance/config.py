@@ -198,6 +198,11 @@ class Settings:
     )
     outbox_backoff_seconds: float = _s(5.0, "First retry delay; doubles per attempt.")
     outbox_backoff_cap_seconds: float = _s(3600.0, "Longest delay between retries.")
+    documents_quiet_seconds: float = _s(
+        1800.0,
+        "A visit whose protocol is not complete gets its SR and PDF report after this many "
+        "seconds without a new photograph. 0: only complete visits get them.",
+    )
     # --- outcome ---
     outcome_rules: str = _s(
         "", "Guideline rule file (TOML) for the visit outcome. Empty: the shipped default."

@@ -92,6 +92,7 @@ class Services:
             destinations=tuple(d.name for d in settings.destinations),
             uid_root=settings.uid_root,
             on_queued=lambda: self.forwarder.notify(),
+            quiet_seconds=settings.documents_quiet_seconds,
         )
         self.forwarder = Forwarder(
             self.store,

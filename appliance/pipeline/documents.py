@@ -77,9 +77,13 @@ def build_documents(
     outcome: Outcome,
     outcome_json: dict[str, Any],
     uid_root: str,
+    incomplete_ok: bool = False,
 ) -> list[dict[str, Any]]:
-    """Build and store SR + Encapsulated PDF; return their derived rows (caller records them)."""
-    if not outcome.complete:
+    """Build and store SR + Encapsulated PDF; return their derived rows (caller records them).
+
+    Only for a complete visit, unless ``incomplete_ok`` (the visit's quiet period is over).
+    """
+    if not outcome.complete and not incomplete_ok:
         return []
     images = visit_images(store, visit_key, where, params)
     uids = sorted(image["uid"] for image in images)

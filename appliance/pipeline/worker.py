@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 import cv2
@@ -51,7 +52,10 @@ class Pipeline:
         destinations: tuple[str, ...] = (),
         uid_root: str = "2.25.",
         on_queued: Callable[[], None] = lambda: None,
+        quiet_seconds: float = 0.0,
     ) -> None:
+        self.quiet_seconds = quiet_seconds  # 0: documents only for a complete visit
+        self._next_quiet_sweep = 0.0
         self.destinations = destinations
         self.uid_root = uid_root
         self.on_queued = on_queued
@@ -89,6 +93,9 @@ class Pipeline:
         while not self._stop.is_set():
             try:
                 done = self.drain()
+                if not done and self.quiet_seconds and time.monotonic() >= self._next_quiet_sweep:
+                    self._next_quiet_sweep = time.monotonic() + min(30.0, self.quiet_seconds)
+                    self.issue_quiet_visits()
             except Exception:
                 LOGGER.exception("pipeline pass failed")
                 done = 0
@@ -294,9 +301,8 @@ class Pipeline:
             )
         return key, "c.id = ?", (row["id"],)
 
-    def _decide_visit(self, tx: Tx, row: dict[str, Any]) -> VisitOutcome:
-        key, where, params = self._visit(row)
-        results = tx.db.query(
+    def _outcome(self, db: Any, where: str, params: tuple[Any, ...]) -> VisitOutcome:
+        results = db.query(
             "SELECT r.payload FROM results r JOIN captures c ON c.id = r.capture_pk "
             f"WHERE r.kind = 'screening' AND {where} ORDER BY c.id",
             params,
@@ -307,7 +313,11 @@ class Pipeline:
             if payload.get("finding") is not None:
                 findings.append(finding_from_json(payload["finding"]))
         installed = self.screener is not None and self.screener.screening_available
-        outcome = visit_outcome(findings, self.rules, installed)
+        return visit_outcome(findings, self.rules, installed)
+
+    def _decide_visit(self, tx: Tx, row: dict[str, Any]) -> VisitOutcome:
+        key, where, params = self._visit(row)
+        outcome = self._outcome(tx.db, where, params)
         tx.insert(
             "visit_outcomes",
             {
@@ -337,8 +347,51 @@ class Pipeline:
             self.metrics.outcomes.labels(code=outcome.code).inc()
         return outcome
 
-    def _issue_documents(self, row: dict[str, Any], outcome: VisitOutcome) -> None:
-        """SR + PDF report once the visit is complete (again when new images arrive)."""
+    def issue_quiet_visits(self, now: float | None = None) -> int:
+        """SR + PDF for incomplete visits that have had no new photograph for the quiet period.
+
+        Looks at visits with a capture in the last two days; a visit whose images already
+        have documents gets none again (``build_documents`` compares the referenced images).
+        Returns how many visits were issued documents.
+        """
+        moment = time.time() if now is None else now
+        cutoff = _utc(moment - self.quiet_seconds)
+        rows = self.store.query(
+            "SELECT c.*, p.patient_id AS patient_identifier, s.study_instance_uid "
+            "FROM captures c LEFT JOIN patients p ON p.id = c.patient_pk "
+            "LEFT JOIN studies s ON s.id = c.study_pk "
+            "WHERE c.status = 'processed' AND c.received_at >= ? ORDER BY c.id DESC",
+            (_utc(moment - 2 * 86400),),
+        )
+        newest: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            newest.setdefault(visit_key(row), row)
+        issued = 0
+        for key, row in newest.items():
+            _, where, params = self._visit(row)
+            latest = self.store.scalar(
+                f"SELECT max(c.received_at) FROM captures c WHERE {where}", params
+            )
+            pending = self.store.scalar(
+                f"SELECT count(*) FROM captures c WHERE c.status = 'received' AND {where}", params
+            )
+            if pending or (latest and latest > cutoff):
+                continue  # still being photographed or analysed
+            outcome = self._outcome(self.store.reader(), where, params)
+            if outcome.complete:
+                continue  # complete visits got their documents when they completed
+            if self._issue_documents(row, outcome, quiet=True):
+                issued += 1
+                LOGGER.info("documents issued for %s after the quiet period", key)
+        return issued
+
+    def _issue_documents(
+        self, row: dict[str, Any], outcome: VisitOutcome, *, quiet: bool = False
+    ) -> bool:
+        """SR + PDF report once the visit is complete (again when new images arrive).
+
+        ``quiet``: the visit is incomplete but has been quiet for the configured period.
+        """
         key, where, params = self._visit(row)
         try:
             rows = build_documents(
@@ -350,12 +403,13 @@ class Pipeline:
                 outcome=outcome,
                 outcome_json=outcome_json(outcome),
                 uid_root=self.uid_root,
+                incomplete_ok=quiet,
             )
         except Exception:  # documents can be rebuilt; the analysis is already stored
             LOGGER.exception("result documents for %s could not be built", key)
-            return
+            return False
         if not rows:
-            return
+            return False
         with self.store.write() as tx:
             for document in rows:
                 record_derived(tx, {k: v for k, v in document.items() if k != "visit_key"}, key)
@@ -374,10 +428,12 @@ class Pipeline:
                     {
                         "stage": "documents",
                         "visit": key,
+                        "trigger": "quiet_period" if quiet else "complete",
                         "issued": {d["kind"]: d["sop_instance_uid"] for d in rows},
                     },
                 ),
             )
+        return True
 
     def _fail(self, row: dict[str, Any], reason: str, message: str) -> None:
         LOGGER.warning("capture %d failed analysis: %s", row["id"], reason)
@@ -413,6 +469,11 @@ class Pipeline:
         ]
         if any(added):
             tx.after_commit(self.on_queued)
+
+
+def _utc(epoch: float) -> str:
+    """The store's timestamp format (``utcnow``) for a moment given in epoch seconds."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
 
 
 def visit_key(row: dict[str, Any]) -> str:
