@@ -110,6 +110,23 @@ def _eye_group(
     )
 
 
+def _requested_procedures(image: Dataset) -> list[Dataset]:
+    """Referenced Request Sequence items from the images' worklist step (Request Attributes)."""
+    out = []
+    for request in getattr(image, "RequestAttributesSequence", None) or []:
+        item = Dataset()
+        item.StudyInstanceUID = image.StudyInstanceUID
+        item.ReferencedStudySequence = []  # Type 2: the study is the one this SR belongs to
+        item.AccessionNumber = request.get("AccessionNumber", image.get("AccessionNumber", ""))
+        item.RequestedProcedureID = request.get("RequestedProcedureID", "")
+        item.RequestedProcedureDescription = request.get("RequestedProcedureDescription", "")
+        item.RequestedProcedureCodeSequence = []
+        item.PlacerOrderNumberImagingServiceRequest = ""
+        item.FillerOrderNumberImagingServiceRequest = ""
+        out.append(item)
+    return out
+
+
 def _contributing_equipment(
     models: Sequence[Mapping[str, Any]], device: Mapping[str, str]
 ) -> list[hd.ContributingEquipment]:
@@ -246,6 +263,7 @@ def screening_sr(
         verifying_observer_name=verified_by,
         verifying_organization=verifying_organization if verified_by else None,
         previous_versions=previous or None,
+        requested_procedures=_requested_procedures(first) or None,
         contributing_equipment=_contributing_equipment(models, device) or None,
     )
     if verified_by is not None:

@@ -206,3 +206,23 @@ def test_sr_passes_dciodvfy_and_dsrdump(images: list[Dataset], tmp_path: Path) -
         assert "Imaging Measurement Report" in dump.stdout
         assert '"Right eye DR severity level"' in dump.stdout
         assert ("VERIFIED" if name == "verified" else "UNVERIFIED") in dump.stdout
+
+
+def test_the_worklist_request_is_referenced(images: list[Dataset], tmp_path: Path) -> None:
+    for ds in images:
+        request = Dataset()
+        request.AccessionNumber = "ACC-77"
+        request.RequestedProcedureID = "RP7"
+        request.ScheduledProcedureStepID = "SPS7"
+        ds.AccessionNumber = "ACC-77"
+        ds.RequestAttributesSequence = [request]
+    sr = _build(images)
+    [item] = sr.ReferencedRequestSequence
+    assert item.StudyInstanceUID == images[0].StudyInstanceUID
+    assert (item.AccessionNumber, item.RequestedProcedureID) == ("ACC-77", "RP7")
+    assert sr.AccessionNumber == "ACC-77"
+    path = tmp_path / "requested.dcm"
+    path.write_bytes(to_bytes(sr))
+    run = _run("dciodvfy", path)
+    output = run.stdout + run.stderr
+    assert [line for line in output.splitlines() if line.startswith("Error")] == [], output
