@@ -203,6 +203,11 @@ class Settings:
         "A visit whose protocol is not complete gets its SR and PDF report after this many "
         "seconds without a new photograph. 0: only complete visits get them.",
     )
+    heatmap_secondary_capture: bool = _s(
+        False,
+        "Also send each analysed photograph's heatmap overlay as a DICOM Secondary Capture "
+        "(series 'AI heatmaps') to every destination. Off: the heatmaps stay in the PDF report.",
+    )
     # --- outcome ---
     outcome_rules: str = _s(
         "", "Guideline rule file (TOML) for the visit outcome. Empty: the shipped default."

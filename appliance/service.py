@@ -93,6 +93,7 @@ class Services:
             uid_root=settings.uid_root,
             on_queued=lambda: self.forwarder.notify(),
             quiet_seconds=settings.documents_quiet_seconds,
+            heatmap_secondary_capture=settings.heatmap_secondary_capture,
         )
         self.forwarder = Forwarder(
             self.store,

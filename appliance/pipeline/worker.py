@@ -18,9 +18,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import cv2
+import pydicom
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.capture.decode import OPT_SOP_CLASS, Limits
+from appliance.dicom.op import new_uid, to_bytes
+from appliance.dicom.sc import heatmap_sc
 from appliance.domain import CaptureStatus
 from appliance.domain import Outcome as VisitOutcome
 from appliance.errors import ApplianceError
@@ -53,7 +56,9 @@ class Pipeline:
         uid_root: str = "2.25.",
         on_queued: Callable[[], None] = lambda: None,
         quiet_seconds: float = 0.0,
+        heatmap_secondary_capture: bool = False,
     ) -> None:
+        self.heatmap_secondary_capture = heatmap_secondary_capture  # heatmaps as SC objects too
         self.quiet_seconds = quiet_seconds  # 0: documents only for a complete visit
         self._next_quiet_sweep = 0.0
         self.destinations = destinations
@@ -152,7 +157,8 @@ class Pipeline:
         started = time.perf_counter()
         heatmap_path = self._save_heatmap(analysis)
         derived = self._wrap(row, data, analysis)
-        visit = self._store(row, analysis, heatmap_path, derived)
+        sc = self._secondary_capture(row, analysis, derived)
+        visit = self._store(row, analysis, heatmap_path, derived, sc)
         self._issue_documents(row, visit)
         if self.metrics is not None:
             self._observe(analysis, time.perf_counter() - started)
@@ -219,12 +225,65 @@ class Pipeline:
             LOGGER.exception("capture %d could not be wrapped as OP", row["id"])
             return None
 
+    def _secondary_capture(
+        self, row: dict[str, Any], analysis: ImageAnalysis, op: dict[str, Any] | None
+    ) -> dict[str, Any] | None:
+        """The heatmap as an SC in the source image's study; UIDs saved before any send.
+
+        The source is the OP made from a camera JPEG, or the DICOM the camera sent; a capture
+        with neither (PNG/TIFF, a JPEG of unknown eye) or without a heatmap gets none. One
+        "AI heatmaps" series per visit and study.
+        """
+        if not self.heatmap_secondary_capture or analysis.heatmap is None:
+            return None
+        if op is not None:
+            path = op["file_path"]
+        elif row["media_type"] == "application/dicom" and row["sop_instance_uid"]:
+            path = row["file_path"]
+        else:
+            return None
+        key = self._visit(row)[0]
+        try:
+            source = pydicom.dcmread(self.blobs.resolve(path), stop_before_pixels=True)
+            study = str(source.StudyInstanceUID)
+            earlier = self.store.query(
+                "SELECT series_instance_uid FROM derived_objects WHERE kind = 'sc' "
+                "AND visit_key = ? AND study_instance_uid = ? ORDER BY id",
+                (key, study),
+            )
+            series = earlier[0]["series_instance_uid"] if earlier else new_uid(self.uid_root)
+            side = finding(analysis, row["id"], row["laterality"]).laterality
+            uid = new_uid(self.uid_root)
+            ds = heatmap_sc(
+                analysis.heatmap,
+                source=source,
+                series_instance_uid=series,
+                sop_instance_uid=uid,
+                laterality=side if side in ("L", "R") else None,
+                instance_number=len(earlier) + 1,
+            )
+            return {
+                "capture_pk": row["id"],
+                "kind": "sc",
+                "sop_class_uid": str(ds.SOPClassUID),
+                "sop_instance_uid": uid,
+                "series_instance_uid": series,
+                "study_instance_uid": study,
+                "file_path": self.blobs.put(to_bytes(ds), "application/dicom"),
+                "references_json": json.dumps([str(source.SOPInstanceUID)]),
+                "created_at": utcnow(),
+            }
+        except Exception:  # the analysis is stored even when its SC cannot be made
+            LOGGER.exception("capture %d: heatmap Secondary Capture not built", row["id"])
+            return None
+
     def _store(
         self,
         row: dict[str, Any],
         analysis: ImageAnalysis,
         heatmap: str | None,
         derived: dict[str, Any] | None = None,
+        sc: dict[str, Any] | None = None,
     ) -> VisitOutcome:
         now = utcnow()
         report = analysis.quality
@@ -286,6 +345,10 @@ class Pipeline:
                 record_derived(tx, derived, self._visit(row)[0])
                 self._enqueue(tx, "op", derived["sop_instance_uid"], derived["file_path"],
                               derived["study_instance_uid"])  # fmt: skip
+            if sc is not None:
+                record_derived(tx, sc, self._visit(row)[0])
+                self._enqueue(tx, "sc", sc["sop_instance_uid"], sc["file_path"],
+                              sc["study_instance_uid"])  # fmt: skip
         return visit
 
     def _visit(self, row: dict[str, Any]) -> tuple[str, str, tuple[Any, ...]]:
