@@ -440,6 +440,12 @@ def cmd_bench_ingest(args: argparse.Namespace) -> int:
     return bench_ingest(n=args.n, width=args.width, height=args.height, rounds=args.rounds)
 
 
+def cmd_bench_forward(args: argparse.Namespace) -> int:
+    from appliance.bench_forward import bench_forward
+
+    return bench_forward(n=args.n, width=args.width, height=args.height, rounds=args.rounds)
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="appliance", description="Retinal screening appliance")
@@ -561,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--height", type=int, default=1224)
     ingest.add_argument("--rounds", type=int, default=3)
     ingest.set_defaults(func=cmd_bench_ingest)
+    forward = bench.add_parser("forward", help="C-STORE to Orthanc: outbox vs dcmtk storescu")
+    forward.add_argument("--n", type=int, default=50, help="OP files per round")
+    forward.add_argument("--width", type=int, default=1632)
+    forward.add_argument("--height", type=int, default=1224)
+    forward.add_argument("--rounds", type=int, default=3)
+    forward.set_defaults(func=cmd_bench_forward)
     return parser
 
 

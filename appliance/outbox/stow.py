@@ -54,6 +54,7 @@ class StowTarget:
     username: str = ""
     password: str = ""
     timeout: float = 30.0
+    lanes: int = 1  # requests the forwarder has in flight at the same time
 
     def __repr__(self) -> str:  # the dataclass default would print the password
         return f"StowTarget(name={self.name!r}, url={self.address!r})"
@@ -71,6 +72,22 @@ class StowTarget:
 
     def send(self, files: list[Path]) -> list[SendResult]:
         return send_files(self, files)
+
+    def session(self) -> StowSession:
+        return StowSession(self)
+
+
+class StowSession:
+    """STOW-RS needs no association: each batch is one request on its own connection."""
+
+    def __init__(self, target: StowTarget) -> None:
+        self.target = target
+
+    def send(self, files: list[Path]) -> list[SendResult]:
+        return send_files(self.target, files)
+
+    def close(self) -> None:
+        pass
 
 
 def send_files(target: StowTarget, files: list[Path]) -> list[SendResult]:

@@ -1,5 +1,10 @@
 """The forwarder: lease due jobs per destination → send → record the answers, audited.
 
+Each pass runs ``target.lanes`` sessions per destination at the same time (for DIMSE: one
+association each), each leasing and sending up to ``batches_per_pass`` batches, stopping early
+when nothing more is due or a batch met trouble (a retry), so one destination's backlog cannot
+starve another's.
+
 The answers to one batch (one association or one STOW-RS request) are recorded together in one
 transaction after the archive answered the last of them: each job's new state and its 110104
 event land together or not at all, and a crash before that commit resends the whole batch
@@ -11,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +27,14 @@ from appliance.outbox.policy import SendResult, Verdict, backoff_seconds
 from appliance.store import BlobStore, Store
 
 LOGGER = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """A connection to a destination for one pass: sends batches, then is closed."""
+
+    def send(self, files: list[Path]) -> list[SendResult]: ...
+
+    def close(self) -> None: ...
 
 
 class Target(Protocol):
@@ -35,7 +49,10 @@ class Target(Protocol):
     @property
     def address(self) -> str: ...
 
-    def send(self, files: list[Path]) -> list[SendResult]: ...
+    @property
+    def lanes(self) -> int: ...
+
+    def session(self) -> Session: ...
 
 
 class Forwarder:
@@ -47,6 +64,7 @@ class Forwarder:
         targets: list[Target],
         *,
         batch: int = 20,
+        batches_per_pass: int = 10,
         lease_seconds: float = 300.0,
         backoff_base: float = 5.0,
         backoff_cap: float = 3600.0,
@@ -58,6 +76,7 @@ class Forwarder:
         self.audit = audit
         self.targets = targets
         self.batch = batch
+        self.batches_per_pass = batches_per_pass
         self.lease_seconds = lease_seconds
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -105,17 +124,38 @@ class Forwarder:
 
     def pass_once(self) -> int:
         """One round over every destination; returns how many jobs were attempted."""
+        return sum(self._forward(target) for target in self.targets)
+
+    def _forward(self, target: Target) -> int:
+        """``target.lanes`` senders to one destination at the same time, each leasing its own
+        batches: while one waits for the archive, another sends or records its answers."""
+        lanes = max(1, target.lanes)
+        if lanes == 1:
+            return self._lane(target)
+        with ThreadPoolExecutor(lanes - 1, thread_name_prefix=f"forward-{target.name}") as pool:
+            others = [pool.submit(self._lane, target) for _ in range(lanes - 1)]
+            attempted = self._lane(target)
+            return attempted + sum(future.result() for future in others)
+
+    def _lane(self, target: Target) -> int:
+        """Up to ``batches_per_pass`` batches over one session; stops early when nothing more
+        is due or a batch met archive trouble (a retry: the rest waits for its backoff)."""
         attempted = 0
-        for target in self.targets:
-            jobs = queue.lease(
-                self.store, target.name, self.batch, self.lease_seconds, now=self.clock()
-            )
-            if not jobs:
-                continue
-            files = [self.blobs.resolve(job.file_path) for job in jobs]
-            results = target.send(files)
-            self._record(target, list(zip(jobs, results, strict=True)))
-            attempted += len(jobs)
+        session = target.session()
+        try:
+            for _ in range(self.batches_per_pass):
+                jobs = queue.lease(
+                    self.store, target.name, self.batch, self.lease_seconds, now=self.clock()
+                )
+                if not jobs:
+                    break
+                results = session.send([self.blobs.resolve(job.file_path) for job in jobs])
+                self._record(target, list(zip(jobs, results, strict=True)))
+                attempted += len(jobs)
+                if len(jobs) < self.batch or any(r.verdict is Verdict.RETRY for r in results):
+                    break
+        finally:
+            session.close()
         return attempted
 
     def _record(self, target: Target, answers: list[tuple[queue.Job, SendResult]]) -> None:

@@ -51,10 +51,17 @@ class Archive:
         self.name = name
         self.ae_title = name.upper()
         self.address = f"test:{name}"
+        self.lanes = 1
         self.machine = machine
         self.script: list[Verdict] = []
         self.stored: set[str] = set()  # an archive keeps one copy per SOP Instance UID
         self.answers: list[tuple[str, Verdict]] = []  # this pass
+
+    def session(self) -> Archive:
+        return self
+
+    def close(self) -> None:
+        pass
 
     def send(self, files: list[Path]) -> list[SendResult]:
         results = []
