@@ -555,7 +555,7 @@ def test_a_locked_account_can_be_unlocked(app: Any, admin: Any, services: Servic
     add_user(services, "lars", "operator")
     for _ in range(5):
         login(app.test_client(), "lars", "wrong password!")
-    assert "🔒 locked until" in text(admin.get("/admin/users"))
+    assert "⚠ locked until" in text(admin.get("/admin/users"))
     token = csrf(admin, "/admin/users")
     admin.post(
         f"/admin/users/{_user_id(services, 'lars')}/active",

@@ -166,12 +166,12 @@ def _wait(driver: Any, predicate: Any, timeout: float = WAIT) -> Any:
 
 
 def _login(driver: Any, base: str, name: str) -> None:
-    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
 
     driver.get(f"{base}/login")
-    driver.find_element(By.NAME, "username").send_keys(name)
-    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    # keyboard only: the name field has focus, Tab reaches the password, Enter logs in
+    assert driver.switch_to.active_element.get_attribute("name") == "username"
+    driver.switch_to.active_element.send_keys(name, Keys.TAB, PASSWORD, Keys.ENTER)
     _wait(driver, lambda d: "/login" not in d.current_url)
 
 
