@@ -142,3 +142,32 @@ def test_two_eyes_with_the_shipped_models_complete_a_visit(settings: Settings) -
         assert services.audit.verify().ok
     finally:
         services.stop()
+
+
+def test_a_png_photograph_becomes_a_lossless_op(services: Any) -> None:
+    import io
+
+    import numpy as np
+    import pydicom
+
+    from tests.conftest import png_bytes
+
+    rgb = fundus(seed=21, size=(300, 400), eye="R")
+    capture = services.ingestor.ingest(
+        Incoming(
+            data=png_bytes(rgb),
+            source=Source.UPLOAD,
+            user_id="t",
+            fields={"patient_id": "PNG1", "laterality": "R"},
+        )
+    )
+    wait_for(lambda: services.pipeline.pending() == 0, timeout=30)
+    row = services.store.one(
+        "SELECT file_path FROM derived_objects WHERE capture_pk = ? AND kind = 'op'",
+        (capture.id,),
+    )
+    assert row is not None
+    ds = pydicom.dcmread(io.BytesIO(services.blobs.read(row["file_path"])))
+    assert ds.PatientID == "PNG1" and ds.ImageLaterality == "R"
+    assert ds.LossyImageCompression == "00"
+    assert np.array_equal(ds.pixel_array, rgb)

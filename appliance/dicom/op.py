@@ -14,11 +14,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, JPEGBaseline8Bit, generate_uid
+from pydicom.uid import (
+    PYDICOM_IMPLEMENTATION_UID,
+    UID,
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    generate_uid,
+)
 
 from appliance.domain import PatientInfo
 
@@ -80,9 +87,45 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
 
 
 def op_from_jpeg(jpeg: bytes, params: OPParameters) -> Dataset:
+    """A camera JPEG wrapped unchanged (JPEG Baseline transfer syntax, lossy ``01``)."""
     with Image.open(io.BytesIO(jpeg), formats=["JPEG"]) as img:
         width, height = img.size
         channels = len(img.getbands())
+    ds = _op_dataset(params, JPEGBaseline8Bit, channels)
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = f"{(width * height * channels) / len(jpeg):.4f}"[:16]
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    ds.PhotometricInterpretation = "YBR_FULL_422" if channels == 3 else "MONOCHROME2"
+    ds.Rows, ds.Columns = height, width
+    ds.PixelData = encapsulate([jpeg])
+    ds["PixelData"].VR = "OB"
+    return _ocular(ds, params)
+
+
+def op_from_image(data: bytes, params: OPParameters) -> Dataset:
+    """A PNG or TIFF photograph, kept lossless: its 8-bit pixels, uncompressed.
+
+    Colour (RGB, palette, RGBA: the alpha channel is dropped) becomes RGB, grey stays
+    MONOCHROME2. Images with more than 8 bits per sample are refused (ValueError): the
+    8-bit OP object could not hold them without loss.
+    """
+    with Image.open(io.BytesIO(data), formats=["PNG", "TIFF"]) as img:
+        if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+            raise ValueError(f"{img.mode} images have more than 8 bits per sample")
+        img = img.convert("L" if img.mode in ("L", "1") else "RGB")
+        pixels = np.asarray(img, dtype=np.uint8)
+    channels = 1 if pixels.ndim == 2 else 3
+    ds = _op_dataset(params, ExplicitVRLittleEndian, channels)
+    ds.LossyImageCompression = "00"
+    ds.PhotometricInterpretation = "RGB" if channels == 3 else "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OB"
+    return _ocular(ds, params)
+
+
+def _op_dataset(params: OPParameters, transfer_syntax: str, channels: int) -> Dataset:
+    """Every OP module except the pixels and the Ocular Region Imaged."""
     if params.laterality not in ("L", "R"):
         raise ValueError("laterality must be 'L' or 'R'")
     when = params.acquired or datetime.now(UTC)
@@ -91,7 +134,7 @@ def op_from_jpeg(jpeg: bytes, params: OPParameters) -> Dataset:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(OP_8BIT)
     meta.MediaStorageSOPInstanceUID = UID(params.sop_instance_uid)
-    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    meta.TransferSyntaxUID = UID(transfer_syntax)
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
 
     ds = Dataset()
@@ -130,24 +173,21 @@ def op_from_jpeg(jpeg: bytes, params: OPParameters) -> Dataset:
     ds.AcquisitionDateTime = date + time
     ds.ImageType = ["ORIGINAL", "PRIMARY", "", "COLOR" if channels == 3 else "REDFREE"]
     ds.BurnedInAnnotation = "NO"
-    ds.LossyImageCompression = "01"
-    ds.LossyImageCompressionRatio = f"{(width * height * channels) / len(jpeg):.4f}"[:16]
-    ds.LossyImageCompressionMethod = "ISO_10918_1"
     # Image Pixel + Multi-frame
     ds.SamplesPerPixel = channels
-    ds.PhotometricInterpretation = "YBR_FULL_422" if channels == 3 else "MONOCHROME2"
     if channels == 3:
         ds.PlanarConfiguration = 0
     else:
         ds.PresentationLUTShape = "IDENTITY"
-    ds.Rows, ds.Columns = height, width
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     ds.PixelRepresentation = 0
     ds.NumberOfFrames = 1
     ds.FrameIncrementPointer = 0x00181063  # Frame Time
     ds.FrameTime = 0
-    ds.PixelData = encapsulate([jpeg])
-    ds["PixelData"].VR = "OB"
+    return ds
+
+
+def _ocular(ds: Dataset, params: OPParameters) -> Dataset:
     # Ocular Region Imaged
     ds.ImageLaterality = params.laterality
     ds.AnatomicRegionSequence = DicomSequence([_code("5665001", "SCT", "Retina")])

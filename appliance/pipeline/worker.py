@@ -34,7 +34,7 @@ from appliance.pipeline.documents import build_documents
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
 from appliance.pipeline.wrap import record as record_derived
-from appliance.pipeline.wrap import step_request_attributes, visit_study_uid, wrap_jpeg
+from appliance.pipeline.wrap import step_request_attributes, visit_study_uid, wrap_photo
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store, Tx, utcnow
 
@@ -199,9 +199,12 @@ class Pipeline:
     def _wrap(
         self, row: dict[str, Any], data: bytes, analysis: ImageAnalysis
     ) -> dict[str, Any] | None:
-        """A camera JPEG with a known eye becomes an OP object (UIDs saved before any send)."""
-        if row["media_type"] != "image/jpeg":
-            return None  # DICOM goes as received; PNG/TIFF need a lossless OP (not built yet)
+        """A photograph with a known eye becomes an OP object (UIDs saved before any send).
+
+        JPEG is wrapped as it came, PNG and TIFF losslessly; DICOM goes as received.
+        """
+        if row["media_type"] not in ("image/jpeg", "image/png", "image/tiff"):
+            return None
         side = finding(analysis, row["id"], row["laterality"]).laterality
         if side not in ("L", "R"):
             return None
@@ -209,9 +212,10 @@ class Pipeline:
         try:
             study = row["study_instance_uid"] or visit_study_uid(self.store, key, self.uid_root)
             field = analysis.anatomy.field if analysis.anatomy is not None else None
-            return wrap_jpeg(
+            return wrap_photo(
                 self.blobs,
                 data,
+                media_type=row["media_type"],
                 row=row,
                 laterality=side,
                 field=field,
@@ -231,7 +235,7 @@ class Pipeline:
         """The heatmap as an SC in the source image's study; UIDs saved before any send.
 
         The source is the OP made from a camera JPEG, or the DICOM the camera sent; a capture
-        with neither (PNG/TIFF, a JPEG of unknown eye) or without a heatmap gets none. One
+        with neither (a photograph of unknown eye) or without a heatmap gets none. One
         "AI heatmaps" series per visit and study.
         """
         if not self.heatmap_secondary_capture or analysis.heatmap is None:

@@ -1,6 +1,7 @@
-"""Camera JPEGs that did not arrive as DICOM become Ophthalmic Photography objects.
+"""Photographs that did not arrive as DICOM become Ophthalmic Photography objects.
 
-The JPEG bitstream is wrapped unchanged (dicom/op.py). The visit's Study Instance UID and the
+A camera JPEG's bitstream is wrapped unchanged; a PNG or TIFF keeps its pixels uncompressed
+(lossless) (dicom/op.py). The visit's Study Instance UID and the
 object's UIDs are assigned once and saved with the object before anything is sent, so a resend
 after a crash or an outage never mints a second UID for the same photograph. A photograph taken
 for a worklist step carries that step's Accession Number (from its study row) and Request
@@ -19,6 +20,7 @@ from appliance.dicom.op import (
     REQUEST_ATTRIBUTES,
     OPParameters,
     new_uid,
+    op_from_image,
     op_from_jpeg,
     to_bytes,
 )
@@ -69,10 +71,11 @@ def step_request_attributes(store: Store, study_instance_uid: str) -> list[dict[
     ]
 
 
-def wrap_jpeg(
+def wrap_photo(
     blobs: BlobStore,
-    jpeg: bytes,
+    data: bytes,
     *,
+    media_type: str,
     row: dict[str, Any],
     laterality: str,
     field: str | None,
@@ -89,8 +92,9 @@ def wrap_jpeg(
         sex=row.get("sex") or "",
         issuer=row.get("issuer") or "",
     )
-    ds = op_from_jpeg(
-        jpeg,
+    build = op_from_jpeg if media_type == "image/jpeg" else op_from_image
+    ds = build(
+        data,
         OPParameters(
             laterality=laterality,
             patient=patient,
