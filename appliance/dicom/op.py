@@ -112,8 +112,8 @@ def op_from_image(data: bytes, params: OPParameters) -> Dataset:
     with Image.open(io.BytesIO(data), formats=["PNG", "TIFF"]) as img:
         if img.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
             raise ValueError(f"{img.mode} images have more than 8 bits per sample")
-        img = img.convert("L" if img.mode in ("L", "1") else "RGB")
-        pixels = np.asarray(img, dtype=np.uint8)
+        eight_bit = img.convert("L" if img.mode in ("L", "1") else "RGB")
+        pixels = np.asarray(eight_bit, dtype=np.uint8)
     channels = 1 if pixels.ndim == 2 else 3
     ds = _op_dataset(params, ExplicitVRLittleEndian, channels)
     ds.LossyImageCompression = "00"
