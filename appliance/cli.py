@@ -299,21 +299,9 @@ def cmd_users_password(args: argparse.Namespace) -> int:
 
 
 def _nodes(settings: config.Settings) -> dict[str, Any]:
-    from appliance.dicom.worklist import Node
+    from appliance.admin_ops import echo_nodes
 
-    nodes = {
-        d.name: Node(d.host, d.port, d.ae_title, settings.dicom_ae_title, d.timeout)
-        for d in settings.destinations
-        if d.kind == "dimse"
-    }
-    if settings.worklist_host:
-        nodes["worklist"] = Node(
-            settings.worklist_host,
-            settings.worklist_port,
-            settings.worklist_ae_title,
-            settings.dicom_ae_title,
-        )
-    return nodes
+    return dict(echo_nodes(settings))
 
 
 def cmd_worklist(args: argparse.Namespace) -> int:

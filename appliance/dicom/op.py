@@ -41,6 +41,23 @@ REQUEST_ATTRIBUTES = (
 )
 
 
+# Patient + General Study attributes that objects derived from an image (SR, PDF, SC) copy.
+STUDY_IDENTITY = (
+    "PatientName",
+    "PatientID",
+    "IssuerOfPatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "RequestAttributesSequence",
+)
+
+
 @dataclass(frozen=True)
 class OPParameters:
     laterality: str  # "L" or "R"

@@ -16,6 +16,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from appliance.dicom import codes
+from appliance.dicom.op import STUDY_IDENTITY
 from appliance.dicom.report_pdf import DEMONSTRATION, findings_in_words, report_pdf
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
@@ -29,20 +30,7 @@ __all__ = [
     "report_pdf",
 ]
 
-_COPIED = (
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "RequestAttributesSequence",
-)
+_COPIED = STUDY_IDENTITY
 
 
 def encapsulated_pdf(

@@ -19,6 +19,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian
 
+from appliance.dicom.op import STUDY_IDENTITY
+
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 SERIES_DESCRIPTION = "AI heatmaps"
 SERIES_NUMBER = 902
@@ -29,21 +31,7 @@ DERIVATION = (
 MANUFACTURER = "Demonstration"
 
 # Patient + General Study, copied as they are from the source image (like the PDF report).
-_IDENTITY = (
-    "SpecificCharacterSet",
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "RequestAttributesSequence",
-)
+_IDENTITY = ("SpecificCharacterSet", *STUDY_IDENTITY)
 
 
 def heatmap_sc(
