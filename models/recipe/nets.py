@@ -52,6 +52,10 @@ class PlainNet(nn.Module):
         self.sigmoid_heads = sigmoid_heads
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.forward_pooled(x)[0]
+
+    def forward_pooled(self, x: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """The outputs and the pooled features (training-only auxiliary heads read those)."""
         fmap = self.features(x)
         pooled = self.dropout(F.adaptive_avg_pool2d(fmap, 1).flatten(1))
         outputs = []
@@ -61,7 +65,7 @@ class PlainNet(nn.Module):
         if self.cam_head is not None:
             weight = self.heads[self.cam_head].weight[:1, :, None, None]
             outputs.append(F.conv2d(fmap, weight))
-        return tuple(outputs)
+        return tuple(outputs), pooled
 
 
 SPECS: dict[str, dict] = {

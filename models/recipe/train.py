@@ -14,9 +14,18 @@ MEAN = [0.5, 0.3, 0.15]
 STD = [0.25, 0.18, 0.12]
 
 
-def to_batch(images: np.ndarray, augment: bool, rng: np.random.Generator) -> torch.Tensor:
+def to_batch(
+    images: np.ndarray, augment: bool, rng: np.random.Generator, task: str | None = None
+) -> torch.Tensor:
     x = torch.from_numpy(images).float().div_(255.0)  # N H W C
-    if augment:
+    if augment and task == "gradability":
+        # Geometric only. A brightness gain would move a picture across its own label: the
+        # too_bright and too_dark labels are exactly an exposure gain (reject at x1.25, x0.41).
+        if rng.random() < 0.5:
+            x = x.flip(2)  # mirror
+        if rng.random() < 0.5:
+            x = x.flip(1)  # upside down: shadows and shifts come from any direction
+    elif augment:
         if rng.random() < 0.5:
             x = x.flip(2)  # mirror: a left eye looks like a right eye
         gain = torch.from_numpy(rng.uniform(0.85, 1.15, size=(len(x), 1, 1, 1)).astype(np.float32))
@@ -43,6 +52,20 @@ def losses(
     ) + F.binary_cross_entropy_with_logits(suspect, y["glaucoma_suspect"].float())
 
 
+AUX_DEFECT_KINDS = 7  # "none" + the six acquisition defects (data.DEFECT_KINDS)
+
+
+def auxiliary_loss(aux: torch.Tensor, y: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Gradability only, training only: which defect, and how strong relative to its reject
+    level (``severity`` = strength / reject strength, 0 without a defect, capped at 2). The
+    heads are dropped at export; they give the shared features a graded, per-defect signal
+    instead of three coarse classes."""
+    kind, severity = aux[:, :AUX_DEFECT_KINDS], aux[:, AUX_DEFECT_KINDS]
+    return 0.5 * F.cross_entropy(kind, y["defect"]) + F.smooth_l1_loss(
+        severity, y["severity"].float(), beta=0.1
+    )
+
+
 def train(
     task: str,
     images: np.ndarray,
@@ -56,7 +79,12 @@ def train(
     rng = np.random.default_rng(seed)
     model = nets.build(task)
     steps = epochs * math.ceil(len(images) / batch)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    aux_head = None
+    params = list(model.parameters())
+    if task == "gradability" and "severity" in targets:
+        aux_head = torch.nn.Linear(nets.SPECS[task]["widths"][-1], AUX_DEFECT_KINDS + 1)
+        params += list(aux_head.parameters())
+    optimiser = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimiser, max_lr=3e-3, total_steps=steps, pct_start=0.15
     )
@@ -67,9 +95,13 @@ def train(
         total, started = 0.0, time.perf_counter()
         for start in range(0, len(order), batch):
             idx = order[start : start + batch]
-            x = to_batch(images[idx], True, rng)
+            x = to_batch(images[idx], True, rng, task)
             y = {k: v[idx] for k, v in y_all.items()}
-            loss = losses(task, model(x), y)
+            if aux_head is None:
+                loss = losses(task, model(x), y)
+            else:
+                outputs, pooled = model.forward_pooled(x)
+                loss = losses(task, outputs, y) + auxiliary_loss(aux_head(pooled), y)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

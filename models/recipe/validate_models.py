@@ -19,7 +19,12 @@ def _value(report: dict[str, Any], *keys: str) -> Any:
     return node
 
 
-def validate_shipped(test_dataset: Path, models_dir: Path) -> dict[str, Any]:
+def validate_shipped(
+    test_dataset: Path, models_dir: Path, tasks: list[str] | None = None
+) -> dict[str, Any]:
+    """Run the harness on ``test_dataset`` with the INT8 models in ``models_dir``; write the
+    report to ``models_dir/validation`` and its headline into the cards of ``tasks`` (all when
+    None) — the cards of models not retrained keep the figures they were published with."""
     screener = Screener.load(models_dir, variant="int8")
     out = models_dir / "validation"
     info = {"models": screener.describe(), "variant": "int8"}
@@ -39,6 +44,8 @@ def validate_shipped(test_dataset: Path, models_dir: Path) -> dict[str, Any]:
         "report": "models/validation/report.html",
     }
     for card in find_cards(models_dir):
+        if tasks is not None and card.path.name.split(".")[0] not in tasks:
+            continue
         data = json.loads(card.path.read_text(encoding="utf-8"))
         data["validation"] = headline
         card.path.write_text(
