@@ -198,6 +198,11 @@ class Settings:
     )
     outbox_backoff_seconds: float = _s(5.0, "First retry delay; doubles per attempt.")
     outbox_backoff_cap_seconds: float = _s(3600.0, "Longest delay between retries.")
+    retention_days: int = _s(
+        0,
+        "Days after every destination confirmed delivery of all objects made from a capture "
+        "before its local files (image, heatmap, objects) are deleted, audited. 0: never delete.",
+    )
     documents_quiet_seconds: float = _s(
         1800.0,
         "A visit whose protocol is not complete gets its SR and PDF report after this many "

@@ -26,6 +26,7 @@ from appliance.inference.runtime import choose_providers
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Metrics
 from appliance.outbox.dimse import DimseTarget
+from appliance.outbox.retention import Retention
 from appliance.outbox.stow import StowTarget
 from appliance.outbox.worker import Forwarder, Target
 from appliance.outcome import RuleSet, load_rules
@@ -103,6 +104,7 @@ class Services:
             backoff_base=settings.outbox_backoff_seconds,
             backoff_cap=settings.outbox_backoff_cap_seconds,
         )
+        self.retention = Retention(self.store, self.blobs, self.audit, settings.retention_days)
         self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
         self.station = Station.build(settings, self.store, self.blobs, self.audit, self.limits)
         self.ingestor = Ingestor(
@@ -175,6 +177,7 @@ class Services:
             self.pipeline.start()
             if self.forwarder.targets:
                 self.forwarder.start()
+            self.retention.start()  # only when retention_days > 0
         if dicom:
             self.scp = StorageSCP(
                 self.ingestor,
@@ -206,6 +209,7 @@ class Services:
             self.scp.stop()
         self.pipeline.stop()
         self.forwarder.stop()
+        self.retention.stop()
         if self.started:
             self._activity(EventType.APPLICATION_STOP)
             self.started = False

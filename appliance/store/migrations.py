@@ -199,4 +199,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX reviews_visit ON reviews(visit_key, id);
     """,
+    # 5: retention: when an object's local files were deleted (the rows stay); jobs looked up
+    #    by SOP Instance UID
+    """
+    ALTER TABLE captures ADD COLUMN purged_at TEXT;
+    ALTER TABLE derived_objects ADD COLUMN purged_at TEXT;
+    CREATE INDEX outbox_jobs_uid ON outbox_jobs(sop_instance_uid, state);
+    """,
 ]
