@@ -95,7 +95,10 @@ class AuditTrail:
         }
         row["hash"] = entry_hash(row)
         tx.insert("audit_events", row)
-        tx.after_commit(lambda: self._write_head(seq, row["hash"]))
+        # The head file is written once per transaction, for its last event.
+        if "audit_head" not in tx.memo:
+            tx.after_commit(lambda: self._write_head(*tx.memo["audit_head"]))
+        tx.memo["audit_head"] = (seq, row["hash"])
         return seq
 
     def log(self, event: AuditEvent) -> int:

@@ -34,6 +34,7 @@ class Tx:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
         self._after_commit: list[Callable[[], None]] = []
+        self.memo: dict[str, Any] = {}  # per-transaction state for after-commit callbacks
 
     def insert(self, table: str, row: dict[str, Any]) -> int:
         columns = ", ".join(row)
