@@ -185,16 +185,25 @@ def cmd_db_check(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_status(args: argparse.Namespace) -> int:
-    from appliance.outbox import queue
+    from appliance.outbox import commitment, queue
 
-    _, store, _ = _open_store(args)
+    settings, store, _ = _open_store(args)
     summary = queue.status(store)
+    committing = {d.name for d in settings.destinations if d.storage_commitment}
+    counts = commitment.summary(store)
+    for name in sorted(committing | set(counts)):
+        zero = {"committed": 0, "awaiting_commitment": 0, "not_committed": 0}
+        summary.setdefault(name, {})["commitment"] = counts.get(name, zero)
     if args.json:
         json.dump(summary, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         for destination, states in summary.items():
+            commit = states.pop("commitment", None)
             line = ", ".join(f"{state} {info['count']}" for state, info in states.items())
+            if commit is not None:
+                line += "; " if line else ""
+                line += ", ".join(f"{key.replace('_', ' ')} {n}" for key, n in commit.items())
             print(f"{destination}: {line}")
         if not summary:
             print("outbox empty")

@@ -35,6 +35,7 @@ class Destination:
     url: str = ""  # STOW-RS base URL, e.g. https://pacs/dicom-web
     username: str = ""
     password: str = field(default="", repr=False)
+    storage_commitment: bool = False  # dimse only: local files kept until the archive commits
 
 
 def _destinations(value: Any) -> tuple[Destination, ...]:
@@ -58,6 +59,11 @@ def _destinations(value: Any) -> tuple[Destination, ...]:
         missing = [key for key in required[kind] if key not in table]
         if missing:
             raise ValueError(f"{where}: missing {', '.join(missing)}")
+        commitment = table.get("storage_commitment", False)
+        if not isinstance(commitment, bool):
+            raise ValueError(f"{where}: storage_commitment must be true or false")
+        if commitment and kind != "dimse":
+            raise ValueError(f"{where}: storage_commitment needs kind = 'dimse'")
         try:
             destination = Destination(
                 name=str(table["name"]),
@@ -69,6 +75,7 @@ def _destinations(value: Any) -> tuple[Destination, ...]:
                 url=str(table.get("url", "")),
                 username=str(table.get("username", "")),
                 password=str(table.get("password", "")),
+                storage_commitment=commitment,
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from None
@@ -194,7 +201,10 @@ class Settings:
     destinations: tuple[Destination, ...] = _s(
         (),
         "Archives to forward to: TOML `[[destinations]]` tables: name, kind (dimse: host, port, "
-        "ae_title; stow: url, username, password), timeout. Empty: nothing is forwarded.",
+        "ae_title, storage_commitment; stow: url, username, password), timeout. With "
+        "storage_commitment = true the archive is asked for Storage Commitment after delivery, "
+        "answers on this appliance's SCP, and retention keeps local files until it commits. "
+        "Empty: nothing is forwarded.",
     )
     outbox_backoff_seconds: float = _s(5.0, "First retry delay; doubles per attempt.")
     outbox_backoff_cap_seconds: float = _s(3600.0, "Longest delay between retries.")

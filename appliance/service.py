@@ -25,6 +25,7 @@ from appliance.inference import ModelIntegrityError, Screener
 from appliance.inference.runtime import choose_providers
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Metrics
+from appliance.outbox.commitment import Commitments
 from appliance.outbox.dimse import DimseTarget
 from appliance.outbox.retention import Retention
 from appliance.outbox.stow import StowTarget
@@ -49,7 +50,15 @@ def thresholds_from(settings: Settings) -> QualityThresholds:
 def _target(d: Destination, calling_ae: str) -> Target:
     if d.kind == "stow":
         return StowTarget(d.name, d.url, d.ae_title, d.username, d.password, d.timeout)
-    return DimseTarget(d.name, d.host, d.port, d.ae_title, calling_ae, d.timeout)
+    return DimseTarget(
+        d.name,
+        d.host,
+        d.port,
+        d.ae_title,
+        calling_ae,
+        d.timeout,
+        storage_commitment=d.storage_commitment,
+    )
 
 
 def rules_from(settings: Settings) -> RuleSet:
@@ -103,6 +112,14 @@ class Services:
             [_target(d, settings.dicom_ae_title) for d in settings.destinations],
             backoff_base=settings.outbox_backoff_seconds,
             backoff_cap=settings.outbox_backoff_cap_seconds,
+        )
+        self.commitments = Commitments(
+            self.store,
+            self.blobs,
+            self.audit,
+            [t for t in self.forwarder.targets if isinstance(t, DimseTarget)],
+            uid_root=settings.uid_root,
+            on_resend=self.forwarder.notify,
         )
         self.retention = Retention(self.store, self.blobs, self.audit, settings.retention_days)
         self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
@@ -177,6 +194,7 @@ class Services:
             self.pipeline.start()
             if self.forwarder.targets:
                 self.forwarder.start()
+            self.commitments.start()  # only with a storage_commitment destination
             self.retention.start()  # only when retention_days > 0
         if dicom:
             self.scp = StorageSCP(
@@ -188,6 +206,9 @@ class Services:
                 acse_timeout=s.dicom_acse_timeout,
                 dimse_timeout=s.dicom_dimse_timeout,
                 network_timeout=s.dicom_network_timeout,
+                on_commitment_report=(
+                    self.commitments.on_report if self.commitments.targets else None
+                ),
             )
             self.scp.start()
         if hotfolder:
@@ -209,6 +230,7 @@ class Services:
             self.scp.stop()
         self.pipeline.stop()
         self.forwarder.stop()
+        self.commitments.stop()
         self.retention.stop()
         if self.started:
             self._activity(EventType.APPLICATION_STOP)

@@ -4,12 +4,18 @@ The C-STORE handler keeps the encoded dataset exactly as received (Part 10 file 
 raw bytes on the wire), hands it to the ingestor (check, store, audit) and returns a status.
 Decoding pixels and analysis happen later on the pipeline worker, off the association thread.
 Handlers never raise: every failure becomes a DIMSE status with an Error Comment.
+
+Given ``on_commitment_report`` (service.py wires the outbox's), the SCP also accepts Storage
+Commitment Push Model associations from an archive — with SCP/SCU role selection, since the
+archive opens them to send N-EVENT-REPORT — and hands each report's Event Type ID, Event
+Information, calling AE and address to that callback, whose return value is the status.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -38,6 +44,9 @@ from appliance.errors import ApplianceError
 
 LOGGER = logging.getLogger(__name__)
 VERIFICATION = "1.2.840.10008.1.1"
+STORAGE_COMMITMENT_PUSH = "1.2.840.10008.1.20.1"
+# (Event Type ID, Event Information, calling AE, address) → DIMSE status
+CommitmentReportHandler = Callable[[int, Dataset, str, str], int]
 DUL_POLL_SECONDS = 0.0002
 
 TRANSFER_SYNTAXES = [
@@ -76,8 +85,10 @@ class StorageSCP:
         acse_timeout: float = 30,
         dimse_timeout: float = 60,
         network_timeout: float = 60,
+        on_commitment_report: CommitmentReportHandler | None = None,
     ) -> None:
         self.ingestor = ingestor
+        self.on_commitment_report = on_commitment_report
         self.address = (host, port)
         self.ae = AE(ae_title=ae_title)
         self.ae.acse_timeout = acse_timeout
@@ -91,6 +102,13 @@ class StorageSCP:
         for context in StoragePresentationContexts:
             self.ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES)
         self.ae.add_supported_context(VERIFICATION)
+        if on_commitment_report is not None:
+            self.ae.add_supported_context(
+                STORAGE_COMMITMENT_PUSH,
+                [ExplicitVRLittleEndian, ImplicitVRLittleEndian],
+                scu_role=True,
+                scp_role=True,
+            )
         self._server: Any = None
 
     @property
@@ -105,6 +123,8 @@ class StorageSCP:
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_CONN_OPEN, self.on_connect),
         ]
+        if self.on_commitment_report is not None:
+            handlers.append((evt.EVT_N_EVENT_REPORT, self.on_event_report))
         self._server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
         LOGGER.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.address[0], self.port)
 
@@ -122,6 +142,24 @@ class StorageSCP:
 
     def on_echo(self, event: evt.Event) -> int:
         return 0x0000
+
+    def on_event_report(self, event: evt.Event) -> tuple[int, None]:
+        """A Storage Commitment result from an archive, passed to the callback."""
+        calling_ae = str(event.assoc.requestor.ae_title).strip()
+        try:
+            if str(event.request.AffectedSOPClassUID) != STORAGE_COMMITMENT_PUSH:
+                return 0x0118, None  # no such SOP class
+            callback = self.on_commitment_report
+            if callback is None:
+                return 0x0110, None
+            info = event.event_information
+            code = callback(
+                int(event.event_type or 0), info, calling_ae, str(event.assoc.requestor.address)
+            )
+        except Exception:
+            LOGGER.exception("unexpected failure handling an N-EVENT-REPORT")
+            code = 0x0110
+        return code, None
 
     def on_store(self, event: evt.Event) -> Dataset | int:
         calling_ae = str(event.assoc.requestor.ae_title).strip()

@@ -58,6 +58,7 @@ class DimseTarget:
     calling_ae: str
     timeout: float = 30.0
     lanes: int = 2  # associations the forwarder keeps sending over at the same time
+    storage_commitment: bool = False  # delivered jobs await the archive's commitment
 
     @property
     def address(self) -> str:

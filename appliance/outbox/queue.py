@@ -110,20 +110,26 @@ def finish(
     error: str,
     retry_in: float = 0.0,
     *,
+    await_commitment: bool = False,
     now: datetime | None = None,
 ) -> bool:
     """Record an attempt's result: ``delivered``, ``dead`` or back to ``queued`` after a delay.
+    With ``await_commitment`` (a destination with storage commitment on) a delivered job is
+    also marked ``awaiting`` commitment, in the same statement.
 
     Only under the lease the job was taken with; False (nothing changed) when that lease has
     since expired and the job was leased again."""
     moment = _now(now)
     cursor = tx.execute(
         "UPDATE outbox_jobs SET state = ?, last_status = ?, last_error = ?, lease_until = NULL, "
+        "commitment = CASE WHEN ? AND ? = 'delivered' THEN 'awaiting' ELSE commitment END, "
         "next_attempt_at = ?, updated_at = ? WHERE id = ? AND state = 'leased' AND lease_until = ?",
         (
             state,
             status,
             error[:500],
+            await_commitment,
+            state,
             _iso(moment + timedelta(seconds=retry_in)),
             _iso(moment),
             job.id,
@@ -161,11 +167,13 @@ def status(store: Store) -> dict[str, Any]:
 def requeue_dead(
     store: Store, destination: str | None = None, *, now: datetime | None = None
 ) -> int:
-    """Queue dead-lettered jobs again (due at once); returns how many."""
+    """Queue dead-lettered jobs again (due at once; storage commitment refusals counted
+    afresh); returns how many."""
     now_text = _iso(_now(now))
     with store.write() as tx:
         cursor = tx.execute(
-            "UPDATE outbox_jobs SET state = 'queued', next_attempt_at = ?, updated_at = ? "
+            "UPDATE outbox_jobs SET state = 'queued', next_attempt_at = ?, updated_at = ?, "
+            "commit_failures = 0 "
             "WHERE state = 'dead'" + (" AND destination = ?" if destination else ""),
             (now_text, now_text, destination) if destination else (now_text, now_text),
         )

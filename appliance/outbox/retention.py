@@ -2,10 +2,12 @@
 
 A capture's files — the image as received, its heatmap, the objects made from it (OP, SC) —
 are deleted once every outbox job of every object that came from it (the capture itself when
-it arrived as DICOM, and each object made from it) is ``delivered`` and the last of those
-answers is ``days`` old. A visit's documents (SR, PDF) follow the same rule each on its own.
-Nothing is deleted while any of those jobs is queued, leased, waiting to retry or
-dead-lettered, nor when nothing was ever queued (no confirmed delivery), nor when ``days`` is 0.
+it arrived as DICOM, and each object made from it) is ``delivered`` — and, for a destination
+with ``storage_commitment`` on, ``committed`` by the archive's Storage Commitment answer — and
+the last of those answers is ``days`` old. A visit's documents (SR, PDF) follow the same rule
+each on its own. Nothing is deleted while any of those jobs is queued, leased, waiting to retry,
+awaiting commitment or dead-lettered, nor when nothing was ever queued (no confirmed delivery),
+nor when ``days`` is 0.
 
 Each deletion is one write: the rows get ``purged_at`` and a 110105 (DICOM Study Deleted) event
 names the instances, in the same transaction; the files are removed right after that commit.
@@ -43,7 +45,8 @@ WITH objects(capture_id, uid) AS (
 ),
 per_object AS (
     SELECT o.capture_id, count(j.id) AS jobs,
-        coalesce(sum(j.state = 'delivered'), 0) AS delivered, max(j.updated_at) AS last
+        coalesce(sum(j.state = 'delivered' AND coalesce(j.commitment, 'committed') = 'committed'),
+            0) AS delivered, max(j.updated_at) AS last
     FROM objects o LEFT JOIN outbox_jobs j ON j.sop_instance_uid = o.uid
     GROUP BY o.capture_id, o.uid
 )
@@ -56,7 +59,9 @@ _DOCUMENTS = """
 SELECT d.id, max(j.updated_at) AS delivered_at
 FROM derived_objects d JOIN outbox_jobs j ON j.sop_instance_uid = d.sop_instance_uid
 WHERE d.capture_pk IS NULL AND d.purged_at IS NULL
-GROUP BY d.id HAVING min(j.state = 'delivered') = 1 AND max(j.updated_at) <= ?
+GROUP BY d.id
+HAVING min(j.state = 'delivered' AND coalesce(j.commitment, 'committed') = 'committed') = 1
+    AND max(j.updated_at) <= ?
 ORDER BY d.id LIMIT ?
 """
 

@@ -160,11 +160,21 @@ class Forwarder:
 
     def _record(self, target: Target, answers: list[tuple[queue.Job, SendResult]]) -> None:
         now = self.clock()
+        commit = bool(getattr(target, "storage_commitment", False))
         with self.store.write() as tx:
             for job, result in answers:
                 state = _STATE[result.verdict]
                 delay = backoff_seconds(job.attempts, self.backoff_base, self.backoff_cap)
-                if not queue.finish(tx, job, state, result.status, result.message, delay, now=now):
+                if not queue.finish(
+                    tx,
+                    job,
+                    state,
+                    result.status,
+                    result.message,
+                    delay,
+                    await_commitment=commit,
+                    now=now,
+                ):
                     LOGGER.warning("outbox job %d: lease lost, answer not recorded", job.id)
                     continue
                 self.audit.record(

@@ -206,4 +206,36 @@ MIGRATIONS: list[str] = [
     ALTER TABLE derived_objects ADD COLUMN purged_at TEXT;
     CREATE INDEX outbox_jobs_uid ON outbox_jobs(sop_instance_uid, state);
     """,
+    # 6: storage commitment (push model) for destinations with storage_commitment on: each
+    #    job's commitment state (NULL: not asked for; awaiting → requested → committed, or
+    #    failed: sent again), the N-ACTION transactions and each instance's answer
+    """
+    ALTER TABLE outbox_jobs ADD COLUMN commitment TEXT
+        CHECK (commitment IN ('awaiting', 'requested', 'committed', 'failed'));
+    ALTER TABLE outbox_jobs ADD COLUMN commit_failures INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX outbox_jobs_commitment ON outbox_jobs(destination, commitment);
+    CREATE TABLE commitment_transactions (
+        id INTEGER PRIMARY KEY,
+        transaction_uid TEXT NOT NULL UNIQUE,
+        destination TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'requested'
+            CHECK (state IN ('requested', 'answered', 'expired', 'unsent')),
+        requested_at TEXT NOT NULL,
+        answered_at TEXT,
+        event_type INTEGER,
+        error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX commitment_transactions_open ON commitment_transactions(state, requested_at);
+    CREATE TABLE commitment_items (
+        transaction_pk INTEGER NOT NULL REFERENCES commitment_transactions(id),
+        job_pk INTEGER NOT NULL REFERENCES outbox_jobs(id),
+        sop_class_uid TEXT NOT NULL,
+        sop_instance_uid TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'requested'
+            CHECK (state IN ('requested', 'committed', 'failed', 'expired')),
+        failure_reason TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (transaction_pk, job_pk)
+    );
+    CREATE INDEX commitment_items_job ON commitment_items(job_pk);
+    """,
 ]

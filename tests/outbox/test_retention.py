@@ -247,3 +247,41 @@ def test_the_service_runs_the_sweep_when_retention_is_set(settings: Settings) ->
     finally:
         services.stop()
     assert services.retention._thread is None
+
+
+def test_with_storage_commitment_files_wait_for_the_commitment(
+    settings: Settings, archives: list[Archive]
+) -> None:
+    """Delivered is not enough for a destination with storage_commitment on: the files stay
+    until the archive's N-EVENT-REPORT commits them, and the period counts from then."""
+    from dataclasses import replace
+
+    from pydicom.dataset import Dataset
+
+    from appliance.service import Services
+
+    pacs = replace(archives[0].destination("pacs"), storage_commitment=True)
+    services = Services(settings.replace(destinations=(pacs, archives[1].destination("mirror"))))
+    services.start(dicom=False, hotfolder=False)
+    try:
+        uid, path = _dicom_capture(services)
+        wait_for(lambda: _states(services) == ["delivered", "delivered"])
+        # this archive has no Storage Commitment: the request is refused, nothing is committed
+        wait_for(lambda: services.store.one("SELECT * FROM commitment_transactions"))
+        assert _retention(services, 1000).sweep() == 0 and path.exists()
+        assert _deletions(services) == []
+
+        transaction = services.store.one("SELECT * FROM commitment_transactions")
+        info = Dataset()
+        info.TransactionUID = transaction["transaction_uid"]
+        item = Dataset()
+        item.ReferencedSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.1"
+        item.ReferencedSOPInstanceUID = uid
+        info.ReferencedSOPSequence = [item]
+        assert services.commitments.on_report(1, info, "ARCHIVE", "127.0.0.1") == 0x0000
+        job = services.store.one("SELECT * FROM outbox_jobs WHERE destination = 'pacs'")
+        assert job["commitment"] == "committed"
+        assert _retention(services, DAYS - 0.5).sweep() == 0  # counted from the commitment
+        assert _retention(services, DAYS + 0.5).sweep() == 1 and not path.exists()
+    finally:
+        services.stop()
