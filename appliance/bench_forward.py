@@ -169,7 +169,11 @@ def _outbox_time(files: list[Path], archive: _Orthanc, data_dir: Path, lanes: in
         elapsed = time.perf_counter() - started
         delivered = store.scalar("SELECT count(*) FROM outbox_jobs WHERE state = 'delivered'")
         if delivered != len(files):
-            raise RuntimeError(f"the outbox delivered {delivered} of {len(files)} files")
+            states = store.query(
+                "SELECT state, last_status, last_error, count(*) AS n FROM outbox_jobs "
+                "WHERE state != 'delivered' GROUP BY state, last_status, last_error"
+            )
+            raise RuntimeError(f"the outbox delivered {delivered} of {len(files)} files: {states}")
         return elapsed
     finally:
         store.close()
