@@ -2,7 +2,9 @@
 
 Each :class:`Orthanc` runs its own process with its own JSON configuration in a temporary
 directory (storage, index, log); the system service is never used. Restart on the same ports
-and storage by passing ``root`` / ``dicom_port`` / ``http_port`` of a stopped one.
+and storage by passing ``root`` / ``dicom_port`` / ``http_port`` of a stopped one. ``modalities``
+declares remote AEs (``DicomModalities``: name → (AE title, host, port)), e.g. the appliance, to
+which Orthanc sends its Storage Commitment reports (N-EVENT-REPORT on a new association).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class Orthanc:
         aet: str = "ORTHANC",
         startup_timeout: float = 20.0,
         worklists: Path | None = None,
+        modalities: dict[str, tuple[str, str, int]] | None = None,
     ) -> None:
         self.binary = orthanc_binary()
         self.plugin = dicomweb_plugin()
@@ -68,6 +71,7 @@ class Orthanc:
         self.log_path = self.root / "orthanc.log"
         self.startup_seconds = 0.0
         self.worklists = worklists  # a folder of *.wl files served over MWL C-FIND
+        self.modalities = dict(modalities or {})
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -101,11 +105,19 @@ class Orthanc:
             config["DicomAlwaysAllowFindWorklist"] = True  # any station may query
         return config
 
+    def _with_modalities(self, config: dict[str, Any]) -> dict[str, Any]:
+        if self.modalities:
+            config["DicomModalities"] = {
+                name: [aet, host, port] for name, (aet, host, port) in self.modalities.items()
+            }
+        return config
+
     def start(self) -> Orthanc:
         (self.root / "storage").mkdir(parents=True, exist_ok=True)
         (self.root / "index").mkdir(parents=True, exist_ok=True)
         config_path = self.root / "orthanc.json"
-        config_path.write_text(json.dumps(self._with_worklists(self.config()), indent=2))
+        config = self._with_modalities(self._with_worklists(self.config()))
+        config_path.write_text(json.dumps(config, indent=2))
         began = time.monotonic()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
