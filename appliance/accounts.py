@@ -24,6 +24,7 @@ from appliance.store import Store, Tx, utcnow
 
 USERNAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{1,63}$")
 MIN_PASSWORD = 10
+MAX_PASSWORD = 1024  # argon2 hashes all of it: a bounded input keeps a login cheap to refuse
 TOUCH_EVERY = timedelta(seconds=20)  # last_seen is written at most this often per session
 
 
@@ -201,14 +202,17 @@ class Accounts:
         """
         row = self.store.one("SELECT * FROM users WHERE username = ?", (username,))
         now = _now()
+        # One password check on every path (unknown, disabled, locked, wrong, right), made
+        # before any of them is told apart: the answer's timing says nothing about the account.
+        hashed = row["password_hash"] if row is not None else self._dummy_hash
+        right = self._verify(hashed, password) if len(password) <= MAX_PASSWORD else False
         if row is None:
-            self._verify(self._dummy_hash, password)  # same cost as a real check
             self._failed(None, username, address, "unknown_user")
         if not row["active"]:
             self._failed(row, username, address, "disabled")
         if row["locked_until"] and _parse(row["locked_until"]) > now:
             self._failed(row, username, address, "locked")
-        if not self._verify(row["password_hash"], password):
+        if not right:
             self._failed(row, username, address, "wrong_password", count=True)
         token = secrets.token_urlsafe(32)
         with self.store.write() as tx:
@@ -397,4 +401,8 @@ class Accounts:
         if len(password) < MIN_PASSWORD:
             raise RejectedInput(
                 f"a password needs at least {MIN_PASSWORD} characters", reason="weak_password"
+            )
+        if len(password) > MAX_PASSWORD:
+            raise RejectedInput(
+                f"a password has at most {MAX_PASSWORD} characters", reason="weak_password"
             )

@@ -32,7 +32,15 @@ from appliance.config import Settings
 from appliance.dicom.op import new_uid
 from appliance.dicom.worklist import Node, NodeUnreachable, WorklistItem, query_worklist
 from appliance.errors import RejectedInput
-from appliance.station_visit import Report, Visit, capture_identity, read_visit, report, thumbnail
+from appliance.station_visit import (
+    NotFound,
+    Report,
+    Visit,
+    capture_identity,
+    read_visit,
+    report,
+    thumbnail,
+)
 from appliance.store import BlobStore, Store, utcnow
 
 LOGGER = logging.getLogger(__name__)
@@ -390,17 +398,33 @@ class Station:
         return current.fields()
 
     # -- the visit (appliance/station_visit.py) ----------------------------------------------
+    # The station shows one patient: the current selection. A photograph or report is served
+    # only when it belongs to that selection's visit; any other id (another patient's, an
+    # earlier patient's after "next patient") is "not found", so ids cannot be walked.
     def visit(self, selection: Selection) -> Visit:
         return read_visit(self.store, selection)
 
+    def _current_visit(self) -> Visit:
+        selection = self.current()
+        if selection is None:
+            raise NotFound("No patient is chosen at this station.")
+        return self.visit(selection)
+
+    def _shown_capture(self, capture_id: int) -> None:
+        if capture_id not in {c.id for c in self._current_visit().captures}:
+            raise NotFound("That photograph is not part of the visit chosen at this station.")
+
     def capture_identity(self, capture_id: int) -> dict[str, str]:
+        self._shown_capture(capture_id)
         return capture_identity(self.store, capture_id)
 
     def thumbnail(self, capture_id: int) -> bytes:
+        self._shown_capture(capture_id)
         return thumbnail(self.store, self.blobs, self.limits, capture_id)
 
     def report(self, document_id: int) -> Report:
-        return report(self.store, self.blobs, document_id)
+        keys = self._current_visit().visit_keys
+        return report(self.store, self.blobs, document_id, visit_keys=keys)
 
 
 def _key(item: WorklistItem) -> str:

@@ -71,6 +71,7 @@ class Visit:
     outcome: dict[str, Any] | None  # pipeline/visit.py's outcome JSON
     report_id: int | None  # derived_objects.id of the newest PDF report
     digest: str  # changes whenever anything shown changes
+    visit_keys: tuple[str, ...] = ()  # the pipeline's visits these photographs belong to
 
     @property
     def sop_instance_uids(self) -> list[str]:
@@ -153,6 +154,7 @@ def read_visit(store: Store, selection: Selection) -> Visit:
         outcome=outcome,
         report_id=report_id,
         digest=hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:32],
+        visit_keys=tuple(keys),
     )
 
 
@@ -189,10 +191,13 @@ def thumbnail(
     return out.getvalue()
 
 
-def report(store: Store, blobs: BlobStore, document_id: int) -> Report:
-    """The plain PDF inside a stored Encapsulated PDF report."""
+def report(
+    store: Store, blobs: BlobStore, document_id: int, visit_keys: tuple[str, ...] | None = None
+) -> Report:
+    """The plain PDF inside a stored Encapsulated PDF report (of one of ``visit_keys``, if
+    given: a report of any other visit is "not found")."""
     row = store.one("SELECT * FROM derived_objects WHERE id = ? AND kind = 'pdf'", (document_id,))
-    if row is None:
+    if row is None or (visit_keys is not None and row["visit_key"] not in visit_keys):
         raise NotFound("there is no such report")
     ds = pydicom.dcmread(io.BytesIO(blobs.read(row["file_path"])))
     document = bytes(ds.EncapsulatedDocument)

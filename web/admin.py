@@ -105,10 +105,22 @@ def index() -> Any:
 @roles(Role.ADMIN)
 def outbox() -> Any:
     svc = services()
+    dead = admin_ops.dead_letters(svc.store)
+    if dead:  # the dead letters name patients' studies and images: a view of PHI (110103)
+        audit_view(
+            "admin_outbox_dead_letters",
+            sop_instance_uids=sorted({j["sop_instance_uid"] for j in dead}),
+            detail={
+                "dead_letters": len(dead),
+                "studies": sorted(
+                    {j["study_instance_uid"] for j in dead if j["study_instance_uid"]}
+                ),
+            },
+        )
     return render_template(
         "admin/outbox.html",
         destinations=admin_ops.outbox_overview(svc.store, svc.settings),
-        dead=admin_ops.dead_letters(svc.store),
+        dead=dead,
         nodes=admin_ops.echo_nodes(svc.settings),
         states=admin_ops.STATES,
     )

@@ -39,6 +39,7 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_USERNAME = 64  # longer than any valid user name (appliance/accounts.py USERNAME)
 HOME = {Role.OPERATOR: "station.index", Role.CLINICIAN: "review.index", Role.ADMIN: "admin.index"}
 
 
@@ -179,10 +180,15 @@ def unauthorized() -> Any:
 
 
 def _safe_next(target: str | None) -> str | None:
-    if not target:
+    """A path on this appliance, else None. Browsers read ``/\\evil`` as ``//evil`` and drop
+    tabs and newlines inside a URL, so a backslash, any control character or whitespace, or a
+    second leading slash refuses the target."""
+    if not target or not target.startswith("/") or target[1:2] in ("/", "\\"):
+        return None
+    if "\\" in target or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in target):
         return None
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    if parts.scheme or parts.netloc:
         return None
     return target
 
@@ -211,15 +217,18 @@ def login() -> Any:
             return redirect(home_for(current_user.role))
         first_run = services().accounts.count() == 0
         return render_template("login.html", first_run=first_run)
-    username = request.form.get("username", "").strip()
+    username = request.form.get("username", "").strip()[:MAX_USERNAME]
     password = request.form.get("password", "")
+    address = request.remote_addr or ""
     try:
-        user, token = services().accounts.login(
-            username, password, address=request.remote_addr or ""
-        )
+        user, token = services().accounts.login(username, password, address=address)
     except LoginRefused as exc:
         return render_template("login.html", error=exc.message, username=username), 401
-    # A new session: nothing from before login survives (no session fixation).
+    # A new session: nothing from before login survives (no session fixation), and a session
+    # this browser still held (someone else at the same station) ends on the server too.
+    earlier = session.get("sid", "")
+    if earlier:
+        services().accounts.end(earlier, "superseded", address=address)
     session.clear()
     session["sid"] = token
     live = services().accounts.resume(token)

@@ -4,7 +4,13 @@
 eye's photographs with the heatmap toggle and zoom, the findings and the outcome, and the
 sign-off form; ``POST /review/<visit>/sign`` accepts or overrides. Everything comes from the
 review desk (``appliance/pipeline/review.py``) through ``services().review``: the pictures are
-JPEG/PNG bytes the core produced, and the SQL lives there too. Every view of PHI is audited.
+JPEG/PNG bytes the core produced, and the SQL lives there too. Every view of PHI is audited
+(110103): the list (naming the patients it shows), each visit page, and each photograph and
+heatmap served.
+
+Access is by role: a clinician may open every visit (the review desk is the clinic's list of
+visits to sign, not one patient's chart). Objects inside a visit are fetched by visit *and* id:
+a photograph or heatmap id of another visit answers 404.
 """
 
 from __future__ import annotations
@@ -83,7 +89,12 @@ def index() -> Any:
     visits = desk().visits()
     audit_view(
         "review list",
-        detail={"visits": len(visits), "waiting": sum(v.needs_review for v in visits)},
+        detail={
+            "visits": len(visits),
+            "waiting": sum(v.needs_review for v in visits),
+            # the list shows each visit's patient: name who was shown, as the worklist does
+            "patients": sorted({v.patient_id for v in visits if v.patient_id}),
+        },
     )
     return render_template("review/index.html", visits=visits)
 
@@ -107,16 +118,32 @@ def visit(visit: str) -> Any:
     return _page(visit)
 
 
+def _audit_image(what: str, visit: str, capture_id: int) -> None:
+    """A photograph (or its heatmap) was served: 110103 naming its patient and image."""
+    owner = desk().image_owner(visit, capture_id)
+    audit_view(
+        what,
+        patient_id=owner["patient_id"],
+        study_instance_uid=owner["study_instance_uid"],
+        sop_instance_uids=[owner["sop_instance_uid"]] if owner["sop_instance_uid"] else [],
+        detail={"visit": visit, "capture": capture_id},
+    )
+
+
 @bp.get("/<visit>/photo/<int:capture_id>")
 @roles(Role.CLINICIAN)
 def photo(visit: str, capture_id: int) -> Any:
-    return Response(desk().photo_jpeg(visit, capture_id), mimetype="image/jpeg")
+    jpeg = desk().photo_jpeg(visit, capture_id)  # 404 unless the photograph is this visit's
+    _audit_image("review photo", visit, capture_id)
+    return Response(jpeg, mimetype="image/jpeg")
 
 
 @bp.get("/<visit>/heatmap/<int:capture_id>")
 @roles(Role.CLINICIAN)
 def heatmap(visit: str, capture_id: int) -> Any:
-    return Response(desk().heatmap_png(visit, capture_id), mimetype="image/png")
+    png = desk().heatmap_png(visit, capture_id)  # 404 unless the photograph is this visit's
+    _audit_image("review heatmap", visit, capture_id)
+    return Response(png, mimetype="image/png")
 
 
 @bp.post("/<visit>/sign")

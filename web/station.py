@@ -8,6 +8,9 @@ patient, an upload form and the live visit (``/station/visit``, re-fetched every
 PHI-view audit (110103), decided per response:
 
 * the full page, a thumbnail and a report are audited every time they are served;
+* a thumbnail or a report is served only when it belongs to the visit of the patient chosen
+  at this station (``appliance/station.py``): any other id answers 404, so the station never
+  shows another patient's photograph or report (other visits are the clinician review's);
 * the polled visit fragment is audited when what it shows changes (a new photograph, a verdict,
   an outcome, a report) and once per patient selection in each browser session — a digest of
   the shown content is kept in the signed session cookie, so an unchanged poll every 2 s adds
@@ -185,6 +188,7 @@ def visit() -> Any:
 
 @bp.get("/captures/<int:capture_id>/thumbnail.jpg")
 @roles(*STATION)
+@passive  # loaded by the polled fragment's <img>: not activity, so idle logoff still happens
 def thumbnail(capture_id: int) -> Any:
     station = services().station
     whose = station.capture_identity(capture_id)

@@ -296,6 +296,29 @@ class ReviewDesk:
             raise ApplianceError("The photograph could not be prepared for display.")
         return bytes(jpeg.tobytes())
 
+    def image_owner(self, visit_key: str, capture_id: int) -> dict[str, str]:
+        """Whose photograph a capture of this visit is (patient, study, the DICOM image that
+        stands for it), for the audit event of whoever is shown it or its heatmap."""
+        where, params = visit_scope(visit_key)
+        row = self.store.one(
+            "SELECT c.media_type, c.sop_instance_uid, p.patient_id, s.study_instance_uid, "
+            "(SELECT d.sop_instance_uid FROM derived_objects d WHERE d.capture_pk = c.id "
+            " AND d.kind = 'op' ORDER BY d.id DESC LIMIT 1) AS op_uid "
+            "FROM captures c LEFT JOIN patients p ON p.id = c.patient_pk "
+            f"LEFT JOIN studies s ON s.id = c.study_pk WHERE c.id = ? AND {where}",
+            (capture_id, *params),
+        )
+        if row is None:
+            raise VisitNotFound("There is no such photograph in this visit.")
+        dicom = row["media_type"] == "application/dicom"
+        return {
+            "patient_id": row["patient_id"] or "",
+            # an upload with no study of its own: the study the visit was given when wrapped
+            "study_instance_uid": row["study_instance_uid"]
+            or self._study_uid(visit_key, where, params),
+            "sop_instance_uid": (row["sop_instance_uid"] if dicom else row["op_uid"]) or "",
+        }
+
     def heatmap_png(self, visit_key: str, capture_id: int) -> bytes:
         """The DR model's heatmap blended over the same field crop (saved by the worker)."""
         row = self._capture(visit_key, capture_id)

@@ -436,3 +436,58 @@ def test_the_signed_report_reaches_the_archive(settings: Settings, tmp_path: Pat
             wait_for(lambda: services.store.scalar(state, (uid,)) == "delivered", timeout=30)
         finally:
             services.stop()
+
+
+def test_each_photograph_and_heatmap_served_is_audited_and_scoped_to_its_visit(
+    app: Any, services: Any
+) -> None:
+    key = _visit(services, eyes=("R",), patient="REV3")
+    other = _visit(services, eyes=("L",), patient="REV4", seed=6161)
+    client = logged_in(app, services, "clinician")
+    mine = int(services.store.scalar(
+        "SELECT c.id FROM captures c JOIN patients p ON p.id = c.patient_pk "
+        "WHERE p.patient_id = 'REV3'"
+    ))  # fmt: skip
+    theirs = int(services.store.scalar(
+        "SELECT c.id FROM captures c JOIN patients p ON p.id = c.patient_pk "
+        "WHERE p.patient_id = 'REV4'"
+    ))  # fmt: skip
+    assert client.get(f"/review/{key}/photo/{mine}").status_code == 200
+    assert client.get(f"/review/{key}/heatmap/{mine}").status_code == 200
+    # another visit's photograph through this visit's address: not found, nothing audited
+    assert client.get(f"/review/{key}/photo/{theirs}").status_code == 404
+    assert client.get(f"/review/{key}/heatmap/{theirs}").status_code == 404
+    assert client.get(f"/review/{other}/photo/{theirs}").status_code == 200
+
+    events = [
+        {**r, "detail": json.loads(r["detail"])}
+        for r in services.store.query(
+            "SELECT * FROM audit_events WHERE event_id = '110103' AND user_id = 'clinician1' "
+            "ORDER BY seq"
+        )
+    ]
+    images = ("review photo", "review heatmap")
+    served = [
+        (e["detail"]["view"], e["patient_id"], e["detail"]["capture"])
+        for e in events
+        if e["detail"]["view"] in images
+    ]
+    assert served == [
+        ("review photo", "REV3", mine),
+        ("review heatmap", "REV3", mine),
+        ("review photo", "REV4", theirs),
+    ]
+    op = services.store.scalar(
+        "SELECT sop_instance_uid FROM derived_objects WHERE kind = 'op' AND capture_pk = ?",
+        (mine,),
+    )
+    first = next(e for e in events if e["detail"]["view"] == "review photo")
+    assert json.loads(first["sop_instance_uids"]) == [op] and first["study_instance_uid"]
+
+    # the list names the patients it showed
+    client.get("/review")
+    listed = services.store.one(
+        "SELECT detail FROM audit_events WHERE event_id = '110103' "
+        "AND detail LIKE '%review list%' ORDER BY seq DESC LIMIT 1"
+    )
+    assert listed is not None and json.loads(listed["detail"])["patients"] == ["REV3", "REV4"]

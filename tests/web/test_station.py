@@ -83,6 +83,7 @@ def ris() -> Iterator[int]:
     server = ae.start_server(
         ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
     )
+    assert server is not None
     yield port
     server.shutdown()
 
