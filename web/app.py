@@ -94,7 +94,10 @@ def create_app(settings: Settings, services: Any) -> Flask:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
+        if request.endpoint == "static":
+            response.headers.setdefault("Cache-Control", "no-store")
+        else:  # PHI never lands in a browser cache: overrides send_file's "no-cache" (exports)
+            response.headers["Cache-Control"] = "no-store"
         if request.is_secure:
             response.headers.setdefault(
                 "Strict-Transport-Security", "max-age=31536000; includeSubDomains"

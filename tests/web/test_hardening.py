@@ -231,3 +231,10 @@ def test_dead_letters_shown_to_an_admin_are_audited(app: Any, services: Services
     ]
     assert event["user_id"] == "admin1" and json.loads(event["sop_instance_uids"]) == ["1.2.3.4.5"]
     assert json.loads(event["detail"])["studies"] == ["1.2.3.4"]
+
+
+def test_downloads_with_phi_are_never_stored_by_the_browser(app: Any, services: Services) -> None:
+    client = logged_in(app, services, "admin")
+    export = client.post("/admin/audit/export", data={"csrf_token": csrf(client, "/admin")})
+    assert export.status_code == 200
+    assert export.headers["Cache-Control"] == "no-store"
