@@ -21,6 +21,7 @@ naming the settings changed but never their values.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tomllib
@@ -235,8 +236,8 @@ def save(
         return result
     data = text.encode("utf-8")
     with store.write() as tx:
-        digest = hashlib.sha256(data).hexdigest()
-        audit.record(tx, _event(user, address, "settings_saved", result.keys, sha256=digest))
+        digest = _masked_digest(text)
+        audit.record(tx, _event(user, address, "settings_saved", result.keys, sha256_masked=digest))
         write_atomic(saved_path(current), data)  # mkstemp: readable by the service only
     LOGGER.info("settings saved by %s for the next start: %s", user, ", ".join(result.keys))
     return result
@@ -254,6 +255,21 @@ def remove(
         audit.record(tx, _event(user, address, "settings_removed", found.keys if found else []))
         path.unlink()
     return True
+
+
+def _masked_digest(text: str) -> str:
+    """SHA-256 of the saved settings with every secret value replaced, so the audit trail can
+    tell versions apart without giving anyone a hash to guess a token or password against."""
+
+    def mask(node: Any, name: str = "") -> Any:
+        if isinstance(node, dict):
+            return {key: mask(value, key) for key, value in node.items()}
+        if isinstance(node, list):
+            return [mask(item, name) for item in node]
+        return "<secret>" if is_secret(name) and node not in ("", None) else node
+
+    canonical = json.dumps(mask(tomllib.loads(text)), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _event(user: str, address: str, change: str, keys: list[str], **extra: Any) -> AuditEvent:

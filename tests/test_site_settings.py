@@ -77,3 +77,27 @@ def test_the_saved_file_comes_after_the_config_file(tmp_path: Path) -> None:
     (tmp_path / "data" / "settings.toml").write_text("web_port = 9443\n")
     s = config.load(base, environ={})
     assert (s.web_port, s.dicom_port) == (9443, 104)
+
+
+def test_the_audit_digest_never_covers_a_secret(tmp_path: Path) -> None:
+    import json
+
+    from appliance.audit import AuditTrail
+    from appliance.store import Store
+
+    current = config.load(environ={}, data_dir=str(tmp_path / "data"))
+    current.data_path.mkdir(parents=True)
+    store = Store(current.data_path / "appliance.db")
+    audit = AuditTrail(store, current.data_path / "audit.head")
+    base = 'log_level = "INFO"\n[[destinations]]\nname = "pacs"\nkind = "stow"\nurl = "http://a/"\n'
+    for password in ("first-secret", "second-secret"):
+        result = site_settings.save(
+            base + f'password = "{password}"\n', current, store, audit, user="ann"
+        )
+        assert result.ok, result.errors
+    site_settings.save(base.replace("INFO", "DEBUG"), current, store, audit, user="ann")
+    details = [json.loads(r["detail"]) for r in store.query("SELECT detail FROM audit_events")]
+    digests = [d["sha256_masked"] for d in details if d.get("change") == "settings_saved"]
+    assert digests[0] == digests[1] != digests[2]  # the password is not in it; the level is
+    assert all("secret" not in json.dumps(d) for d in details)
+    store.close()
