@@ -7,7 +7,7 @@ with the admin's user name, the same way the command line audits them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -16,7 +16,7 @@ from appliance.audit.codes import NAMES
 from appliance.config import Settings
 from appliance.dicom.worklist import Node, NodeUnreachable, echo
 from appliance.inference.card import ModelIntegrityError, find_cards
-from appliance.outbox import queue
+from appliance.outbox import commitment, queue
 from appliance.store import Store
 
 LOGGER = logging.getLogger(__name__)
@@ -34,15 +34,21 @@ class DestinationState:
     configured: bool
     counts: dict[str, int]
     oldest_waiting: str | None
+    commitment: dict[str, int] | None = None  # destinations with storage_commitment on
 
 
 def outbox_overview(store: Store, settings: Settings) -> list[DestinationState]:
     """Per destination (configured ones first, then any left in the queue): jobs per state."""
     summary = queue.status(store)
+    committed = commitment.summary(store)
+    zero = {"committed": 0, "awaiting_commitment": 0, "not_committed": 0}
     out = []
     for d in settings.destinations:
         address = d.url if d.kind == "stow" else f"{d.ae_title}@{d.host}:{d.port}"
-        out.append(_state(d.name, d.kind, address, True, summary.pop(d.name, {})))
+        state = _state(d.name, d.kind, address, True, summary.pop(d.name, {}))
+        if d.storage_commitment:
+            state = replace(state, commitment=committed.get(d.name, zero))
+        out.append(state)
     for name, states in sorted(summary.items()):
         out.append(_state(name, "?", "no longer configured", False, states))
     return out

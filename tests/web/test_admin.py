@@ -648,3 +648,35 @@ def test_valid_settings_are_saved_for_the_next_start_and_audited(
     assert "saved settings file is removed" in notice(admin, "/admin/settings")
     assert not file.exists()
     assert config.load(environ={}, data_dir=settings.data_dir).station_name == "STATION1"
+
+
+def test_outbox_shows_storage_commitment_counts(settings: Settings) -> None:
+    from dataclasses import replace
+
+    committing = replace(settings.destinations[1], storage_commitment=True)
+    services = Services(settings.replace(destinations=(settings.destinations[0], committing)))
+    try:
+        now = datetime.now(UTC).isoformat()
+        with services.store.write() as tx:
+            for n, mark in enumerate(("committed", "committed", "requested", "failed")):
+                tx.insert(
+                    "outbox_jobs",
+                    {
+                        "kind": "op",
+                        "destination": "offline",
+                        "sop_instance_uid": f"2.25.{n + 1}",
+                        "file_path": "x",
+                        "state": "delivered" if mark != "failed" else "queued",
+                        "next_attempt_at": now,
+                        "created_at": now,
+                        "updated_at": now,
+                        "commitment": mark,
+                    },
+                )
+        app = create_app(services.settings, services)
+        said = text(logged_in(app, services, "admin").get("/admin/outbox"))
+    finally:
+        services.stop()
+    assert "Storage commitment: 2 committed, 1 awaiting the archive's answer" in said
+    assert "1 not committed (sent again)" in said
+    assert said.count("Storage commitment:") == 1  # only the destination that asked for it
