@@ -153,6 +153,11 @@ class Settings:
         2.0, "A hot-folder file is taken only after its size and time stayed unchanged this long."
     )
     hotfolder_poll_seconds: float = _s(0.5, "How often the hot folder is scanned.")
+    hotfolder_keep_processed_days: float = _s(
+        7.0,
+        "Days the hot folder's processed/ copies are kept after they were taken (the stored "
+        "capture is the record). 0: kept until someone deletes them.",
+    )
     # --- quality gate (calibrated on degraded synthetic photographs; see tests/quality) ---
     quality_min_focus: float = _s(
         0.5, "Fine-over-coarse green detail ratio below this is out_of_focus (no unit)."

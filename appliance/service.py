@@ -218,6 +218,7 @@ class Services:
                 stable_seconds=s.hotfolder_stable_seconds,
                 poll_seconds=s.hotfolder_poll_seconds,
                 max_bytes=s.max_dicom_bytes,
+                keep_processed_days=s.hotfolder_keep_processed_days,
             )
             self.hotfolder.start()
         self.started = True

@@ -5,6 +5,9 @@ A file is taken once its size and modification time have stayed the same for
 never taken). An optional sidecar ``NAME.json`` next to ``NAME.jpg`` carries identity.
 Taken files move to ``processed/``; refused ones to ``rejected/`` with ``NAME.reason.txt``
 beside them. When the appliance is out of space, files stay where they are and are retried.
+Copies in ``processed/`` are deleted ``keep_processed_days`` after they were taken (the stored
+capture is the record; it follows the retention rules), each sweep one 110105 audit event;
+``rejected/`` is never emptied by the appliance: nothing else holds those files.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from appliance.audit import Action, AuditEvent, EventID
 from appliance.capture.ingest import Incoming, Ingestor
 from appliance.domain import Source
 from appliance.errors import ApplianceError, OutOfResources, RejectedInput, TooLarge
@@ -44,8 +48,11 @@ class HotFolder:
         stable_seconds: float = 2.0,
         poll_seconds: float = 0.5,
         max_bytes: int = 512 * 1024 * 1024,
+        keep_processed_days: float = 0.0,
     ) -> None:
         self.ingestor = ingestor
+        self.keep_processed_days = keep_processed_days  # 0: processed copies are kept
+        self._next_prune = 0.0
         self.inbox = Path(inbox)
         self.processed = self.inbox / "processed"
         self.rejected = self.inbox / "rejected"
@@ -71,9 +78,57 @@ class HotFolder:
         while not self._stop.is_set():
             try:
                 self.scan()
+                if self.keep_processed_days and time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + 3600
+                    self.prune_processed()
             except Exception:
                 LOGGER.exception("hot folder scan failed")
             self._stop.wait(self.poll_seconds)
+
+    def prune_processed(self, now: float | None = None) -> int:
+        """Delete ``processed/`` copies taken more than ``keep_processed_days`` ago; audited.
+
+        Taken files sit in one folder per UTC day (``processed/YYYYMMDD``); a day's folder goes
+        once the whole day is older than the limit. Symbolic links are never followed.
+        """
+        if not self.keep_processed_days:
+            return 0
+        moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+        removed = 0
+        for day in os.scandir(self.processed):
+            try:
+                taken = datetime.strptime(day.name, "%Y%m%d").replace(tzinfo=UTC)
+            except ValueError:
+                continue
+            if not day.is_dir(follow_symlinks=False):
+                continue
+            if (moment - taken).total_seconds() < (self.keep_processed_days + 1) * 86400:
+                continue
+            for entry in os.scandir(day.path):
+                try:
+                    if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                        os.unlink(entry.path)
+                        removed += 1
+                except OSError as exc:
+                    LOGGER.warning("a processed copy could not be deleted: %s", exc.strerror)
+            try:
+                os.rmdir(day.path)
+            except OSError:
+                pass  # not empty (e.g. a folder someone put there): left alone
+        if removed:
+            self.ingestor.audit.log(
+                AuditEvent(
+                    event_id=EventID.STUDY_DELETED,
+                    action=Action.DELETE,
+                    user_id="system:hotfolder",
+                    detail={
+                        "folder": "processed",
+                        "files": removed,
+                        "older_than_days": self.keep_processed_days,
+                    },
+                )
+            )
+        return removed
 
     def scan(self, now: float | None = None) -> int:
         """One pass over the inbox; returns how many files were taken or refused."""

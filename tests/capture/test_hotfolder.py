@@ -411,3 +411,33 @@ def test_scan_survives_a_deeply_nested_sidecar(idle: Services, folder: HotFolder
     assert reason.read_text(encoding="utf-8").startswith("bad_sidecar: ")
     assert capture_with(idle, good) is not None
     assert [(e["outcome"], e["detail"]["refused"]) for e in refusals(idle)] == [(4, "bad_sidecar")]
+
+
+def test_processed_copies_go_after_the_kept_days_and_rejected_ones_stay(
+    services: Services, inbox: Path
+) -> None:
+    import time as _time
+
+    hotfolder = services.hotfolder
+    assert hotfolder is not None and hotfolder.keep_processed_days == 7.0  # the default
+    data = image(seed=5)
+    (inbox / "IMG_0100.jpg").write_bytes(data)
+    wait_for(lambda: find(inbox / "processed", "IMG_0100.jpg"), SOON)
+    old_day = inbox / "processed" / "20200101"
+    old_day.mkdir()
+    (old_day / "IMG_OLD.jpg").write_bytes(b"old copy")
+    (old_day / "IMG_OLD.json").write_text("{}")
+    rejected_day = inbox / "rejected" / "20200101"
+    rejected_day.mkdir(parents=True)
+    (rejected_day / "bad.jpg").write_bytes(b"nothing else holds this")
+
+    assert hotfolder.prune_processed() == 2
+    assert not old_day.exists()
+    assert find(inbox / "processed", "IMG_0100.jpg") is not None  # today's copy stays
+    assert (rejected_day / "bad.jpg").exists()
+    # eight days on, today's copy goes too; the stored capture stays
+    assert hotfolder.prune_processed(now=_time.time() + 9 * 86400) == 1
+    assert capture_with(services, data) is not None
+    events = [json.loads(r["detail"]) for r in services.audit.rows() if r["event_id"] == "110105"]
+    assert [e["files"] for e in events] == [2, 1]
+    assert services.audit.verify().ok
