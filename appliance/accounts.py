@@ -237,16 +237,8 @@ class Accounts:
                     "last_seen_at": stamp,
                 },
             )
-            self.audit.record(
-                tx,
-                AuditEvent(
-                    event_id=EventID.USER_AUTHENTICATION,
-                    event_type=str(EventType.LOGIN),
-                    action=Action.EXECUTE,
-                    user_id=row["username"],
-                    source_address=address,
-                    detail={"role": row["role"]},
-                ),
+            self._authentication(
+                tx, EventType.LOGIN, row["username"], address, {"role": row["role"]}
             )
         user = self.get(int(row["id"]))
         assert user is not None
@@ -299,17 +291,7 @@ class Accounts:
                 "UPDATE web_sessions SET ended_at = ?, end_reason = ? WHERE id = ?",
                 (utcnow(), reason, row["id"]),
             )
-            self.audit.record(
-                tx,
-                AuditEvent(
-                    event_id=EventID.USER_AUTHENTICATION,
-                    event_type=str(EventType.LOGOUT),
-                    action=Action.EXECUTE,
-                    user_id=row["username"],
-                    source_address=address,
-                    detail={"reason": reason},
-                ),
-            )
+            self._authentication(tx, EventType.LOGOUT, row["username"], address, {"reason": reason})
         return True
 
     # -- internals ----------------------------------------------------------------------
@@ -341,20 +323,35 @@ class Accounts:
                     "UPDATE users SET failed_logins = ?, locked_until = ? WHERE id = ?",
                     (failures, locked_until, row["id"]),
                 )
-            self.audit.record(
-                tx,
-                AuditEvent(
-                    event_id=EventID.USER_AUTHENTICATION,
-                    event_type=str(EventType.LOGIN),
-                    action=Action.EXECUTE,
-                    outcome=Outcome.MINOR_FAILURE,
-                    # an unknown name may be a mistyped password: never write it to the trail
-                    user_id=username if row is not None else "unknown",
-                    source_address=address,
-                    detail=detail,
-                ),
+            # an unknown name may be a mistyped password: never write it to the trail
+            user_id = username if row is not None else "unknown"
+            self._authentication(
+                tx, EventType.LOGIN, user_id, address, detail, Outcome.MINOR_FAILURE
             )
         raise LoginRefused("the user name or password is wrong, or the account is locked")
+
+    def _authentication(
+        self,
+        tx: Tx,
+        event_type: EventType,
+        user_id: str,
+        address: str,
+        detail: dict[str, Any],
+        outcome: Outcome = Outcome.SUCCESS,
+    ) -> None:
+        """A login, failed login or logout (110114) in the caller's transaction."""
+        self.audit.record(
+            tx,
+            AuditEvent(
+                event_id=EventID.USER_AUTHENTICATION,
+                event_type=str(event_type),
+                action=Action.EXECUTE,
+                outcome=outcome,
+                user_id=user_id,
+                source_address=address,
+                detail=detail,
+            ),
+        )
 
     def _end_sessions(self, tx: Tx, user_pk: int, reason: str) -> None:
         tx.execute(
