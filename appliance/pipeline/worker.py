@@ -436,14 +436,20 @@ class Pipeline:
         issued = 0
         for key, row in newest.items():
             _, where, params = self._visit(row)
-            latest = self.store.scalar(
-                f"SELECT max(c.received_at) FROM captures c WHERE {where}", params
+            state = self.store.one(
+                "SELECT max(c.received_at) AS latest, sum(c.status = 'received') AS pending "
+                f"FROM captures c WHERE {where}",
+                params,
             )
-            pending = self.store.scalar(
-                f"SELECT count(*) FROM captures c WHERE c.status = 'received' AND {where}", params
-            )
-            if pending or (latest and latest > cutoff):
+            latest = state["latest"] if state else None
+            if (state and state["pending"]) or (latest and latest > cutoff):
                 continue  # still being photographed or analysed
+            documented = self.store.scalar(
+                "SELECT max(created_at) FROM derived_objects WHERE visit_key = ? AND kind = 'sr'",
+                (key,),
+            )
+            if documented and latest and documented > latest:
+                continue  # its documents were made after its last photograph
             outcome = self._outcome(self.store.reader(), where, params)
             if outcome.complete:
                 continue  # complete visits got their documents when they completed
