@@ -13,6 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, NoReturn
 
 from argon2 import PasswordHasher
@@ -104,7 +105,12 @@ class Accounts:
         self.lockout_failures = lockout_failures
         self.lockout = timedelta(minutes=lockout_minutes)
         self.hasher = PasswordHasher()  # argon2id, library defaults (RFC 9106 low-memory)
-        self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        """What an unknown or refused name is checked against (made at first need, not at
+        start-up: one argon2 hash costs ~0.1 s)."""
+        return self.hasher.hash(secrets.token_hex(16))
 
     # -- administration -----------------------------------------------------------------
     def add(self, username: str, role: str, password: str, *, actor: str) -> User:
