@@ -145,10 +145,12 @@ JOURNALD="$ROOT/etc/systemd/journald.conf.d"
 INSTALLED=()
 
 case "$PLATFORM" in
-    x86-gpu) ORT_CHOICE="onnxruntime-gpu (extra gpu, PyPI)" ;;
-    jetson) ORT_CHOICE="vendor wheel: ${ORT_WHEEL:-none given}" ;;
-    *) ORT_CHOICE="onnxruntime (CPU, PyPI)" ;;
+    x86-gpu) ORT_CHOICE="onnxruntime-gpu (gpu lock, PyPI)"; LOCK_SET=gpu ;;
+    jetson) ORT_CHOICE="vendor wheel: ${ORT_WHEEL:-none given}"; LOCK_SET=runtime ;;
+    *) ORT_CHOICE="onnxruntime (CPU, PyPI)"; LOCK_SET=runtime ;;
 esac
+# The dependency lock this machine installs (recorded in the manifest with its SHA-256).
+LOCK_FILE="$SOURCE/firmware_scripts/requirements/$LOCK_SET-$(uname -m).txt"
 
 # run CMD...: execute, or print it under --dry-run
 run() {
@@ -221,25 +223,11 @@ PROVIDER_SMOKE="not checked (--no-pip)"
 ORT_VERSION="not installed"
 if [[ "$NO_PIP" == 0 ]]; then
     VENV="$RELEASE/venv"
-    if [[ ! -x "$VENV/bin/python" ]]; then
-        run python3 -m venv "$VENV"
-    fi
-    run "$VENV/bin/pip" install --quiet --upgrade pip
+    # Exactly the locked set for this machine (firmware_scripts/requirements/, with hashes).
     case "$PLATFORM" in
-        x86-gpu)
-            run "$VENV/bin/pip" install --quiet "${SOURCE}[gpu]"
-            # onnxruntime and onnxruntime-gpu share one import package: keep only the GPU one.
-            run "$VENV/bin/pip" uninstall --yes onnxruntime
-            run "$VENV/bin/pip" install --quiet --force-reinstall --no-deps "onnxruntime-gpu>=1.20"
-            ;;
-        jetson)
-            run "$VENV/bin/pip" install --quiet "$SOURCE"
-            run "$VENV/bin/pip" uninstall --yes onnxruntime
-            run "$VENV/bin/pip" install --quiet --force-reinstall --no-deps "$ORT_WHEEL"
-            ;;
-        *)
-            run "$VENV/bin/pip" install --quiet "$SOURCE"
-            ;;
+        x86-gpu) run "$SOURCE/firmware_scripts/install-venv" "$VENV" gpu --source "$SOURCE" ;;
+        jetson) run "$SOURCE/firmware_scripts/install-venv" "$VENV" runtime --source "$SOURCE" --ort-wheel "$ORT_WHEEL" ;;
+        *) run "$SOURCE/firmware_scripts/install-venv" "$VENV" runtime --source "$SOURCE" ;;
     esac
     if [[ "$DRY_RUN" == 0 ]]; then
         ORT_VERSION="$("$VENV/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)')"
@@ -399,18 +387,29 @@ if [[ "$DRY_RUN" == 1 ]]; then
 else
     python3 - "$MANIFEST" "$PLATFORM" "$ORT_CHOICE" "$ORT_VERSION" "$PROVIDER_SMOKE" \
         "$ENCRYPTED" "$VERSION" "$SERVICE_USER" "$( [[ -z "$ROOT" ]] && echo yes || echo no )" \
-        "$LISTEN" "${INSTALLED[@]}" <<'PY'
+        "$LISTEN" "$LOCK_FILE" "$ORT_WHEEL" "${INSTALLED[@]}" <<'PY'
+import hashlib
 import json
+import os
 import platform
 import sys
 from datetime import datetime, timezone
 
 (path, plat, choice, ort_version, provider, encrypted, version, user, created, listen,
- *files) = sys.argv[1:]
+ lock, wheel, *files) = sys.argv[1:]
+
+
+def sha256(name: str) -> str | None:
+    return hashlib.sha256(open(name, "rb").read()).hexdigest() if os.path.isfile(name) else None
+
+
+
 manifest = {
     "platform": plat,
     "machine": platform.machine(),
-    "onnxruntime": {"choice": choice, "version": ort_version, "provider_in_use": provider},
+    "onnxruntime": {"choice": choice, "version": ort_version, "provider_in_use": provider,
+                    "vendor_wheel_sha256": sha256(wheel) if wheel else None},
+    "dependency_lock": {"file": os.path.basename(lock), "sha256": sha256(lock)},
     "encrypted": encrypted == "true",
     "versions": {"appliance": version, "python": platform.python_version()},
     "service_user": {"name": user, "created": created == "yes"},

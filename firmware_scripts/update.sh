@@ -111,20 +111,13 @@ for model in "$SOURCE"/models/*.card.json "$SOURCE"/models/*.onnx; do
     if [[ -f "$model" ]]; then run cp "$model" "$STAGE/models/"; fi
 done
 if [[ "$NO_PIP" == 0 ]]; then
-    run python3 -m venv "$STAGE/venv"
     case "$PLATFORM" in
-        x86-gpu)
-            run "$STAGE/venv/bin/pip" install --quiet "${SOURCE}[gpu]"
-            run "$STAGE/venv/bin/pip" uninstall --yes onnxruntime
-            run "$STAGE/venv/bin/pip" install --quiet --force-reinstall --no-deps "onnxruntime-gpu>=1.20"
-            ;;
+        x86-gpu) run "$SOURCE/firmware_scripts/install-venv" "$STAGE/venv" gpu --source "$SOURCE" ;;
         jetson)
             [[ -n "$ORT_WHEEL" ]] || die "Jetson: give the vendor wheel with --ort-wheel"
-            run "$STAGE/venv/bin/pip" install --quiet "$SOURCE"
-            run "$STAGE/venv/bin/pip" uninstall --yes onnxruntime
-            run "$STAGE/venv/bin/pip" install --quiet --force-reinstall --no-deps "$ORT_WHEEL"
+            run "$SOURCE/firmware_scripts/install-venv" "$STAGE/venv" runtime --source "$SOURCE" --ort-wheel "$ORT_WHEEL"
             ;;
-        *) run "$STAGE/venv/bin/pip" install --quiet "$SOURCE" ;;
+        *) run "$SOURCE/firmware_scripts/install-venv" "$STAGE/venv" runtime --source "$SOURCE" ;;
     esac
 fi
 if [[ -e "$NEW" ]]; then

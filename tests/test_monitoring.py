@@ -70,14 +70,23 @@ def test_the_shipped_reference_describes_the_held_out_set() -> None:
     assert 40 < brightness["p05"] < brightness["p50"] < brightness["p95"] < 170  # gradable range
 
 
-def test_the_reference_is_rebuilt_identically() -> None:
+def test_the_reference_is_rebuilt_reproducibly() -> None:
     small = drift_reference.build(n=3)
     assert small == drift_reference.build(n=3)
     edges = small["metrics"]["brightness"]["edges"]
     assert edges == sorted(edges)
-    # the held-out set's first photographs still measure what the shipped file recorded
+    # The held-out set's first photographs still measure what the shipped file recorded, within
+    # 1 % of that measurement's spread in the reference (its standard deviation). The figures
+    # come through a JPEG encoder and decoder, resampling and float reductions whose last bits
+    # an honest library or CPU change may move (seen: 1e-4 of 255 grey levels); a shift of 1 %
+    # of a standard deviation changes the drift PSI against the reference by well under 0.001
+    # (the alert is at 0.2), while a real change of method moves these figures by far more.
     shipped = json.loads(monitoring.SHIPPED_REFERENCE.read_text())
-    assert small["first"] == shipped["first"] and len(shipped["first"]) == 3
+    assert len(shipped["first"]) == len(small["first"]) == 3
+    for rebuilt, recorded in zip(small["first"], shipped["first"], strict=True):
+        for name, value in recorded.items():
+            tolerance = 0.01 * shipped["metrics"][name]["sd"]
+            assert rebuilt[name] == pytest.approx(value, abs=tolerance), name
 
 
 def test_a_broken_reference_is_refused_with_its_path(tmp_path: Path) -> None:

@@ -180,23 +180,27 @@ def test_part_file_is_never_taken_until_renamed(services: Services, inbox: Path)
     wait_for(lambda: find(inbox / "processed", "IMG_0002.jpg"), SOON)
 
 
-def test_file_still_being_written_is_not_taken(services: Services, inbox: Path) -> None:
+def test_file_still_being_written_is_not_taken(idle: Services, folder: HotFolder) -> None:
+    """A camera writing slowly: however long between its writes (here ten stable periods on the
+    scanner's clock), a file that changed since the last look is never taken."""
     data = image(seed=7)
-    pieces = [data[i : i + len(data) // 10 + 1] for i in range(0, len(data), len(data) // 10 + 1)]
-    path = inbox / "SLOW.jpg"
+    step = len(data) // 10 + 1
+    path = folder.inbox / "SLOW.jpg"
+    now = 0.0
     with open(path, "wb") as fh:
-        for piece in pieces:
-            fh.write(piece)
+        for start in range(0, len(data), step):
+            fh.write(data[start : start + step])
             fh.flush()
-            time.sleep(0.1)
-            assert captures(services) == []
+            now += 10 * folder.stable_seconds
+            assert folder.scan(now=now) == 0
+            assert captures(idle) == []
     assert path.read_bytes() == data
 
-    row = wait_for(lambda: capture_with(services, data), SOON)
-    assert services.blobs.read(row["file_path"]) == data
-    assert len(captures(services)) == 1
-    assert refusals(services) == []
-    assert list((inbox / "rejected").rglob("*")) == []
+    assert folder.scan(now=now + folder.stable_seconds) == 1
+    (row,) = captures(idle)
+    assert idle.blobs.read(row["file_path"]) == data
+    assert refusals(idle) == []
+    assert list(folder.rejected.rglob("*")) == []
 
 
 def test_symlink_in_the_inbox_is_not_followed(

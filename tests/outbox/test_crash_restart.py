@@ -2,7 +2,9 @@
 
 Orthanc (C-STORE and STOW-RS destinations on the same archive) is down while a camera sends
 DICOM images and drops JPEGs into the hot folder, so every job waits queued. Orthanc comes
-back, the appliance starts sending, and is killed -9 while a batch is leased; both are then
+back, the appliance starts sending, and is killed -9 while a batch is leased (a TCP gate in front
+of the C-STORE destination holds the forwarder's connection, so the lease is made to exist, not
+polled for); both are then
 restarted. Every object must arrive exactly once, under the SOP Instance UID it was given the
 first time, with nothing missing.
 """
@@ -30,6 +32,7 @@ from pynetdicom import AE
 
 from tests.conftest import free_port, fundus, jpeg_bytes, op_bytes, wait_for
 from tests.orthanc_server import Orthanc
+from tests.tcp_gate import TcpGate
 
 pytestmark = pytest.mark.tool("Orthanc")
 
@@ -46,7 +49,7 @@ def _image(seed: int) -> np.ndarray:
 class Appliance:
     """``appliance serve`` as its own process, on its own data directory and ports."""
 
-    def __init__(self, root: Path, orthanc: Orthanc) -> None:
+    def __init__(self, root: Path, orthanc: Orthanc, pacs_port: int) -> None:
         self.root = root
         self.data = root / "var"
         self.web_port, self.dicom_port = free_port(), free_port()
@@ -69,7 +72,7 @@ class Appliance:
                     "[[destinations]]",
                     'name = "pacs"',
                     'host = "127.0.0.1"',
-                    f"port = {orthanc.dicom_port}",
+                    f"port = {pacs_port}",
                     'ae_title = "ORTHANC"',
                     "timeout = 5",
                     "",
@@ -152,8 +155,15 @@ def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
 
 
 @pytest.fixture
-def appliance(tmp_path: Path, orthanc: Orthanc) -> Iterator[Appliance]:
-    node = Appliance(tmp_path, orthanc)
+def gate(orthanc: Orthanc) -> Iterator[TcpGate]:
+    """The C-STORE destination reaches Orthanc through a gate the test can hold."""
+    with TcpGate(orthanc.dicom_port) as server:
+        yield server
+
+
+@pytest.fixture
+def appliance(tmp_path: Path, orthanc: Orthanc, gate: TcpGate) -> Iterator[Appliance]:
+    node = Appliance(tmp_path, orthanc, gate.port)
     try:
         yield node
     finally:
@@ -190,7 +200,7 @@ def _drop_jpegs(inbox: Path) -> None:
 
 
 def test_kill_9_mid_send_and_an_archive_outage_lose_and_duplicate_nothing(
-    orthanc: Orthanc, appliance: Appliance
+    orthanc: Orthanc, gate: TcpGate, appliance: Appliance
 ) -> None:
     # The archive is down from the start: everything the camera sends waits in the outbox.
     appliance.start()
@@ -205,9 +215,11 @@ def test_kill_9_mid_send_and_an_archive_outage_lose_and_duplicate_nothing(
     )
     assert appliance.states().get("delivered", 0) == 0
 
-    # The archive returns; kill -9 the appliance while a batch is leased (mid-send).
+    # The archive returns; kill -9 the appliance while a batch is leased (mid-send). The forwarder
+    # leases a batch before it connects, so a connection held open at the gate is a lease held.
+    gate.hold()
     orthanc.start()
-    wait_for(lambda: appliance.states().get("leased", 0) > 0, timeout=30, interval=0.002)
+    assert gate.held.wait(timeout=60), "the forwarder never connected to the C-STORE archive"
     appliance.kill9()
     at_kill = appliance.states()
     assert at_kill.get("leased", 0) > 0, at_kill
@@ -216,6 +228,7 @@ def test_kill_9_mid_send_and_an_archive_outage_lose_and_duplicate_nothing(
     # Restart both: the archive first stopped (an outage at restart too), then both up again.
     orthanc.stop()
     orthanc.start()
+    gate.release()
     appliance.start()
     wait_for(
         lambda: appliance.states() == {"delivered": objects * len(DESTINATIONS)},
