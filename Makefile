@@ -62,7 +62,7 @@ sbom: $(DEV_STAMP)
 	$(INSTALL_VENV) build/sbom-venv runtime
 	$(BIN)/cyclonedx-py environment build/sbom-venv --pyproject pyproject.toml \
 	  --output-reproducible -o build/sbom.cdx.json
-	$(BIN)/python $(REQS)/soup.py check-sbom build/sbom.cdx.json
+	$(BIN)/python $(REQS)/soup.py sbom build/sbom.cdx.json
 
 # Regenerate training data, retrain, export, quantize and validate every shipped model (CPU).
 # Training tools are not part of the appliance: they go into a venv of their own (the locked dev

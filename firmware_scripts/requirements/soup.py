@@ -2,7 +2,8 @@
 
     soup.py write            # docs/soup.md, then check
     soup.py check            # exit 1: the list is out of date or the policy is broken
-    soup.py check-sbom FILE  # exit 1: the CycloneDX SBOM is not the runtime lock
+    soup.py sbom FILE        # complete licences in a CycloneDX SBOM; exit 1 unless it is the
+                             # runtime lock
 
 Versions come from the lock files beside this script; licences from the installed packages'
 metadata (run it in the dev venv, which holds every locked package) or, where a package states
@@ -261,9 +262,17 @@ def problems() -> list[str]:
     return found
 
 
-def sbom_problems(path: Path) -> list[str]:
-    """The SBOM names exactly the runtime lock (name and version), each with a licence."""
+def complete_sbom(path: Path) -> list[str]:
+    """Give each SBOM component without a licence the one soup.toml states (CycloneDX
+    ``acknowledgement: concluded``: some packages' metadata names its licence in words no tool
+    maps to SPDX), then check that the SBOM names exactly the runtime lock, each with a licence."""
     bom = json.loads(path.read_text(encoding="utf-8"))
+    info = purposes()
+    for comp in bom.get("components", []):
+        stated = info.get(norm(comp["name"]), {}).get("licence")
+        if not comp.get("licenses") and stated:
+            comp["licenses"] = [{"expression": stated, "acknowledgement": "concluded"}]
+    path.write_text(json.dumps(bom, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     found = []
     components = {norm(c["name"]): c for c in bom.get("components", [])}
     components.pop(norm(PROJECT), None)
@@ -275,7 +284,7 @@ def sbom_problems(path: Path) -> list[str]:
         elif comp.get("version") != pin.version:
             found.append(f"{name}: SBOM {comp.get('version')}, lock {pin.version}")
         elif not comp.get("licenses"):
-            found.append(f"{name}: no licence in the SBOM")
+            found.append(f"{name}: no licence in the SBOM; state it in soup.toml")
     found += [f"{name}: in the SBOM but not locked" for name in sorted(set(components) - set(lock))]
     return found
 
@@ -287,8 +296,8 @@ def main(argv: list[str]) -> int:
         argv = ["check"]
     if argv[:1] == ["check"]:
         found = problems()
-    elif argv[:1] == ["check-sbom"] and len(argv) == 2:
-        found = sbom_problems(Path(argv[1]))
+    elif argv[:1] == ["sbom"] and len(argv) == 2:
+        found = complete_sbom(Path(argv[1]))
     else:
         print(__doc__, file=sys.stderr)
         return 2
