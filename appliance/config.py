@@ -165,19 +165,30 @@ class Settings:
     quality_min_brightness: float = _s(40.0, "Mean field luma (0-255) below this is too_dark.")
     quality_max_brightness: float = _s(170.0, "Mean field luma (0-255) above this is too_bright.")
     quality_max_saturated_fraction: float = _s(
-        0.05, "Share of field pixels clipped (>= 250, worst channel) above this is too_bright."
+        0.05,
+        "Share of field pixels clipped (>= 250, green or blue; red clips on gradable photographs) "
+        "above this is too_bright.",
     )
     quality_min_contrast: float = _s(
         0.1, "Green 5th-95th percentile spread after flattening below this is low_contrast."
     )
     quality_max_unevenness: float = _s(
-        0.35, "1 - darkest/brightest of 8 field sectors above this is uneven_illumination."
+        0.35,
+        "1 - darkest/brightest of 8 field sectors above this is uneven_illumination, when the "
+        "darkest sector is also below quality_min_sector_brightness.",
+    )
+    quality_min_sector_brightness: float = _s(
+        35.0,
+        "Median luma (0-255) of the darkest field sector below this is uneven_illumination, "
+        "when the field is also uneven (quality_max_unevenness).",
     )
     quality_max_center_offset: float = _s(
         0.25, "Field centre offset from frame centre (field radii) above this is off_center."
     )
     quality_min_field_coverage: float = _s(
-        0.9, "Share of the field circle inside the frame below this is off_center."
+        0.9,
+        "Share of the field's central disc (60 % of its radius) inside the frame and any crop "
+        "below this is off_center.",
     )
     quality_min_fundus_likeness: float = _s(
         0.5,

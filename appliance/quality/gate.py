@@ -45,15 +45,22 @@ class QualityThresholds:
     min_brightness: float = 40.0
     # Mean BT.601 luma inside the field, DN 0-255: above this the image is too bright.
     max_brightness: float = 170.0
-    # Largest per-channel fraction (0-1) of field pixels at or above 250 DN (clipped).
+    # Larger of the green and blue fractions (0-1) of field pixels at or above 250 DN (clipped).
+    # Red is not counted: it clips in most real cameras' photographs of a light fundus and
+    # carries little of what a grader reads (vessels and lesions are read in green).
     max_saturated_fraction: float = 0.05
     # Spread (5th-95th percentile) of flat-fielded green, relative to the background (0 = flat).
     min_contrast: float = 0.1
     # 1 - darkest / brightest of eight sector medians of luma (0 = even, 1 = one side black).
+    # Uneven illumination is a reason to retake only when the darkest sector is also too dark
+    # to read (below min_sector_brightness): real cameras show 2:1 across a gradable field.
     max_unevenness: float = 0.35
+    # Median luma of the darkest sector, DN 0-255, below which that part of the field is lost.
+    min_sector_brightness: float = 35.0
     # Distance from the frame centre to the field centre, in field radii.
     max_center_offset: float = 0.25
-    # Fraction (0-1) of the field circle's area that lies inside the frame.
+    # Fraction (0-1) of the field's central disc (60 % of its radius) inside the frame and any
+    # crop. A circle cut at the top and bottom by the sensor keeps its centre; a shifted one not.
     min_field_coverage: float = 0.9
     # Fundus likeness 0-1: weakest of the field-shape, dark-surround, size and colour cues.
     min_fundus_likeness: float = 0.5
@@ -76,15 +83,17 @@ METRIC_KEYS: tuple[str, ...] = (
     "surround_ratio",  # brightness just outside the circle / just inside (0 = black surround)
     "field_size",  # field diameter / shorter frame side
     "center_offset",  # field centre to frame centre, in field radii
-    "field_coverage",  # 0-1, share of the field circle inside the frame
+    "field_coverage",  # 0-1, share of the field circle inside the frame and any crop
+    "central_coverage",  # 0-1, share of the central disc (0.6 radius) inside frame and crop
     "brightness",  # mean luma in the field, DN
-    "saturated_fraction",  # 0-1, largest of the three per-channel clipped fractions
+    "saturated_fraction",  # 0-1, larger of the green and blue clipped fractions
     "saturated_red",
     "saturated_green",
     "saturated_blue",
     "focus",  # fine / coarse detail ratio of green
     "contrast",  # 5th-95th percentile spread of flat-fielded green
     "unevenness",  # 0-1, 1 - darkest / brightest sector median luma
+    "darkest_sector",  # median luma of the darkest sector, DN
     "red_green_ratio",  # mean red / mean green in the field (1.0 for greyscale pictures)
 )
 # Field metrics when no field was found; image metrics are then taken over the inscribed circle.
@@ -96,6 +105,7 @@ _NO_FIELD = {
     "field_size": 0.0,
     "center_offset": 0.0,
     "field_coverage": 0.0,
+    "central_coverage": 0.0,
 }
 
 
@@ -157,6 +167,11 @@ class _Circle:
     cx: float
     cy: float
     radius: float
+    crop: tuple[float, float, float, float]  # x0, y0, x1, y1 (inclusive) the field is cut to
+
+    def inside(self, xs: np.ndarray, ys: np.ndarray, margin: float = 0.0) -> np.ndarray:
+        x0, y0, x1, y1 = self.crop
+        return (xs >= x0 + margin) & (xs <= x1 - margin) & (ys >= y0 + margin) & (ys <= y1 - margin)
 
 
 def _measure(image: np.ndarray, circle: _Circle, colour: bool) -> dict[str, float]:
@@ -175,22 +190,30 @@ def _measure(image: np.ndarray, circle: _Circle, colour: bool) -> dict[str, floa
     dx = np.arange(norm.shape[1], dtype=np.float32)[None, :] - np.float32(ncx)
     dy = np.arange(norm.shape[0], dtype=np.float32)[:, None] - np.float32(ncy)
     dist = np.sqrt(dx * dx + dy * dy)
-    mask = dist <= 0.9 * m.NORMALISED_RADIUS
+    # The crop in original pixels, for every normalised pixel centre; a margin keeps the
+    # measurements off the crop edge's own step.
+    ox = (np.arange(norm.shape[1], dtype=np.float32)[None, :] + 0.5) / sx - 0.5 + x0
+    oy = (np.arange(norm.shape[0], dtype=np.float32)[:, None] + 0.5) / sy - 0.5 + y0
+    in_crop = circle.inside(ox, oy, margin=0.03 * r)
+    mask = (dist <= 0.9 * m.NORMALISED_RADIUS) & in_crop
     green = norm[..., 1].astype(np.float32)
-    green = m.fill_outside(green, dist <= 0.95 * m.NORMALISED_RADIUS)
+    green = m.fill_outside(green, (dist <= 0.95 * m.NORMALISED_RADIUS) & in_crop)
     luma = m.luminance(norm)
     brightness, (sat_r, sat_g, sat_b) = m.exposure(norm, luma, mask)
     angle = np.arctan2(np.broadcast_to(dy, dist.shape), np.broadcast_to(dx, dist.shape))
+    unevenness, darkest = m.unevenness(luma, dist, angle, in_crop)
     return {
         "brightness": brightness,
-        "saturated_fraction": max(sat_r, sat_g, sat_b),
+        "saturated_fraction": max(sat_g, sat_b),
         "saturated_red": sat_r,
         "saturated_green": sat_g,
         "saturated_blue": sat_b,
         "focus": m.focus(green, mask),
         "contrast": m.contrast(green, mask),
-        "unevenness": m.unevenness(luma, dist, angle),
+        "unevenness": unevenness,
+        "darkest_sector": darkest,
         "red_green_ratio": m.red_green_ratio(norm, mask) if colour else 1.0,
+        "blue_green_ratio": m.blue_green_ratio(norm, mask) if colour else 1.0,
     }
 
 
@@ -205,7 +228,10 @@ def _field_metrics(fit: FieldFit | None, circle: _Circle, w: int, h: int) -> dic
         "surround_ratio": fit.surround_ratio,
         "field_size": 2.0 * circle.radius / min(h, w),
         "center_offset": m.center_offset(circle.cx, circle.cy, circle.radius, w, h),
-        "field_coverage": field_coverage(circle.cx, circle.cy, circle.radius, w, h),
+        "field_coverage": field_coverage(circle.cx, circle.cy, circle.radius, w, h, circle.crop),
+        "central_coverage": field_coverage(
+            circle.cx, circle.cy, 0.6 * circle.radius, w, h, circle.crop
+        ),
     }
 
 
@@ -226,18 +252,24 @@ def assess(rgb: np.ndarray, thresholds: QualityThresholds = QualityThresholds())
     fit = find_field(small)
     if fit is not None:
         sx, sy = small.shape[1] / w, small.shape[0] / h
+        x0, y0, x1, y1 = fit.crop
         circle = _Circle(
             cx=(fit.cx + 0.5) / sx - 0.5,
             cy=(fit.cy + 0.5) / sy - 0.5,
             radius=fit.radius / math.sqrt(sx * sy),
+            crop=(x0 / sx, y0 / sy, (x1 + 1) / sx - 1, (y1 + 1) / sy - 1),
         )
     else:  # no field: measure the inscribed circle so every metric still has a value
-        circle = _Circle(cx=(w - 1) / 2.0, cy=(h - 1) / 2.0, radius=min(h, w) / 2.0)
+        circle = _Circle(
+            cx=(w - 1) / 2.0, cy=(h - 1) / 2.0, radius=min(h, w) / 2.0, crop=(0, 0, w - 1, h - 1)
+        )
     values = _measure(image, circle, colour)
     field = _field_metrics(fit, circle, w, h)
     # Colour is no evidence in greyscale pictures or in fields mostly clipped to white.
-    colour_cue = colour and values["saturated_fraction"] <= 0.5
-    likeness = m.fundus_likeness(fit, field["field_size"], values["red_green_ratio"], colour_cue)
+    colour_cue = colour and max(values[f"saturated_{c}"] for c in ("red", "green", "blue")) <= 0.5
+    likeness = m.fundus_likeness(
+        fit, field["field_size"], values["red_green_ratio"], values["blue_green_ratio"], colour_cue
+    )
     raw = {"fundus_likeness": likeness, **field, **values}
     metrics = {key: _finite(raw[key]) for key in METRIC_KEYS}
     t = thresholds
@@ -247,14 +279,18 @@ def assess(rgb: np.ndarray, thresholds: QualityThresholds = QualityThresholds())
     subs = {
         "off_center": min(
             _at_most(metrics["center_offset"], t.max_center_offset),
-            _at_least_fraction(metrics["field_coverage"], t.min_field_coverage),
+            _at_least_fraction(metrics["central_coverage"], t.min_field_coverage),
         ),
         "too_dark": _at_least(metrics["brightness"], t.min_brightness),
         "too_bright": min(
             _at_most(metrics["brightness"], t.max_brightness),
             _at_most(metrics["saturated_fraction"], t.max_saturated_fraction),
         ),
-        "uneven_illumination": _at_most(metrics["unevenness"], t.max_unevenness),
+        # uneven only when the imbalance is large AND its dark side is too dark to read
+        "uneven_illumination": max(
+            _at_most(metrics["unevenness"], t.max_unevenness),
+            _at_least(metrics["darkest_sector"], t.min_sector_brightness),
+        ),
         "out_of_focus": _at_least(metrics["focus"], t.min_focus),
         "low_contrast": _at_least(metrics["contrast"], t.min_contrast),
         "not_fundus": fundus_sub,

@@ -106,14 +106,19 @@ def contrast(green: np.ndarray, mask: np.ndarray) -> float:
     return float(hi - lo)
 
 
-def unevenness(lum: np.ndarray, dist: np.ndarray, angle: np.ndarray) -> float:
-    """Illumination imbalance: 1 - darkest / brightest sector median of luma.
+def unevenness(
+    lum: np.ndarray, dist: np.ndarray, angle: np.ndarray, inside: np.ndarray | None = None
+) -> tuple[float, float]:
+    """Illumination imbalance: (1 - darkest / brightest sector median of luma, darkest median).
 
     Eight 45-degree sectors of the annulus between 35 % and 90 % of the field radius; medians
-    ignore the disc and the vessels. Sectors the frame cuts away (fewer than a third of their
-    pixels present) are skipped. 0 = even, 1 = one side black.
+    ignore the disc and the vessels. Sectors the frame or a crop cuts away (fewer than a third
+    of their pixels present; ``inside`` marks the field's pixels) are skipped. 0 = even, 1 = one
+    side black; the darkest median is in DN.
     """
     ring = (dist >= 0.35 * NORMALISED_RADIUS) & (dist <= 0.9 * NORMALISED_RADIUS)
+    if inside is not None:
+        ring &= inside
     sector = (np.floor((angle[ring] + np.pi) / (np.pi / 4.0)).astype(np.int32)) % 8
     values = lum[ring]
     full = np.pi * NORMALISED_RADIUS**2 * (0.9**2 - 0.35**2) / 8.0
@@ -123,8 +128,8 @@ def unevenness(lum: np.ndarray, dist: np.ndarray, angle: np.ndarray) -> float:
         if len(sel) >= full / 3.0:
             medians.append(float(np.median(sel)))
     if len(medians) < 3 or max(medians) <= 0:
-        return 0.0
-    return float(1.0 - min(medians) / max(medians))
+        return 0.0, float(np.median(values)) if len(values) else 0.0
+    return float(1.0 - min(medians) / max(medians)), float(min(medians))
 
 
 def red_green_ratio(rgb: np.ndarray, mask: np.ndarray) -> float:
@@ -142,6 +147,15 @@ def red_green_ratio(rgb: np.ndarray, mask: np.ndarray) -> float:
     return float(min(100.0, red / max(green, 0.5)))
 
 
+def blue_green_ratio(rgb: np.ndarray, mask: np.ndarray) -> float:
+    """Mean blue over mean green of the field; a fundus reflects little blue (well under 1)."""
+    count = int(np.count_nonzero(mask))
+    if count == 0:
+        return 0.0
+    _, green, blue, _ = cv2.mean(rgb, mask=_as_u8(mask))
+    return float(min(100.0, blue / max(green, 0.5)))
+
+
 def center_offset(cx: float, cy: float, radius: float, width: int, height: int) -> float:
     """Distance from the frame centre to the field centre, in field radii."""
     return math.hypot(cx - (width - 1) / 2.0, cy - (height - 1) / 2.0) / radius
@@ -152,23 +166,38 @@ def _ramp(value: float, lo: float, hi: float) -> float:
 
 
 def fundus_likeness(
-    fit: FieldFit | None, field_size: float, red_green: float, colour_cue: bool
+    fit: FieldFit | None,
+    field_size: float,
+    red_green: float,
+    blue_green: float,
+    colour_cue: bool,
 ) -> float:
     """How much a picture looks like a fundus photograph, 0-1: the weakest of its cues.
 
-    A round, filled, bright field on a dark surround, filling a fair part of the frame and, when
-    ``colour_cue`` is set, red-orange inside. Each cue ramps from 0 (clearly not) to 1 (as a
-    fundus photograph) between the two bounds written next to it.
+    A bright field whose outline is a circle, possibly cut by the frame or by straight crop
+    edges, that it fills, on a dark surround, filling a fair part of the frame and, when
+    ``colour_cue`` is set, red-orange inside. A crop that fills the whole frame has no outline
+    and no surround to judge: then only colour can speak for it, and it must speak clearly (a
+    greyscale picture that fills the frame is not accepted). Each cue ramps from 0 (clearly
+    not) to 1 (as a fundus photograph) between the two bounds written next to it.
     """
     if fit is None:
         return 0.0
     cues = [
-        _ramp(fit.circularity, 0.4, 0.8),  # the outline is a circle
+        _ramp(fit.circularity, 0.4, 0.7),  # the outline is a circle, frame and crop edges
         _ramp(fit.iou, 0.6, 0.9),  # and the bright area fills it
-        _ramp(-fit.surround_ratio, -0.5, -0.2),  # on a dark surround
-        _ramp(fit.surround_step, 3.0, 8.0),  # that is clearly darker than the field (DN)
         _ramp(field_size, 0.25, 0.5),  # filling a fair part of the frame
     ]
+    if fit.has_surround:
+        cues += [
+            _ramp(-fit.surround_ratio, -0.5, -0.2),  # on a dark surround
+            _ramp(fit.surround_step, 3.0, 8.0),  # that is clearly darker than the field (DN)
+        ]
     if colour_cue:
         cues.append(_ramp(red_green, 1.15, 1.5))  # and red-orange inside
+        if not fit.has_surround:
+            cues.append(_ramp(red_green, 1.4, 1.8))  # strongly so, with little blue
+            cues.append(_ramp(-blue_green, -0.8, -0.5))
+    elif not fit.has_surround:
+        cues.append(0.0)
     return min(cues)

@@ -38,6 +38,7 @@ STABLE_KEYS = {
     "field_size",
     "center_offset",
     "field_coverage",
+    "central_coverage",
     "brightness",
     "saturated_fraction",
     "saturated_red",
@@ -46,6 +47,7 @@ STABLE_KEYS = {
     "focus",
     "contrast",
     "unevenness",
+    "darkest_sector",
     "red_green_ratio",
 }
 
@@ -126,7 +128,7 @@ RESPONSE = {
     "too_dark": [("brightness", -1)],
     "too_bright": [("brightness", 1), ("saturated_fraction", 1)],
     "low_contrast": [("contrast", -1)],
-    "uneven_illumination": [("unevenness", 1)],
+    "uneven_illumination": [("unevenness", 1), ("darkest_sector", -1)],
     "off_center": [("center_offset", 1), ("field_coverage", -1)],
 }
 
@@ -235,6 +237,7 @@ def test_thresholds_are_checked() -> None:
         "max_saturated_fraction",
         "min_contrast",
         "max_unevenness",
+        "min_sector_brightness",
         "max_center_offset",
         "min_field_coverage",
         "min_fundus_likeness",
