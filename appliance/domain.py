@@ -102,6 +102,9 @@ class ImageFinding:
     p_glaucoma: float | None = None
     glaucoma_suspect: bool | None = None
     laterality_mismatch: bool = False
+    # Why the models' results were withheld for a person to grade ("out_of_domain",
+    # "gradability_model_disagrees", ...); empty when the models' results stand.
+    human_grading: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

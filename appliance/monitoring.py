@@ -139,6 +139,7 @@ class Photo:
     graded: bool
     referred: bool
     metrics: dict[str, float] = field(default_factory=dict)
+    human_grading: bool = False  # gradable, but the models' results were withheld for a person
 
 
 def camera_of(source: str, calling_ae: str | None) -> str:
@@ -156,7 +157,8 @@ def photos(store: Store, since: str, until: str) -> list[Photo]:
         "json_extract(q.metrics, '$.focus') AS focus, "
         "json_extract(r.payload, '$.finding.referable') AS referable, "
         "json_extract(r.payload, '$.finding.dme') AS dme, "
-        "json_extract(r.payload, '$.finding.glaucoma_suspect') AS glaucoma_suspect "
+        "json_extract(r.payload, '$.finding.glaucoma_suspect') AS glaucoma_suspect, "
+        "json_extract(r.payload, '$.screening.status') AS screening "
         "FROM captures c LEFT JOIN quality_reports q ON q.capture_pk = c.id "
         "LEFT JOIN results r ON r.id = (SELECT max(id) FROM results "
         "  WHERE capture_pk = c.id AND kind = 'screening') "
@@ -185,6 +187,7 @@ def photos(store: Store, since: str, until: str) -> list[Photo]:
                 graded=graded,
                 referred=graded and any(bool(flag) for flag in flags),
                 metrics=metrics,
+                human_grading=gradable and row["screening"] == "human_grading",
             )
         )
     return out
@@ -216,6 +219,13 @@ class Rates:
     graded: int
     referred: int
     drift: dict[str, Drift]
+    human_grading: int = 0
+
+    @property
+    def human_grading_rate(self) -> float | None:
+        """Share of the gradable photographs whose results were withheld for human grading."""
+        gradable = self.assessed - self.ungradable
+        return self.human_grading / gradable if gradable else None
 
     @property
     def ungradable_rate(self) -> float | None:
@@ -247,6 +257,7 @@ def rates(
         ungradable=sum(p.assessed and not p.gradable for p in group),
         graded=sum(p.graded for p in group),
         referred=sum(p.referred for p in group),
+        human_grading=sum(p.human_grading for p in group),
         drift={
             name: drift(
                 metric,

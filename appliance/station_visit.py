@@ -55,6 +55,7 @@ class CaptureView:
     failure: str
     sop_instance_uid: str
     other_study: bool  # arrived with its own DICOM study, not the selection's
+    human_grading: tuple[str, ...] = ()  # why the models' results were withheld for a grader
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ def _capture_view(number: int, row: dict[str, Any], study_uid: str) -> CaptureVi
         failure=(row["status_reason"] or "") if state == "failed" else "",
         sop_instance_uid=row["sop_instance_uid"] or "",
         other_study=row["study_instance_uid"] != study_uid,
+        human_grading=tuple(payload.get("human_grading") or ()),
     )
 
 

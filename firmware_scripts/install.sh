@@ -213,7 +213,7 @@ if [[ -z "$ROOT" ]]; then
 fi
 
 # -- models (hash-checked by the appliance at start against their cards) --------------------
-for model in "$SOURCE"/models/*.card.json "$SOURCE"/models/*.onnx; do
+for model in "$SOURCE"/models/*.card.json "$SOURCE"/models/*.onnx "$SOURCE"/models/domain.json; do
     [[ -f "$model" ]] || continue
     install_file "$model" "$RELEASE/models/$(basename "$model")" 0644
 done

@@ -107,7 +107,7 @@ STAGE="$NEW.partial"
 say "step 1: install $VERSION into $NEW"
 run rm -rf "$STAGE"
 run mkdir -p "$STAGE/models"
-for model in "$SOURCE"/models/*.card.json "$SOURCE"/models/*.onnx; do
+for model in "$SOURCE"/models/*.card.json "$SOURCE"/models/*.onnx "$SOURCE"/models/domain.json; do
     if [[ -f "$model" ]]; then run cp "$model" "$STAGE/models/"; fi
 done
 if [[ "$NO_PIP" == 0 ]]; then

@@ -34,6 +34,7 @@ OUTCOMES = {
     "retake": ("warn", "\u21bb", "Retake"),
     "incomplete": ("warn", "\u2026", "Incomplete"),
     "rescreen": ("ok", "\u2713", "Rescreen"),
+    "human_grading": ("warn", "\u26a0", "Human grading"),
     "no_model": ("info", "\u2139", "Not graded"),
 }
 ICDR = (

@@ -40,6 +40,7 @@ OUTCOMES = {
     "glaucoma_refer": hd.sr.CodedConcept(
         "RS014", codes.PRIVATE_SCHEME, "Refer for glaucoma assessment"
     ),
+    "human_grading": hd.sr.CodedConcept("RS018", codes.PRIVATE_SCHEME, "Human grading required"),
 }
 CLINICIAN_REVIEW = hd.sr.CodedConcept("RS015", codes.PRIVATE_SCHEME, "Clinician review")
 DECISIONS = {
@@ -194,7 +195,7 @@ def screening_sr(
     ``images`` are the OP source instances (both eyes); ``findings_by_eye`` maps "R"/"L" to
     ``dr_grade``, ``referable``, ``dme``, ``cdr``, ``gradable``, ``glaucoma_suspect`` (each may
     be None) and optionally ``overridden`` (the clinician set this eye's DR grade). ``outcome``
-    is the visit outcome code (refer, rescreen, retake, glaucoma_refer) or None.
+    is the visit outcome code (refer, rescreen, retake, glaucoma_refer, human_grading) or None.
 
     ``verified_by`` (a DICOM person name) makes the document VERIFIED at ``verified_at`` (now
     if None); ``decision`` ("accept" / "override") and ``comment`` record the clinician's

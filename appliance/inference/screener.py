@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,10 +17,18 @@ from appliance.inference.postprocess import POSTPROCESS, heatmap
 from appliance.inference.preprocess import Field, find_field, prepare
 from appliance.inference.runtime import ModelSession
 
+if TYPE_CHECKING:  # imported where used, so `python -m appliance.inference.domain` runs cleanly
+    from appliance.inference.domain import DomainReference
+
 
 class Screener:
-    def __init__(self, sessions: dict[str, ModelSession]) -> None:
+    def __init__(
+        self,
+        sessions: dict[str, ModelSession],
+        reference: DomainReference | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.reference = reference  # the models' measured domain (domain.json), if any
 
     @classmethod
     def load(
@@ -30,7 +38,8 @@ class Screener:
         providers: list[Any] | None = None,
         threads: int = 2,
     ) -> Screener:
-        """One model per task; ModelIntegrityError when a file does not match its card."""
+        """One model per task; ModelIntegrityError when a file does not match its card; the
+        domain reference beside them (ValueError when it is there but unreadable)."""
         sessions: dict[str, ModelSession] = {}
         for card in find_cards(Path(models_dir)):
             if card.task in sessions:
@@ -39,7 +48,9 @@ class Screener:
             sessions[card.task] = ModelSession(
                 card, chosen, providers or ["CPUExecutionProvider"], threads
             )
-        return cls(sessions)
+        from appliance.inference.domain import load
+
+        return cls(sessions, load(Path(models_dir)))
 
     @property
     def cards(self) -> list[ModelCard]:
@@ -77,6 +88,12 @@ class Screener:
             if task == "dr":
                 findings["heatmap"] = heatmap(outputs)
             timings[f"{task}_ms"] = round((time.perf_counter() - started) * 1000, 2)
+        started = time.perf_counter()
+        if self.reference is None:
+            findings["domain"] = {"distance": None, "threshold": None, "in_domain": False}
+        else:
+            findings["domain"] = self.reference.judge(rgb, field)
+        timings["domain_ms"] = round((time.perf_counter() - started) * 1000, 2)
         findings["timings_ms"] = timings
         return findings
 

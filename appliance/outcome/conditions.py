@@ -40,6 +40,7 @@ class Facts:
     missing: bool  # a required eye has no photograph of the required field
     retakes_exhausted: bool  # an ungradable eye has failed more than max_retakes retakes
     all_graded: bool  # every required eye is graded and has a screening result
+    human_grading: bool  # a gradable photograph's model results were withheld for a person
 
 
 # Condition name -> (Facts attribute, type of the value in the rule file).
@@ -53,6 +54,7 @@ CONDITIONS: dict[str, tuple[str, type]] = {
     "any_eye_missing": ("missing", bool),
     "retakes_exhausted": ("retakes_exhausted", bool),
     "all_eyes_graded": ("all_graded", bool),
+    "any_image_needs_human_grading": ("human_grading", bool),
 }
 
 
@@ -77,6 +79,7 @@ def consistent(facts: Facts) -> bool:
         or (facts.dme and not facts.referable)
         or (facts.retakes_exhausted and not facts.ungradable)
         or (facts.all_graded and (facts.ungradable or facts.missing))
+        or (facts.no_model and facts.human_grading)
         or (
             facts.no_model
             and (

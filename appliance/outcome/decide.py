@@ -61,6 +61,7 @@ def _without_models(finding: ImageFinding) -> ImageFinding:
         cdr=None,
         p_glaucoma=None,
         glaucoma_suspect=None,
+        human_grading=(),
     )
 
 
@@ -173,6 +174,7 @@ def _facts(
         retakes_exhausted=any(_exhausted(groups[e.eye], e.status, rules) for e in eyes),
         all_graded=not no_model
         and all(e.status == "graded" and _has_result(groups[e.eye]) for e in eyes),
+        human_grading=not no_model and any(f.human_grading for f in gradable),
     )
 
 
@@ -193,6 +195,9 @@ def _eye_prompt(
         if _exhausted(images, eye.status, rules):
             return prompts.retakes_exhausted(eye.eye, len(failed), _reasons(failed))
         return prompts.ungradable(eye.eye, len(failed), _reasons(failed))
+    withheld = [f for f in images if f.gradable and f.human_grading]
+    if not no_model and withheld:
+        return prompts.human_grading(eye.eye, withheld[0].human_grading)
     if not no_model and not _has_result(images):
         return prompts.no_result(eye.eye)
     return None

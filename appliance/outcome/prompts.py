@@ -71,6 +71,23 @@ def no_result(eye: str) -> str:
     )
 
 
+HUMAN_GRADING_WORDS: dict[str, str] = {
+    "out_of_domain": "the photograph is unlike those the models were validated on",
+    "no_domain_reference": "the installed models have no measured domain to check against",
+    "gradability_model_disagrees": "the models' own quality check disagrees with the gate",
+    "unqualified_camera": "the camera is not qualified for automated screening",
+}
+
+
+def human_grading(eye: str, reasons: Sequence[str]) -> str:
+    why = "; ".join(HUMAN_GRADING_WORDS.get(r, r.replace("_", " ")) for r in reasons)
+    because = f" ({why})" if why else ""
+    return (
+        f"{_eye(eye).capitalize()} eye: no automated result{because} — a grader will review"
+        " the photograph; no retake is needed."
+    )
+
+
 def unlabelled(count: int) -> str:
     if count == 1:
         return "A photograph has no eye label — mark it Left or Right so it counts for that eye."

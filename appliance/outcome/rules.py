@@ -5,8 +5,9 @@ A rule file is TOML (format in ``appliance/outcome/README.md``). Every problem i
 it. Beyond the format, :func:`load_rules` checks the decisions against every possible visit
 summary: some decision must apply to each, a referable finding must always give ``refer``, a
 glaucoma suspect must always give a referral, ``rescreen`` only follows a complete, clear
-visit, ``no_model`` is the answer whenever no model is installed, and no decision may be
-shadowed by earlier ones.
+visit, a photograph whose results were withheld for human grading never ends in ``rescreen``
+(nor does ``human_grading`` answer a visit without one), ``no_model`` is the answer whenever no
+model is installed, and no decision may be shadowed by earlier ones.
 """
 
 from __future__ import annotations
@@ -32,7 +33,15 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_RULES = Path(__file__).with_name("rules") / "default.toml"
 
-CODES: tuple[str, ...] = ("refer", "rescreen", "retake", "glaucoma_refer", "incomplete", "no_model")
+CODES: tuple[str, ...] = (
+    "refer",
+    "rescreen",
+    "retake",
+    "glaucoma_refer",
+    "incomplete",
+    "no_model",
+    "human_grading",
+)
 URGENCIES: tuple[str, ...] = ("routine", "soon", "urgent")
 FIELDS: tuple[str, ...] = ("macula", "disc", "any")
 EYES: tuple[str, ...] = ("L", "R")
@@ -234,6 +243,10 @@ def _problem(facts: Facts, code: str) -> str | None:
         return "a glaucoma suspect must give refer or glaucoma_refer"
     if code == "rescreen" and not facts.all_graded:
         return "rescreen needs every required eye graded (all_eyes_graded = true)"
+    if code == "rescreen" and facts.human_grading:
+        return "a photograph withheld for human grading must never give rescreen"
+    if code == "human_grading" and not facts.human_grading:
+        return "human_grading is only for visits with a withheld photograph"
     if code in ("no_model",):
         return "no_model is only for visits with no model installed (no_model = true)"
     return None

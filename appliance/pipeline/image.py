@@ -103,12 +103,47 @@ def _screen(
     findings = screener.analyse(rgb, field)
     cam = findings.pop("heatmap", None)
     timings.update(findings.pop("timings_ms", {}))
+    withheld = human_grading_reasons(findings)
+    if withheld:
+        return {
+            "status": "human_grading",
+            "reasons": list(withheld),
+            "message": "No automated result: "
+            + "; ".join(withheld).replace("_", " ")
+            + ". A grader will review this photograph.",
+            "domain": findings.get("domain"),
+            "gradability_model": {
+                k: findings[k] for k in ("p_gradable", "quality") if k in findings
+            },
+            "models": models,
+        }, None
     heatmap = None
     if cam is not None:
         started = time.perf_counter()
         heatmap = overlay(rgb, cam)
         timings["heatmap_ms"] = _ms(started)
     return {"status": "screened", "findings": findings, "models": models}, heatmap
+
+
+def human_grading_reasons(findings: dict[str, Any]) -> tuple[str, ...]:
+    """Why the models' results on a gate-passed photograph must be withheld for a person.
+
+    One quality verdict: the gate decides whether a photograph is gradable. The gradability
+    model is the models' own second opinion on their input; when it calls a gate-passed
+    photograph ungradable the two disagree, and the models are out of their depth. So is a
+    photograph unlike those they were validated on (the domain guard), or any photograph when
+    the models come with no measured domain.
+    """
+    reasons: list[str] = []
+    judged = findings.get("domain")
+    if isinstance(judged, dict):
+        if judged.get("distance") is None:
+            reasons.append("no_domain_reference")
+        elif not judged.get("in_domain"):
+            reasons.append("out_of_domain")
+    if "p_gradable" in findings and not findings.get("gradable", True):
+        reasons.append("gradability_model_disagrees")
+    return tuple(reasons)
 
 
 def laterality(analysis: ImageAnalysis, given: str | None) -> tuple[str | None, str | None, bool]:
@@ -144,6 +179,9 @@ def finding(analysis: ImageAnalysis, capture_id: int | None, given: str | None) 
         p_glaucoma=found.get("p_glaucoma"),
         glaucoma_suspect=found.get("glaucoma_suspect"),
         laterality_mismatch=mismatch,
+        human_grading=tuple(analysis.screening.get("reasons", ()))
+        if analysis.screening.get("status") == "human_grading"
+        else (),
     )
 
 
@@ -199,4 +237,7 @@ def image_json(
             "p_gradable": _round(found["p_gradable"]),
             "quality": found.get("quality"),
         }
+    # The out-of-domain guard's judgement, and why results were withheld (human grading).
+    out["domain"] = found.get("domain") or analysis.screening.get("domain")
+    out["human_grading"] = list(analysis.screening.get("reasons") or ())
     return out

@@ -49,7 +49,15 @@ from appliance.pipeline.signoff import (
 from appliance.store import BlobStore, Store
 
 EYES = ("R", "L")
-ORDER = {"refer": 0, "glaucoma_refer": 1, "retake": 2, "incomplete": 3, "rescreen": 4}
+# The review desk's queue: referrals, then photographs only a person can grade, then the rest.
+ORDER = {
+    "refer": 0,
+    "glaucoma_refer": 1,
+    "human_grading": 2,
+    "retake": 3,
+    "incomplete": 4,
+    "rescreen": 5,
+}
 URGENCY = {"urgent": 0, "soon": 1, "routine": 2}
 MAX_LISTED = 500
 PHOTO_MAX = 1024  # longest side of the field crop served to the page, in pixels

@@ -32,4 +32,5 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
 def finding_from_json(data: dict[str, Any]) -> ImageFinding:
     values = dict(data)
     values["quality_reasons"] = tuple(values.get("quality_reasons") or ())
+    values["human_grading"] = tuple(values.get("human_grading") or ())
     return ImageFinding(**values)

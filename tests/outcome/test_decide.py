@@ -62,7 +62,7 @@ def test_clear_visit_rescreens_in_12_months() -> None:
         text=RESCREEN,
         recall_months=12,
         urgency="routine",
-        rule_set="primary-care-dr-screening@1.0.0",
+        rule_set="primary-care-dr-screening@1.1.0",
         complete=True,
         eyes=per_eye(both(0, 1), RULES),
         prompts=(),
@@ -313,3 +313,51 @@ def test_rescreen_only_for_complete_clear_visits(visit: list[ImageFinding]) -> N
             f.gradable and (f.referable or f.dme or f.glaucoma_suspect or (f.dr_grade or 0) >= 2)
             for f in visit
         )
+
+
+# -- photographs withheld for human grading ------------------------------------------------
+
+
+def withheld(side: str = "L", *reasons: str, cid: int | None = None) -> ImageFinding:
+    """A gradable photograph whose model results were withheld (the models are out of depth)."""
+    return ImageFinding(cid, side, "macula", True, human_grading=reasons or ("out_of_domain",))
+
+
+HUMAN = (
+    "Human grading needed — the automated screening cannot assess these photographs; "
+    "a grader will review them"
+)
+
+
+def test_a_withheld_photograph_goes_to_human_grading_never_to_rescreen() -> None:
+    outcome = decide([photo("R", 0, cid=1), withheld("L", cid=2)], RULES)
+    assert (outcome.code, outcome.text, outcome.recall_months) == ("human_grading", HUMAN, None)
+    assert not outcome.complete
+    assert outcome.prompts == (
+        "Left eye: no automated result (the photograph is unlike those the models were "
+        "validated on) — a grader will review the photograph; no retake is needed.",
+    )
+
+
+def test_a_referable_eye_is_still_referred_beside_a_withheld_one() -> None:
+    assert decide([photo("R", 3, cid=1), withheld("L", cid=2)], RULES).code == "refer"
+
+
+def test_a_missing_eye_is_asked_for_before_human_grading() -> None:
+    outcome = decide([withheld("L", "gradability_model_disagrees", cid=2)], RULES)
+    assert outcome.code == "incomplete" and MISSING_RIGHT in outcome.prompts
+
+
+def test_without_models_nothing_is_withheld() -> None:
+    outcome = decide([withheld("L", cid=1), withheld("R", cid=2)], RULES, models_installed=False)
+    assert outcome.code == "no_model"
+
+
+@given(st.lists(st.sampled_from(["L", "R"]), min_size=1, max_size=4), st.integers(0, 1))
+@settings(max_examples=60, deadline=None)
+def test_no_visit_with_a_withheld_photograph_is_ever_rescreened(
+    sides: list[str], grade: int
+) -> None:
+    findings = [photo("L", grade, cid=1), photo("R", grade, cid=2)]
+    findings += [withheld(side, cid=10 + i) for i, side in enumerate(sides)]
+    assert decide(findings, RULES).code == "human_grading"

@@ -385,7 +385,7 @@ def test_the_list_puts_waiting_referrals_first(app: Any, services: Any) -> None:
     from appliance.store import utcnow
 
     with services.store.write() as tx:
-        for n, code in enumerate(("rescreen", "refer", "retake", "refer")):
+        for n, code in enumerate(("rescreen", "refer", "retake", "human_grading", "refer")):
             payload = {"code": code, "text": f"{code} words", "urgency": "routine", "eyes": []}
             tx.insert(
                 "visit_outcomes",
@@ -398,14 +398,58 @@ def test_the_list_puts_waiting_referrals_first(app: Any, services: Any) -> None:
                 },
             )
     codes = [v.code for v in services.review.visits()]
-    assert codes == ["refer", "refer", "retake", "rescreen"]
+    assert codes == ["refer", "refer", "human_grading", "retake", "rescreen"]
     client = logged_in(app, services, "clinician")
     html = client.get("/review").get_data(as_text=True)
     assert html.count('<span class="badge bad"><span aria-hidden="true">⚠</span> Refer</span>') == 2
+    assert '<span aria-hidden="true">⚠</span> Human grading</span>' in html
     event = services.store.one(
         "SELECT detail FROM audit_events WHERE event_id = '110103' ORDER BY seq DESC LIMIT 1"
     )
-    assert json.loads(event["detail"])["visits"] == 4
+    assert json.loads(event["detail"])["visits"] == 5
+
+
+def _far_from_the_models(eye: str) -> bytes:
+    """A generated photograph pushed where real cameras go (red strong enough to clip): still
+    gradable for the gate, but out of the models' domain."""
+    import numpy as np
+
+    from appliance.capture.decode import Limits, decode_rgb
+
+    rgb = decode_rgb(_photo(eye), Limits()).astype(np.float32)
+    rgb[..., 0] *= 1.8
+    return jpeg_bytes(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def test_photographs_the_models_cannot_assess_go_to_human_grading(app: Any, services: Any) -> None:
+    for eye in ("L", "R"):
+        services.ingestor.ingest(
+            Incoming(
+                data=_far_from_the_models(eye),
+                source=Source.UPLOAD,
+                user_id="t",
+                fields={"patient_id": "HG1", "patient_name": "Poe^Al", "laterality": eye},
+            )
+        )
+    wait_for(lambda: services.pipeline.pending() == 0, timeout=60)
+    (visit,) = services.review.visits()
+    assert visit.code == "human_grading"
+    results = [
+        json.loads(r["payload"])
+        for r in services.store.query("SELECT payload FROM results WHERE kind = 'screening'")
+    ]
+    assert all(r["gradable"] and r["screening"]["status"] == "human_grading" for r in results)
+    assert all("out_of_domain" in r["human_grading"] and r["dr"] is None for r in results)
+    audited = services.store.query(
+        'SELECT detail FROM audit_events WHERE detail LIKE \'%"stage": "analysis"%\''
+    )
+    assert [json.loads(a["detail"])["screening"] for a in audited] == ["human_grading"] * 2
+
+    page = logged_in(app, services, "clinician").get(f"/review/{visit.visit_key}")
+    html = page.get_data(as_text=True)
+    assert html.count("Human grading needed</span>") == 2
+    assert "Distance from the models' validation data" in html
+    assert "Probability of referable DR" not in html  # nothing withheld is shown as a result
 
 
 @pytest.mark.tool("Orthanc")

@@ -25,6 +25,7 @@ def seed_photo(
     referable: bool | None = None,
     calling_ae: str | None = "CAM1",
     user: str = "ae:CAM1",
+    human_grading: bool = False,
 ) -> int:
     """A capture with its quality report, result and receive event as the pipeline stores them
     (written directly so a test can choose the measurements and the day)."""
@@ -67,7 +68,12 @@ def seed_photo(
                 "capture_pk": pk,
                 "kind": "screening",
                 "created_at": stamp,
-                "payload": json.dumps({"finding": finding}),
+                "payload": json.dumps(
+                    {
+                        "finding": finding,
+                        "screening": {"status": "human_grading" if human_grading else "screened"},
+                    }
+                ),
             },
         )
         services.audit.record(
@@ -90,8 +96,10 @@ def test_monitoring_shows_rates_per_day_camera_operator_and_a_drift_alert(
             gradable=i % 4 != 0,
             referable=i % 3 == 0,
         )
-    for _ in range(10):
-        seed_photo(services, yesterday, brightness=95.0, calling_ae=None, user="olga")
+    for i in range(10):  # 4 of them withheld for a grader (out of the models' domain)
+        seed_photo(
+            services, yesterday, brightness=95.0, calling_ae=None, user="olga", human_grading=i < 4
+        )
     page = admin.get("/admin/monitoring")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
@@ -102,12 +110,15 @@ def test_monitoring_shows_rates_per_day_camera_operator_and_a_drift_alert(
     latest = r"\(all photographs, last 7 days\): PSI \d+\.\d{3} ≥ 0\.25 over 50 photographs"
     assert re.search("Brightness has drifted from the validation reference " + latest, said)
     assert "Brightness has drifted from the validation reference (camera CAM1 (DICOM))" in said
-    # the per-day table: today 40 photographs, 10 ungradable (25.0%), 30 graded, 10 referable
+    # the per-day table: today 40 photographs, 10 ungradable (25.0%), none withheld for human
+    # grading, 30 graded, 10 referable; yesterday 4 of 10 gradable photographs withheld
     day_row = re.search(rf"<th scope=\"row\">{today}</th>(.*?)</tr>", html, flags=re.S)
     assert day_row
     found = cells(day_row.group(1))
-    assert found[:6] == ["40", "40", "10 (25.0%)", "30", "10", "33.3%"]
-    assert "drifted" in found[6]  # brightness PSI over the last 7 days
+    assert found[:7] == ["40", "40", "10 (25.0%)", "0 (0.0%)", "30", "10", "33.3%"]
+    before = re.search(rf"<th scope=\"row\">{yesterday}</th>(.*?)</tr>", html, flags=re.S)
+    assert before and cells(before.group(1))[:4] == ["10", "10", "0 (0.0%)", "4 (40.0%)"]
+    assert "drifted" in found[7]  # brightness PSI over the last 7 days
     camera = re.search(r'<table id="by-camera">.*?</table>', html, flags=re.S)
     operator = re.search(r'<table id="by-operator">.*?</table>', html, flags=re.S)
     assert camera and operator

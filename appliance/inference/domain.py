@@ -1,0 +1,254 @@
+"""The out-of-domain guard: how far a photograph is from what the models were validated on.
+
+The screening models were trained and validated on one kind of picture. On a picture unlike
+those, their outputs are guesses, however confident they look. This module measures, per
+image, a distance from the validation data and says whether the image is inside the domain:
+
+- :func:`features` describes the models' view of the image (the same field crop they get):
+  colour balance, colour spread, detail at two scales, vignetting, clipping and the shape of
+  the green histogram — fourteen numbers, cheap to compute (about a millisecond);
+- a :class:`DomainReference` holds their mean and (shrunk) covariance over held-out images the
+  quality gate passed, and a threshold on the Mahalanobis distance: the ``quantile`` of the
+  held-out distances (99 % by default), so about 1 % of in-domain photographs go to a person;
+- :meth:`DomainReference.judge` gives ``{"distance", "threshold", "in_domain"}``.
+
+The reference is built per model set and shipped beside the models (``domain.json``), with
+``python -m appliance.inference.domain --out models/domain.json`` (the generator's validation
+split by default, or a site's own gradable photographs with ``--images DIR``). A model folder
+without one has no measured domain: every image is then out of domain, and says so.
+
+What it cannot do: it sees image statistics, not disease. A photograph whose statistics match
+the validation data but whose content does not (a lesion type never seen in training) passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.inference.preprocess import Field, field_crop, find_field
+
+LOGGER = logging.getLogger(__name__)
+
+SCHEMA = "appliance.domain/1"
+FILENAME = "domain.json"
+CROP = 128  # side of the field crop the features are read from
+FEATURES = (
+    "mean_red",
+    "mean_green",
+    "mean_blue",
+    "sd_red",
+    "sd_green",
+    "sd_blue",
+    "red_green_correlation",
+    "fine_detail",
+    "mid_detail",
+    "vignetting",
+    "green_skew",
+    "dark_fraction",
+    "red_clipped",
+    "green_entropy",
+)
+SHRINKAGE = 0.1  # covariance shrunk towards its diagonal, so a few hundred images suffice
+
+
+def _mask(size: int) -> np.ndarray:
+    c = (size - 1) / 2.0
+    yy, xx = np.mgrid[0:size, 0:size]
+    return np.asarray(np.hypot(xx - c, yy - c) <= 0.9 * size / 2.0)
+
+
+_MASK = _mask(CROP)
+_RADIUS = (lambda c: np.hypot(*np.mgrid[0:CROP, 0:CROP] - c) / (CROP / 2.0))((CROP - 1) / 2.0)
+
+
+def features(rgb: np.ndarray, field: Field | None = None) -> np.ndarray:
+    """The fourteen numbers of :data:`FEATURES` for one RGB uint8 photograph."""
+    crop = field_crop(rgb, CROP, field or find_field(rgb)).astype(np.float32) / 255.0
+    r, g, b = (crop[..., i][_MASK] for i in range(3))
+    green = crop[..., 1]
+    sd_g = float(g.std()) + 1e-4
+    fine = (green - cv2.GaussianBlur(green, (0, 0), 1.0))[_MASK]
+    mid = (cv2.GaussianBlur(green, (0, 0), 1.0) - cv2.GaussianBlur(green, (0, 0), 4.0))[_MASK]
+    inner = green[_RADIUS <= 0.5]
+    outer = green[(_RADIUS >= 0.6) & (_RADIUS <= 0.9)]
+    corr = float(np.corrcoef(r, g)[0, 1]) if r.std() > 1e-4 and g.std() > 1e-4 else 0.0
+    centred = g - g.mean()
+    skew = float(np.mean(centred**3) / sd_g**3)
+    hist = np.histogram(g, bins=32, range=(0.0, 1.0))[0].astype(np.float64)
+    p = hist[hist > 0] / hist.sum()
+    values = [
+        float(r.mean()),
+        float(g.mean()),
+        float(b.mean()),
+        float(r.std()),
+        float(g.std()),
+        float(b.std()),
+        corr,
+        float(fine.std()) / sd_g,
+        float(mid.std()) / sd_g,
+        float(outer.mean()) / max(float(inner.mean()), 1e-3),
+        max(-10.0, min(10.0, skew)),
+        float(np.mean(g < 0.05)),
+        float(np.mean(r > 0.98)),
+        float(-(p * np.log2(p)).sum()),
+    ]
+    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass(frozen=True)
+class DomainReference:
+    mean: np.ndarray
+    precision: np.ndarray  # inverse of the shrunk covariance
+    threshold: float
+    n: int
+    source: str
+    quantile: float
+
+    def distance(self, values: np.ndarray) -> float:
+        delta = values - self.mean
+        return float(math.sqrt(max(0.0, float(delta @ self.precision @ delta))))
+
+    def judge(self, rgb: np.ndarray, field: Field | None = None) -> dict[str, Any]:
+        d = self.distance(features(rgb, field))
+        return {
+            "distance": round(d, 3),
+            "threshold": round(self.threshold, 3),
+            "in_domain": d <= self.threshold,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "features": list(FEATURES),
+            "mean": [float(v) for v in self.mean],
+            "precision": [[float(v) for v in row] for row in self.precision],
+            "threshold": float(self.threshold),
+            "quantile": self.quantile,
+            "n": self.n,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DomainReference:
+        if data.get("schema") != SCHEMA or list(data.get("features", [])) != list(FEATURES):
+            raise ValueError(f"not a {SCHEMA} reference with features {', '.join(FEATURES)}")
+        mean = np.asarray(data["mean"], dtype=np.float64)
+        precision = np.asarray(data["precision"], dtype=np.float64)
+        k = len(FEATURES)
+        if mean.shape != (k,) or precision.shape != (k, k) or not np.isfinite(precision).all():
+            raise ValueError("the reference's mean or precision has the wrong shape")
+        threshold = float(data["threshold"])
+        if not (math.isfinite(threshold) and threshold > 0):
+            raise ValueError("the reference's threshold must be a positive number")
+        return cls(
+            mean,
+            precision,
+            threshold,
+            int(data["n"]),
+            str(data["source"]),
+            float(data["quantile"]),
+        )
+
+
+def load(models_dir: Path) -> DomainReference | None:
+    """The reference shipped beside the models, or None when there is none (ValueError when
+    one is there but broken: a guard that cannot be read must not be skipped silently)."""
+    path = Path(models_dir) / FILENAME
+    if not path.is_file():
+        return None
+    try:
+        return DomainReference.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a usable domain reference: {exc}") from exc
+
+
+def fit(rows: Sequence[np.ndarray], source: str, quantile: float = 0.99) -> DomainReference:
+    """A reference from the features of held-out in-domain photographs."""
+    data = np.vstack(rows)
+    if len(data) < 4 * len(FEATURES):
+        raise ValueError(f"need at least {4 * len(FEATURES)} photographs, got {len(data)}")
+    mean = data.mean(axis=0)
+    cov = np.cov(data, rowvar=False)
+    shrunk = (1.0 - SHRINKAGE) * cov + SHRINKAGE * np.diag(np.diag(cov))
+    shrunk += np.eye(len(FEATURES)) * 1e-9
+    precision = np.linalg.inv(shrunk)
+    ref = DomainReference(mean, precision, 0.0, len(data), source, quantile)
+    distances = [ref.distance(row) for row in data]
+    threshold = float(np.quantile(distances, quantile))
+    return DomainReference(mean, precision, threshold, len(data), source, quantile)
+
+
+def _generated(seed: int, n: int, size: tuple[int, int]) -> Iterable[np.ndarray]:
+    from appliance.capture.decode import Limits, decode_rgb
+    from appliance.synth.case import render_layers
+    from appliance.synth.dataset import case_for
+
+    for index in range(n):
+        yield decode_rgb(render_layers(case_for(seed, index, size)).jpeg, Limits())
+
+
+def _files(folder: Path) -> Iterable[np.ndarray]:
+    from appliance.capture.decode import Limits, decode_rgb
+
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm"):
+            yield decode_rgb(path.read_bytes(), Limits())
+
+
+def measure(images: Iterable[np.ndarray]) -> list[np.ndarray]:
+    """Features of the photographs the quality gate passes (the guard sees only those)."""
+    from appliance.quality import assess
+
+    return [features(rgb) for rgb in images if assess(rgb).gradable]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m appliance.inference.domain",
+        description="Build the out-of-domain reference for a model set from held-out photographs.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="where to write domain.json")
+    parser.add_argument("--images", type=Path, help="a folder of in-domain photographs")
+    parser.add_argument("--seed", type=int, default=2002, help="generator seed (validation split)")
+    parser.add_argument("--n", type=int, default=800, help="generated photographs")
+    parser.add_argument("--size", default="640x480", help="generated size WxH")
+    parser.add_argument("--quantile", type=float, default=0.99)
+    parser.add_argument("--check-seed", type=int, default=3003, help="held-out seed to report on")
+    parser.add_argument("--check-n", type=int, default=400)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    if args.images:
+        rows = measure(_files(args.images))
+        source = f"{len(rows)} gradable photographs from {args.images.name}"
+    else:
+        rows = measure(_generated(args.seed, args.n, (h, w)))
+        source = (
+            f"{len(rows)} gradable photographs of the generator's validation split "
+            f"(seed {args.seed}, {w}x{h})"
+        )
+    ref = fit(rows, source, args.quantile)
+    args.out.write_text(json.dumps(ref.to_json(), indent=1) + "\n", encoding="utf-8")
+    check = [ref.distance(r) for r in measure(_generated(args.check_seed, args.check_n, (h, w)))]
+    flagged = sum(d > ref.threshold for d in check)
+    print(
+        f"threshold {ref.threshold:.2f} (quantile {args.quantile} of {ref.n}); held-out seed "
+        f"{args.check_seed}: {flagged} of {len(check)} gradable photographs out of domain "
+        f"({100.0 * flagged / max(1, len(check)):.1f} %)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
