@@ -243,7 +243,7 @@ def uid_problem(value: str) -> str | None:
     if not _UID_CHARS.fullmatch(value):
         return "holds characters other than digits and dots"
     if not _UID_FORM.fullmatch(value):
-        return "is not dot-separated numbers without leading zeros"
+        return "has an empty or zero-padded component"
     return None
 
 

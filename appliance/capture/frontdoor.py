@@ -206,8 +206,9 @@ class FrontDoor:
         return bytes(header + body)
 
     def turn_away(self, sock: socket.socket, refused: Refused) -> None:
-        """Answer (RJ or A-ABORT), audit, and close; reading briefly so the peer sees the
+        """Audit, answer (RJ or A-ABORT) and close; reading briefly so the peer sees the
         answer rather than a connection reset."""
+        self.refuse(refused.refusal)
         try:
             if refused.answer:
                 sock.settimeout(DRAIN_SECONDS)
@@ -224,7 +225,6 @@ class FrontDoor:
             pass
         finally:
             _close(sock)
-        self.refuse(refused.refusal)
 
     # -- auditing, throttled --------------------------------------------------------------
     def refuse(self, refusal: Refusal) -> None:
@@ -379,13 +379,13 @@ class GuardedSocket(AssociationSocket):
     def _refuse(self, reason: str, message: str, answer: bytes | None = None) -> bytearray:
         """Abort the association: send A-ABORT, audit; the DUL then sees the connection end."""
         calling_ae = str(getattr(self.assoc.requestor, "ae_title", "") or "").strip()
+        self.door.refuse(Refusal(reason, message, self.address, calling_ae))
         try:
             assert self.socket is not None
             self.socket.sendall(answer or a_abort(0))
             self.socket.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.door.refuse(Refusal(reason, message, self.address, calling_ae))
         return bytearray()
 
     def answered(self) -> None:

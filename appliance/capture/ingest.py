@@ -336,7 +336,7 @@ class Ingestor:
         first copy kept, as archives do); other content under a held UID is refused."""
         if not self._same_object(item, row, digest):
             raise UIDConflict(
-                "SOP Instance UID already held with other content; the first copy is kept",
+                "SOP Instance UID already held with other content (first kept)",
                 detail={
                     "capture_id": row["id"],
                     "sop_instance_uid": found.sop_instance_uid or "",
