@@ -215,14 +215,30 @@ def _malformed(exc: Exception) -> str:
 
 
 def _inflate(body: bytes, cap: int) -> bytes:
+    """Inflate a Deflated dataset of at most ``cap`` bytes.
+
+    The inflated size is measured first, a megabyte at a time and kept nowhere, so a bomb is
+    refused having cost a megabyte, not ``cap``; only a dataset within the cap is inflated.
+    """
+    size = 0
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = body
     try:
-        out = inflater.decompress(body, cap + 1)
+        while pending:
+            size += len(inflater.decompress(pending, 1 << 20))
+            if size > cap:
+                raise TooLarge(
+                    f"the Deflated dataset inflates beyond the {cap}-byte limit",
+                    reason="deflate_bomb",
+                )
+            pending = inflater.unconsumed_tail
+        size += len(inflater.flush())
+        out = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, cap + 1)
     except zlib.error as exc:
         raise RejectedInput(
             f"the Deflated dataset is corrupt: {exc}", reason="bad_deflate"
         ) from None
-    if len(out) > cap or inflater.unconsumed_tail:
+    if size > cap or len(out) > cap:
         raise TooLarge(
             f"the Deflated dataset inflates beyond the {cap}-byte limit", reason="deflate_bomb"
         )

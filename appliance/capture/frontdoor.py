@@ -342,7 +342,6 @@ class GuardedSocket(AssociationSocket):
 
     def _count(self, body: bytearray) -> bool:
         """Count a P-DATA-TF's fragments; False (association aborted) over a limit."""
-        limits = self.door.limits
         offset = 0
         while offset + 6 <= len(body):
             (item_length,) = struct.unpack(">L", body[offset : offset + 4])
@@ -356,28 +355,34 @@ class GuardedSocket(AssociationSocket):
                     self._refuse("command_too_long", "a DIMSE command set over 64 KiB")
                     return False
                 continue
-            with self._lock:
-                if self._held + size > limits.max_message_bytes:
-                    self._refuse(
-                        "too_large",
-                        f"a dataset over the {limits.max_message_bytes}-byte limit (arriving)",
-                    )
-                    return False
-                if not self.door.budget.take(size):
-                    self._refuse(
-                        "in_flight_budget",
-                        f"the {limits.in_flight_bytes}-byte budget for data in flight is spent",
-                    )
-                    return False
-                self._held += size
-                self._part += size
-                if control & 0x02:  # last fragment: a whole dataset waits for its handler
-                    self._complete.append(self._part)
-                    self._part = 0
+            refusal = self._hold(size, control & 0x02 != 0)
+            if refusal is not None:
+                self._refuse(*refusal)
+                return False
         return True
 
+    def _hold(self, size: int, last: bool) -> tuple[str, str] | None:
+        """Hold a dataset fragment's bytes in the budget; (reason, message) when over a limit."""
+        limits = self.door.limits
+        with self._lock:
+            if self._held + size > limits.max_message_bytes:
+                return "too_large", f"a dataset over {limits.max_message_bytes} bytes (arriving)"
+            if not self.door.budget.take(size):
+                return (
+                    "in_flight_budget",
+                    f"the {limits.in_flight_bytes}-byte budget for data in flight is spent",
+                )
+            self._held += size
+            self._part += size
+            if last:  # a whole dataset waits for its handler
+                self._complete.append(self._part)
+                self._part = 0
+        return None
+
     def _refuse(self, reason: str, message: str, answer: bytes | None = None) -> bytearray:
-        """Abort the association: send A-ABORT, audit; the DUL then sees the connection end."""
+        """Abort the association: its bytes leave the budget at once (they will be dropped),
+        A-ABORT is sent and the refusal audited; the DUL then sees the connection end."""
+        self.release_all()
         calling_ae = str(getattr(self.assoc.requestor, "ae_title", "") or "").strip()
         self.door.refuse(Refusal(reason, message, self.address, calling_ae))
         try:
@@ -443,6 +448,10 @@ class GuardedRequestHandler(RequestHandler):
 class GuardedServer(ThreadedAssociationServer):
     daemon_threads = True  # a connection's thread lives as long as its association
     block_on_close = False
+    # The listen backlog (socketserver's default is 5): a burst of connections beyond it is
+    # left half-open by the kernel for seconds, so it would be the burst, not the door, that
+    # decides who waits. Connections are accepted at once and judged by the door instead.
+    request_queue_size = 256
 
     def __init__(self, *args: Any, door: FrontDoor, **kwargs: Any) -> None:
         self.door = door

@@ -3,11 +3,13 @@ attacker (or a broken camera) would, which pynetdicom as an SCU refuses to do.""
 
 from __future__ import annotations
 
+import io
 import socket
 import struct
 import time
 
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pynetdicom.dsutils import encode
 
 APPLICATION_CONTEXT = b"1.2.840.10008.3.1.1.1"
@@ -97,11 +99,16 @@ def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
 
 
 def associate(
-    port: int, calling: str, called: str, abstract_syntax: str, source: str = "127.0.0.1"
+    port: int,
+    calling: str,
+    called: str,
+    abstract_syntax: str,
+    source: str = "127.0.0.1",
+    transfer_syntax: str = EXPLICIT_LE,
 ) -> socket.socket:
-    """A connection with an accepted association (presentation context 1, Explicit VR LE)."""
+    """A connection with an accepted association (presentation context 1)."""
     sock = connect(port, source)
-    sock.sendall(associate_rq(calling, called, abstract_syntax, (EXPLICIT_LE,)))
+    sock.sendall(associate_rq(calling, called, abstract_syntax, (transfer_syntax,)))
     answer = read_pdu(sock)
     assert answer is not None and answer[0] == 0x02, f"association not accepted: {answer!r}"
     return sock
@@ -138,3 +145,27 @@ def stream(sock: socket.socket, chunks: int, chunk: bytes) -> int:
     except OSError:
         pass
     return sent
+
+
+def a_abort_bytes(reason: int) -> bytes:
+    """A-ABORT from the service provider (source 2) with ``reason``."""
+    return bytes.fromhex("070000000004") + bytes((0, 0, 2, reason))
+
+
+# A-ASSOCIATE-RJ: rejected-transient, service-provider (presentation), local-limit-exceeded
+RJ_LOCAL_LIMIT = bytes.fromhex("030000000004") + bytes((0, 2, 3, 2))
+
+
+def c_store(sock: socket.socket, sop_class: str, sop_instance: str, dataset: bytes) -> Dataset:
+    """Send one C-STORE (dataset already encoded) on context 1; the response command set."""
+    sock.sendall(p_data(1, 0x03, c_store_command(sop_class, sop_instance)))
+    step = 60000
+    for start in range(0, len(dataset), step):
+        last = 0x02 if start + step >= len(dataset) else 0x00
+        sock.sendall(p_data(1, last, dataset[start : start + step]))
+    while True:
+        pdu = read_pdu(sock, timeout=60)
+        assert pdu is not None and pdu[0] == 0x04, f"no C-STORE response: {pdu!r}"
+        body = pdu[1]
+        if body[5] & 0x01:  # a command PDV (the response is small: one PDV, one PDU)
+            return read_dataset(io.BytesIO(body[6:]), is_implicit_VR=True, is_little_endian=True)
