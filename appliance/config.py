@@ -145,7 +145,36 @@ class Settings:
     )
     max_image_pixels: int = _s(
         60_000_000,
-        "Largest image accepted, in pixels (decompression-bomb guard for PNG/JPEG/TIFF).",
+        "Largest image accepted, in pixels per frame, from any path (decompression-bomb guard "
+        "for PNG/JPEG/TIFF and DICOM Pixel Data).",
+    )
+    max_image_frames: int = _s(
+        1024, "Most frames a multi-frame DICOM image may hold; each is decoded before success."
+    )
+    # --- DICOM front door (what a TCP connection may cost before and after it is known) ---
+    dicom_request_seconds: float = _s(
+        5.0,
+        "A new DICOM connection must deliver its whole A-ASSOCIATE-RQ within this many seconds "
+        "or it is closed (an idle or trickling connection holds nothing longer).",
+    )
+    dicom_max_pdu_bytes: int = _s(
+        262144,
+        "Maximum PDU length the SCP advertises and accepts, in bytes (16384-16777216); a PDU "
+        "(or an A-ASSOCIATE-RQ) declaring more is refused before it is read.",
+    )
+    dicom_max_associations: int = _s(
+        32, "Associations the SCP carries at once; more are rejected (local limit exceeded)."
+    )
+    dicom_max_associations_per_address: int = _s(
+        10,
+        "Connections one network address may hold at once, associated or still asking; more "
+        "are rejected (local limit exceeded).",
+    )
+    dicom_in_flight_bytes: int = _s(
+        1024 * 1024 * 1024,
+        "Memory budget for DICOM datasets received but not yet answered, all associations "
+        "together, in bytes; an association that would exceed it is aborted (the camera "
+        "resends). At least max_dicom_bytes, or the largest instance cannot arrive.",
     )
     # --- hot folder ---
     hotfolder_dir: str = _s("", "Folder the camera exports into. Empty: <data_dir>/inbox.")

@@ -35,6 +35,12 @@ class Metrics:
             ["source", "reason"],
             registry=r,
         )
+        self.identity_conflicts = Counter(
+            "appliance_identity_conflicts_total",
+            "Images stored under a Patient ID already held with another name, birth date or sex",
+            ["source"],
+            registry=r,
+        )
         self.analysed = Counter(
             "appliance_images_analysed_total",
             "Images through the pipeline, by gradability and screening status",

@@ -67,7 +67,9 @@ def rules_from(settings: Settings) -> RuleSet:
 
 def limits_from(settings: Settings) -> Limits:
     return Limits(
-        max_image_pixels=settings.max_image_pixels, max_inflated_bytes=settings.max_inflated_bytes
+        max_image_pixels=settings.max_image_pixels,
+        max_inflated_bytes=settings.max_inflated_bytes,
+        max_image_frames=settings.max_image_frames,
     )
 
 
@@ -206,6 +208,12 @@ class Services:
                 acse_timeout=s.dicom_acse_timeout,
                 dimse_timeout=s.dicom_dimse_timeout,
                 network_timeout=s.dicom_network_timeout,
+                request_seconds=s.dicom_request_seconds,
+                max_pdu_bytes=s.dicom_max_pdu_bytes,
+                max_associations=s.dicom_max_associations,
+                max_associations_per_address=s.dicom_max_associations_per_address,
+                in_flight_bytes=s.dicom_in_flight_bytes,
+                max_message_bytes=s.max_dicom_bytes,
                 on_commitment_report=(
                     self.commitments.on_report if self.commitments.targets else None
                 ),

@@ -7,6 +7,7 @@ worker and returns an RGB uint8 array for the quality gate and the models.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from appliance.capture.pixels import check_limits, check_pixels
 from appliance.domain import PatientInfo
 from appliance.errors import (
     ApplianceError,
@@ -29,7 +31,6 @@ from appliance.errors import (
     UnsupportedFormat,
     UnsupportedSOPClass,
 )
-from appliance.store.blobs import safe_uid
 
 LOGGER = logging.getLogger(__name__)
 
@@ -46,12 +47,16 @@ SUPPORTED_SOP_CLASSES = {
 }
 OPT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
 _DATE = re.compile(r"\d{8}")
+_UID_CHARS = re.compile(r"[0-9.]+")
+_UID_FORM = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+UID_MAX = 64
 
 
 @dataclass(frozen=True)
 class Limits:
     max_image_pixels: int = 60_000_000
     max_inflated_bytes: int = 512 * 1024 * 1024
+    max_image_frames: int = 1024
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,24 @@ def read_dicom(data: bytes, limits: Limits) -> Dataset:
     return ds
 
 
+def dataset_identity(data: bytes) -> tuple[str, str] | None:
+    """(transfer syntax, SHA-256 of the encoded dataset) of a Part 10 file, its File Meta aside.
+
+    Two files that differ only in their File Meta (another sender's implementation UID, a
+    resend through another path) hold the same object; None when the meta cannot be read.
+    """
+    fp = io.BytesIO(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_preamble(fp, False)
+            meta = _read_file_meta_info(fp)
+    except Exception:
+        return None
+    body = memoryview(data)[fp.tell() :]
+    return str(meta.get("TransferSyntaxUID", "")), hashlib.sha256(body).hexdigest()
+
+
 def _check_lengths(ds: Dataset) -> None:
     """A value shorter than its declared length means the data ended early (pydicom is silent)."""
     for tag in ds.keys():
@@ -192,14 +215,30 @@ def _malformed(exc: Exception) -> str:
 
 
 def _inflate(body: bytes, cap: int) -> bytes:
+    """Inflate a Deflated dataset of at most ``cap`` bytes.
+
+    The inflated size is measured first, a megabyte at a time and kept nowhere, so a bomb is
+    refused having cost a megabyte, not ``cap``; only a dataset within the cap is inflated.
+    """
+    size = 0
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    pending = body
     try:
-        out = inflater.decompress(body, cap + 1)
+        while pending:
+            size += len(inflater.decompress(pending, 1 << 20))
+            if size > cap:
+                raise TooLarge(
+                    f"the Deflated dataset inflates beyond the {cap}-byte limit",
+                    reason="deflate_bomb",
+                )
+            pending = inflater.unconsumed_tail
+        size += len(inflater.flush())
+        out = zlib.decompressobj(-zlib.MAX_WBITS).decompress(body, cap + 1)
     except zlib.error as exc:
         raise RejectedInput(
             f"the Deflated dataset is corrupt: {exc}", reason="bad_deflate"
         ) from None
-    if len(out) > cap or inflater.unconsumed_tail:
+    if size > cap or len(out) > cap:
         raise TooLarge(
             f"the Deflated dataset inflates beyond the {cap}-byte limit", reason="deflate_bomb"
         )
@@ -211,6 +250,31 @@ def _text(ds: Dataset, keyword: str, limit: int = 64) -> str:
     return "" if value is None else str(value).strip()[:limit]
 
 
+def uid_problem(value: str) -> str | None:
+    """Why ``value`` is not a DICOM UID (PS3.5 9.1), judged whole; None when it is one."""
+    if not value:
+        return "is empty"
+    if len(value) > UID_MAX:
+        return f"is {len(value)} characters long, over {UID_MAX}"
+    if not _UID_CHARS.fullmatch(value):
+        return "holds characters other than digits and dots"
+    if not _UID_FORM.fullmatch(value):
+        return "has an empty or zero-padded component"
+    return None
+
+
+def _uid(ds: Dataset, keyword: str, name: str, *, required: bool = False) -> str:
+    """The whole UID value (only the UI padding stripped), refused unless valid."""
+    raw = ds.get(keyword)
+    value = "" if raw is None else str(raw).rstrip("\x00 ")
+    if not value and not required:
+        return ""
+    problem = uid_problem(value)
+    if problem is not None:
+        raise RejectedInput(f"{name} {problem}", reason="bad_uid")
+    return value
+
+
 def _inspect_dicom(ds: Dataset, limits: Limits) -> Inspection:
     sop_class = _text(ds, "SOPClassUID")
     if sop_class not in SUPPORTED_SOP_CLASSES:
@@ -218,12 +282,9 @@ def _inspect_dicom(ds: Dataset, limits: Limits) -> Inspection:
             f"SOP class {sop_class or '(missing)'} is not one the appliance analyses "
             "(ophthalmic photography, VL photographic, secondary capture, OPT)"
         )
-    sop_instance = _text(ds, "SOPInstanceUID")
-    if not safe_uid(sop_instance):
-        raise RejectedInput("the SOP Instance UID is missing or not a valid UID", reason="bad_uid")
-    study_uid = _text(ds, "StudyInstanceUID") or None
-    if study_uid is not None and not safe_uid(study_uid):
-        raise RejectedInput("the Study Instance UID is not a valid UID", reason="bad_uid")
+    sop_instance = _uid(ds, "SOPInstanceUID", "SOP Instance UID", required=True)
+    study_uid = _uid(ds, "StudyInstanceUID", "Study Instance UID") or None
+    _uid(ds, "SeriesInstanceUID", "Series Instance UID")
     if "PixelData" not in ds:
         raise RejectedInput("the dataset has no Pixel Data", reason="no_pixel_data")
     for keyword in (
@@ -241,9 +302,8 @@ def _inspect_dicom(ds: Dataset, limits: Limits) -> Inspection:
     frames = int(ds.get("NumberOfFrames") or 1)
     if rows <= 0 or columns <= 0 or frames <= 0:
         raise RejectedInput("the image has zero rows, columns or frames", reason="bad_pixel_module")
-    if rows * columns * frames > limits.max_image_pixels * 4:
-        raise TooLarge("the image is larger than the appliance accepts", reason="image_too_large")
-    if not ds.file_meta.TransferSyntaxUID.is_encapsulated:
+    check_limits(rows, columns, frames, limits)
+    if not ds["PixelData"].is_undefined_length:
         bits = int(ds.BitsAllocated)
         expected = rows * columns * frames * int(ds.SamplesPerPixel) * bits
         expected = (expected + 7) // 8
@@ -253,6 +313,7 @@ def _inspect_dicom(ds: Dataset, limits: Limits) -> Inspection:
                 f"Pixel Data holds {actual} bytes where the header implies {expected}",
                 reason="pixel_length_mismatch",
             )
+    check_pixels(ds, limits)
     laterality = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
     birth_date = _text(ds, "PatientBirthDate")
     patient = PatientInfo(

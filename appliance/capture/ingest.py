@@ -14,14 +14,16 @@ file with no identity at all takes the station's current patient selection, thro
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
-from appliance.capture.decode import Inspection, Limits, examine
+from appliance.capture.decode import Inspection, Limits, dataset_identity, examine
 from appliance.domain import Capture, PatientInfo, Source
 from appliance.errors import ApplianceError, RejectedInput, TooLarge
 from appliance.metrics import Metrics
@@ -35,6 +37,20 @@ PATIENT_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "issuer")
 STUDY_FIELDS = ("accession_number", "study_instance_uid")
 IDENTITY_FIELDS = frozenset((*PATIENT_FIELDS, *STUDY_FIELDS, "laterality"))
 _LIMITS = {"patient_name": 320, "accession_number": 16, "study_instance_uid": 64}
+# Images checked (parsed, inflated, decoded) at the same time, whatever path they came by: the
+# memory a check takes is bounded by the limits, this bounds how many run together.
+CHECK_SLOTS = 2
+IDENTITY_CHECKED = ("patient_name", "birth_date", "sex")
+
+
+class UIDConflict(RejectedInput):
+    """A SOP Instance UID already held for other content: refused, the first copy kept."""
+
+    reason = "uid_conflict"
+
+    def __init__(self, message: str, *, detail: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -140,6 +156,7 @@ class Ingestor:
         self.limits = limits
         self.max_bytes = max_bytes
         self.on_new = on_new
+        self._checks = threading.BoundedSemaphore(CHECK_SLOTS)
 
     def ingest(self, item: Incoming) -> Capture:
         try:
@@ -163,7 +180,8 @@ class Ingestor:
         patient: PatientInfo | None
         laterality: str | None
         lat_source: str | None
-        found = examine(item.data, self.limits)
+        with self._checks:
+            found = examine(item.data, self.limits)
         detail = dict(item.detail)
         study_uid, accession = found.study_instance_uid, found.accession_number
         if found.patient is not None:  # a DICOM header is the authority on its own identity
@@ -192,7 +210,7 @@ class Ingestor:
             return self._duplicate(item, found, existing, digest)
         relative = self.blobs.put(item.data, found.media_type, digest)
         with self.store.write() as tx:
-            patient_pk = _upsert_patient(tx, patient)
+            patient_pk, conflict = _upsert_patient(tx, patient)
             study_pk = _upsert_study(tx, found, patient_pk)
             received_at = utcnow()
             row = {
@@ -209,8 +227,12 @@ class Ingestor:
                 "study_pk": study_pk,
                 "calling_ae": item.calling_ae,
                 "received_at": received_at,
+                "identity_conflict": json.dumps(conflict, sort_keys=True) if conflict else None,
             }
             capture_id = tx.insert("captures", row)
+            if conflict:
+                detail["identity_conflict"] = sorted(conflict)
+                self.audit.record(tx, _identity_alert(item, patient, capture_id, conflict))
             self.audit.record(
                 tx,
                 AuditEvent(
@@ -233,6 +255,10 @@ class Ingestor:
                 ),
             )
         LOGGER.info("capture %d stored from %s (%s)", capture_id, item.source, found.media_type)
+        if conflict:
+            LOGGER.warning("capture %d: the patient identity differs from the one held", capture_id)
+            if self.metrics is not None:
+                self.metrics.identity_conflicts.labels(source=str(item.source)).inc()
         return Capture(
             id=capture_id,
             source=item.source,
@@ -290,17 +316,42 @@ class Ingestor:
                 return row
         return self.store.one("SELECT * FROM captures WHERE content_sha256 = ?", (digest,))
 
+    def _same_object(self, item: Incoming, row: dict[str, Any], digest: str) -> bool:
+        """The held copy is this object: the same bytes, or the same dataset (meta aside)."""
+        if digest == row["content_sha256"]:
+            return True
+        if row["media_type"] != "application/dicom" or row.get("purged_at"):
+            return False
+        try:
+            held = self.blobs.read(row["file_path"])
+        except OSError:
+            return False
+        mine = dataset_identity(item.data)
+        return mine is not None and mine == dataset_identity(held)
+
     def _duplicate(
         self, item: Incoming, found: Inspection, row: dict[str, Any], digest: str
     ) -> Capture:
-        """Content or a SOP Instance UID we already hold: keep the first copy, as archives do."""
-        same = digest == row["content_sha256"]
+        """Content or a SOP Instance UID we already hold: an identical resend is a success (the
+        first copy kept, as archives do); other content under a held UID is refused."""
+        if not self._same_object(item, row, digest):
+            raise UIDConflict(
+                "SOP Instance UID already held with other content (first kept)",
+                detail={
+                    "capture_id": row["id"],
+                    "sop_instance_uid": found.sop_instance_uid or "",
+                    "held_sha256": row["content_sha256"],
+                    "sha256": digest,
+                    "patient_id": found.patient.patient_id if found.patient else "",
+                    "study_instance_uid": found.study_instance_uid or "",
+                },
+            )
         self.audit.log(
             AuditEvent(
                 event_id=_event_for(item.source),
                 action=Action.CREATE,
                 user_id=item.user_id,
-                outcome=Outcome.SUCCESS if same else Outcome.MINOR_FAILURE,
+                outcome=Outcome.SUCCESS,
                 ae_title=item.calling_ae or "",
                 source_address=item.source_address,
                 patient_id=found.patient.patient_id if found.patient else "",
@@ -309,9 +360,7 @@ class Ingestor:
                 detail={
                     "capture_id": row["id"],
                     "duplicate": True,
-                    "note": "identical resend"
-                    if same
-                    else "same SOP Instance UID with different content; the first copy is kept",
+                    "note": "identical resend",
                 },
             )
         )
@@ -337,21 +386,32 @@ class Ingestor:
         LOGGER.warning("refused input from %s: %s (%s)", item.source, exc.reason, exc.message)
         if self.metrics is not None:
             self.metrics.refused.labels(source=str(item.source), reason=exc.reason).inc()
+        conflict = exc.detail if isinstance(exc, UIDConflict) else None
         try:
             self.audit.log(
                 AuditEvent(
-                    event_id=_event_for(item.source),
+                    # other content under a held UID is security-relevant: a spoofed or
+                    # broken sender could otherwise replace what was analysed and forwarded
+                    event_id=EventID.SECURITY_ALERT if conflict else _event_for(item.source),
                     action=Action.CREATE,
                     user_id=item.user_id,
-                    outcome=Outcome.MINOR_FAILURE,
+                    outcome=Outcome.SERIOUS_FAILURE if conflict else Outcome.MINOR_FAILURE,
                     ae_title=item.calling_ae or "",
                     source_address=item.source_address,
+                    patient_id=(conflict or {}).get("patient_id", ""),
+                    study_instance_uid=(conflict or {}).get("study_instance_uid", ""),
+                    sop_instance_uids=[conflict["sop_instance_uid"]] if conflict else [],
                     detail={
                         "refused": exc.reason,
                         "message": exc.message,
                         "source": str(item.source),
                         "size_bytes": len(item.data),
                         **item.detail,
+                        **(
+                            {k: conflict[k] for k in ("capture_id", "held_sha256", "sha256")}
+                            if conflict
+                            else {}
+                        ),
                     },
                 )
             )
@@ -363,16 +423,53 @@ def _event_for(source: Source) -> EventID:
     return EventID.INSTANCES_TRANSFERRED if source is Source.DICOM else EventID.IMPORT
 
 
-def _upsert_patient(tx: Tx, patient: PatientInfo | None) -> int | None:
+def _identity_alert(
+    item: Incoming, patient: PatientInfo | None, capture_id: int, conflict: dict[str, Any]
+) -> AuditEvent:
+    return AuditEvent(
+        event_id=EventID.SECURITY_ALERT,
+        action=Action.CREATE,
+        user_id=item.user_id,
+        outcome=Outcome.MINOR_FAILURE,
+        ae_title=item.calling_ae or "",
+        source_address=item.source_address,
+        patient_id=patient.patient_id if patient else "",
+        detail={
+            "alert": "identity_conflict",
+            "capture_id": capture_id,
+            "fields": sorted(conflict),
+            "note": "filed under the patient already held; check the identity",
+        },
+    )
+
+
+def _same_text(a: str, b: str) -> bool:
+    """Equal as a person reads them: case, padding and empty trailing name parts aside."""
+
+    def norm(text: str) -> str:
+        return " ".join(text.upper().replace("^", " ").split())
+
+    return norm(a) == norm(b)
+
+
+def _upsert_patient(
+    tx: Tx, patient: PatientInfo | None
+) -> tuple[int | None, dict[str, dict[str, str]]]:
+    """The patient's row (made when new) and what this image says differently from it."""
     if patient is None or not patient.patient_id:
-        return None
+        return None, {}
     row = tx.one(
-        "SELECT id FROM patients WHERE patient_id = ? AND issuer = ?",
+        "SELECT * FROM patients WHERE patient_id = ? AND issuer = ?",
         (patient.patient_id, patient.issuer),
     )
     if row:
-        return int(row["id"])
-    return tx.insert(
+        conflict = {}
+        for key in IDENTITY_CHECKED:
+            held, given = str(row[key] or ""), str(getattr(patient, key) or "")
+            if held and given and not _same_text(held, given):
+                conflict[key] = {"held": held, "received": given}
+        return int(row["id"]), conflict
+    pk = tx.insert(
         "patients",
         {
             "patient_id": patient.patient_id,
@@ -383,6 +480,7 @@ def _upsert_patient(tx: Tx, patient: PatientInfo | None) -> int | None:
             "created_at": utcnow(),
         },
     )
+    return pk, {}
 
 
 def _upsert_study(tx: Tx, found: Inspection, patient_pk: int | None) -> int | None:

@@ -5,6 +5,11 @@ raw bytes on the wire), hands it to the ingestor (check, store, audit) and retur
 Decoding pixels and analysis happen later on the pipeline worker, off the association thread.
 Handlers never raise: every failure becomes a DIMSE status with an Error Comment.
 
+Before pynetdicom sees a connection it passes the front door (``frontdoor.py``): connection
+limits per address, a deadline and a size cap for the A-ASSOCIATE-RQ, the calling-AE check,
+a PDU length cap and a budget for data in flight. Its refusals are audited here as Security
+Alerts, as are associations pynetdicom itself rejects.
+
 Given ``on_commitment_report`` (service.py wires the outbox's), the SCP also accepts Storage
 Commitment Push Model associations from an archive — with SCP/SCU role selection, since the
 archive opens them to send N-EVENT-REPORT — and hands each report's Event Type ID, Event
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +43,10 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.presentation import StoragePresentationContexts
+from pynetdicom.utils import make_target
 
+from appliance.audit import Action, AuditEvent, EventID, Outcome
+from appliance.capture.frontdoor import DoorLimits, FrontDoor, GuardedServer, Refusal, answered
 from appliance.capture.ingest import Incoming, Ingestor
 from appliance.domain import Source
 from appliance.errors import ApplianceError
@@ -86,7 +95,22 @@ class StorageSCP:
         dimse_timeout: float = 60,
         network_timeout: float = 60,
         on_commitment_report: CommitmentReportHandler | None = None,
+        request_seconds: float = 5.0,
+        max_pdu_bytes: int = 262144,
+        max_associations: int = 32,
+        max_associations_per_address: int = 10,
+        in_flight_bytes: int = 1024 * 1024 * 1024,
+        max_message_bytes: int = 512 * 1024 * 1024,
     ) -> None:
+        if not 16384 <= max_pdu_bytes <= 16 * 1024 * 1024:
+            raise ValueError("dicom_max_pdu_bytes must lie between 16384 and 16777216")
+        if in_flight_bytes < max_message_bytes:
+            LOGGER.warning(
+                "dicom_in_flight_bytes (%d) is below max_dicom_bytes (%d): the largest "
+                "instances cannot arrive",
+                in_flight_bytes,
+                max_message_bytes,
+            )
         self.ingestor = ingestor
         self.on_commitment_report = on_commitment_report
         self.address = (host, port)
@@ -94,7 +118,21 @@ class StorageSCP:
         self.ae.acse_timeout = acse_timeout
         self.ae.dimse_timeout = dimse_timeout
         self.ae.network_timeout = network_timeout
-        self.ae.maximum_associations = 32
+        self.ae.maximum_associations = max_associations
+        self.ae.maximum_pdu_size = max_pdu_bytes  # advertised; the door refuses longer PDUs
+        self.door = FrontDoor(
+            DoorLimits(
+                request_seconds=request_seconds,
+                max_pdu_bytes=max_pdu_bytes,
+                per_address=max_associations_per_address,
+                max_pending=2 * max_associations,
+                in_flight_bytes=in_flight_bytes,
+                max_message_bytes=max_message_bytes,
+                network_timeout=network_timeout,
+                allowed_calling_aes=tuple(allowed_calling_aes),
+            ),
+            self.on_refusal,
+        )
         if allowed_calling_aes:
             self.ae.require_calling_aet = list(allowed_calling_aes)
         # Accept every storage SOP class at negotiation, so a camera sending something we cannot
@@ -122,10 +160,20 @@ class StorageSCP:
             (evt.EVT_C_STORE, self.on_store),
             (evt.EVT_C_ECHO, self.on_echo),
             (evt.EVT_CONN_OPEN, self.on_connect),
+            (evt.EVT_REJECTED, self.on_rejected),
         ]
         if self.on_commitment_report is not None:
             handlers.append((evt.EVT_N_EVENT_REPORT, self.on_event_report))
-        self._server = self.ae.start_server(self.address, block=False, evt_handlers=handlers)
+        # start_server without blocking, with the guarded server class in front
+        server = self.ae.make_server(
+            self.address, evt_handlers=handlers, server_class=GuardedServer, door=self.door
+        )
+        thread = threading.Thread(
+            target=make_target(server.serve_forever), name="AcceptorServer-guarded", daemon=True
+        )
+        thread.start()
+        self.ae._servers.append(server)
+        self._server = server
         LOGGER.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.address[0], self.port)
 
     def stop(self) -> None:
@@ -143,6 +191,41 @@ class StorageSCP:
     def on_echo(self, event: evt.Event) -> int:
         return 0x0000
 
+    def on_rejected(self, event: evt.Event) -> None:
+        """An association pynetdicom rejected (e.g. its association limit): audited."""
+        rj = event.assoc.acceptor.primitive
+        result = getattr(rj, "result_str", "") if rj is not None else ""
+        self.door.refuse(
+            Refusal(
+                "association_rejected",
+                f"association rejected: {result} / {getattr(rj, 'reason_str', '')}"[:200],
+                str(event.assoc.requestor.address),
+                str(event.assoc.requestor.ae_title).strip(),
+            )
+        )
+
+    def on_refusal(self, refusal: Refusal, left_out: int) -> None:
+        """Audit a refused connection or association (the door throttles these)."""
+        metrics = self.ingestor.metrics
+        if metrics is not None:
+            metrics.refused.labels(source=str(Source.DICOM), reason=refusal.reason).inc()
+        self.ingestor.audit.log(
+            AuditEvent(
+                event_id=EventID.SECURITY_ALERT,
+                action=Action.EXECUTE,
+                user_id=f"ae:{refusal.calling_ae}" if refusal.calling_ae else "unknown",
+                outcome=Outcome.SERIOUS_FAILURE if refusal.serious else Outcome.MINOR_FAILURE,
+                ae_title=refusal.calling_ae,
+                source_address=refusal.address,
+                detail={
+                    "refused": refusal.reason,
+                    "message": refusal.message,
+                    "source": str(Source.DICOM),
+                    "left_out": left_out,  # the same refusals from this address since the last
+                },
+            )
+        )
+
     def on_event_report(self, event: evt.Event) -> tuple[int, None]:
         """A Storage Commitment result from an archive, passed to the callback."""
         calling_ae = str(event.assoc.requestor.ae_title).strip()
@@ -159,9 +242,17 @@ class StorageSCP:
         except Exception:
             LOGGER.exception("unexpected failure handling an N-EVENT-REPORT")
             code = 0x0110
+        finally:
+            answered(event)
         return code, None
 
     def on_store(self, event: evt.Event) -> Dataset | int:
+        try:
+            return self._store(event)
+        finally:
+            answered(event)  # the dataset's bytes leave the in-flight budget
+
+    def _store(self, event: evt.Event) -> Dataset | int:
         calling_ae = str(event.assoc.requestor.ae_title).strip()
         address = str(event.assoc.requestor.address)
         try:

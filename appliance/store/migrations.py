@@ -238,4 +238,10 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX commitment_items_job ON commitment_items(job_pk);
     """,
+    # 7: a capture whose patient name, birth date or sex differs from the patient row it was
+    #    filed under (same Patient ID): what was held and what the image said, as JSON; NULL
+    #    when they agree
+    """
+    ALTER TABLE captures ADD COLUMN identity_conflict TEXT;
+    """,
 ]
