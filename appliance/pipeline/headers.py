@@ -6,9 +6,11 @@ decode), identifiers such as ``../../etc``, or sequences nested a thousand deep.
 need only the patient, study, equipment and reference attributes, so ``read_header`` reads those
 elements alone (``specific_tags``: nothing else is parsed) and returns a fresh dataset in UTF-8
 (``ISO_IR 192``) where each value is the received one when it is valid, a sanitised copy when its
-text is undecodable (control and replacement characters dropped, cut to the VR's length), and
-the DICOM empty value when it is missing or invalid (a date that is not a date). Nested
-sequences are never copied: the Request Attributes items keep their flat text attributes only.
+text does not decode as declared (decoded as UTF-8 or Latin-1 where those give text, else with
+control and undecodable characters dropped; cut to the VR's length; a backslash in a
+single-valued attribute becomes "/"), and the DICOM empty value when it is missing or invalid
+(a date that is not a date). Nested sequences are never copied: the Request Attributes items
+keep their flat text attributes only.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ def _raw_bytes(raw: Dataset, keyword: str) -> bytes | None:
 
 
 def _text(raw: Dataset, keyword: str, encodings: list[str] | None) -> str:
-    """The value decoded as declared, else as UTF-8, else with what cannot be decoded dropped."""
+    """The value decoded as declared, else as UTF-8, else as Latin-1 when that gives text, else
+    as UTF-8 with what cannot be decoded dropped."""
     value = _raw_bytes(raw, keyword)
     if not value:
         return ""
@@ -170,7 +173,8 @@ def _text(raw: Dataset, keyword: str, encodings: list[str] | None) -> str:
         try:
             decoded = value.decode("utf-8")
         except UnicodeDecodeError:
-            decoded = value.decode("utf-8", errors="replace")
+            latin = value.decode("latin-1")  # the commonest 8-bit set, if it reads as text
+            decoded = latin if _clean(latin, vr) else value.decode("utf-8", errors="replace")
     return _sanitise(decoded, vr, keyword)
 
 
