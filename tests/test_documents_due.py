@@ -70,12 +70,12 @@ def _photo(eye: str, nth: int = 0) -> bytes:
     return jpeg_bytes(render_case(cases[nth]))
 
 
-def _pair(services: Any, patient: str) -> list[int]:
+def _pair(services: Any, patient: str, nth: int = 0) -> list[int]:
     ids = []
     for eye in ("R", "L"):
         capture = services.ingestor.ingest(
             Incoming(
-                data=_photo(eye),
+                data=_photo(eye, nth),
                 source=Source.UPLOAD,
                 user_id="t",
                 fields={"patient_id": patient, "laterality": eye},
@@ -302,3 +302,51 @@ def test_unbuildable_documents_are_tried_3_times_then_dead_lettered_and_retried_
         assert "Every result document due has been built" in text(admin.get("/admin/outbox"))
     finally:
         services.stop()
+
+
+def test_an_upgrade_owes_the_documents_a_crash_lost_before_this_version(settings: Settings) -> None:
+    """Migration 7 records SR + PDF as due for complete visits whose newest outcome has none
+    made after it (finding 1's victims on a device upgraded from schema 6); they are built."""
+    import sqlite3
+    from contextlib import closing
+
+    settings = _settings(settings)
+    first = _open(settings)
+    fine = _pair(first, "FINE")  # a visit that got its documents: owes nothing after the upgrade
+    first.pipeline.drain()
+    assert len(_objects(first, "sr")) == 1
+    ids = _pair(first, "UPGRADE", nth=2)
+    first.pipeline.process(ids[0])
+    first.pipeline.step_hook = crash_at("outcome")
+    with pytest.raises(Crash):
+        first.pipeline.process(ids[1])
+    _die(first)
+    with closing(sqlite3.connect(settings.data_path / "appliance.db")) as conn:
+        conn.execute("DROP TABLE documents_due")  # the database as version 6 left it
+        conn.execute("PRAGMA user_version = 6")
+        conn.commit()
+
+    upgraded = _open(settings)
+    try:
+        assert upgraded.store.schema_version == 7
+        owed = upgraded.store.query("SELECT kind, state, capture_pk FROM documents_due")
+        assert sorted((r["kind"], r["state"], r["capture_pk"]) for r in owed) == [
+            ("pdf", "due", ids[1]),
+            ("sr", "due", ids[1]),
+        ]
+        upgraded.pipeline.issue_due()
+        assert upgraded.store.query("SELECT * FROM documents_due") == []
+        for patient, captures in (("FINE", fine), ("UPGRADE", ids)):
+            key = upgraded.store.one(
+                "SELECT visit_key FROM visit_outcomes o JOIN captures c ON c.id = ? "
+                "WHERE o.patient_pk = c.patient_pk ORDER BY o.id DESC LIMIT 1",
+                (captures[1],),
+            )
+            assert key is not None, patient
+            made = upgraded.store.query(
+                "SELECT kind FROM derived_objects WHERE visit_key = ? AND kind IN ('sr', 'pdf')",
+                (key["visit_key"],),
+            )
+            assert sorted(r["kind"] for r in made) == ["pdf", "sr"], patient
+    finally:
+        upgraded.stop()
