@@ -2,8 +2,10 @@
 
 Stages never import each other; this module moves their records between them. The worker
 takes captures in ``received`` state (also after a crash or restart, so nothing is skipped),
-decodes them off the association thread, runs the stages that exist, and stores the results
-and an audit event in one transaction.
+decodes them off the association thread, runs the stages that exist, and stores the results,
+the visit outcome, the documents it makes due (pipeline/due.py) and an audit event in one
+transaction; then builds what is due (pipeline/issue.py), as it does at start-up and on every
+pass.
 """
 
 from __future__ import annotations
