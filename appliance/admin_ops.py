@@ -1,4 +1,5 @@
-"""What the admin console asks of the core: outbox, C-ECHO checks, audit log search, models.
+"""What the admin console asks of the core: outbox, result documents not built, C-ECHO checks,
+audit log search, models.
 
 The web layer calls these and never writes SQL itself. Actions an admin takes here are audited
 with the admin's user name, the same way the command line audits them.
@@ -17,6 +18,7 @@ from appliance.config import Settings
 from appliance.dicom.worklist import Node, NodeUnreachable, echo
 from appliance.inference.card import ModelIntegrityError, find_cards
 from appliance.outbox import commitment, queue
+from appliance.pipeline import due
 from appliance.store import Store
 
 LOGGER = logging.getLogger(__name__)
@@ -92,6 +94,19 @@ def retry_dead(
         )
     )
     return count
+
+
+# -- result documents that could not be built ------------------------------------------------
+def dead_documents(store: Store, limit: int = 200) -> list[dict[str, Any]]:
+    """SR / PDF / SC documents dead-lettered after every try, with their reasons."""
+    return due.dead_letters(store, limit)
+
+
+def retry_documents(
+    store: Store, audit: AuditTrail, document: int | None, *, user: str, address: str = ""
+) -> int:
+    """Make dead-lettered documents (all, or one) due again, audited like ``documents retry``."""
+    return due.retry_dead(store, audit, document, user=user, address=address)
 
 
 # -- C-ECHO ------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Prometheus metrics (prometheus-client): counts and latencies only, never PHI.
 
 One registry per running service, so tests and benchmarks can run several side by side.
-Gauges that mirror the database (pending work, outbox depth) are read at scrape time.
+Gauges that mirror the database (pending work, outbox depth, documents owed and dead-lettered)
+are read at scrape time.
 """
 
 from __future__ import annotations
@@ -63,9 +64,25 @@ class Metrics:
             "appliance_outbox_depth", "Outbox jobs queued or in flight", registry=r
         )
 
+        self._documents_due = Gauge(
+            "appliance_documents_due",
+            "Result documents (SR, PDF, heatmap SC) visits still owe, waiting to be built",
+            registry=r,
+        )
+        self._documents_dead = Gauge(
+            "appliance_documents_dead",
+            "Result documents that could not be built after every try (dead-lettered)",
+            registry=r,
+        )
+
     def bind(self, pending: Callable[[], float], outbox: Callable[[], float]) -> None:
         self._pending.set_function(pending)
         self._outbox.set_function(outbox)
+
+    def bind_documents(self, counts: Callable[[], dict[str, int]]) -> None:
+        """Owed and dead-lettered documents, read from the store at scrape time."""
+        self._documents_due.set_function(lambda: float(counts()["due"]))
+        self._documents_dead.set_function(lambda: float(counts()["dead"]))
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -31,7 +31,7 @@ from appliance.outbox.retention import Retention
 from appliance.outbox.stow import StowTarget
 from appliance.outbox.worker import Forwarder, Target
 from appliance.outcome import RuleSet, load_rules
-from appliance.pipeline import Pipeline
+from appliance.pipeline import Pipeline, due
 from appliance.pipeline.review import ReviewDesk
 from appliance.quality import QualityThresholds
 from appliance.station import Station
@@ -292,7 +292,7 @@ class Services:
         return self.pipeline.running() if self.started else True
 
     def health(self) -> dict[str, Any]:
-        """Counts only: no PHI."""
+        """Counts only: no PHI. "degraded" while result documents are dead-lettered."""
         counts = (
             self.store.one(
                 "SELECT count(*) AS captures, "
@@ -304,14 +304,17 @@ class Services:
         outbox = self.store.scalar(
             "SELECT count(*) FROM outbox_jobs WHERE state IN ('queued', 'leased')"
         )
+        documents = due.counts(self.store)
         return {
-            "status": "ok",
+            "status": "degraded" if documents["dead"] else "ok",
             "version": __version__,
             "schema_version": self.store.schema_version,
             "captures": counts.get("captures", 0),
             "pending_analysis": counts.get("pending_analysis", 0),
             "failed_analysis": counts.get("failed_analysis", 0),
             "outbox_pending": int(outbox or 0),
+            "documents_due": documents["due"],
+            "documents_dead": documents["dead"],
             "dicom_scp": self.scp is not None,
             "hotfolder": self.hotfolder is not None,
             "screening_model": self.model_status,

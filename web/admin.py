@@ -106,6 +106,17 @@ def index() -> Any:
 def outbox() -> Any:
     svc = services()
     dead = admin_ops.dead_letters(svc.store)
+    documents = admin_ops.dead_documents(svc.store)
+    if documents:  # they name visits and their studies: a view of PHI (110103)
+        audit_view(
+            "admin_documents_dead_letters",
+            detail={
+                "dead_documents": len(documents),
+                "studies": sorted(
+                    {d["study_instance_uid"] for d in documents if d["study_instance_uid"]}
+                ),
+            },
+        )
     if dead:  # the dead letters name patients' studies and images: a view of PHI (110103)
         audit_view(
             "admin_outbox_dead_letters",
@@ -121,6 +132,7 @@ def outbox() -> Any:
         "admin/outbox.html",
         destinations=admin_ops.outbox_overview(svc.store, svc.settings),
         dead=dead,
+        documents=documents,
         nodes=admin_ops.echo_nodes(svc.settings),
         states=admin_ops.STATES,
     )
@@ -135,6 +147,18 @@ def outbox_retry() -> Any:
     svc.forwarder.notify()
     where = f" for {destination}" if destination else ""
     notice(f"{count} dead-lettered job(s){where} queued again; the forwarder retries them now.")
+    return redirect(url_for("admin.outbox"))
+
+
+@bp.post("/outbox/documents/retry")
+@roles(Role.ADMIN)
+def documents_retry() -> Any:
+    svc = services()
+    chosen = request.form.get("document", "").strip()
+    document = int(chosen) if chosen.isdigit() else None
+    count = admin_ops.retry_documents(svc.store, svc.audit, document, **_who())
+    svc.pipeline.notify(0)
+    notice(f"{count} result document(s) due again; the pipeline builds them now.")
     return redirect(url_for("admin.outbox"))
 
 

@@ -1,9 +1,12 @@
-"""A visit's result documents: the coded SR and the PDF report (as Encapsulated PDF).
+"""A visit's result documents: the coded SR, the PDF report (as Encapsulated PDF), heatmap SCs.
 
-Issued once the visit's protocol is complete; images that arrive later produce a new SR and
-PDF for the whole visit. Never a second copy of the same content: a visit whose set of images
-has not changed since its last documents gets none. UIDs are saved with the objects before any
-send.
+Issued once the visit's protocol is complete (or after its quiet period); images that arrive
+later produce a new SR and PDF for the whole visit. Never a second copy of the same content: a
+visit whose set of images has not changed since its last document of a kind gets none
+(``owed``). Each builder writes its object's file and returns its ``derived_objects`` row; the
+caller records it with its outbox jobs in one transaction (UIDs saved before any send), the one
+that also clears what the visit owed (pipeline/due.py). Received headers are read defensively
+(pipeline/headers.py), so an odd camera file still gets its documents.
 
 The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (pipeline/review.py)
 from the same helpers (``visit_images``, ``eye_findings``).
@@ -14,8 +17,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
@@ -23,9 +28,11 @@ from appliance import __version__
 from appliance.dicom.op import new_uid, to_bytes
 from appliance.dicom.pdf import encapsulated_pdf, report_pdf
 from appliance.dicom.report_pdf import findings_in_words
+from appliance.dicom.sc import heatmap_sc
 from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.domain import Outcome
 from appliance.inference import DISCLAIMER
+from appliance.pipeline.headers import read_header
 from appliance.store import BlobStore, Store, utcnow
 
 LOGGER = logging.getLogger(__name__)
@@ -67,87 +74,120 @@ def visit_images(
     return images
 
 
-def build_documents(
-    store: Store,
-    blobs: BlobStore,
-    *,
-    visit_key: str,
-    where: str,
-    params: tuple[Any, ...],
-    outcome: Outcome,
-    outcome_json: dict[str, Any],
-    uid_root: str,
-    incomplete_ok: bool = False,
-) -> list[dict[str, Any]]:
-    """Build and store SR + Encapsulated PDF; return their derived rows (caller records them).
+@dataclass(frozen=True)
+class VisitSources:
+    """What a visit's documents are made from: its images, their headers, the models used."""
 
-    Only for a complete visit, unless ``incomplete_ok`` (the visit's quiet period is over).
-    """
-    if not outcome.complete and not incomplete_ok:
-        return []
+    images: list[dict[str, Any]]
+    headers: list[Dataset]  # read defensively (pipeline/headers.py)
+    uids: list[str]  # the referenced SOP Instance UIDs, sorted
+    models: list[dict[str, Any]]
+
+
+def visit_sources(
+    store: Store, blobs: BlobStore, visit_key: str, where: str, params: tuple[Any, ...]
+) -> VisitSources | None:
+    """The visit's images and their headers; None when it has no DICOM image to reference."""
     images = visit_images(store, visit_key, where, params)
-    uids = sorted(image["uid"] for image in images)
     if not images:
-        return []
-    last = store.one(
-        "SELECT references_json FROM derived_objects WHERE visit_key = ? AND kind = 'sr' "
-        "ORDER BY id DESC LIMIT 1",
-        (visit_key,),
-    )
-    if last is not None and json.loads(last["references_json"]) == uids:
-        return []  # nothing new since the last documents
-    datasets: list[Dataset] = [pydicom.dcmread(blobs.resolve(i["dicom_path"])) for i in images]
+        return None
     models: list[dict[str, Any]] = next(
         (i["result"].get("models") for i in images if i["result"].get("models")), []
     )
-    findings_by_eye = eye_findings(outcome_json["eyes"])
-    device = {**DEVICE, "uid": new_uid(uid_root), "version": __version__}
-    sr_series, sr_uid = new_uid(uid_root), new_uid(uid_root)
-    sr = screening_sr(
-        images=datasets,
-        findings_by_eye=findings_by_eye,
+    return VisitSources(
+        images=images,
+        headers=[read_header(blobs.resolve(i["dicom_path"])) for i in images],
+        uids=sorted(image["uid"] for image in images),
         models=models,
+    )
+
+
+def owed(store: Store, visit_key: str, kind: str, uids: list[str]) -> bool:
+    """True unless the visit's newest document of ``kind`` already references exactly ``uids``."""
+    last = store.one(
+        "SELECT references_json FROM derived_objects WHERE visit_key = ? AND kind = ? "
+        "ORDER BY id DESC LIMIT 1",
+        (visit_key, kind),
+    )
+    return last is None or json.loads(last["references_json"]) != uids
+
+
+def build_sr(
+    blobs: BlobStore,
+    sources: VisitSources,
+    *,
+    visit_key: str,
+    outcome: Outcome,
+    outcome_json: dict[str, Any],
+    uid_root: str,
+) -> dict[str, Any]:
+    """The preliminary (UNVERIFIED) SR, stored; its ``derived_objects`` row (caller records)."""
+    device = {**DEVICE, "uid": new_uid(uid_root), "version": __version__}
+    series, uid = new_uid(uid_root), new_uid(uid_root)
+    sr = screening_sr(
+        images=sources.headers,
+        findings_by_eye=eye_findings(outcome_json["eyes"]),
+        models=sources.models,
         device=device,
-        series_instance_uid=sr_series,
-        sop_instance_uid=sr_uid,
+        series_instance_uid=series,
+        sop_instance_uid=uid,
         uid_root=uid_root,
         outcome=outcome.code if outcome.code in OUTCOMES else None,
     )
+    return _row(blobs, "sr", sr, visit_key, sources)
+
+
+def build_pdf(
+    blobs: BlobStore,
+    sources: VisitSources,
+    *,
+    visit_key: str,
+    outcome: Outcome,
+    outcome_json: dict[str, Any],
+    uid_root: str,
+) -> dict[str, Any]:
+    """The PDF report as Encapsulated PDF, stored; its ``derived_objects`` row."""
+    first = sources.headers[0]
     pdf_bytes = report_pdf(
         patient={
-            "name": str(datasets[0].get("PatientName", "")),
-            "id": str(datasets[0].get("PatientID", "")),
-            "birth_date": str(datasets[0].get("PatientBirthDate", "")),
-            "sex": str(datasets[0].get("PatientSex", "")),
+            "name": str(first.get("PatientName", "")),
+            "id": str(first.get("PatientID", "")),
+            "birth_date": str(first.get("PatientBirthDate", "")),
+            "sex": str(first.get("PatientSex", "")),
         },
-        study_date=str(datasets[0].get("StudyDate", "")),
-        eyes=[_eye_page(blobs, eye_outcome, images) for eye_outcome in outcome.eyes],
+        study_date=str(first.get("StudyDate", "")),
+        eyes=[_eye_page(blobs, eye_outcome, sources.images) for eye_outcome in outcome.eyes],
         outcome=outcome_json,
-        models=models,
+        models=sources.models,
         disclaimer=DISCLAIMER,
     )
-    pdf_series, pdf_uid = new_uid(uid_root), new_uid(uid_root)
     pdf = encapsulated_pdf(
-        pdf_bytes, images=datasets, series_instance_uid=pdf_series, sop_instance_uid=pdf_uid
+        pdf_bytes,
+        images=sources.headers,
+        series_instance_uid=new_uid(uid_root),
+        sop_instance_uid=new_uid(uid_root),
     )
-    study = str(datasets[0].StudyInstanceUID)
-    rows = []
-    for kind, ds, series, uid in (("sr", sr, sr_series, sr_uid), ("pdf", pdf, pdf_series, pdf_uid)):
-        rows.append(
-            {
-                "capture_pk": None,
-                "visit_key": visit_key,
-                "kind": kind,
-                "sop_class_uid": str(ds.SOPClassUID),
-                "sop_instance_uid": uid,
-                "series_instance_uid": series,
-                "study_instance_uid": study,
-                "file_path": blobs.put(to_bytes(ds), "application/dicom"),
-                "references_json": json.dumps(uids),
-                "created_at": utcnow(),
-            }
-        )
-    return rows
+    return _row(blobs, "pdf", pdf, visit_key, sources)
+
+
+BUILDERS = {"sr": build_sr, "pdf": build_pdf}
+
+
+def _row(
+    blobs: BlobStore, kind: str, ds: Dataset, visit_key: str, sources: VisitSources
+) -> dict[str, Any]:
+    return {
+        "capture_pk": None,
+        "visit_key": visit_key,
+        "kind": kind,
+        "sop_class_uid": str(ds.SOPClassUID),
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "series_instance_uid": str(ds.SeriesInstanceUID),
+        "study_instance_uid": str(ds.StudyInstanceUID),
+        "file_path": blobs.put(to_bytes(ds), "application/dicom"),
+        "references_json": json.dumps(sources.uids),
+        "created_at": utcnow(),
+    }
 
 
 def eye_findings(eyes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -166,6 +206,63 @@ def eye_findings(eyes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def _camera_jpeg(blobs: BlobStore, path: str) -> bytes | None:
+    """The first frame of a DICOM image kept as baseline JPEG; None for anything else."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(blobs.read(path)), specific_tags=["PixelData"])
+        if ds.file_meta.TransferSyntaxUID != pydicom.uid.JPEGBaseline8Bit:
+            return None
+        return bytes(next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1)))
+    except (Exception, RecursionError):  # the report is made without the photograph
+        LOGGER.warning("a visit image's photograph could not be read for the report")
+        return None
+
+
+def build_sc(
+    store: Store,
+    blobs: BlobStore,
+    *,
+    capture_pk: int,
+    visit_key: str,
+    source_path: str,
+    heatmap: np.ndarray,
+    laterality: str | None,
+    uid_root: str,
+) -> dict[str, Any]:
+    """A heatmap as an SC in its source image's study, stored; its ``derived_objects`` row.
+
+    One "AI heatmaps" series per visit and study; the source's header is read defensively.
+    """
+    source = read_header(blobs.resolve(source_path))
+    study = str(source.StudyInstanceUID)
+    earlier = store.query(
+        "SELECT series_instance_uid FROM derived_objects WHERE kind = 'sc' "
+        "AND visit_key = ? AND study_instance_uid = ? ORDER BY id",
+        (visit_key, study),
+    )
+    series = earlier[0]["series_instance_uid"] if earlier else new_uid(uid_root)
+    uid = new_uid(uid_root)
+    ds = heatmap_sc(
+        heatmap,
+        source=source,
+        series_instance_uid=series,
+        sop_instance_uid=uid,
+        laterality=laterality if laterality in ("L", "R") else None,
+        instance_number=len(earlier) + 1,
+    )
+    return {
+        "capture_pk": capture_pk,
+        "kind": "sc",
+        "sop_class_uid": str(ds.SOPClassUID),
+        "sop_instance_uid": uid,
+        "series_instance_uid": series,
+        "study_instance_uid": study,
+        "file_path": blobs.put(to_bytes(ds), "application/dicom"),
+        "references_json": json.dumps([str(source.SOPInstanceUID)]),
+        "created_at": utcnow(),
+    }
+
+
 def _eye_page(blobs: BlobStore, eye: Any, images: list[dict[str, Any]]) -> dict[str, Any]:
     mine = [i for i in images if (i["result"].get("finding") or {}).get("laterality") == eye.eye]
     best = next((i for i in mine if i["result"].get("gradable")), mine[0] if mine else None)
@@ -176,9 +273,7 @@ def _eye_page(blobs: BlobStore, eye: Any, images: list[dict[str, Any]]) -> dict[
         if best["media_type"] == "image/jpeg":
             photo = blobs.read(best["file_path"])
         else:
-            ds = pydicom.dcmread(io.BytesIO(blobs.read(best["dicom_path"])))
-            if ds.file_meta.TransferSyntaxUID == pydicom.uid.JPEGBaseline8Bit:
-                photo = next(pydicom.encaps.generate_frames(ds.PixelData, number_of_frames=1))
+            photo = _camera_jpeg(blobs, best["dicom_path"])
         if best["result"].get("heatmap"):
             heatmap = blobs.read(best["result"]["heatmap"])
         quality = best["result"].get("quality") or {}

@@ -37,6 +37,7 @@ from appliance.errors import ApplianceError, RejectedInput
 from appliance.inference.preprocess import field_crop, find_field
 from appliance.outbox import queue
 from appliance.pipeline.documents import eye_findings, visit_images
+from appliance.pipeline.headers import read_header
 from appliance.pipeline.signoff import (
     ACCEPTABLE,
     EYE_WORDS,
@@ -356,9 +357,7 @@ class ReviewDesk:
                 "so it cannot be signed.",
                 reason="nothing_to_sign",
             )
-        datasets: list[Dataset] = [
-            pydicom.dcmread(self.blobs.resolve(i["dicom_path"])) for i in images
-        ]
+        datasets: list[Dataset] = [read_header(self.blobs.resolve(i["dicom_path"])) for i in images]
         predecessors = self._predecessors(visit_key)
         eyes = json.loads(self._outcome_payload(summary.outcome_id))["eyes"]
         moment = datetime.now(UTC)

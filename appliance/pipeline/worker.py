@@ -2,8 +2,10 @@
 
 Stages never import each other; this module moves their records between them. The worker
 takes captures in ``received`` state (also after a crash or restart, so nothing is skipped),
-decodes them off the association thread, runs the stages that exist, and stores the results
-and an audit event in one transaction.
+decodes them off the association thread, runs the stages that exist, and stores the results,
+the visit outcome, the documents it makes due (pipeline/due.py) and an audit event in one
+transaction; then builds what is due (pipeline/issue.py), as it does at start-up and on every
+pass.
 """
 
 from __future__ import annotations
@@ -14,24 +16,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from typing import Any
 
 import cv2
-import pydicom
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.capture.decode import OPT_SOP_CLASS, Limits
-from appliance.dicom.op import new_uid, to_bytes
-from appliance.dicom.sc import heatmap_sc
 from appliance.domain import CaptureStatus
 from appliance.domain import Outcome as VisitOutcome
 from appliance.errors import ApplianceError
 from appliance.metrics import Metrics
 from appliance.outbox import queue
 from appliance.outcome import RuleSet
-from appliance.pipeline.documents import build_documents
+from appliance.pipeline import due
+from appliance.pipeline.documents import build_sc
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
+from appliance.pipeline.issue import DocumentIssuer
 from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
 from appliance.pipeline.wrap import record as record_derived
 from appliance.pipeline.wrap import step_request_attributes, visit_study_uid, wrap_photo
@@ -76,6 +76,23 @@ class Pipeline:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.listeners: list[Any] = []  # callables(capture_id) told when a capture is done
+        # called with each step's name as it is passed ("analysed", "outcome",
+        # "documents_built"): tests stop the process there as a crash would
+        self.step_hook: Callable[[str], None] = lambda step: None
+        self.issuer = DocumentIssuer(
+            store,
+            blobs,
+            audit,
+            uid_root=uid_root,
+            capture_row=self.capture_row,
+            scope=self._visit,
+            outcome_of=self._outcome,
+            enqueue=self._enqueue,
+            event=self._event,
+            step=lambda step: self.step_hook(step),
+        )
+        if metrics is not None:
+            metrics.bind_documents(lambda: due.counts(store))
 
     # -- worker ---------------------------------------------------------------------------
     def notify(self, capture_id: int) -> None:
@@ -98,6 +115,7 @@ class Pipeline:
         while not self._stop.is_set():
             try:
                 done = self.drain()
+                self.issue_due()  # at start-up and on every pass: whatever visits still owe
                 if not done and self.quiet_seconds and time.monotonic() >= self._next_quiet_sweep:
                     self._next_quiet_sweep = time.monotonic() + min(30.0, self.quiet_seconds)
                     self.issue_quiet_visits()
@@ -127,15 +145,23 @@ class Pipeline:
             )
         )
 
-    # -- one capture ----------------------------------------------------------------------
-    def process(self, capture_id: int) -> None:
-        row = self.store.one(
+    def issue_due(self, now: float | None = None) -> int:
+        """Build the documents due by ``now`` (pipeline/due.py); returns how many visits got any."""
+        return len(self.issuer.issue_due(now))
+
+    def capture_row(self, capture_id: int) -> dict[str, Any] | None:
+        """A capture with its patient's and study's identifiers."""
+        return self.store.one(
             "SELECT c.*, p.patient_id AS patient_identifier, p.patient_name, p.birth_date, "
             "p.sex, p.issuer, s.study_instance_uid, s.accession_number "
             "FROM captures c LEFT JOIN patients p ON p.id = c.patient_pk "
             "LEFT JOIN studies s ON s.id = c.study_pk WHERE c.id = ?",
             (capture_id,),
         )
+
+    # -- one capture ----------------------------------------------------------------------
+    def process(self, capture_id: int) -> None:
+        row = self.capture_row(capture_id)
         if row is None or row["status"] != CaptureStatus.RECEIVED:
             return
         try:
@@ -154,12 +180,14 @@ class Pipeline:
             LOGGER.exception("capture %d could not be analysed", capture_id)
             self._fail(row, "analysis_error", f"{type(exc).__name__}: {exc}"[:300])
             return
+        self.step_hook("analysed")
         started = time.perf_counter()
         heatmap_path = self._save_heatmap(analysis)
         derived = self._wrap(row, data, analysis)
-        sc = self._secondary_capture(row, analysis, derived)
-        visit = self._store(row, analysis, heatmap_path, derived, sc)
-        self._issue_documents(row, visit)
+        sc, sc_error = self._secondary_capture(row, analysis, derived)
+        self._store(row, analysis, heatmap_path, derived, sc, sc_error)
+        self.step_hook("outcome")
+        self.issue_due()
         if self.metrics is not None:
             self._observe(analysis, time.perf_counter() - started)
         for listener in list(self.listeners):
@@ -231,55 +259,39 @@ class Pipeline:
 
     def _secondary_capture(
         self, row: dict[str, Any], analysis: ImageAnalysis, op: dict[str, Any] | None
-    ) -> dict[str, Any] | None:
+    ) -> tuple[dict[str, Any] | None, str | None]:
         """The heatmap as an SC in the source image's study; UIDs saved before any send.
 
         The source is the OP made from a camera JPEG, or the DICOM the camera sent; a capture
         with neither (a photograph of unknown eye) or without a heatmap gets none. One
-        "AI heatmaps" series per visit and study.
+        "AI heatmaps" series per visit and study. Returns the SC's row, or why it could not be
+        made (then it is owed: recorded as due with the analysis, built again later).
         """
         if not self.heatmap_secondary_capture or analysis.heatmap is None:
-            return None
+            return None, None
         if op is not None:
             path = op["file_path"]
         elif row["media_type"] == "application/dicom" and row["sop_instance_uid"]:
             path = row["file_path"]
         else:
-            return None
-        key = self._visit(row)[0]
+            return None, None
         try:
-            source = pydicom.dcmread(self.blobs.resolve(path), stop_before_pixels=True)
-            study = str(source.StudyInstanceUID)
-            earlier = self.store.query(
-                "SELECT series_instance_uid FROM derived_objects WHERE kind = 'sc' "
-                "AND visit_key = ? AND study_instance_uid = ? ORDER BY id",
-                (key, study),
+            return (
+                build_sc(
+                    self.store,
+                    self.blobs,
+                    capture_pk=row["id"],
+                    visit_key=self._visit(row)[0],
+                    source_path=path,
+                    heatmap=analysis.heatmap,
+                    laterality=finding(analysis, row["id"], row["laterality"]).laterality,
+                    uid_root=self.uid_root,
+                ),
+                None,
             )
-            series = earlier[0]["series_instance_uid"] if earlier else new_uid(self.uid_root)
-            side = finding(analysis, row["id"], row["laterality"]).laterality
-            uid = new_uid(self.uid_root)
-            ds = heatmap_sc(
-                analysis.heatmap,
-                source=source,
-                series_instance_uid=series,
-                sop_instance_uid=uid,
-                laterality=side if side in ("L", "R") else None,
-                instance_number=len(earlier) + 1,
-            )
-            return {
-                "capture_pk": row["id"],
-                "kind": "sc",
-                "sop_class_uid": str(ds.SOPClassUID),
-                "sop_instance_uid": uid,
-                "series_instance_uid": series,
-                "study_instance_uid": study,
-                "file_path": self.blobs.put(to_bytes(ds), "application/dicom"),
-                "references_json": json.dumps([str(source.SOPInstanceUID)]),
-                "created_at": utcnow(),
-            }
-        except Exception:  # the analysis is stored even when its SC cannot be made
+        except (Exception, RecursionError) as exc:  # the analysis is stored; the SC is owed
             LOGGER.exception("capture %d: heatmap Secondary Capture not built", row["id"])
-            return None
+            return None, f"{type(exc).__name__}: {exc}"[:300]
 
     def _store(
         self,
@@ -288,6 +300,7 @@ class Pipeline:
         heatmap: str | None,
         derived: dict[str, Any] | None = None,
         sc: dict[str, Any] | None = None,
+        sc_error: str | None = None,
     ) -> VisitOutcome:
         now = utcnow()
         report = analysis.quality
@@ -353,6 +366,17 @@ class Pipeline:
                 record_derived(tx, sc, self._visit(row)[0])
                 self._enqueue(tx, "sc", sc["sop_instance_uid"], sc["file_path"],
                               sc["study_instance_uid"])  # fmt: skip
+            elif sc_error is not None:
+                due.owe(
+                    tx,
+                    visit_key=self._visit(row)[0],
+                    kinds=("sc",),
+                    capture_pk=row["id"],
+                    photo_pk=row["id"],
+                    trigger="analysis",
+                    attempts=1,
+                    error=sc_error,
+                )
         return visit
 
     def _visit(self, row: dict[str, Any]) -> tuple[str, str, tuple[Any, ...]]:
@@ -410,103 +434,28 @@ class Pipeline:
                 },
             ),
         )
+        if outcome.complete:  # owed from this transaction on: a crash cannot lose them
+            due.owe(
+                tx, visit_key=key, kinds=("sr", "pdf"), capture_pk=row["id"], trigger="complete"
+            )
         if self.metrics is not None:
             self.metrics.outcomes.labels(code=outcome.code).inc()
         return outcome
 
     def issue_quiet_visits(self, now: float | None = None) -> int:
-        """SR + PDF for incomplete visits that have had no new photograph for the quiet period.
+        """SR + PDF for visits that have had no new photograph for the quiet period.
 
-        Looks at visits with a capture in the last two days; a visit whose images already
-        have documents gets none again (``build_documents`` compares the referenced images).
-        Returns how many visits were issued documents.
+        The sweep records them as due (pipeline/issue.py); they are built at once. A visit
+        whose images already have documents gets none again. Returns how many visits were
+        issued documents after their quiet period.
         """
         moment = time.time() if now is None else now
-        cutoff = _utc(moment - self.quiet_seconds)
-        rows = self.store.query(
-            "SELECT c.*, p.patient_id AS patient_identifier, s.study_instance_uid "
-            "FROM captures c LEFT JOIN patients p ON p.id = c.patient_pk "
-            "LEFT JOIN studies s ON s.id = c.study_pk "
-            "WHERE c.status = 'processed' AND c.received_at >= ? ORDER BY c.id DESC",
-            (_utc(moment - 2 * 86400),),
-        )
-        newest: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            newest.setdefault(visit_key(row), row)
-        issued = 0
-        for key, row in newest.items():
-            _, where, params = self._visit(row)
-            state = self.store.one(
-                "SELECT max(c.received_at) AS latest, sum(c.status = 'received') AS pending "
-                f"FROM captures c WHERE {where}",
-                params,
-            )
-            latest = state["latest"] if state else None
-            if (state and state["pending"]) or (latest and latest > cutoff):
-                continue  # still being photographed or analysed
-            documented = self.store.scalar(
-                "SELECT max(created_at) FROM derived_objects WHERE visit_key = ? AND kind = 'sr'",
-                (key,),
-            )
-            if documented and latest and documented > latest:
-                continue  # its documents were made after its last photograph
-            outcome = self._outcome(self.store.reader(), where, params)
-            if outcome.complete:
-                continue  # complete visits got their documents when they completed
-            if self._issue_documents(row, outcome, quiet=True):
-                issued += 1
+        recorded = self.issuer.sweep_quiet(self.quiet_seconds, moment)
+        issued = self.issuer.issue_due(moment)
+        for key in recorded:
+            if key in issued:
                 LOGGER.info("documents issued for %s after the quiet period", key)
-        return issued
-
-    def _issue_documents(
-        self, row: dict[str, Any], outcome: VisitOutcome, *, quiet: bool = False
-    ) -> bool:
-        """SR + PDF report once the visit is complete (again when new images arrive).
-
-        ``quiet``: the visit is incomplete but has been quiet for the configured period.
-        """
-        key, where, params = self._visit(row)
-        try:
-            rows = build_documents(
-                self.store,
-                self.blobs,
-                visit_key=key,
-                where=where,
-                params=params,
-                outcome=outcome,
-                outcome_json=outcome_json(outcome),
-                uid_root=self.uid_root,
-                incomplete_ok=quiet,
-            )
-        except Exception:  # documents can be rebuilt; the analysis is already stored
-            LOGGER.exception("result documents for %s could not be built", key)
-            return False
-        if not rows:
-            return False
-        with self.store.write() as tx:
-            for document in rows:
-                record_derived(tx, {k: v for k, v in document.items() if k != "visit_key"}, key)
-                self._enqueue(
-                    tx,
-                    document["kind"],
-                    document["sop_instance_uid"],
-                    document["file_path"],
-                    document["study_instance_uid"],
-                )
-            self.audit.record(
-                tx,
-                self._event(
-                    row,
-                    Outcome.SUCCESS,
-                    {
-                        "stage": "documents",
-                        "visit": key,
-                        "trigger": "quiet_period" if quiet else "complete",
-                        "issued": {d["kind"]: d["sop_instance_uid"] for d in rows},
-                    },
-                ),
-            )
-        return True
+        return len([key for key in recorded if key in issued])
 
     def _fail(self, row: dict[str, Any], reason: str, message: str) -> None:
         LOGGER.warning("capture %d failed analysis: %s", row["id"], reason)
@@ -542,11 +491,6 @@ class Pipeline:
         ]
         if any(added):
             tx.after_commit(self.on_queued)
-
-
-def _utc(epoch: float) -> str:
-    """The store's timestamp format (``utcnow``) for a moment given in epoch seconds."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="microseconds")
 
 
 def visit_key(row: dict[str, Any]) -> str:

@@ -244,4 +244,41 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE captures ADD COLUMN identity_conflict TEXT;
     """,
+    # 8: result documents a visit still owes (SR, PDF; a heatmap SC per photograph), recorded in
+    #    the transaction of the outcome that makes them due and deleted in the one that stores
+    #    them; tried with backoff, then dead (reason kept) until an admin retries. Complete
+    #    visits whose newest outcome has no SR after it owe theirs from before this version.
+    """
+    CREATE TABLE documents_due (
+        id INTEGER PRIMARY KEY,
+        visit_key TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('sr', 'pdf', 'sc')),
+        photo_pk INTEGER NOT NULL DEFAULT 0,
+        capture_pk INTEGER NOT NULL REFERENCES captures(id),
+        trigger TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'due' CHECK (state IN ('due', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (visit_key, kind, photo_pk)
+    );
+    CREATE INDEX documents_due_next ON documents_due(state, next_attempt_at);
+    INSERT INTO documents_due
+        (visit_key, kind, capture_pk, trigger, next_attempt_at, created_at, updated_at)
+    SELECT o.visit_key, k.kind, max(c.id), 'complete', o.created_at, o.created_at, o.created_at
+    FROM visit_outcomes o
+    JOIN (SELECT 'sr' AS kind UNION ALL SELECT 'pdf') k
+    JOIN captures c ON c.status = 'processed' AND o.visit_key = CASE
+        WHEN c.study_pk IS NOT NULL THEN 'study:' || c.study_pk
+        WHEN c.patient_pk IS NOT NULL
+            THEN 'patient:' || c.patient_pk || ':' || substr(c.received_at, 1, 10)
+        ELSE 'capture:' || c.id END
+    WHERE o.id = (SELECT max(id) FROM visit_outcomes WHERE visit_key = o.visit_key)
+      AND json_extract(o.payload, '$.complete')
+      AND NOT EXISTS (SELECT 1 FROM derived_objects d WHERE d.visit_key = o.visit_key
+                      AND d.kind = k.kind AND d.created_at >= o.created_at)
+    GROUP BY o.visit_key, k.kind;
+    """,
 ]
