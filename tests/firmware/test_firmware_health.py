@@ -73,6 +73,39 @@ def test_healthy(url: str, settings: Settings, tmp_path: Path) -> None:
     assert "providers_in_use" in checks["accelerator"]
 
 
+def test_a_degraded_service_is_a_warning_not_a_failure(
+    url: str, settings: Settings, services: Any
+) -> None:
+    """A dead-lettered result document makes /healthz "degraded": the device still serves, so
+    the check warns (an update must not roll back over it) instead of failing."""
+    from appliance.store import utcnow
+
+    capture = services.store.scalar("SELECT max(id) FROM captures")
+    with services.store.write() as tx:
+        if capture is None:
+            capture = tx.insert(
+                "captures",
+                {"source": "upload", "media_type": "image/jpeg", "content_sha256": "0" * 64,
+                 "file_path": "x/0.jpg", "size_bytes": 1, "received_at": utcnow(),
+                 "status": "processed"},
+            )  # fmt: skip
+        now = utcnow()
+        tx.insert(
+            "documents_due",
+            {"visit_key": "capture:1", "kind": "sr", "capture_pk": capture, "trigger": "test",
+             "state": "dead", "attempts": 3, "next_attempt_at": now, "last_error": "x",
+             "created_at": now, "updated_at": now},
+        )  # fmt: skip
+    rc, report = health_check(
+        "--url", url, "--data-dir", settings.data_dir, "--min-free-mb", "1",
+        "--thermal-root", str(settings.data_path / "no-thermal"),
+    )  # fmt: skip
+    assert rc == 0 and report["healthy"] is True, report
+    assert report["warnings"] == ["service"]
+    assert report["checks"]["service"]["status"] == "degraded"
+    assert report["checks"]["service"]["warning"] == "degraded: documents_dead 1"
+
+
 def test_require_models(url: str, settings: Settings) -> None:
     rc, report = health_check(
         "--url", url, "--data-dir", settings.data_dir, "--min-free-mb", "1", "--require-models"
