@@ -306,3 +306,18 @@ def test_a_flood_past_the_connection_limit_takes_the_oldest_places(
     for sock, _ in newest:
         sock.close()
     assert served.process.poll() is None
+
+
+def test_the_unit_leaves_room_above_the_connection_limit() -> None:
+    """The unit raises the descriptor limit above the web connection limit plus the DICOM side
+    and the store; the default limit stays under the 1,024 that select() can watch."""
+    from appliance.config import Settings
+
+    unit = Path(__file__).resolve().parents[2] / "firmware_scripts/systemd/retina-appliance.service"
+    (nofile,) = [
+        int(line.split("=", 1)[1])
+        for line in unit.read_text().splitlines()
+        if line.startswith("LimitNOFILE=")
+    ]
+    limit = Settings().web_connection_limit
+    assert limit + 300 < 1024 <= nofile
