@@ -61,6 +61,7 @@ class Served:
             conn.request("GET", "/healthz")
             response = conn.getresponse()
             assert response.status == 200
+            assert response.getheader("Server") is None  # the server does not name itself
             body: dict[str, Any] = json.loads(response.read())
             return body
         finally:
