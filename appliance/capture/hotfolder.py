@@ -286,6 +286,8 @@ class HotFolder:
                     detail={"sidecar": sidecar is not None},
                 )
             )
+        except FileNotFoundError:  # the camera took it back since the scan: nothing to do
+            return False
         except OutOfResources:
             if name not in self._waiting:
                 self._waiting.add(name)
