@@ -220,7 +220,7 @@ def _where(f: AuditFilter) -> tuple[str, list[Any]]:
     if f.date_from:
         clauses.append("event_time >= ?")
         params.append(date.fromisoformat(f.date_from).isoformat())
-    if f.date_to:
+    if f.date_to and date.fromisoformat(f.date_to) < date.max:  # 9999-12-31: no end at all
         clauses.append("event_time < ?")
         params.append((date.fromisoformat(f.date_to) + timedelta(days=1)).isoformat())
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", params

@@ -9,7 +9,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ def _configure_logging(level: str) -> None:
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     # Request lines can carry identifiers in URLs: access is recorded in the audit trail instead.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("waitress").setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
@@ -34,40 +34,36 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from werkzeug.serving import make_server
-
     from appliance import sdnotify
     from appliance.service import Services
     from web import create_app
+    from web.server import make_server
 
     settings = _settings(args)
     _configure_logging(settings.log_level)
     services = Services(settings)
     services.start()
-    tls = (settings.web_tls_cert, settings.web_tls_key)
-    server = make_server(
-        settings.web_host,
-        settings.web_port,
-        create_app(settings, services),
-        threaded=True,
-        ssl_context=tls if all(tls) else None,
-    )
+    try:
+        server = make_server(settings, create_app(settings, services))
+    except BaseException:
+        services.stop()
+        raise
 
     def shutdown(signum: int, frame: Any) -> None:
         LOGGER.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.shutdown()
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    scheme = "https" if all(tls) else "http"
-    LOGGER.info("web UI on %s://%s:%d", scheme, settings.web_host, settings.web_port)
+    scheme = "https" if server.tls is not None else "http"
+    LOGGER.info("web UI on %s://%s:%d", scheme, settings.web_host, server.port)
     interval = sdnotify.watchdog_interval()
     watchdog = sdnotify.Watchdog(services.alive, interval) if interval else None
     if watchdog is not None:
         watchdog.start()
     sdnotify.notify("READY=1")
     try:
-        server.serve_forever()
+        server.serve()
     finally:
         sdnotify.notify("STOPPING=1")
         if watchdog is not None:

@@ -119,6 +119,22 @@ class Settings:
     )
     web_tls_cert: str = _s("", "PEM certificate for HTTPS. Empty (with no key): plain HTTP.")
     web_tls_key: str = _s("", "PEM private key for HTTPS, with web_tls_cert.")
+    web_threads: int = _s(8, "Worker threads that run web requests (requests are read first).")
+    web_connection_limit: int = _s(
+        500,
+        "Open web connections at most; at the limit a new one replaces the oldest connection "
+        "not being served (half-open or idle). Keeps the process under 1,024 descriptors "
+        "(pynetdicom watches its sockets with select(), which stops at 1,024).",
+    )
+    web_header_timeout: float = _s(
+        10.0,
+        "Seconds a client has to send a request's line and headers (and finish the TLS "
+        "handshake); slower connections are closed.",
+    )
+    web_request_timeout: float = _s(
+        120.0, "Seconds a client has to send a whole request, body included (uploads)."
+    )
+    web_idle_timeout: float = _s(30.0, "Seconds an idle keep-alive web connection is kept open.")
     station_name: str = _s(
         "STATION1", "This camera station's name: worklist filter and monitoring label."
     )

@@ -56,6 +56,24 @@ def _authorise() -> str:
     return "api-token"
 
 
+def _too_large() -> TooLarge:
+    """Which limit a 413 from the form parser is about: the whole upload, or one text field
+    (werkzeug keeps form fields other than files in memory, up to max_form_memory_size)."""
+    limit = request.max_content_length
+    field_limit = request.max_form_memory_size
+    if request.content_length is None:  # chunked: which one cannot be told
+        return TooLarge(
+            f"the upload is over the {limit}-byte limit, or one of its form fields over the "
+            f"{field_limit}-byte limit for form fields"
+        )
+    if limit is not None and request.content_length > limit:
+        return TooLarge(f"the upload is over the {limit}-byte limit")
+    return TooLarge(
+        f"a form field is over the {field_limit}-byte limit for form fields; send the image "
+        "as the multipart file part named 'file'"
+    )
+
+
 @bp.post("/api/captures")
 @own_access
 @csrf.exempt
@@ -70,7 +88,7 @@ def upload() -> Any:
     try:
         upload = request.files.get("file")
     except RequestEntityTooLarge:
-        too_large = TooLarge(f"the upload is over the {request.max_content_length}-byte limit")
+        too_large = _too_large()
         services.refuse_upload(too_large, user_id=user, address=address)
         raise too_large from None
     if upload is None:

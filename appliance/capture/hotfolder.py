@@ -4,7 +4,21 @@ A file is taken once its size and modification time have stayed the same for
 ``stable_seconds`` (a camera still writing it is left alone; ``*.part`` and hidden files are
 never taken). An optional sidecar ``NAME.json`` next to ``NAME.jpg`` carries identity.
 Taken files move to ``processed/``; refused ones to ``rejected/`` with ``NAME.reason.txt``
-beside them. When the appliance is out of space, files stay where they are and are retried.
+beside them (the reason, and the original name). A name too long to keep with a note beside
+it (over ``NAME_KEEP_BYTES``) is moved under a generated name; its note records the original
+(``NAME.reason.txt``, or ``NAME.name.txt`` for a taken file).
+
+``processed/`` and ``rejected/`` and their day folders are opened without following links
+(``O_NOFOLLOW``, every step relative to its parent's descriptor): one that is a symbolic link
+or not a folder is replaced by a real folder (a link is removed, anything else renamed to a
+hidden ``.NAME.displaced-…``), with a security alert; the appliance keeps running, since anyone
+who can write to the camera share could otherwise stop it. Symbolic links, FIFOs, folders and
+other odd entries in the inbox are never opened: each gets one notice (a log line and an audit
+event) while it stays there.
+
+A file that was stored but could not be moved, or that failed in an unexpected way, is held:
+one notice, then it is left alone until it changes or the appliance restarts. When the
+appliance is out of space, files stay where they are and are retried.
 Copies in ``processed/`` are deleted ``keep_processed_days`` after they were taken (the stored
 capture is the record; it follows the retention rules), each sweep one 110105 audit event;
 ``rejected/`` is never emptied by the appliance: nothing else holds those files.
@@ -12,9 +26,12 @@ capture is the record; it follows the retention rules), each sweep one 110105 au
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
 import os
+import re
 import stat
 import threading
 import time
@@ -22,7 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from appliance.audit import Action, AuditEvent, EventID
+from appliance.audit import Action, AuditEvent, EventID, Outcome
 from appliance.capture.ingest import Incoming, Ingestor
 from appliance.domain import Source
 from appliance.errors import ApplianceError, OutOfResources, RejectedInput, TooLarge
@@ -30,6 +47,15 @@ from appliance.errors import ApplianceError, OutOfResources, RejectedInput, TooL
 LOGGER = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm", ".dicom", ""}
 MAX_SIDECAR_BYTES = 64 * 1024
+# Longest name (UTF-8 bytes) kept as it is: with "-NN" and ".reason.txt" it stays under
+# NAME_MAX (255). Longer names are moved under a generated one.
+NAME_KEEP_BYTES = 200
+OUTPUTS = ("processed", "rejected")
+NOTES = (".reason.txt", ".name.txt")
+USER = "system:hotfolder"
+_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)
 
 
 @dataclass
@@ -37,6 +63,24 @@ class _Seen:
     size: int
     mtime_ns: int
     since: float
+
+
+def kind_of(mode: int) -> str:
+    """A plain word for a directory entry's type."""
+    if stat.S_ISLNK(mode):
+        return "symlink"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISREG(mode):
+        return "file"
+    return "other"  # socket, device
+
+
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 written as ``\\xNN``."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 class HotFolder:
@@ -60,10 +104,15 @@ class HotFolder:
         self.poll_seconds = poll_seconds
         self.max_bytes = max_bytes
         self._seen: dict[str, _Seen] = {}
+        self._held: dict[str, tuple[int, int]] = {}  # name → (size, mtime_ns) left alone
+        self._noticed: dict[str, str] = {}  # odd entry name → kind, announced once
+        self._waiting: set[str] = set()  # files left for lack of space (warned once)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        for folder in (self.inbox, self.processed, self.rejected):
-            folder.mkdir(parents=True, exist_ok=True)
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        with _Dir(self.inbox) as inbox_fd:
+            for name in OUTPUTS:
+                os.close(self._subfolder(inbox_fd, name, name))
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="hotfolder", daemon=True)
@@ -89,38 +138,34 @@ class HotFolder:
         """Delete ``processed/`` copies taken more than ``keep_processed_days`` ago; audited.
 
         Taken files sit in one folder per UTC day (``processed/YYYYMMDD``); a day's folder goes
-        once the whole day is older than the limit. Symbolic links are never followed.
+        once the whole day is older than the limit. Symbolic links are never followed: every
+        folder is opened with ``O_NOFOLLOW`` relative to its parent.
         """
         if not self.keep_processed_days:
             return 0
         moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
         removed = 0
-        for day in os.scandir(self.processed):
+        with _Dir(self.inbox) as inbox_fd:
+            top = self._subfolder(inbox_fd, "processed", "processed")
             try:
-                taken = datetime.strptime(day.name, "%Y%m%d").replace(tzinfo=UTC)
-            except ValueError:
-                continue
-            if not day.is_dir(follow_symlinks=False):
-                continue
-            if (moment - taken).total_seconds() < (self.keep_processed_days + 1) * 86400:
-                continue
-            for entry in os.scandir(day.path):
-                try:
-                    if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-                        os.unlink(entry.path)
-                        removed += 1
-                except OSError as exc:
-                    LOGGER.warning("a processed copy could not be deleted: %s", exc.strerror)
-            try:
-                os.rmdir(day.path)
-            except OSError:
-                pass  # not empty (e.g. a folder someone put there): left alone
+                for day in os.scandir(top):
+                    try:
+                        taken = datetime.strptime(day.name, "%Y%m%d").replace(tzinfo=UTC)
+                    except ValueError:
+                        continue
+                    if not day.is_dir(follow_symlinks=False):
+                        continue
+                    if (moment - taken).total_seconds() < (self.keep_processed_days + 1) * 86400:
+                        continue
+                    removed += _empty_day(top, day.name)
+            finally:
+                os.close(top)
         if removed:
             self.ingestor.audit.log(
                 AuditEvent(
                     event_id=EventID.STUDY_DELETED,
                     action=Action.DELETE,
-                    user_id="system:hotfolder",
+                    user_id=USER,
                     detail={
                         "folder": "processed",
                         "files": removed,
@@ -135,43 +180,57 @@ class HotFolder:
         now = time.monotonic() if now is None else now
         files: dict[str, os.stat_result] = {}
         links: set[str] = set()
+        odd: dict[str, str] = {}
         for entry in os.scandir(self.inbox):
+            if entry.name in OUTPUTS:
+                continue  # checked (and replaced if need be) whenever a file is moved
             info = entry.stat(follow_symlinks=False)
             if stat.S_ISREG(info.st_mode):
                 files[entry.name] = info
-            elif stat.S_ISLNK(info.st_mode):
+                continue
+            if stat.S_ISLNK(info.st_mode):
                 links.add(entry.name)  # never followed
+            if not entry.name.startswith("."):
+                odd[entry.name] = kind_of(info.st_mode)
+        self._announce(odd)
         for gone in set(self._seen) - set(files):
             del self._seen[gone]
+        for name in list(self._held):
+            now_info = files.get(name)
+            if now_info is None or self._held[name] != (now_info.st_size, now_info.st_mtime_ns):
+                del self._held[name]  # gone or changed: taken afresh
+        self._waiting &= set(files)
         handled = 0
         for name, info in sorted(files.items()):
             suffix = Path(name).suffix.lower()
             if (
                 name.startswith(".")
                 or suffix in (".part", ".json", ".tmp")
-                or name.endswith(".reason.txt")
+                or name.endswith(NOTES)
+                or name in self._held
                 or not self._stable(name, info, now)
             ):
                 continue
             sidecar_name = Path(name).stem + ".json"
-            sidecar: Path | None = None
+            sidecar: str | None = None
             if sidecar_name in files:
                 if not self._stable(sidecar_name, files[sidecar_name], now):
                     continue
-                sidecar = self.inbox / sidecar_name
+                sidecar = sidecar_name
             try:
-                taken = self._take(
-                    name, info.st_size, sidecar, sidecar_is_link=sidecar_name in links
-                )
-            except Exception:  # one odd file must not stop the folder; it stays for a retry
+                taken = self._take(name, info, sidecar, sidecar_is_link=sidecar_name in links)
+            except Exception:  # one odd file must not stop the folder, nor be retried forever
                 LOGGER.exception(
-                    "hot folder: unexpected failure on one file; it stays in the inbox"
+                    "hot folder: unexpected failure on one file; it stays in the inbox and is "
+                    "left alone until it changes or the appliance restarts"
                 )
+                self._hold(name, info)
                 taken = False
             if taken:
                 handled += 1
                 self._seen.pop(name, None)
                 self._seen.pop(sidecar_name, None)
+                self._waiting.discard(name)
         return handled
 
     def _stable(self, name: str, info: os.stat_result, now: float) -> bool:
@@ -182,10 +241,18 @@ class HotFolder:
             return False
         return now - seen.since >= self.stable_seconds
 
+    def _hold(self, name: str, info: os.stat_result) -> None:
+        self._held[name] = (info.st_size, info.st_mtime_ns)
+
     def _take(
-        self, name: str, size: int, sidecar: Path | None, *, sidecar_is_link: bool = False
+        self,
+        name: str,
+        info: os.stat_result,
+        sidecar: str | None,
+        *,
+        sidecar_is_link: bool = False,
     ) -> bool:
-        """Ingest one stable file. False means "leave it and try again later"."""
+        """Ingest one stable file. False means "not handled (now)"."""
         path = self.inbox / name
         try:
             try:
@@ -199,11 +266,12 @@ class HotFolder:
                         "the sidecar is a symbolic link; identity is read only from real files",
                         reason="bad_sidecar",
                     )
-                if size > self.max_bytes:
+                if info.st_size > self.max_bytes:
                     raise TooLarge(
-                        f"the file is {size} bytes, over the {self.max_bytes}-byte limit"
+                        f"the file is {info.st_size} bytes, over the {self.max_bytes}-byte limit"
                     )
-                fields = _read_sidecar(sidecar) if sidecar is not None else None
+                fields = _read_sidecar(self.inbox / sidecar) if sidecar is not None else None
+                data = _read_regular(path, self.max_bytes)
             except RejectedInput as exc:
                 self.ingestor.refuse(
                     Incoming(data=b"", source=Source.HOTFOLDER, user_id="hotfolder"), exc
@@ -211,53 +279,273 @@ class HotFolder:
                 raise
             capture = self.ingestor.ingest(
                 Incoming(
-                    data=path.read_bytes(),
+                    data=data,
                     source=Source.HOTFOLDER,
                     user_id="hotfolder",
                     fields=fields,
                     detail={"sidecar": sidecar is not None},
                 )
             )
+        except FileNotFoundError:  # the camera took it back since the scan: nothing to do
+            return False
         except OutOfResources:
-            LOGGER.warning("hot folder: out of space, leaving a file for later")
+            if name not in self._waiting:
+                self._waiting.add(name)
+                LOGGER.warning("hot folder: out of space, leaving a file for later")
             return False
         except RejectedInput as exc:
-            self._move(path, sidecar, self.rejected, reason=f"{exc.reason}: {exc.message}\n")
+            note = f"{exc.reason}: {exc.message}\n"
+            self._file_away(name, info, sidecar, "rejected", note, capture_id=None)
             return True
-        except ApplianceError:
-            LOGGER.exception("hot folder: could not take a file; it stays in the inbox")
+        except ApplianceError as exc:
+            LOGGER.error(
+                "hot folder: could not take a file (%s); it stays in the inbox and is left alone "
+                "until it changes or the appliance restarts",
+                exc.message,
+            )
+            self._hold(name, info)
             return False
         LOGGER.info("hot folder: capture %d taken", capture.id)
-        self._move(path, sidecar, self.processed)
+        self._file_away(name, info, sidecar, "processed", "", capture_id=capture.id)
         return True
 
-    def _move(self, path: Path, sidecar: Path | None, folder: Path, reason: str = "") -> None:
-        day = folder / datetime.now(UTC).strftime("%Y%m%d")
-        day.mkdir(parents=True, exist_ok=True)
-        target = _free_name(day, path.name)
-        os.replace(path, target)
-        if sidecar is not None and sidecar.exists():
-            os.replace(sidecar, _free_name(day, target.stem + ".json"))
-        if reason:
-            (day / (target.name + ".reason.txt")).write_text(reason, encoding="utf-8")
+    def _file_away(
+        self,
+        name: str,
+        info: os.stat_result,
+        sidecar: str | None,
+        folder: str,
+        note: str,
+        *,
+        capture_id: int | None,
+    ) -> None:
+        """Move a handled file; one that cannot be moved is held with one notice, never
+        handled again on the next scan (it was stored or refused already)."""
+        try:
+            self._move(name, sidecar, folder, note)
+        except OSError as exc:
+            self._hold(name, info)
+            LOGGER.error(
+                "hot folder: a handled file could not be moved to %s/ (%s); it stays in the "
+                "inbox and is left alone until it changes or the appliance restarts",
+                folder,
+                exc.strerror or exc,
+            )
+            detail: dict[str, object] = {
+                "hotfolder": "not_moved",
+                "folder": folder,
+                "name": printable(name),
+                "error": exc.strerror or str(exc),
+            }
+            if capture_id is not None:
+                detail["capture_id"] = capture_id
+            self._audit(EventID.IMPORT, Outcome.MINOR_FAILURE, detail)
+
+    def _move(self, name: str, sidecar: str | None, folder: str, note: str) -> None:
+        day = datetime.now(UTC).strftime("%Y%m%d")
+        with _Dir(self.inbox) as inbox_fd:
+            top = self._subfolder(inbox_fd, folder, folder)
+            try:
+                day_fd = self._subfolder(top, day, f"{folder}/{day}")
+            finally:
+                os.close(top)
+            try:
+                kept = len(os.fsencode(name)) <= NAME_KEEP_BYTES
+                target = _free_name(day_fd, name if kept else _generated(name))
+                os.replace(name, target, src_dir_fd=inbox_fd, dst_dir_fd=day_fd)
+                if sidecar is not None:
+                    sidecar_target = _free_name(day_fd, Path(target).stem + ".json")
+                    try:
+                        os.replace(sidecar, sidecar_target, src_dir_fd=inbox_fd, dst_dir_fd=day_fd)
+                    except FileNotFoundError:
+                        pass  # removed meanwhile; the file itself is where it belongs
+                original = f"original name: {json.dumps(printable(name), ensure_ascii=False)}\n"
+                try:
+                    if note:
+                        _write_note(day_fd, target + ".reason.txt", note + original)
+                    elif not kept:
+                        _write_note(day_fd, target + ".name.txt", original)
+                except OSError as exc:  # the file is where it belongs; say what is missing
+                    LOGGER.error("hot folder: the note beside a moved file: %s", exc.strerror)
+            finally:
+                os.close(day_fd)
+
+    def _subfolder(self, parent_fd: int, name: str, label: str) -> int:
+        """A descriptor of the real folder ``name`` under ``parent_fd``, made if missing; a
+        link or non-folder in its place is replaced (with a security alert), never followed."""
+        for attempt in (1, 2):
+            try:
+                os.mkdir(name, dir_fd=parent_fd)
+            except FileExistsError:
+                pass
+            try:
+                return os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=parent_fd)
+            except OSError as exc:
+                if exc.errno not in _NOT_A_FOLDER or attempt == 2:
+                    raise
+            self._replace_folder(parent_fd, name, label)
+        raise AssertionError("unreachable")
+
+    def _replace_folder(self, parent_fd: int, name: str, label: str) -> None:
+        was = kind_of(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+        if was == "symlink":
+            os.unlink(name, dir_fd=parent_fd)  # the link only; what it points at is untouched
+            done = "the link was removed"
+        else:
+            aside = f".{name}.displaced-{time.time_ns()}"
+            os.rename(name, aside, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+            done = f"it was renamed to {aside}"
+        LOGGER.error(
+            "hot folder: %s/ was a %s, not a folder; %s and a real folder made (never followed)",
+            label,
+            was,
+            done,
+        )
+        self._audit(
+            EventID.SECURITY_ALERT,
+            Outcome.SERIOUS_FAILURE,
+            {"hotfolder": "folder_replaced", "folder": label, "was": was},
+        )
+
+    def _announce(self, odd: dict[str, str]) -> None:
+        """One notice per symlink, FIFO, folder or other odd entry while it stays."""
+        for name, kind in sorted(odd.items()):
+            if self._noticed.get(name) == kind:
+                continue
+            LOGGER.warning(
+                "hot folder: a %s in the inbox is ignored (never opened or followed); only "
+                "regular files are taken. See the audit log for its name.",
+                kind,
+            )
+            self._audit(
+                EventID.SECURITY_ALERT if kind == "symlink" else EventID.IMPORT,
+                Outcome.MINOR_FAILURE,
+                {"hotfolder": "ignored", "kind": kind, "name": printable(name)},
+            )
+        self._noticed = dict(odd)
+
+    def _audit(self, event_id: EventID, outcome: Outcome, detail: dict[str, object]) -> None:
+        try:
+            self.ingestor.audit.log(
+                AuditEvent(
+                    event_id=event_id,
+                    action=Action.EXECUTE,
+                    user_id=USER,
+                    outcome=outcome,
+                    detail=detail,
+                )
+            )
+        except Exception:  # the notice is also in the log; the folder keeps working
+            LOGGER.exception("hot folder: could not audit a notice")
+
+
+class _Dir:
+    """``with _Dir(path) as fd``: a folder's descriptor, closed afterwards."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> int:
+        self.fd = os.open(self.path, _DIR)
+        return self.fd
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+
+
+def _empty_day(top_fd: int, day: str) -> int:
+    """Delete a processed day folder's files (links included, never followed), then it."""
+    removed = 0
+    try:
+        day_fd = os.open(day, _DIR | os.O_NOFOLLOW, dir_fd=top_fd)
+    except OSError:
+        return 0
+    try:
+        for entry in os.scandir(day_fd):
+            try:
+                if entry.is_file(follow_symlinks=False) or entry.is_symlink():
+                    os.unlink(entry.name, dir_fd=day_fd)
+                    removed += 1
+            except OSError as exc:
+                LOGGER.warning("a processed copy could not be deleted: %s", exc.strerror)
+    finally:
+        os.close(day_fd)
+    try:
+        os.rmdir(day, dir_fd=top_fd)
+    except OSError:
+        pass  # not empty (e.g. a folder someone put there): left alone
+    return removed
+
+
+def _generated(name: str) -> str:
+    """A short, safe name for one too long to keep: UTC time, a digest of the name, and its
+    suffix when that is plain letters and digits."""
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:16]
+    suffix = Path(name).suffix
+    safe = suffix if _SUFFIX.fullmatch(suffix) else ""
+    return f"{datetime.now(UTC):%H%M%S}-{digest}{safe}"
+
+
+def _free_name(dir_fd: int, name: str) -> str:
+    """``name``, or ``stem-N.suffix``: free, and with no note of that name beside it."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    candidate, counter = name, 1
+    while any(_exists(dir_fd, candidate + extra) for extra in ("", *NOTES)):
+        candidate = f"{stem}-{counter}{suffix}"
+        counter += 1
+    return candidate
+
+
+def _exists(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _write_note(dir_fd: int, name: str, text: str) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def _read_regular(path: Path, limit: int) -> bytes:
+    """A regular file's bytes (at most ``limit``); a name swapped for a link or FIFO since
+    the scan is refused, and so is a file that grew past the limit."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RejectedInput(
+                "the file became a symbolic link; links are never followed", reason="not_a_file"
+            ) from None
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise RejectedInput("only regular files are taken", reason="not_a_file")
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"the file is over the {limit}-byte limit")
+    return data
 
 
 def _read_sidecar(path: Path) -> dict[str, object]:
-    if path.stat().st_size > MAX_SIDECAR_BYTES:
-        raise RejectedInput("the sidecar JSON is too large", reason="bad_sidecar")
     try:
-        value = json.loads(path.read_bytes())
+        raw = _read_regular(path, MAX_SIDECAR_BYTES)
+    except TooLarge:
+        raise RejectedInput("the sidecar JSON is too large", reason="bad_sidecar") from None
+    except RejectedInput:
+        raise RejectedInput(
+            "the sidecar is not a regular file; identity is read only from real files",
+            reason="bad_sidecar",
+        ) from None
+    try:
+        value = json.loads(raw)
     except (ValueError, RecursionError) as exc:  # bad UTF-8, bad JSON, absurd nesting
         raise RejectedInput(f"the sidecar is not valid JSON: {exc}", reason="bad_sidecar") from None
     if not isinstance(value, dict):
         raise RejectedInput("the sidecar must be a JSON object", reason="bad_sidecar")
     return value
-
-
-def _free_name(folder: Path, name: str) -> Path:
-    target = folder / name
-    counter = 1
-    while target.exists():
-        target = folder / f"{Path(name).stem}-{counter}{Path(name).suffix}"
-        counter += 1
-    return target

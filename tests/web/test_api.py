@@ -259,6 +259,18 @@ def test_body_over_the_limit_is_413(client: Any, services: Services, settings: S
     assert [p for p in (settings.data_path / "blobs").rglob("*") if p.is_file()] == []
 
 
+def test_a_form_field_over_the_field_limit_is_413_saying_so(
+    client: Any, services: Services, settings: Settings
+) -> None:
+    """A 1 MB text field, far under the upload limit, is refused for what it is: a form field
+    too large (werkzeug's max_form_memory_size), not an upload over the upload limit."""
+    response = post(client, image(), patient_name="A" * 1_000_000)
+    assert_refused(client, services, response, 413, "too_large")
+    message = response.get_json()["message"]
+    assert "form field" in message and "500000" in message
+    assert str(settings.upload_max_bytes) not in message
+
+
 def test_disk_full_is_507_and_nothing_is_stored(settings: Settings, tmp_path: Path) -> None:
     own = settings.replace(min_free_disk_mb=1 << 40, data_dir=str(tmp_path / "full"))
     services = Services(own)

@@ -170,6 +170,26 @@ def test_audit_filters_paging_and_its_own_use_is_audited(admin: Any, services: S
     assert newest[2].startswith("110101 Audit Log Used") and newest[5] == "ann"
 
 
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("date_to=9999-12-31", True),
+        ("date_from=0001-01-01", True),
+        ("date_from=0001-01-01&date_to=9999-12-31", True),
+        ("date_from=9999-12-31", False),
+        ("date_to=0001-01-01", False),
+    ],
+)
+def test_audit_dates_at_the_ends_of_the_calendar(
+    admin: Any, services: Services, query: str, found: bool
+) -> None:
+    page = admin.get(f"/admin/audit?{query}")
+    assert page.status_code == 200
+    rows = _rows(page.get_data(as_text=True))
+    assert (rows != [["No events."]]) is found
+    assert admin.get("/healthz").status_code == 200
+
+
 def test_verify_chain_reports_ok_then_the_first_tampered_entry(
     admin: Any, services: Services, settings: Settings
 ) -> None:
