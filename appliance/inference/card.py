@@ -99,6 +99,24 @@ class ModelCard:
             )
         return path
 
+    def domain_path(self) -> Path | None:
+        """The out-of-domain reference this card names (``"domain": {"path", "sha256"}``),
+        after checking its SHA-256; None when the card names none. A guard whose file was
+        changed or removed is refused like a model file: it decides which results stand."""
+        entry = self.data.get("domain")
+        if not entry:
+            return None
+        path = (self.path.parent / str(entry["path"])).resolve()
+        if not path.is_relative_to(self.path.parent.resolve()) or not path.is_file():
+            raise ModelIntegrityError(f"model {self.name}: domain reference {path.name} is missing")
+        actual = sha256_file(path)
+        if actual != str(entry["sha256"]):
+            raise ModelIntegrityError(
+                f"model {self.name}: domain reference {path.name} does not match its card "
+                f"(sha256 {actual[:12]}… ≠ {str(entry['sha256'])[:12]}…); refusing to load it"
+            )
+        return path
+
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,

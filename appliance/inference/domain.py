@@ -14,8 +14,10 @@ image, a distance from the validation data and says whether the image is inside 
 
 The reference is built per model set and shipped beside the models (``domain.json``), with
 ``python -m appliance.inference.domain --out models/domain.json`` (the generator's validation
-split by default, or a site's own gradable photographs with ``--images DIR``). A model folder
-without one has no measured domain: every image is then out of domain, and says so.
+split by default, or a site's own gradable photographs with ``--images DIR``), and named with
+its SHA-256 in the DR model's card (``"domain": {"path", "sha256"}``), so it is hash-checked
+like a model file. A model set whose cards name none has no measured domain: every image is
+then out of domain, and says so.
 
 What it cannot do: it sees image statistics, not disease. A photograph whose statistics match
 the validation data but whose content does not (a lesion type never seen in training) passes.
@@ -24,6 +26,7 @@ the validation data but whose content does not (a lesion type never seen in trai
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -161,12 +164,9 @@ class DomainReference:
         )
 
 
-def load(models_dir: Path) -> DomainReference | None:
-    """The reference shipped beside the models, or None when there is none (ValueError when
-    one is there but broken: a guard that cannot be read must not be skipped silently)."""
-    path = Path(models_dir) / FILENAME
-    if not path.is_file():
-        return None
+def load(path: Path) -> DomainReference:
+    """The reference in ``path`` (a model card names it, with its SHA-256). ValueError when it
+    cannot be read: a guard that cannot be read must not be skipped silently."""
     try:
         return DomainReference.from_json(json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, KeyError, TypeError) as exc:
@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     ref = fit(rows, source, args.quantile)
     args.out.write_text(json.dumps(ref.to_json(), indent=1) + "\n", encoding="utf-8")
+    digest = hashlib.sha256(args.out.read_bytes()).hexdigest()
+    print(f'name it in the DR card: "domain": {{"path": "{args.out.name}", "sha256": "{digest}"}}')
     check = [ref.distance(r) for r in measure(_generated(args.check_seed, args.check_n, (h, w)))]
     flagged = sum(d > ref.threshold for d in check)
     print(

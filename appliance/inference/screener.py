@@ -50,7 +50,8 @@ class Screener:
             )
         from appliance.inference.domain import load
 
-        return cls(sessions, load(Path(models_dir)))
+        named = [p for p in (s.card.domain_path() for s in sessions.values()) if p is not None]
+        return cls(sessions, load(named[0]) if named else None)
 
     @property
     def cards(self) -> list[ModelCard]:

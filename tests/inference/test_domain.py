@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.capture.decode import Limits
-from appliance.inference import Screener
+from appliance.inference import ModelIntegrityError, Screener
 from appliance.inference import domain as dom
 from appliance.pipeline.image import analyse
 from appliance.quality import QualityThresholds
@@ -41,8 +41,8 @@ def test_the_shipped_reference_passes_held_out_generated_photographs() -> None:
     """Its threshold is the 99th percentile of the validation split's distances; on the test
     split about 1.4 % of gradable photographs fall outside (measured on 361). Of 40 here, at
     most 3 may (the chance of 4 or more at a 1.4 % rate is under 2 %)."""
-    reference = dom.load(MODELS)
-    assert reference is not None and reference.quantile == 0.99
+    reference = dom.load(MODELS / dom.FILENAME)
+    assert reference.quantile == 0.99
     gradable = dom.measure(_held_out(40))
     flagged = sum(reference.distance(v) > reference.threshold for v in gradable)
     assert len(gradable) >= 30 and flagged <= 3
@@ -51,8 +51,7 @@ def test_the_shipped_reference_passes_held_out_generated_photographs() -> None:
 def test_a_photograph_far_from_the_models_data_is_flagged() -> None:
     """A generated photograph pushed into what real cameras do (a strong red that clips) is
     no longer what the models were validated on."""
-    reference = dom.load(MODELS)
-    assert reference is not None
+    reference = dom.load(MODELS / dom.FILENAME)
     rgb = fundus(seed=5, size=(480, 640)).astype(np.float32)
     rgb[..., 0] = rgb[..., 0] * 1.8
     far = np.clip(rgb, 0, 255).astype(np.uint8)
@@ -62,8 +61,7 @@ def test_a_photograph_far_from_the_models_data_is_flagged() -> None:
 def test_a_broken_reference_is_refused_with_its_path(tmp_path: Path) -> None:
     (tmp_path / dom.FILENAME).write_text(json.dumps({"schema": dom.SCHEMA, "features": ["x"]}))
     with pytest.raises(ValueError, match="domain.json: not a usable domain reference"):
-        dom.load(tmp_path)
-    assert dom.load(tmp_path / "elsewhere") is None
+        dom.load(tmp_path / dom.FILENAME)
 
 
 def test_round_trip() -> None:
@@ -76,9 +74,31 @@ def test_round_trip() -> None:
         dom.fit(rows[:10], "test")
 
 
+def _without_domain(models: Path) -> None:
+    card = models / "dr.card.json"
+    data = json.loads(card.read_text())
+    del data["domain"]
+    card.write_text(json.dumps(data))
+    (models / dom.FILENAME).unlink()
+
+
+def test_a_changed_or_missing_reference_is_refused_like_a_model_file(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models, ignore=shutil.ignore_patterns("validation"))
+    data = json.loads((models / dom.FILENAME).read_text())
+    data["threshold"] = 1e9  # a guard that passes everything
+    (models / dom.FILENAME).write_text(json.dumps(data))
+    with pytest.raises(ModelIntegrityError, match="domain reference domain.json does not match"):
+        Screener.load(models, "int8")
+    (models / dom.FILENAME).unlink()
+    with pytest.raises(ModelIntegrityError, match="domain reference domain.json is missing"):
+        Screener.load(models, "int8")
+
+
 def test_models_without_a_measured_domain_give_no_automated_result(tmp_path: Path) -> None:
     models = tmp_path / "models"
-    shutil.copytree(MODELS, models, ignore=shutil.ignore_patterns("validation", dom.FILENAME))
+    shutil.copytree(MODELS, models, ignore=shutil.ignore_patterns("validation"))
+    _without_domain(models)
     screener = Screener.load(models, "int8")
     analysis = analyse(
         jpeg_bytes(fundus(seed=2, size=(600, 800))),
