@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from appliance.inference.card import ModelCard, find_cards
 from appliance.inference.postprocess import POSTPROCESS, heatmap
 from appliance.inference.preprocess import Field, find_field, prepare
+from appliance.inference.domain import DomainReference, load
 from appliance.inference.runtime import ModelSession
-
-if TYPE_CHECKING:  # imported where used, so `python -m appliance.inference.domain` runs cleanly
-    from appliance.inference.domain import DomainReference
 
 
 class Screener:
@@ -48,8 +46,6 @@ class Screener:
             sessions[card.task] = ModelSession(
                 card, chosen, providers or ["CPUExecutionProvider"], threads
             )
-        from appliance.inference.domain import load
-
         named = [p for p in (s.card.domain_path() for s in sessions.values()) if p is not None]
         return cls(sessions, load(named[0]) if named else None)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.capture.decode import Limits
+from appliance.domain_reference import measure
 from appliance.inference import ModelIntegrityError, Screener
 from appliance.inference import domain as dom
 from appliance.pipeline.image import analyse
@@ -43,7 +44,7 @@ def test_the_shipped_reference_passes_held_out_generated_photographs() -> None:
     most 3 may (the chance of 4 or more at a 1.4 % rate is under 2 %)."""
     reference = dom.load(MODELS / dom.FILENAME)
     assert reference.quantile == 0.99
-    gradable = dom.measure(_held_out(40))
+    gradable = measure(_held_out(40))
     flagged = sum(reference.distance(v) > reference.threshold for v in gradable)
     assert len(gradable) >= 30 and flagged <= 3
 
