@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from appliance.inference.card import ModelCard, find_cards
+from appliance.inference.domain import DomainReference, load
 from appliance.inference.postprocess import POSTPROCESS, heatmap
 from appliance.inference.preprocess import Field, find_field, prepare
-from appliance.inference.domain import DomainReference, load
 from appliance.inference.runtime import ModelSession
 
 
