@@ -175,7 +175,9 @@ def _decode_every_frame(ds: Dataset, rows: int, columns: int, samples: int) -> N
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for frame in pydicom.pixels.iter_pixels(ds):
+            # raw=True: the decoder's own output, without the colour-space conversion the
+            # analysis adds later (a third of the cost; it cannot fail on a decoded frame)
+            for frame in pydicom.pixels.iter_pixels(ds, raw=True):
                 shape = np.shape(frame)
                 if shape[:2] != (rows, columns):
                     raise ValueError(f"decoded to {shape}, not {rows}x{columns}")
