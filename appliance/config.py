@@ -239,6 +239,18 @@ class Settings:
         0.5,
         "Fundus likeness (0-1: round bright field, dark surround, red) below this is not_fundus.",
     )
+    # --- camera qualification ---
+    camera_model: str = _s(
+        "",
+        'The camera that feeds the hot folder and uploads, as "Manufacturer / Model" (DICOM '
+        "photographs name their own). Empty: an unknown camera.",
+    )
+    camera_qualification_required: bool = _s(
+        True,
+        "Photographs from a camera model not qualified (`appliance cameras qualify`) never get "
+        "an automated negative outcome: they go to human grading. A referable finding still "
+        "refers.",
+    )
     # --- models ---
     models_dir: str = _s(
         "", "Folder of ONNX models and their cards. Empty: the bundled models/ folder."

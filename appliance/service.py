@@ -106,6 +106,8 @@ class Services:
             on_queued=lambda: self.forwarder.notify(),
             quiet_seconds=settings.documents_quiet_seconds,
             heatmap_secondary_capture=settings.heatmap_secondary_capture,
+            camera_model=settings.camera_model,
+            camera_qualification_required=settings.camera_qualification_required,
         )
         self.forwarder = Forwarder(
             self.store,

@@ -20,6 +20,7 @@ from appliance import admin_ops, monitoring, site_settings
 from appliance.accounts import Role
 from appliance.audit import EventID, export_jsonl
 from appliance.errors import RejectedInput
+from appliance.pipeline import cameras
 from web import admin_charts
 from web.auth import audit_view, roles, services
 
@@ -255,6 +256,7 @@ def models() -> Any:
         cards=admin_ops.model_cards(svc.settings, svc.models()),
         status=svc.model_status,
         settings=svc.settings,
+        cameras=cameras.cameras(svc.store),
     )
 
 

@@ -125,6 +125,15 @@ def _screen(
     return {"status": "screened", "findings": findings, "models": models}, heatmap
 
 
+def human_grading(screening: dict[str, Any]) -> tuple[str, ...]:
+    """Why a person must grade this photograph: its results were withheld (``reasons``), or
+    they stand but may not give an automated negative (``human_grading``, e.g. a camera model
+    not qualified)."""
+    if screening.get("status") == "human_grading":
+        return tuple(screening.get("reasons") or ())
+    return tuple(screening.get("human_grading") or ())
+
+
 def human_grading_reasons(findings: dict[str, Any]) -> tuple[str, ...]:
     """Why the models' results on a gate-passed photograph must be withheld for a person.
 
@@ -179,9 +188,7 @@ def finding(analysis: ImageAnalysis, capture_id: int | None, given: str | None) 
         p_glaucoma=found.get("p_glaucoma"),
         glaucoma_suspect=found.get("glaucoma_suspect"),
         laterality_mismatch=mismatch,
-        human_grading=tuple(analysis.screening.get("reasons", ()))
-        if analysis.screening.get("status") == "human_grading"
-        else (),
+        human_grading=human_grading(analysis.screening),
     )
 
 
@@ -239,5 +246,6 @@ def image_json(
         }
     # The out-of-domain guard's judgement, and why results were withheld (human grading).
     out["domain"] = found.get("domain") or analysis.screening.get("domain")
-    out["human_grading"] = list(analysis.screening.get("reasons") or ())
+    out["human_grading"] = list(human_grading(analysis.screening))
+    out["camera"] = analysis.screening.get("camera")
     return out

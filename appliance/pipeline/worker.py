@@ -28,7 +28,7 @@ from appliance.errors import ApplianceError
 from appliance.metrics import Metrics
 from appliance.outbox import queue
 from appliance.outcome import RuleSet
-from appliance.pipeline import due
+from appliance.pipeline import cameras, due
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
@@ -57,6 +57,8 @@ class Pipeline:
         on_queued: Callable[[], None] = lambda: None,
         quiet_seconds: float = 0.0,
         heatmap_secondary_capture: bool = False,
+        camera_model: str = "",
+        camera_qualification_required: bool = True,
     ) -> None:
         self.heatmap_secondary_capture = heatmap_secondary_capture  # heatmaps as SC objects too
         self.quiet_seconds = quiet_seconds  # 0: documents only for a complete visit
@@ -66,6 +68,8 @@ class Pipeline:
         self.on_queued = on_queued
         self.rules = rules
         self.screener = screener
+        self.camera_model = camera_model
+        self.camera_qualification_required = camera_qualification_required
         self.metrics = metrics
         self.store = store
         self.blobs = blobs
@@ -180,6 +184,7 @@ class Pipeline:
             LOGGER.exception("capture %d could not be analysed", capture_id)
             self._fail(row, "analysis_error", f"{type(exc).__name__}: {exc}"[:300])
             return
+        self._camera(row, data, analysis)
         self.step_hook("analysed")
         started = time.perf_counter()
         heatmap_path = self._save_heatmap(analysis)
@@ -292,6 +297,19 @@ class Pipeline:
         except (Exception, RecursionError) as exc:  # the analysis is stored; the SC is owed
             LOGGER.exception("capture %d: heatmap Secondary Capture not built", row["id"])
             return None, f"{type(exc).__name__}: {exc}"[:300]
+
+    def _camera(self, row: dict[str, Any], data: bytes, analysis: ImageAnalysis) -> None:
+        """Name the photograph's camera model; a model not qualified keeps its results but
+        may not give an automated negative (marked for human grading)."""
+        model = cameras.camera_model(data, row["source"], self.camera_model)
+        qualified = cameras.is_qualified(self.store, model)
+        analysis.screening["camera"] = {"model": model, "qualified": qualified}
+        if (
+            self.camera_qualification_required
+            and not qualified
+            and analysis.screening.get("status") == "screened"
+        ):
+            analysis.screening["human_grading"] = [cameras.UNQUALIFIED]
 
     def _store(
         self,

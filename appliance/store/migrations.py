@@ -281,4 +281,17 @@ MIGRATIONS: list[str] = [
                       AND d.kind = k.kind AND d.created_at >= o.created_at)
     GROUP BY o.visit_key, k.kind;
     """,
+    # 9: camera models qualified for automated screening (appliance validate on the camera's own
+    #    labelled photographs met the DR card's acceptance targets): who, when, the report's hash
+    #    and figures; revoked ones stay, marked
+    """
+    CREATE TABLE camera_qualifications (
+        camera_model TEXT PRIMARY KEY,
+        status TEXT NOT NULL CHECK (status IN ('qualified', 'revoked')),
+        qualified_at TEXT NOT NULL,
+        qualified_by TEXT NOT NULL,
+        report_sha256 TEXT NOT NULL,
+        figures TEXT NOT NULL
+    );
+    """,
 ]
