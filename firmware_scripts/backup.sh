@@ -77,11 +77,11 @@ if [[ "$DRY_RUN" == 1 ]]; then
     echo "would stream: tar of audit.head, appliance.db, blobs/ | age -R $RECIPIENTS -> $TARGET"
     exit 0
 fi
-[[ -d "$DEST" ]] || die "no destination directory $DEST"
+umask 077
+mkdir -p "$DEST"
 [[ ! -e "$TARGET" ]] || die "$TARGET exists"
 PARTIAL="$TARGET.partial"
 trap 'rm -f "$PARTIAL"' EXIT
-umask 077
 # Python writes the tar stream to the pipe; age encrypts it; only ciphertext touches the disk.
 "$PYTHON" - "$DATA" <<'PY' | age -R "$RECIPIENTS" -o "$PARTIAL"
 import io
