@@ -14,7 +14,7 @@
 #   age -d -i backup-key.txt retina-backup-<ts>.tar.age | tar -x -C /restore
 #   # -> /restore/audit.head, /restore/appliance.db, /restore/blobs/...
 #   # stop the service, copy them into /var/lib/retina-appliance (owner retina, mode 0700
-#   # dir), start it: the appliance checks the audit chain against audit.head at start.
+#   # dir), `appliance audit verify`, start it (firmware_scripts/README.md, section 3).
 set -euo pipefail
 
 DATA="/var/lib/retina-appliance"
