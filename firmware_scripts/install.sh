@@ -269,10 +269,15 @@ encrypt_data_volume() {
         die "$mapped exists already: the data volume is set up (nothing to do) or in use"
     fi
     # Never format a mounted device, nor one that holds something, unless told to (--wipe).
-    if findmnt -n --source "$dev" >/dev/null 2>&1; then
-        die "$dev is mounted: refusing to format it"
+    # (lsblk lists the mount points of the device AND its partitions: a whole disk counts.)
+    if findmnt -n --source "$dev" >/dev/null 2>&1 \
+        || [[ -n "$(lsblk -n -o MOUNTPOINT "$dev" 2>/dev/null | tr -d '[:space:]' || true)" ]]; then
+        die "$dev (or a partition on it) is mounted: refusing to format it"
     fi
     signature="$(blkid -p -o value -s TYPE "$dev" 2>/dev/null || true)"
+    if [[ -z "$signature" ]]; then  # a whole disk with a partition table
+        signature="$(blkid -p -o value -s PTTYPE "$dev" 2>/dev/null || true)"
+    fi
     if [[ -z "$signature" ]]; then
         signature="$(lsblk -n -d -o FSTYPE "$dev" 2>/dev/null | head -n1 || true)"
     fi

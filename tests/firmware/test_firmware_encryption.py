@@ -131,6 +131,27 @@ def test_a_device_holding_a_filesystem_is_refused_without_wipe(tmp_path: Path) -
     assert disk.read_bytes() == before
 
 
+def test_a_disk_with_a_partition_table_is_refused(tmp_path: Path) -> None:
+    sfdisk = shutil.which("sfdisk") or shutil.which("sfdisk", path="/usr/sbin:/sbin")
+    if sfdisk is None:
+        pytest.skip("sfdisk is not installed")
+    require_tool("blkid")
+    disk = device(tmp_path)
+    subprocess.run([sfdisk, "-q", str(disk)], input="label: gpt\n,\n", text=True, check=True,
+                   capture_output=True)  # fmt: skip
+    done = install(tmp_path / "root", fakes(tmp_path / "bin"), "--encrypt-device", str(disk),
+                   "--dry-run")  # fmt: skip
+    assert done.returncode != 0 and "holds a 'gpt' signature" in done.stderr
+
+
+def test_a_mounted_device_is_refused_even_with_wipe(tmp_path: Path) -> None:
+    bin_dir = fakes(tmp_path / "bin")
+    (bin_dir / "lsblk").write_text("#!/bin/sh\necho\necho /boot\n")  # a partition is mounted
+    done = install(tmp_path / "root", bin_dir, "--encrypt-device", str(device(tmp_path)),
+                   "--wipe", "--dry-run")  # fmt: skip
+    assert done.returncode != 0 and "is mounted: refusing to format it" in done.stderr
+
+
 def test_refusals(tmp_path: Path) -> None:
     bin_dir = fakes(tmp_path / "bin")
     root = tmp_path / "root"
