@@ -12,18 +12,19 @@
 #   /var/lib/retina-appliance     data dir (database, images, audit.head, outbox) - never
 #                                 touched by update.sh
 #
-# Encrypted data volume (LUKS) - done once by a technician BEFORE running this script, e.g.
-# on a spare partition /dev/nvme0n1p3 (adjust the device!):
-#   cryptsetup luksFormat --type luks2 /dev/nvme0n1p3
-#   cryptsetup open /dev/nvme0n1p3 retina-data
-#   mkfs.ext4 -L retina-data /dev/mapper/retina-data
-#   mkdir -p /var/lib/retina-appliance
-#   echo "retina-data UUID=$(blkid -s UUID -o value /dev/nvme0n1p3) none luks" >> /etc/crypttab
-#   echo "/dev/mapper/retina-data /var/lib/retina-appliance ext4 defaults,nodev,nosuid 0 2" >> /etc/fstab
-#   mount /var/lib/retina-appliance
-# (unlocking at boot: a passphrase at the console, or a TPM2/key-file via systemd-cryptenroll.)
-# This script only checks whether the data dir lives on a dm-crypt device and records
-# "encrypted": true/false in the manifest; it warns loudly when it does not.
+# Encrypted data volume (LUKS2), once, on a spare partition or disk (see firmware_scripts/README.md):
+#   install.sh --encrypt-device /dev/nvme0n1p3 [--wipe] [--unlock auto|tpm2|keyfile] --dry-run
+# prints every step, then without --dry-run: cryptsetup luksFormat --type luks2 with a random
+# recovery passphrase (shown ONCE, never stored), unlocking at boot bound to the TPM2
+# (systemd-cryptenroll --tpm2-device=auto, when /dev/tpmrm0 exists) or else a key file
+# /etc/retina-appliance/luks.key (0400 root; weaker: it lies on the same box), open, mkfs.ext4,
+# /etc/crypttab + /etc/fstab (nodev,nosuid,noexec), mount on the data dir, manifest
+# "encryption". A device holding a filesystem (or anything blkid knows) is refused unless
+# --wipe is given; a mounted device and a non-empty data dir are always refused.
+# Without --encrypt-device the script checks (findmnt, lsblk) whether the data dir is on
+# dm-crypt, records "encrypted" in the manifest and warns; health-check FAILS on an
+# unencrypted data dir unless the box was installed with --no-encryption-i-understand
+# (a development box: recorded in the manifest with who and when).
 #
 # onnxruntime: x86-gpu installs the `gpu` extra (onnxruntime-gpu in place of onnxruntime).
 # PyPI has NO aarch64 GPU build of onnxruntime: on a Jetson give the vendor wheel matching
@@ -41,6 +42,13 @@ LISTEN="127.0.0.1"
 SERVICE_USER="retina"
 ADMIN=""
 DICOM_PORT="11112"
+ENCRYPT_DEVICE=""
+WIPE=0
+UNLOCK="auto"
+NO_ENCRYPTION=0
+BACKUP_RECIPIENT=""
+MAPPER="retina-data"
+TPM_DEVICE="/dev/tpmrm0"
 
 usage() {
     cat <<'USAGE'
@@ -63,6 +71,20 @@ Options:
   --dicom-port PORT   dicom_port (default 11112)
   --admin NAME        create the first web admin NAME unless an admin exists (password read
                       from standard input when it is not a terminal, else prompted twice)
+  --encrypt-device DEV
+                      put the data dir on a new LUKS2 volume on DEV (a spare partition or
+                      disk): luksFormat, TPM2 or key-file unlocking, crypttab, fstab, mount.
+                      Destroys DEV's contents: try it with --dry-run first
+  --wipe              allow --encrypt-device on a device that holds a filesystem / signature
+  --unlock M          auto | tpm2 | keyfile: how the volume unlocks at boot (auto: tpm2
+                      when /dev/tpmrm0 exists, else a key file in /etc/retina-appliance)
+  --no-encryption-i-understand
+                      development box only: the data dir stays unencrypted; recorded in the
+                      manifest (who, when), which health-check accepts as an opt-out
+  --backup-recipient K
+                      age public key (age1...) that backup.sh encrypts to, written to
+                      /etc/retina-appliance/backup-recipients.txt (the private key stays off
+                      the box)
   -h, --help          this help
 USAGE
 }
@@ -81,6 +103,11 @@ while [[ $# -gt 0 ]]; do
         --listen) LISTEN="${2:?--listen needs an address}"; shift 2 ;;
         --dicom-port) DICOM_PORT="${2:?--dicom-port needs a port}"; shift 2 ;;
         --admin) ADMIN="${2:?--admin needs a user name}"; shift 2 ;;
+        --encrypt-device) ENCRYPT_DEVICE="${2:?--encrypt-device needs a device}"; shift 2 ;;
+        --wipe) WIPE=1; shift ;;
+        --unlock) UNLOCK="${2:?--unlock needs auto, tpm2 or keyfile}"; shift 2 ;;
+        --no-encryption-i-understand) NO_ENCRYPTION=1; shift ;;
+        --backup-recipient) BACKUP_RECIPIENT="${2:?--backup-recipient needs an age public key}"; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; die "unknown option: $1" ;;
     esac
@@ -110,6 +137,19 @@ if [[ -z "$ROOT" && "$DRY_RUN" == 0 && "$(id -u)" != 0 ]]; then
     die "run as root (or use --root DIR / --dry-run)"
 fi
 [[ -d "$SOURCE" && -f "$SOURCE/pyproject.toml" ]] || die "no checkout at $SOURCE (--venv-from)"
+case "$UNLOCK" in
+    auto|tpm2|keyfile) ;;
+    *) die "--unlock must be auto, tpm2 or keyfile" ;;
+esac
+if [[ -n "$ENCRYPT_DEVICE" && "$NO_ENCRYPTION" == 1 ]]; then
+    die "--encrypt-device and --no-encryption-i-understand exclude each other"
+fi
+if [[ -n "$BACKUP_RECIPIENT" ]]; then
+    [[ "$BACKUP_RECIPIENT" != *SECRET* ]] \
+        || die "--backup-recipient got a PRIVATE key: give the public key (age1...), keep the private key off the box"
+    [[ "$BACKUP_RECIPIENT" =~ ^age1[0-9a-z]{20,}$ ]] \
+        || die "--backup-recipient must be an age public key (age1...)"
+fi
 
 # -- platform ------------------------------------------------------------------------------
 detect_platform() {
@@ -204,6 +244,131 @@ else
     note "--root: user '$SERVICE_USER' is not created; recorded in the manifest"
 fi
 
+# -- encrypted data volume (--encrypt-device) -------------------------------------------------
+# Runs before anything is written into the data dir: the new volume is mounted on it.
+ENC_DEVICE="" ENC_UUID="" ENC_UNLOCK="" ENC_CRYPTTAB="" ENC_FSTAB=""
+encrypt_data_volume() {
+    local dev="$ENCRYPT_DEVICE" mode="$UNLOCK" signature mapped key_file crypttab_line fstab_line
+    local recovery="<random recovery passphrase, shown once>" uuid="<UUID of $dev>"
+    # A block device; under --root (tests) a plain file stands in for one.
+    if [[ ! -b "$dev" ]] && ! [[ -n "$ROOT" && -f "$dev" ]]; then
+        die "--encrypt-device $dev is not a block device"
+    fi
+    command -v cryptsetup >/dev/null 2>&1 \
+        || die "--encrypt-device needs cryptsetup (apt-get install cryptsetup)"
+    if [[ "$mode" == auto ]]; then
+        if [[ -e "$TPM_DEVICE" ]]; then mode=tpm2; else mode=keyfile; fi
+    fi
+    if [[ "$mode" == tpm2 ]]; then
+        command -v systemd-cryptenroll >/dev/null 2>&1 \
+            || die "--unlock tpm2 needs systemd-cryptenroll (systemd 248+); use --unlock keyfile"
+    fi
+    key_file="$ETC/luks.key"
+    mapped="/dev/mapper/$MAPPER"
+    if [[ -e "$mapped" ]]; then
+        die "$mapped exists already: the data volume is set up (nothing to do) or in use"
+    fi
+    # Never format a mounted device, nor one that holds something, unless told to (--wipe).
+    # (lsblk lists the mount points of the device AND its partitions: a whole disk counts.)
+    if findmnt -n --source "$dev" >/dev/null 2>&1 \
+        || [[ -n "$(lsblk -n -o MOUNTPOINT "$dev" 2>/dev/null | tr -d '[:space:]' || true)" ]]; then
+        die "$dev (or a partition on it) is mounted: refusing to format it"
+    fi
+    signature="$(blkid -p -o value -s TYPE "$dev" 2>/dev/null || true)"
+    if [[ -z "$signature" ]]; then  # a whole disk with a partition table
+        signature="$(blkid -p -o value -s PTTYPE "$dev" 2>/dev/null || true)"
+    fi
+    if [[ -z "$signature" ]]; then
+        signature="$(lsblk -n -d -o FSTYPE "$dev" 2>/dev/null | head -n1 || true)"
+    fi
+    if [[ -n "$signature" && "$WIPE" == 0 ]]; then
+        die "$dev holds a '$signature' signature: refusing to format it (give --wipe to destroy it)"
+    fi
+    if [[ -d "$DATA" && -n "$(ls -A "$DATA" 2>/dev/null)" ]]; then
+        die "the data dir $DATA is not empty: move its contents away first (the volume is mounted on it)"
+    fi
+    note "encrypting the data volume: $dev (LUKS2), unlock at boot: $mode, mapped as $mapped"
+    if [[ "$DRY_RUN" == 0 ]]; then
+        # 32 random bytes, base64: typed at the console to unlock when the TPM or key fails.
+        recovery="$(openssl rand -base64 32 | tr -d '\n')"
+    fi
+    # with_recovery CMD...: CMD reads the recovery passphrase (no newline) on standard input.
+    with_recovery() {
+        if [[ "$DRY_RUN" == 1 ]]; then
+            echo "would run: $* (recovery passphrase on standard input)"
+        else
+            printf '%s' "$recovery" | "$@"
+        fi
+    }
+    if [[ -n "$signature" ]]; then
+        run wipefs -a "$dev"
+    fi
+    with_recovery cryptsetup luksFormat --type luks2 --batch-mode --key-file=- "$dev"
+    if [[ "$DRY_RUN" == 0 ]]; then
+        uuid="$(cryptsetup luksUUID "$dev")"
+    fi
+    if [[ "$mode" == tpm2 ]]; then
+        # Sealed to the TPM against PCR 7 (Secure Boot state): the disk moved to another
+        # machine, or booted with Secure Boot changed, does not unlock without the passphrase.
+        if [[ "$DRY_RUN" == 1 ]]; then
+            echo "would run: systemd-cryptenroll --tpm2-device=auto --tpm2-pcrs=7 $dev (recovery passphrase in \$PASSWORD)"
+        else
+            PASSWORD="$recovery" systemd-cryptenroll --tpm2-device=auto --tpm2-pcrs=7 "$dev"
+        fi
+        crypttab_line="$MAPPER UUID=$uuid none luks,tpm2-device=auto"
+    else
+        if [[ "$DRY_RUN" == 1 ]]; then
+            echo "would write: $key_file (64 random bytes, mode 0400, root)"
+        else
+            mkdir -p "$ETC"
+            (umask 077 && head -c 64 /dev/urandom > "$key_file")
+            chmod 0400 "$key_file"
+            [[ -n "$ROOT" ]] || chown root:root "$key_file"
+        fi
+        with_recovery cryptsetup luksAddKey --key-file=- "$dev" "$key_file"
+        crypttab_line="$MAPPER UUID=$uuid /etc/retina-appliance/luks.key luks"
+    fi
+    with_recovery cryptsetup open --type luks2 --key-file=- "$dev" "$MAPPER"
+    run mkfs.ext4 -q -L retina-data "$mapped"
+    fstab_line="$mapped /var/lib/retina-appliance ext4 defaults,nodev,nosuid,noexec 0 2"
+    append_line "$ROOT/etc/crypttab" "$crypttab_line"
+    append_line "$ROOT/etc/fstab" "$fstab_line"
+    run mkdir -p "$DATA"
+    run mount -o nodev,nosuid,noexec "$mapped" "$DATA"
+    if [[ "$DRY_RUN" == 0 ]]; then
+        cat >&2 <<SHOWN
+install.sh: ****************************************************************************
+install.sh:  LUKS RECOVERY PASSPHRASE for $dev (shown once, stored nowhere on this box):
+install.sh:
+install.sh:      $recovery
+install.sh:
+install.sh:  Write it down and keep it locked away, off the device. It unlocks the patient data
+install.sh:  when the ${mode/keyfile/key file} cannot (TPM cleared, board replaced, key file lost).
+install.sh: ****************************************************************************
+SHOWN
+    fi
+    ENC_DEVICE="$dev" ENC_UUID="$uuid" ENC_UNLOCK="$mode" ENC_CRYPTTAB="$crypttab_line"
+    ENC_FSTAB="$fstab_line"
+}
+
+# append_line FILE LINE: add LINE to FILE unless it is there already
+append_line() {
+    local file="$1" line="$2"
+    if [[ -f "$file" ]] && grep -qxF -- "$line" "$file"; then
+        return 0
+    fi
+    if [[ "$DRY_RUN" == 1 ]]; then
+        echo "would append to $file: $line"
+    else
+        mkdir -p "$(dirname "$file")"
+        printf '%s\n' "$line" >> "$file"
+    fi
+}
+
+if [[ -n "$ENCRYPT_DEVICE" ]]; then
+    encrypt_data_volume
+fi
+
 # -- directories -----------------------------------------------------------------------------
 run mkdir -p "$RELEASE/models" "$OPT/bin" "$ETC/tls" "$DATA" "$UNITS" "$JOURNALD"
 run chmod 0755 "$OPT"
@@ -274,12 +439,19 @@ if [[ -d "$DATA" ]] && command -v findmnt >/dev/null 2>&1; then
         ENCRYPTED=true
     fi
 fi
-if [[ "$ENCRYPTED" == false ]]; then
+if [[ "$ENCRYPTED" == false && "$NO_ENCRYPTION" == 1 ]]; then
+    cat >&2 <<WARN
+install.sh: WARNING  The data dir $DATA is NOT encrypted at rest. --no-encryption-i-understand:
+install.sh: WARNING  this is a DEVELOPMENT box; the opt-out is recorded in the manifest (who,
+install.sh: WARNING  when) and health-check reports it as a warning. Never hold real patient data here.
+WARN
+elif [[ "$ENCRYPTED" == false ]]; then
     cat >&2 <<WARN
 install.sh: WARNING ***************************************************************
 install.sh: WARNING  The data dir $DATA is NOT on an encrypted (dm-crypt/LUKS) volume.
-install.sh: WARNING  Patient images would be stored unencrypted at rest. Set up LUKS as
-install.sh: WARNING  described at the top of install.sh / firmware_scripts/README.md.
+install.sh: WARNING  Patient images would be stored unencrypted at rest, and health-check
+install.sh: WARNING  FAILS until it is: run install.sh --encrypt-device DEV (see
+install.sh: WARNING  firmware_scripts/README.md), or --no-encryption-i-understand on a dev box.
 install.sh: WARNING ***************************************************************
 WARN
 fi
@@ -303,6 +475,13 @@ if [[ -z "$ROOT" && "$DRY_RUN" == 0 && -f "$ETC/tls/key.pem" ]]; then
 fi
 chmod_if 0644 "$ETC/tls/cert.pem"
 INSTALLED+=("/etc/retina-appliance/tls/cert.pem" "/etc/retina-appliance/tls/key.pem")
+
+# -- backup recipient (public key only: the private key that decrypts backups stays off the box)
+if [[ -n "$BACKUP_RECIPIENT" ]]; then
+    append_line "$ETC/backup-recipients.txt" "$BACKUP_RECIPIENT"
+    chmod_if 0644 "$ETC/backup-recipients.txt"
+fi
+[[ -f "$ETC/backup-recipients.txt" ]] && INSTALLED+=("/etc/retina-appliance/backup-recipients.txt")
 
 # -- appliance.toml (kept when it exists: a technician may have set api_token etc.) --------
 CONFIG="$ETC/appliance.toml"
@@ -387,7 +566,9 @@ if [[ "$DRY_RUN" == 1 ]]; then
 else
     python3 - "$MANIFEST" "$PLATFORM" "$ORT_CHOICE" "$ORT_VERSION" "$PROVIDER_SMOKE" \
         "$ENCRYPTED" "$VERSION" "$SERVICE_USER" "$( [[ -z "$ROOT" ]] && echo yes || echo no )" \
-        "$LISTEN" "$LOCK_FILE" "$ORT_WHEEL" "${INSTALLED[@]}" <<'PY'
+        "$LISTEN" "$LOCK_FILE" "$ORT_WHEEL" "$NO_ENCRYPTION" "${SUDO_USER:-$(id -un)}" \
+        "$ENC_DEVICE" "$ENC_UUID" "$ENC_UNLOCK" "$ENC_CRYPTTAB" "$ENC_FSTAB" \
+        "${INSTALLED[@]}" <<'PY'
 import hashlib
 import json
 import os
@@ -396,7 +577,13 @@ import sys
 from datetime import datetime, timezone
 
 (path, plat, choice, ort_version, provider, encrypted, version, user, created, listen,
- lock, wheel, *files) = sys.argv[1:]
+ lock, wheel, no_encryption, operator, enc_device, enc_uuid, enc_unlock, enc_crypttab,
+ enc_fstab, *files) = sys.argv[1:]
+now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+try:
+    previous = json.load(open(path, encoding="utf-8"))
+except (OSError, ValueError):
+    previous = {}
 
 
 def sha256(name: str) -> str | None:
@@ -416,8 +603,27 @@ manifest = {
     "web_host": listen,
     "data_dir": "/var/lib/retina-appliance",
     "installed_files": sorted(set(files)),
-    "installed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    "installed_at": now,
 }
+# The LUKS volume set up by --encrypt-device (kept from the run that made it).
+if enc_device:
+    manifest["encryption"] = {
+        "device": enc_device, "luks_uuid": enc_uuid, "type": "luks2",
+        "mapper": "/dev/mapper/retina-data", "unlock": enc_unlock,
+        "key_file": "/etc/retina-appliance/luks.key" if enc_unlock == "keyfile" else None,
+        "crypttab": enc_crypttab, "fstab": enc_fstab, "formatted_at": now,
+    }
+elif previous.get("encryption"):
+    manifest["encryption"] = previous["encryption"]
+# The development opt-out: kept (with who and when it was first given) while the data dir
+# is unencrypted, dropped once it is encrypted.
+if encrypted != "true":
+    if previous.get("encryption_opt_out"):
+        manifest["encryption_opt_out"] = previous["encryption_opt_out"]
+    elif no_encryption == "1":
+        manifest["encryption_opt_out"] = {
+            "set_by": "install.sh --no-encryption-i-understand", "user": operator, "at": now,
+        }
 with open(path, "w", encoding="utf-8") as out:
     json.dump(manifest, out, indent=2)
     out.write("\n")

@@ -98,7 +98,25 @@ def test_tampered_model_is_refused(installed: Path, tmp_path: Path) -> None:
     assert os.readlink(installed / "opt/retina-appliance/current") == "releases/0.1.0"
 
 
-def test_backup(installed: Path, tmp_path: Path) -> None:
+def test_backup(tmp_path: Path) -> None:
+    """install.sh --backup-recipient puts the age public key on the box; backup.sh encrypts
+    to it; the private key (here, in the test, off the "box") decrypts the tar stream."""
+    from tests.conftest import require_tool
+
+    keygen = require_tool("age-keygen")
+    age = require_tool("age")
+    private = tmp_path / "backup-key.txt"
+    subprocess.run([keygen, "-o", str(private)], check=True, capture_output=True)
+    public = subprocess.run(
+        [keygen, "-y", str(private)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    installed = tmp_path / "root"
+    done = subprocess.run(
+        [str(SCRIPTS / "install.sh"), "--root", str(installed), "--no-pip", "--platform", "cpu",
+         "--backup-recipient", public],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     data = installed / "var/lib/retina-appliance"
     outbox_db(installed)
     (data / "blobs/ab").mkdir(parents=True)
@@ -113,8 +131,13 @@ def test_backup(installed: Path, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     (backup,) = dest.iterdir()
-    assert backup.name.startswith("retina-backup-")
-    with sqlite3.connect(backup / "appliance.db") as conn:
+    assert backup.name.startswith("retina-backup-") and backup.name.endswith(".tar.age")
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    plain = subprocess.run([age, "-d", "-i", str(private), str(backup)], capture_output=True)
+    assert plain.returncode == 0, plain.stderr
+    subprocess.run(["tar", "-x", "-C", str(restore)], input=plain.stdout, check=True)
+    with sqlite3.connect(restore / "appliance.db") as conn:
         assert conn.execute("SELECT state FROM outbox_jobs").fetchall() == [("queued",)]
-    assert (backup / "blobs/ab/cdef").read_bytes() == b"image"
-    assert (backup / "audit.head").read_text() == "42 abc\n"
+    assert (restore / "blobs/ab/cdef").read_bytes() == b"image"
+    assert (restore / "audit.head").read_text() == "42 abc\n"
