@@ -2,7 +2,8 @@
 
 :func:`make_pki` writes a CA, a server certificate for 127.0.0.1/localhost, a client
 certificate, a server certificate that expired in 2020, and a second CA with a server
-certificate of its own (untrusted by the first CA's holders).
+certificate of its own (untrusted by the first CA's holders), and a server certificate
+for another name.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class Pki:
     expired_server: Pair
     other_ca: str
     other_server: Pair  # signed by other_ca
+    wrong_name_server: Pair  # for archive.example only
 
 
 def _run(*args: str, cwd: Path) -> None:
@@ -52,11 +54,11 @@ def _csr(folder: Path, name: str, cn: str) -> None:
     )  # fmt: skip
 
 
-def _signed(folder: Path, name: str, ca: str, cn: str) -> Pair:
+def _signed(folder: Path, name: str, ca: str, cn: str, san: str = "san.cnf") -> Pair:
     _csr(folder, name, cn)
     _run(
         "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-        "-CAcreateserial", "-sha256", "-days", "2", "-extfile", "san.cnf", "-out", f"{name}.pem",
+        "-CAcreateserial", "-sha256", "-days", "2", "-extfile", san, "-out", f"{name}.pem",
         cwd=folder,
     )  # fmt: skip
     return Pair(str(folder / f"{name}.pem"), str(folder / f"{name}.key"))
@@ -84,6 +86,7 @@ def make_pki(folder: Path) -> Pki:
     require_tool("openssl")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "san.cnf").write_text(SAN)
+    (folder / "other-name.cnf").write_text("subjectAltName=DNS:archive.example\n")
     _ca(folder, "ca")
     _ca(folder, "other-ca")
     return Pki(
@@ -93,4 +96,5 @@ def make_pki(folder: Path) -> Pki:
         expired_server=_expired(folder, "expired", "ca"),
         other_ca=str(folder / "other-ca.pem"),
         other_server=_signed(folder, "other-server", "other-ca", "localhost"),
+        wrong_name_server=_signed(folder, "wrong-name", "ca", "archive.example", "other-name.cnf"),
     )
