@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -18,9 +19,10 @@ import pydicom
 import pytest
 from pynetdicom import AE
 
+from appliance import config
 from appliance.capture.scp import VERIFICATION
 from appliance.config import Settings
-from appliance.service import Services
+from appliance.service import Services, scp_tls_context
 from appliance.tls import TlsClient, client_context
 from tests.conftest import free_port, op_bytes, require_tool, wait_for
 from tests.tls_certs import Pki, make_pki
@@ -202,3 +204,36 @@ def test_tls_only_closes_the_plain_port(settings: Settings, pki: Pki) -> None:
         assert _echo(only, TlsClient(ca=pki.ca)).is_established  # no client cert asked
     finally:
         svc.stop()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"tls_ca": "/ca.pem"}, "tls_ca need tls = true"),
+        ({"tls": True, "tls_cert": "/c.pem"}, "tls_cert and tls_key go together"),
+        ({"tls": "yes"}, "tls must be true or false"),
+        ({"kind": "stow", "url": "https://pacs", "tls": True}, "tls is for kind = 'dimse'"),
+    ],
+)
+def test_destination_tls_settings_are_checked(table: dict[str, Any], message: str) -> None:
+    base = {"name": "pacs", "host": "pacs", "port": 2762, "ae_title": "PACS"}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        config.load(environ={}, destinations=[base | table])
+    (loaded,) = config.load(
+        environ={}, destinations=[base | {"tls": True, "tls_ca": "/ca.pem"}]
+    ).destinations
+    assert loaded.tls and loaded.tls_ca == "/ca.pem"
+
+
+def test_scp_tls_settings_are_checked(settings: Settings, pki: Pki) -> None:
+    assert scp_tls_context(settings) is None  # no certificate: no TLS port
+    with pytest.raises(ValueError, match="go together"):
+        scp_tls_context(settings.replace(dicom_tls_cert=pki.server.cert))
+    with pytest.raises(ValueError, match="needs dicom_tls_ca"):
+        scp_tls_context(
+            settings.replace(
+                dicom_tls_cert=pki.server.cert,
+                dicom_tls_key=pki.server.key,
+                dicom_tls_require_client_cert=True,
+            )
+        )
