@@ -205,6 +205,11 @@ class Settings:
         "Refuse TLS clients without a certificate from dicom_tls_ca (mutual TLS); refusals are "
         "audited as Security Alerts.",
     )
+    dicom_tls_required_aes: tuple[str, ...] = _s(
+        (),
+        "Calling AE titles that must use the TLS port: refused on the plain port (A-ASSOCIATE-RJ, "
+        "calling AE not recognised; audited). Other cameras may still use plain DIMSE.",
+    )
     dicom_tls_only: bool = _s(
         False,
         "Close the plain dicom_port: every camera must use TLS. Off: plain DIMSE stays for "

@@ -238,6 +238,7 @@ class Services:
                 tls=scp_tls_context(s),
                 tls_port=s.dicom_tls_port,
                 plain=not s.dicom_tls_only,
+                tls_required_aes=s.dicom_tls_required_aes,
             )
             self.scp.start()
         if hotfolder:

@@ -88,6 +88,7 @@ class DoorLimits:
     max_message_bytes: int = 512 * 1024 * 1024
     network_timeout: float = 60.0
     allowed_calling_aes: tuple[str, ...] = ()
+    tls_required_aes: tuple[str, ...] = ()  # calling AEs refused on the plain port
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,8 @@ class FrontDoor:
     def read_request(
         self, sock: socket.socket, address: str, deadline: float | None = None
     ) -> bytes:
-        """The whole A-ASSOCIATE-RQ PDU, read within the deadline, from an allowed caller."""
+        """The whole A-ASSOCIATE-RQ PDU, read within the deadline, from an allowed caller
+        (one that must use TLS only over TLS)."""
         limits = self.limits
         if deadline is None:
             deadline = time.monotonic() + limits.request_seconds
@@ -262,6 +264,17 @@ class FrontDoor:
                 Refusal(
                     "calling_ae_not_allowed",
                     f"calling AE {calling_ae!r} is not on the allow-list",
+                    address,
+                    calling_ae,
+                    serious=True,
+                ),
+                RJ_CALLING_AE,
+            )
+        if calling_ae in limits.tls_required_aes and not isinstance(sock, ssl.SSLSocket):
+            raise Refused(
+                Refusal(
+                    "tls_required",
+                    f"calling AE {calling_ae!r} must use the TLS port",
                     address,
                     calling_ae,
                     serious=True,

@@ -13,7 +13,8 @@ Alerts, as are associations pynetdicom itself rejects.
 With a TLS context (``tls``) the SCP also listens on ``tls_port`` (default 2762, the IANA
 DICOM-TLS port), behind the same front door and the same limits: a second port rather than
 TLS-only, because cameras that cannot do TLS keep storing over plain DIMSE on ``port``
-(``plain=False`` closes that). The door runs the handshake on the connection's thread, under
+(``plain=False`` closes that; ``tls_required_aes`` names the cameras refused on it, so a
+TLS camera's AE title cannot be used over plain DIMSE). The door runs the handshake on the connection's thread, under
 the request deadline.
 
 Given ``on_commitment_report`` (service.py wires the outbox's), the SCP also accepts Storage
@@ -111,9 +112,12 @@ class StorageSCP:
         tls: ssl.SSLContext | None = None,
         tls_port: int = 2762,
         plain: bool = True,
+        tls_required_aes: tuple[str, ...] = (),
     ) -> None:
-        if not plain and tls is None:
-            raise ValueError("dicom_tls_only needs dicom_tls_cert and dicom_tls_key")
+        if (not plain or tls_required_aes) and tls is None:
+            raise ValueError(
+                "dicom_tls_only and dicom_tls_required_aes need dicom_tls_cert and dicom_tls_key"
+            )
         if not 16384 <= max_pdu_bytes <= 16 * 1024 * 1024:
             raise ValueError("dicom_max_pdu_bytes must lie between 16384 and 16777216")
         if in_flight_bytes < max_message_bytes:
@@ -145,6 +149,7 @@ class StorageSCP:
                 max_message_bytes=max_message_bytes,
                 network_timeout=network_timeout,
                 allowed_calling_aes=tuple(allowed_calling_aes),
+                tls_required_aes=tuple(tls_required_aes),
             ),
             self.on_refusal,
         )

@@ -62,11 +62,11 @@ def _events(services: Services, refused: str) -> list[dict[str, Any]]:
 
 
 def _echoscu(
-    settings: Settings, *tls: str, port: int | None = None
+    settings: Settings, *tls: str, port: int | None = None, calling: str = "CAMERA1"
 ) -> subprocess.CompletedProcess[str]:
     echoscu = require_tool("echoscu")
     return subprocess.run(
-        [echoscu, "-aet", "CAMERA1", "-aec", settings.dicom_ae_title, *tls, "127.0.0.1",
+        [echoscu, "-aet", calling, "-aec", settings.dicom_ae_title, *tls, "127.0.0.1",
          str(port or settings.dicom_tls_port)],
         capture_output=True,
         text=True,
@@ -187,6 +187,23 @@ def test_a_silent_connection_does_not_block_others_and_is_closed_at_the_deadline
     assert waited >= tls_settings.dicom_request_seconds * 0.9  # ... at the deadline, not before
     (alert,) = wait_for(lambda: _events(tls_services, "request_timeout"))
     assert "TLS handshake" in alert["detail"]["message"]
+
+
+def test_a_camera_that_must_use_tls_is_refused_on_the_plain_port(
+    tls_settings: Settings, pki: Pki
+) -> None:
+    strict = tls_settings.replace(dicom_tls_required_aes=("CAMERA1",))
+    svc = Services(strict)
+    svc.start(hotfolder=False, worker=False)
+    try:
+        refused = _echoscu(strict, port=strict.dicom_port)
+        assert refused.returncode != 0 and "Calling AE Title Not Recognized" in refused.stderr
+        (alert,) = wait_for(lambda: _events(svc, "tls_required"))
+        assert alert["outcome"] == 8 and alert["ae_title"] == "CAMERA1"
+        assert _echoscu(strict, *_client_tls(pki)).returncode == 0  # over TLS: answered
+        assert _echoscu(strict, port=strict.dicom_port, calling="OLDCAM").returncode == 0
+    finally:
+        svc.stop()
 
 
 def test_tls_only_closes_the_plain_port(settings: Settings, pki: Pki) -> None:
