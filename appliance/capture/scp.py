@@ -14,8 +14,8 @@ With a TLS context (``tls``) the SCP also listens on ``tls_port`` (default 2762,
 DICOM-TLS port), behind the same front door and the same limits: a second port rather than
 TLS-only, because cameras that cannot do TLS keep storing over plain DIMSE on ``port``
 (``plain=False`` closes that; ``tls_required_aes`` names the cameras refused on it, so a
-TLS camera's AE title cannot be used over plain DIMSE). The door runs the handshake on the connection's thread, under
-the request deadline.
+TLS camera's AE title cannot be used over plain DIMSE). The door runs the handshake on the
+connection's thread, under the request deadline.
 
 Given ``on_commitment_report`` (service.py wires the outbox's), the SCP also accepts Storage
 Commitment Push Model associations from an archive — with SCP/SCU role selection, since the
