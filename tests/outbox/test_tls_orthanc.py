@@ -19,8 +19,10 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from appliance.audit import AuditTrail
+from appliance.capture import Incoming
 from appliance.config import Destination, Settings
 from appliance.dicom.worklist import Node, NodeUnreachable, query_worklist
+from appliance.domain import Source
 from appliance.outbox import queue
 from appliance.outbox.commit_dimse import request_commitment
 from appliance.outbox.dimse import DimseTarget
@@ -30,7 +32,7 @@ from appliance.service import Services
 from appliance.service import _target as service_target
 from appliance.store import BlobStore, Store
 from appliance.tls import TlsClient
-from tests.conftest import free_port, fundus, op_bytes
+from tests.conftest import free_port, fundus, op_bytes, wait_for
 from tests.orthanc_server import Orthanc
 from tests.tls_certs import Pair, Pki, make_pki
 
@@ -43,6 +45,15 @@ class TlsOrthanc(Orthanc):
     def __init__(self, root: Path, pki: Pki, **kwargs: Any) -> None:
         super().__init__(root, **kwargs)
         self.pki = pki
+
+    def _with_modalities(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Remote AEs reached over TLS (Orthanc's ``UseDicomTls``), e.g. to send its Storage
+        Commitment reports to the appliance's TLS port."""
+        config["DicomModalities"] = {
+            name: {"AET": aet, "Host": host, "Port": port, "UseDicomTls": True}
+            for name, (aet, host, port) in self.modalities.items()
+        }
+        return config
 
     def config(self) -> dict[str, Any]:
         return super().config() | {
@@ -240,3 +251,52 @@ def test_the_forwarder_keeps_the_tls_reason_on_the_job(
     finally:
         store.close()
         archive.stop()
+
+
+def test_storage_commitment_round_trip_over_tls_both_ways(
+    settings: Settings, pki: Pki, tmp_path: Path
+) -> None:
+    """C-STORE and N-ACTION to Orthanc over TLS; Orthanc's N-EVENT-REPORT comes back over TLS
+    to the appliance's TLS port, which requires a client certificate (Orthanc's own)."""
+    ours = settings.replace(
+        dicom_tls_port=free_port(),
+        dicom_tls_cert=pki.server.cert,
+        dicom_tls_key=pki.server.key,
+        dicom_tls_ca=pki.ca,
+        dicom_tls_require_client_cert=True,
+        dicom_tls_required_aes=("ORTHANC",),  # its reports may not come over plain DIMSE
+        outbox_backoff_seconds=0.05,
+        outbox_backoff_cap_seconds=0.2,
+    )
+    modalities = {"screening": (ours.dicom_ae_title, "127.0.0.1", ours.dicom_tls_port)}
+    with TlsOrthanc(tmp_path / "orthanc", pki, modalities=modalities) as orthanc:
+        destination = Destination(
+            name="pacs",
+            host="127.0.0.1",
+            port=orthanc.dicom_port,
+            ae_title=orthanc.aet,
+            timeout=10,
+            storage_commitment=True,
+            tls=True,
+            tls_ca=pki.ca,
+            tls_cert=pki.client.cert,
+            tls_key=pki.client.key,
+        )
+        svc = Services(ours.replace(destinations=(destination,)))
+        svc.commitments.poll_seconds = 0.05
+        svc.start(hotfolder=False)
+        try:
+            data = op_bytes(fundus(seed=31, size=(96, 128)))
+            svc.ingestor.ingest(Incoming(data=data, source=Source.DICOM, user_id="ae:CAM"))
+            uid = str(pydicom.dcmread(io.BytesIO(data)).SOPInstanceUID)
+            job = wait_for(
+                lambda: svc.store.one(
+                    "SELECT * FROM outbox_jobs WHERE sop_instance_uid = ? "
+                    "AND commitment = 'committed'",
+                    (uid,),
+                ),
+                timeout=30,
+            )
+            assert job["state"] == "delivered" and orthanc.sop_uids() == {uid}
+        finally:
+            svc.stop()
