@@ -20,6 +20,7 @@ from appliance.inference.card import ModelIntegrityError, find_cards
 from appliance.outbox import commitment, queue
 from appliance.pipeline import due
 from appliance.store import Store
+from appliance.tls import TlsClient, worklist_tls
 
 LOGGER = logging.getLogger(__name__)
 STATES = ("queued", "leased", "delivered", "dead")
@@ -113,7 +114,14 @@ def retry_documents(
 def echo_nodes(settings: Settings) -> dict[str, Node]:
     """The nodes a C-ECHO can test: DIMSE destinations and the worklist (as ``appliance echo``)."""
     nodes = {
-        d.name: Node(d.host, d.port, d.ae_title, settings.dicom_ae_title, d.timeout)
+        d.name: Node(
+            d.host,
+            d.port,
+            d.ae_title,
+            settings.dicom_ae_title,
+            d.timeout,
+            tls=TlsClient(d.tls_ca, d.tls_cert, d.tls_key) if d.tls else None,
+        )
         for d in settings.destinations
         if d.kind == "dimse"
     }
@@ -123,6 +131,7 @@ def echo_nodes(settings: Settings) -> dict[str, Node]:
             settings.worklist_port,
             settings.worklist_ae_title,
             settings.dicom_ae_title,
+            tls=worklist_tls(settings),
         )
     return nodes
 

@@ -36,6 +36,10 @@ class Destination:
     username: str = ""
     password: str = field(default="", repr=False)
     storage_commitment: bool = False  # dimse only: local files kept until the archive commits
+    tls: bool = False  # dimse only: DICOM TLS (Storage Commitment too)
+    tls_ca: str = ""  # PEM CAs trusted for the archive's certificate; empty: the system's
+    tls_cert: str = ""  # PEM client certificate, for archives that require one
+    tls_key: str = ""
 
 
 def _destinations(value: Any) -> tuple[Destination, ...]:
@@ -64,6 +68,16 @@ def _destinations(value: Any) -> tuple[Destination, ...]:
             raise ValueError(f"{where}: storage_commitment must be true or false")
         if commitment and kind != "dimse":
             raise ValueError(f"{where}: storage_commitment needs kind = 'dimse'")
+        tls = table.get("tls", False)
+        if not isinstance(tls, bool):
+            raise ValueError(f"{where}: tls must be true or false")
+        if tls and kind != "dimse":
+            raise ValueError(f"{where}: tls is for kind = 'dimse' (STOW-RS uses an https:// url)")
+        tls_keys = [key for key in ("tls_ca", "tls_cert", "tls_key") if table.get(key)]
+        if tls_keys and not tls:
+            raise ValueError(f"{where}: {', '.join(tls_keys)} need tls = true")
+        if bool(table.get("tls_cert")) != bool(table.get("tls_key")):
+            raise ValueError(f"{where}: tls_cert and tls_key go together")
         try:
             destination = Destination(
                 name=str(table["name"]),
@@ -76,6 +90,10 @@ def _destinations(value: Any) -> tuple[Destination, ...]:
                 username=str(table.get("username", "")),
                 password=str(table.get("password", "")),
                 storage_commitment=commitment,
+                tls=tls,
+                tls_ca=str(table.get("tls_ca", "")),
+                tls_cert=str(table.get("tls_cert", "")),
+                tls_key=str(table.get("tls_key", "")),
             )
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{where}: {exc}") from None
@@ -166,6 +184,36 @@ class Settings:
     )
     max_image_frames: int = _s(
         1024, "Most frames a multi-frame DICOM image may hold; each is decoded before success."
+    )
+    # --- DICOM TLS (PS3.15 Annex B, BCP 195) ---
+    dicom_tls_cert: str = _s(
+        "",
+        "PEM certificate of the DICOM SCP's TLS port. Empty (with no key): no TLS port. TLS 1.2 "
+        "at least, forward-secret AEAD ciphers only.",
+    )
+    dicom_tls_key: str = _s("", "PEM private key, with dicom_tls_cert.")
+    dicom_tls_port: int = _s(
+        2762,
+        "Port of the DICOM SCP's TLS listener (2762: IANA dicom-tls), beside the plain "
+        "dicom_port, with the same front door and limits.",
+    )
+    dicom_tls_ca: str = _s(
+        "", "PEM bundle of CAs trusted for camera (client) certificates on the TLS port."
+    )
+    dicom_tls_require_client_cert: bool = _s(
+        False,
+        "Refuse TLS clients without a certificate from dicom_tls_ca (mutual TLS); refusals are "
+        "audited as Security Alerts.",
+    )
+    dicom_tls_required_aes: tuple[str, ...] = _s(
+        (),
+        "Calling AE titles that must use the TLS port: refused on the plain port (A-ASSOCIATE-RJ, "
+        "calling AE not recognised; audited). Other cameras may still use plain DIMSE.",
+    )
+    dicom_tls_only: bool = _s(
+        False,
+        "Close the plain dicom_port: every camera must use TLS. Off: plain DIMSE stays for "
+        "cameras that cannot do TLS.",
     )
     # --- DICOM front door (what a TCP connection may cost before and after it is known) ---
     dicom_request_seconds: float = _s(
@@ -270,11 +318,19 @@ class Settings:
     worklist_host: str = _s("", "Modality Worklist (RIS) address. Empty: no worklist configured.")
     worklist_port: int = _s(104, "Modality Worklist port.")
     worklist_ae_title: str = _s("", "Modality Worklist AE title.")
+    worklist_tls: bool = _s(False, "Query the Modality Worklist over DICOM TLS.")
+    worklist_tls_ca: str = _s(
+        "", "PEM CAs trusted for the worklist's certificate. Empty: the system's."
+    )
+    worklist_tls_cert: str = _s("", "PEM client certificate for the worklist, if it wants one.")
+    worklist_tls_key: str = _s("", "PEM private key, with worklist_tls_cert.")
     # --- forwarding ---
     destinations: tuple[Destination, ...] = _s(
         (),
         "Archives to forward to: TOML `[[destinations]]` tables: name, kind (dimse: host, port, "
-        "ae_title, storage_commitment; stow: url, username, password), timeout. With "
+        "ae_title, storage_commitment, tls, tls_ca, tls_cert, tls_key; stow: url, username, "
+        "password), timeout. With tls = true the association (and Storage Commitment's) runs "
+        "over DICOM TLS, checking the archive's certificate and host name against tls_ca. With "
         "storage_commitment = true the archive is asked for Storage Commitment after delivery, "
         "answers on this appliance's SCP, and retention keeps local files until it commits. "
         "Empty: nothing is forwarded.",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import ssl
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from appliance.pipeline.review import ReviewDesk
 from appliance.quality import QualityThresholds
 from appliance.station import Station
 from appliance.store import BlobStore, Store
+from appliance.tls import TlsClient, server_context
 
 LOGGER = logging.getLogger(__name__)
 MIB = 1024 * 1024
@@ -58,6 +60,22 @@ def _target(d: Destination, calling_ae: str) -> Target:
         calling_ae,
         d.timeout,
         storage_commitment=d.storage_commitment,
+        tls=TlsClient(d.tls_ca, d.tls_cert, d.tls_key) if d.tls else None,
+    )
+
+
+def scp_tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The SCP's TLS context, or None when no certificate is configured."""
+    s = settings
+    if not (s.dicom_tls_cert or s.dicom_tls_key):
+        return None
+    if not (s.dicom_tls_cert and s.dicom_tls_key):
+        raise ValueError("dicom_tls_cert and dicom_tls_key go together")
+    return server_context(
+        s.dicom_tls_cert,
+        s.dicom_tls_key,
+        s.dicom_tls_ca,
+        require_client_cert=s.dicom_tls_require_client_cert,
     )
 
 
@@ -219,6 +237,10 @@ class Services:
                 on_commitment_report=(
                     self.commitments.on_report if self.commitments.targets else None
                 ),
+                tls=scp_tls_context(s),
+                tls_port=s.dicom_tls_port,
+                plain=not s.dicom_tls_only,
+                tls_required_aes=s.dicom_tls_required_aes,
             )
             self.scp.start()
         if hotfolder:

@@ -42,6 +42,7 @@ from appliance.station_visit import (
     thumbnail,
 )
 from appliance.store import BlobStore, Store, utcnow
+from appliance.tls import worklist_tls
 
 LOGGER = logging.getLogger(__name__)
 WORKLIST_TIMEOUT = 5.0  # seconds: the page waits no longer than this for the RIS
@@ -137,6 +138,7 @@ class Station:
                 settings.worklist_ae_title,
                 settings.dicom_ae_title,
                 WORKLIST_TIMEOUT,
+                tls=worklist_tls(settings),
             )
         return cls(
             store,

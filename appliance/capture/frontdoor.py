@@ -19,6 +19,13 @@ arrives; over a limit the association is aborted. The SCP gives the budget back 
 has answered. Every refusal is audited (at most once a minute per address and reason, with the
 number left out).
 
+With DICOM TLS (``GuardedServer(tls=context)``, the SCP's TLS port) the socket is wrapped on
+the connection's own thread, not in the accepting one (pynetdicom's ``get_request`` would run
+a blocking handshake there, so one silent client would stop every other from connecting): the
+handshake and then the A-ASSOCIATE-RQ, read from the TLS socket, must both finish within
+``request_seconds``. A failed handshake is refused (audited, closed); a client certificate
+missing or untrusted where one is required is a Security Alert.
+
 This works through pynetdicom's documented extension points (``make_server(server_class=...)``,
 ``AssociationServer(request_handler=...)``) and a subclass of its ``AssociationSocket``.
 """
@@ -27,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -45,6 +53,15 @@ RQ_FIXED_BYTES = 68  # protocol version, reserved, called AE, calling AE, 32 res
 COMMAND_MAX_BYTES = 64 * 1024  # a DIMSE command set is a few hundred bytes
 AUDIT_EVERY_SECONDS = 60.0
 DRAIN_SECONDS = 0.5  # after a refusal, read what the peer sent so it sees our answer, not a reset
+# OpenSSL's reasons for a client certificate that is missing or fails verification
+CLIENT_CERTIFICATE_REASONS = frozenset(
+    {
+        "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+        "CERTIFICATE_VERIFY_FAILED",
+        "NO_CERTIFICATE_RETURNED",
+        "CERTIFICATE_REQUIRED",
+    }
+)
 
 
 def associate_rj(result: int, source: int, reason: int) -> bytes:
@@ -71,6 +88,7 @@ class DoorLimits:
     max_message_bytes: int = 512 * 1024 * 1024
     network_timeout: float = 60.0
     allowed_calling_aes: tuple[str, ...] = ()
+    tls_required_aes: tuple[str, ...] = ()  # calling AEs refused on the plain port
 
 
 @dataclass(frozen=True)
@@ -164,10 +182,59 @@ class FrontDoor:
             return self._per_address.get(address, 0)
 
     # -- the association request --------------------------------------------------------
-    def read_request(self, sock: socket.socket, address: str) -> bytes:
-        """The whole A-ASSOCIATE-RQ PDU, read within the deadline, from an allowed caller."""
+    def handshake(
+        self, sock: socket.socket, context: ssl.SSLContext, address: str, deadline: float
+    ) -> ssl.SSLSocket:
+        """The TLS handshake, finished before ``deadline`` (the request's own deadline)."""
+        tls = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        try:
+            self._handshake(tls, address, deadline)
+        except Refused:
+            _close(tls)  # ``sock`` is detached by now: the TLS socket owns the connection
+            raise
+        return tls
+
+    def _handshake(self, tls: ssl.SSLSocket, address: str, deadline: float) -> None:
+        seconds = self.limits.request_seconds
+        try:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            tls.settimeout(remaining)
+            tls.do_handshake()
+        except TimeoutError:
+            raise Refused(
+                Refusal("request_timeout", f"no TLS handshake within {seconds:g} s", address)
+            ) from None
+        except ssl.SSLEOFError:
+            raise Refused(Refusal("closed", "closed during the TLS handshake", address)) from None
+        except ssl.SSLError as exc:
+            reason = str(exc.reason or exc)
+            if reason in CLIENT_CERTIFICATE_REASONS or isinstance(
+                exc, ssl.SSLCertVerificationError
+            ):
+                raise Refused(
+                    Refusal(
+                        "tls_client_certificate",
+                        f"TLS client certificate missing or not trusted ({reason})",
+                        address,
+                        serious=True,
+                    )
+                ) from None
+            raise Refused(
+                Refusal("tls_handshake", f"TLS handshake failed ({reason})", address)
+            ) from None
+        except OSError as exc:
+            raise Refused(Refusal("closed", f"connection error: {exc}", address)) from None
+
+    def read_request(
+        self, sock: socket.socket, address: str, deadline: float | None = None
+    ) -> bytes:
+        """The whole A-ASSOCIATE-RQ PDU, read within the deadline, from an allowed caller
+        (one that must use TLS only over TLS)."""
         limits = self.limits
-        deadline = time.monotonic() + limits.request_seconds
+        if deadline is None:
+            deadline = time.monotonic() + limits.request_seconds
         header = _read_exact(sock, 6, deadline, address, limits.request_seconds)
         pdu_type, length = header[0], struct.unpack(">L", header[2:6])[0]
         if pdu_type != A_ASSOCIATE_RQ:
@@ -197,6 +264,17 @@ class FrontDoor:
                 Refusal(
                     "calling_ae_not_allowed",
                     f"calling AE {calling_ae!r} is not on the allow-list",
+                    address,
+                    calling_ae,
+                    serious=True,
+                ),
+                RJ_CALLING_AE,
+            )
+        if calling_ae in limits.tls_required_aes and not isinstance(sock, ssl.SSLSocket):
+            raise Refused(
+                Refusal(
+                    "tls_required",
+                    f"calling AE {calling_ae!r} must use the TLS port",
                     address,
                     calling_ae,
                     serious=True,
@@ -423,8 +501,12 @@ class GuardedRequestHandler(RequestHandler):
             return
         guarded: GuardedSocket | None = None
         try:
+            deadline = time.monotonic() + door.limits.request_seconds
             try:
-                request = door.read_request(sock, address)
+                if self.server.tls is not None:
+                    sock = door.handshake(sock, self.server.tls, address, deadline)
+                    self.request = sock  # what pynetdicom's association will use
+                request = door.read_request(sock, address, deadline)
             except Refused as refused:
                 if refused.refusal.reason == "closed":  # a port probe: nothing to audit
                     _close(sock)
@@ -453,8 +535,11 @@ class GuardedServer(ThreadedAssociationServer):
     # decides who waits. Connections are accepted at once and judged by the door instead.
     request_queue_size = 256
 
-    def __init__(self, *args: Any, door: FrontDoor, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, door: FrontDoor, tls: ssl.SSLContext | None = None, **kwargs: Any
+    ) -> None:
         self.door = door
+        self.tls = tls  # wrapped per connection by the handler, never in the accepting thread
         kwargs["request_handler"] = GuardedRequestHandler
         super().__init__(*args, **kwargs)
 

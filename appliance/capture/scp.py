@@ -10,6 +10,13 @@ limits per address, a deadline and a size cap for the A-ASSOCIATE-RQ, the callin
 a PDU length cap and a budget for data in flight. Its refusals are audited here as Security
 Alerts, as are associations pynetdicom itself rejects.
 
+With a TLS context (``tls``) the SCP also listens on ``tls_port`` (default 2762, the IANA
+DICOM-TLS port), behind the same front door and the same limits: a second port rather than
+TLS-only, because cameras that cannot do TLS keep storing over plain DIMSE on ``port``
+(``plain=False`` closes that; ``tls_required_aes`` names the cameras refused on it, so a
+TLS camera's AE title cannot be used over plain DIMSE). The door runs the handshake on the
+connection's thread, under the request deadline.
+
 Given ``on_commitment_report`` (service.py wires the outbox's), the SCP also accepts Storage
 Commitment Push Model associations from an archive — with SCP/SCU role selection, since the
 archive opens them to send N-EVENT-REPORT — and hands each report's Event Type ID, Event
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import io
 import logging
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -101,7 +109,15 @@ class StorageSCP:
         max_associations_per_address: int = 10,
         in_flight_bytes: int = 1024 * 1024 * 1024,
         max_message_bytes: int = 512 * 1024 * 1024,
+        tls: ssl.SSLContext | None = None,
+        tls_port: int = 2762,
+        plain: bool = True,
+        tls_required_aes: tuple[str, ...] = (),
     ) -> None:
+        if (not plain or tls_required_aes) and tls is None:
+            raise ValueError(
+                "dicom_tls_only and dicom_tls_required_aes need dicom_tls_cert and dicom_tls_key"
+            )
         if not 16384 <= max_pdu_bytes <= 16 * 1024 * 1024:
             raise ValueError("dicom_max_pdu_bytes must lie between 16384 and 16777216")
         if in_flight_bytes < max_message_bytes:
@@ -114,6 +130,9 @@ class StorageSCP:
         self.ingestor = ingestor
         self.on_commitment_report = on_commitment_report
         self.address = (host, port)
+        self.tls = tls
+        self.tls_address = (host, tls_port)
+        self.plain = plain
         self.ae = AE(ae_title=ae_title)
         self.ae.acse_timeout = acse_timeout
         self.ae.dimse_timeout = dimse_timeout
@@ -130,6 +149,7 @@ class StorageSCP:
                 max_message_bytes=max_message_bytes,
                 network_timeout=network_timeout,
                 allowed_calling_aes=tuple(allowed_calling_aes),
+                tls_required_aes=tuple(tls_required_aes),
             ),
             self.on_refusal,
         )
@@ -148,12 +168,19 @@ class StorageSCP:
                 scp_role=True,
             )
         self._server: Any = None
+        self._tls_server: Any = None
 
     @property
     def port(self) -> int:
         if self._server is None:
             return self.address[1]
         return int(self._server.server_address[1])
+
+    @property
+    def tls_port(self) -> int:
+        if self._tls_server is None:
+            return self.tls_address[1]
+        return int(self._tls_server.server_address[1])
 
     def start(self) -> None:
         handlers: list[Any] = [
@@ -164,22 +191,39 @@ class StorageSCP:
         ]
         if self.on_commitment_report is not None:
             handlers.append((evt.EVT_N_EVENT_REPORT, self.on_event_report))
-        # start_server without blocking, with the guarded server class in front
+        if self.plain:
+            self._server = self._serve(self.address, handlers, None)
+            LOGGER.info(
+                "DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.address[0], self.port
+            )
+        if self.tls is not None:
+            self._tls_server = self._serve(self.tls_address, handlers, self.tls)
+            LOGGER.info(
+                "DICOM TLS SCP %s listening on %s:%d",
+                self.ae.ae_title,
+                self.tls_address[0],
+                self.tls_port,
+            )
+
+    def _serve(
+        self, address: tuple[str, int], handlers: list[Any], tls: ssl.SSLContext | None
+    ) -> Any:
+        """start_server without blocking, with the guarded server class in front; the TLS
+        context goes to the door (never to pynetdicom, which would handshake while accepting)."""
         server = self.ae.make_server(
-            self.address, evt_handlers=handlers, server_class=GuardedServer, door=self.door
+            address, evt_handlers=handlers, server_class=GuardedServer, door=self.door, tls=tls
         )
-        thread = threading.Thread(
-            target=make_target(server.serve_forever), name="AcceptorServer-guarded", daemon=True
-        )
+        name = "AcceptorServer-guarded" + ("-tls" if tls is not None else "")
+        thread = threading.Thread(target=make_target(server.serve_forever), name=name, daemon=True)
         thread.start()
         self.ae._servers.append(server)
-        self._server = server
-        LOGGER.info("DICOM SCP %s listening on %s:%d", self.ae.ae_title, self.address[0], self.port)
+        return server
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.shutdown()
+        self._server = self._tls_server = None
 
     def on_connect(self, event: evt.Event) -> None:
         # pynetdicom's transport loop sleeps 1 ms between polls; at camera rates that sleep, not

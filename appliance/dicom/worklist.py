@@ -11,6 +11,7 @@ from pydicom.sequence import Sequence
 from pynetdicom import AE
 
 from appliance.errors import ApplianceError
+from appliance.tls import TlsClient, client_context
 
 LOGGER = logging.getLogger(__name__)
 MWL_FIND = "1.2.840.10008.5.1.4.31"
@@ -29,6 +30,7 @@ class Node:
     ae_title: str
     calling_ae: str
     timeout: float = 10.0
+    tls: TlsClient | None = None  # DICOM TLS, checking the node's certificate and host name
 
 
 @dataclass(frozen=True)
@@ -110,16 +112,22 @@ def _associate(node: Node, contexts: list[str]) -> Any:
     for context in contexts:
         ae.add_requested_context(context)
     try:
-        assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
+        tls = client_context(node.tls) if node.tls is not None else None
+        assoc = ae.associate(
+            node.host,
+            node.port,
+            ae_title=node.ae_title,
+            tls_args=(tls, node.host) if tls is not None else None,
+        )
     except Exception as exc:
         raise NodeUnreachable(
             f"cannot reach {node.ae_title} at {node.host}:{node.port}: {exc}"
         ) from None
     if not assoc.is_established:
-        raise NodeUnreachable(
-            f"{node.ae_title} at {node.host}:{node.port} "
-            + ("rejected the association" if assoc.is_rejected else "did not answer")
-        )
+        why = "rejected the association" if assoc.is_rejected else "did not answer"
+        if tls is not None and tls.failure:
+            why = tls.failure
+        raise NodeUnreachable(f"{node.ae_title} at {node.host}:{node.port}: {why}")
     return assoc
 
 

@@ -22,6 +22,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 
+from appliance.tls import TlsClient, client_context
+
 LOGGER = logging.getLogger(__name__)
 PUSH_MODEL = "1.2.840.10008.1.20.1"
 PUSH_MODEL_INSTANCE = "1.2.840.10008.1.20.1.1"
@@ -91,6 +93,7 @@ def request_commitment(
     transaction_uid: str,
     items: list[tuple[str, str]],
     on_report: ReportHandler | None = None,
+    tls: TlsClient | None = None,
 ) -> str:
     """Send one N-ACTION; "" when the archive accepted the request, else why not (a retry).
 
@@ -102,10 +105,19 @@ def request_commitment(
     if on_report is not None:
         handlers.append((evt.EVT_N_EVENT_REPORT, _same_association_handler(on_report)))
     try:
-        assoc = ae.associate(host, port, ae_title=called_ae, evt_handlers=handlers)
+        context = client_context(tls) if tls is not None else None
+        assoc = ae.associate(
+            host,
+            port,
+            ae_title=called_ae,
+            evt_handlers=handlers,
+            tls_args=(context, host) if context is not None else None,
+        )
     except Exception as exc:
         return f"cannot connect: {exc}"
     if not assoc.is_established:
+        if context is not None and context.failure:
+            return context.failure
         return "association rejected" if assoc.is_rejected else "archive unreachable"
     try:
         if not assoc.accepted_contexts:

@@ -186,6 +186,7 @@ class Commitments:
             transaction_uid=uid,
             items=items,
             on_report=self.on_report,
+            tls=target.tls,
         )
         if error:
             self._unsent(target, transaction, uid, error, [i[1] for i in items])
