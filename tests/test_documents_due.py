@@ -323,12 +323,13 @@ def test_an_upgrade_owes_the_documents_a_crash_lost_before_this_version(settings
     _die(first)
     with closing(sqlite3.connect(settings.data_path / "appliance.db")) as conn:
         conn.execute("DROP TABLE documents_due")  # the database as version 7 left it
+        conn.execute("DROP TABLE camera_qualifications")
         conn.execute("PRAGMA user_version = 7")
         conn.commit()
 
     upgraded = _open(settings)
     try:
-        assert upgraded.store.schema_version == 8
+        assert upgraded.store.schema_version == 9  # 8 (documents_due) and 9 (cameras) applied
         owed = upgraded.store.query("SELECT kind, state, capture_pk FROM documents_due")
         assert sorted((r["kind"], r["state"], r["capture_pk"]) for r in owed) == [
             ("pdf", "due", ids[1]),

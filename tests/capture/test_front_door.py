@@ -311,7 +311,7 @@ def test_data_in_flight_share_one_budget(service: Service) -> None:
         sent = dul.stream(second, 31 * MIB // 65000, fragment)
         cut = dul.wait_closed(second, timeout=10)
         first.sendall(dul.p_data(1, 0x02, b""))  # the last fragment: a (bad) dataset, answered
-        answer = dul.read_pdu(first)
+        answer = dul.read_pdu(first, timeout=60)  # bounded wait: parsing 20 MiB under load
         first.close()
         second.close()
         return cut, sent, b"" if answer is None else bytes((answer[0],))
