@@ -36,7 +36,8 @@ class Anatomy:
 
 def detect(rgb: np.ndarray, field: Field | None = None) -> Anatomy:
     field = field or find_field(rgb)
-    disc_x, _, margin = disc_candidate(rgb, field)
+    score, scale = disc_score(rgb, field)  # once, for the disc and the macula side
+    disc_x, _, margin = disc_candidate(score, scale, field)
     offset = (disc_x - field.cx) / field.radius
     if abs(offset) >= DISC_CENTRED_WITHIN:
         placed = (abs(offset) - DISC_CENTRED_WITHIN) / 0.15 + 0.5
@@ -60,15 +61,14 @@ def detect(rgb: np.ndarray, field: Field | None = None) -> Anatomy:
     # right eye: macula (darker) to the left of the disc
     laterality = "R" if left < right else "L"
     contrast = abs(left - right) / max(left, right, 1.0)
-    agrees = _avascular_side(rgb, field, disc_col) == laterality
+    agrees = _avascular_side(score, disc_col) == laterality
     confidence = float(min(1.0, contrast * 5)) if agrees else 0.0
     return Anatomy(laterality, "disc", float(offset), confidence)
 
 
-def _avascular_side(rgb: np.ndarray, field: Field, disc_col: float) -> str:
+def _avascular_side(score: np.ndarray, disc_col: float) -> str:
     """The eye the vessel-free side says: the side of the disc whose brightness-and-vessel
     score (:func:`disc_score`) is lower holds the macula ("R" when that is the left side)."""
-    score, _ = disc_score(rgb, field)
     half = int(WORK_SIZE * 0.06)
     row = WORK_SIZE // 2
     means = []

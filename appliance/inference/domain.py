@@ -62,14 +62,15 @@ FEATURES = (
 SHRINKAGE = 0.1  # covariance shrunk towards its diagonal, so a few hundred images suffice
 
 
-def _mask(size: int) -> np.ndarray:
+def _radius(size: int) -> np.ndarray:
+    """Distance of each pixel of a size x size crop from its centre, in half-sides."""
     c = (size - 1) / 2.0
     yy, xx = np.mgrid[0:size, 0:size]
-    return np.asarray(np.hypot(xx - c, yy - c) <= 0.9 * size / 2.0)
+    return np.asarray(np.hypot(xx - c, yy - c) / (size / 2.0))
 
 
-_MASK = _mask(CROP)
-_RADIUS = (lambda c: np.hypot(*np.mgrid[0:CROP, 0:CROP] - c) / (CROP / 2.0))((CROP - 1) / 2.0)
+_RADIUS = _radius(CROP)
+_MASK = _RADIUS <= 0.9
 
 
 def features(rgb: np.ndarray, field: Field | None = None) -> np.ndarray:

@@ -108,14 +108,14 @@ def disc_score(rgb: np.ndarray, field: Field) -> tuple[np.ndarray, float]:
 
 def locate_disc(rgb: np.ndarray, field: Field | None = None) -> tuple[float, float]:
     """Optic disc centre (image coordinates): the best of :func:`disc_score`."""
-    return disc_candidate(rgb, field)[:2]
-
-
-def disc_candidate(rgb: np.ndarray, field: Field | None = None) -> tuple[float, float, float]:
-    """(x, y, margin): the disc centre and how clearly it beats the best place on the other
-    side of the field centre (score units; small = the eye cannot be told from the disc)."""
     field = field or find_field(rgb)
-    score, scale = disc_score(rgb, field)
+    return disc_candidate(*disc_score(rgb, field), field)[:2]
+
+
+def disc_candidate(score: np.ndarray, scale: float, field: Field) -> tuple[float, float, float]:
+    """(x, y, margin) from a :func:`disc_score` map: the disc centre and how clearly it beats
+    the best place on the other side of the field centre (score units; small = the eye cannot
+    be told from the disc)."""
     y, x = np.unravel_index(int(np.argmax(score)), score.shape)
     centre = WORK_SIZE / 2
     xs = np.arange(WORK_SIZE)[None, :] - centre

@@ -242,7 +242,7 @@ def find_field(rgb: np.ndarray) -> FieldFit | None:
     gap = cv2.dilate(blob, np.ones((3, 3), np.uint8)) > 0
     inside = _ring_mean(smooth, (blob > 0) & ~shrunk)
     outside = _ring_mean(smooth, grown & ~gap)
-    has_surround = outside is not None and free.mean() >= 0.1
+    has_surround = outside is not None and bool(free.mean() >= 0.1)
     if inside is None or outside is None or not has_surround:
         ratio, step = (0.0, 255.0) if not has_surround else (1.0, 0.0)
     else:

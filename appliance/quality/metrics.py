@@ -193,11 +193,10 @@ def fundus_likeness(
             _ramp(-fit.surround_ratio, -0.5, -0.2),  # on a dark surround
             _ramp(fit.surround_step, 3.0, 8.0),  # that is clearly darker than the field (DN)
         ]
-    if colour_cue:
+    if colour_cue and fit.has_surround:
         cues.append(_ramp(red_green, 1.15, 1.5))  # and red-orange inside
-        if not fit.has_surround:
-            cues.append(_ramp(red_green, 1.4, 1.8))  # strongly so, with little blue
-            cues.append(_ramp(-blue_green, -0.8, -0.5))
+    elif colour_cue:  # no surround to judge: strongly red-orange, with little blue
+        cues += [_ramp(red_green, 1.4, 1.8), _ramp(-blue_green, -0.8, -0.5)]
     elif not fit.has_surround:
         cues.append(0.0)
     return min(cues)
