@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.audit import Action, AuditEvent, EventID, Outcome
+from appliance.capture import nofollow
 from appliance.capture.ingest import Incoming, Ingestor
 from appliance.domain import Source
 from appliance.errors import ApplianceError, OutOfResources, RejectedInput, TooLarge
@@ -54,7 +55,6 @@ OUTPUTS = ("processed", "rejected")
 NOTES = (".reason.txt", ".name.txt")
 USER = "system:hotfolder"
 _SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,10}")
-_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _NOT_A_FOLDER = (errno.ELOOP, errno.ENOTDIR)
 
 
@@ -63,19 +63,6 @@ class _Seen:
     size: int
     mtime_ns: int
     since: float
-
-
-def kind_of(mode: int) -> str:
-    """A plain word for a directory entry's type."""
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    if stat.S_ISDIR(mode):
-        return "folder"
-    if stat.S_ISFIFO(mode):
-        return "fifo"
-    if stat.S_ISREG(mode):
-        return "file"
-    return "other"  # socket, device
 
 
 def printable(name: str) -> str:
@@ -110,7 +97,7 @@ class HotFolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.inbox.mkdir(parents=True, exist_ok=True)
-        with _Dir(self.inbox) as inbox_fd:
+        with nofollow.Dir(self.inbox) as inbox_fd:
             for name in OUTPUTS:
                 os.close(self._subfolder(inbox_fd, name, name))
 
@@ -145,7 +132,7 @@ class HotFolder:
             return 0
         moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
         removed = 0
-        with _Dir(self.inbox) as inbox_fd:
+        with nofollow.Dir(self.inbox) as inbox_fd:
             top = self._subfolder(inbox_fd, "processed", "processed")
             try:
                 for day in os.scandir(top):
@@ -157,7 +144,7 @@ class HotFolder:
                         continue
                     if (moment - taken).total_seconds() < (self.keep_processed_days + 1) * 86400:
                         continue
-                    removed += _empty_day(top, day.name)
+                    removed += nofollow.empty_day(top, day.name)
             finally:
                 os.close(top)
         if removed:
@@ -191,7 +178,7 @@ class HotFolder:
             if stat.S_ISLNK(info.st_mode):
                 links.add(entry.name)  # never followed
             if not entry.name.startswith("."):
-                odd[entry.name] = kind_of(info.st_mode)
+                odd[entry.name] = nofollow.kind_of(info.st_mode)
         self._announce(odd)
         for gone in set(self._seen) - set(files):
             del self._seen[gone]
@@ -271,7 +258,7 @@ class HotFolder:
                         f"the file is {info.st_size} bytes, over the {self.max_bytes}-byte limit"
                     )
                 fields = _read_sidecar(self.inbox / sidecar) if sidecar is not None else None
-                data = _read_regular(path, self.max_bytes)
+                data = nofollow.read_regular(path, self.max_bytes)
             except RejectedInput as exc:
                 self.ingestor.refuse(
                     Incoming(data=b"", source=Source.HOTFOLDER, user_id="hotfolder"), exc
@@ -343,7 +330,7 @@ class HotFolder:
 
     def _move(self, name: str, sidecar: str | None, folder: str, note: str) -> None:
         day = datetime.now(UTC).strftime("%Y%m%d")
-        with _Dir(self.inbox) as inbox_fd:
+        with nofollow.Dir(self.inbox) as inbox_fd:
             top = self._subfolder(inbox_fd, folder, folder)
             try:
                 day_fd = self._subfolder(top, day, f"{folder}/{day}")
@@ -362,9 +349,9 @@ class HotFolder:
                 original = f"original name: {json.dumps(printable(name), ensure_ascii=False)}\n"
                 try:
                     if note:
-                        _write_note(day_fd, target + ".reason.txt", note + original)
+                        nofollow.write_note(day_fd, target + ".reason.txt", note + original)
                     elif not kept:
-                        _write_note(day_fd, target + ".name.txt", original)
+                        nofollow.write_note(day_fd, target + ".name.txt", original)
                 except OSError as exc:  # the file is where it belongs; say what is missing
                     LOGGER.error("hot folder: the note beside a moved file: %s", exc.strerror)
             finally:
@@ -379,7 +366,7 @@ class HotFolder:
             except FileExistsError:
                 pass
             try:
-                return os.open(name, _DIR | os.O_NOFOLLOW, dir_fd=parent_fd)
+                return os.open(name, nofollow.DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
             except OSError as exc:
                 if exc.errno not in _NOT_A_FOLDER or attempt == 2:
                     raise
@@ -387,7 +374,7 @@ class HotFolder:
         raise AssertionError("unreachable")
 
     def _replace_folder(self, parent_fd: int, name: str, label: str) -> None:
-        was = kind_of(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+        was = nofollow.kind_of(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode)
         if was == "symlink":
             os.unlink(name, dir_fd=parent_fd)  # the link only; what it points at is untouched
             done = "the link was removed"
@@ -439,45 +426,6 @@ class HotFolder:
             LOGGER.exception("hot folder: could not audit a notice")
 
 
-class _Dir:
-    """``with _Dir(path) as fd``: a folder's descriptor, closed afterwards."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd = -1
-
-    def __enter__(self) -> int:
-        self.fd = os.open(self.path, _DIR)
-        return self.fd
-
-    def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
-
-
-def _empty_day(top_fd: int, day: str) -> int:
-    """Delete a processed day folder's files (links included, never followed), then it."""
-    removed = 0
-    try:
-        day_fd = os.open(day, _DIR | os.O_NOFOLLOW, dir_fd=top_fd)
-    except OSError:
-        return 0
-    try:
-        for entry in os.scandir(day_fd):
-            try:
-                if entry.is_file(follow_symlinks=False) or entry.is_symlink():
-                    os.unlink(entry.name, dir_fd=day_fd)
-                    removed += 1
-            except OSError as exc:
-                LOGGER.warning("a processed copy could not be deleted: %s", exc.strerror)
-    finally:
-        os.close(day_fd)
-    try:
-        os.rmdir(day, dir_fd=top_fd)
-    except OSError:
-        pass  # not empty (e.g. a folder someone put there): left alone
-    return removed
-
-
 def _generated(name: str) -> str:
     """A short, safe name for one too long to keep: UTC time, a digest of the name, and its
     suffix when that is plain letters and digits."""
@@ -491,50 +439,15 @@ def _free_name(dir_fd: int, name: str) -> str:
     """``name``, or ``stem-N.suffix``: free, and with no note of that name beside it."""
     stem, suffix = Path(name).stem, Path(name).suffix
     candidate, counter = name, 1
-    while any(_exists(dir_fd, candidate + extra) for extra in ("", *NOTES)):
+    while any(nofollow.exists(dir_fd, candidate + extra) for extra in ("", *NOTES)):
         candidate = f"{stem}-{counter}{suffix}"
         counter += 1
     return candidate
 
 
-def _exists(dir_fd: int, name: str) -> bool:
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def _write_note(dir_fd: int, name: str, text: str) -> None:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-
-
-def _read_regular(path: Path, limit: int) -> bytes:
-    """A regular file's bytes (at most ``limit``); a name swapped for a link or FIFO since
-    the scan is refused, and so is a file that grew past the limit."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise RejectedInput(
-                "the file became a symbolic link; links are never followed", reason="not_a_file"
-            ) from None
-        raise
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise RejectedInput("only regular files are taken", reason="not_a_file")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"the file is over the {limit}-byte limit")
-    return data
-
-
 def _read_sidecar(path: Path) -> dict[str, object]:
     try:
-        raw = _read_regular(path, MAX_SIDECAR_BYTES)
+        raw = nofollow.read_regular(path, MAX_SIDECAR_BYTES)
     except TooLarge:
         raise RejectedInput("the sidecar JSON is too large", reason="bad_sidecar") from None
     except RejectedInput:
