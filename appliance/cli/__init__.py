@@ -13,23 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__, config
+from appliance.cli import cameras, common, users
 
 LOGGER = logging.getLogger(__name__)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-    # Request lines can carry identifiers in URLs: access is recorded in the audit trail instead.
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    logging.getLogger("waitress").setLevel(logging.WARNING)
-
-
-def _settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
-    return config.load(args.config, **overrides)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -39,8 +25,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from web import create_app
     from web.server import make_server
 
-    settings = _settings(args)
-    _configure_logging(settings.log_level)
+    settings = common.settings(args)
+    common.configure_logging(settings.log_level)
     services = Services(settings)
     services.start()
     try:
@@ -76,7 +62,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from appliance.pipeline.offline import screen_files
     from appliance.service import limits_from, rules_from, thresholds_from
 
-    settings = _settings(args)
+    settings = common.settings(args)
     args.variant = None
     screener = _screener(args, settings)
     result = screen_files(
@@ -105,21 +91,8 @@ def cmd_screen(args: argparse.Namespace) -> int:
     return 1 if any("error" in entry for entry in images) else 0
 
 
-def _open_store(args: argparse.Namespace) -> Any:
-    from appliance.audit import AuditTrail
-    from appliance.store import Store
-
-    settings = _settings(args)
-    data = settings.data_path
-    if not (data / "appliance.db").exists():
-        print(f"no database in {data}", file=sys.stderr)
-        raise SystemExit(2)
-    store = Store(data / "appliance.db")
-    return settings, store, AuditTrail(store, data / "audit.head")
-
-
 def cmd_captures_list(args: argparse.Namespace) -> int:
-    _, store, _ = _open_store(args)
+    _, store, _ = common.open_store(args)
     rows = store.query(
         "SELECT c.id, c.source, c.media_type, c.received_at, c.status, c.status_reason, "
         "c.laterality, c.sop_instance_uid, c.content_sha256, q.gradable, q.score, q.reasons "
@@ -141,56 +114,8 @@ def cmd_captures_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_cameras_list(args: argparse.Namespace) -> int:
-    from appliance.pipeline import cameras
-
-    _, store, _ = _open_store(args)
-    rows = cameras.cameras(store)
-    if args.json:
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        for row in rows:
-            print(f"{row['status']:<11} {row['photographs']:>6}  {row['model']}")
-    return 0
-
-
-def _dr_acceptance(settings: Any) -> dict[str, float]:
-    from appliance.inference import find_cards
-
-    for card in find_cards(settings.models_path):
-        if card.task == "dr" and card.data.get("acceptance"):
-            return dict(card.data["acceptance"])
-    raise SystemExit("no DR model card with acceptance targets is installed")
-
-
-def cmd_cameras_qualify(args: argparse.Namespace) -> int:
-    from appliance.pipeline import cameras
-
-    settings, store, trail = _open_store(args)
-    report = Path(args.report)
-    report = report / "report.json" if report.is_dir() else report
-    verdict = cameras.qualify(
-        store, trail, args.model, report, _dr_acceptance(settings), f"cli:{args.by}"
-    )
-    print(json.dumps({"qualified": verdict.met, "figures": verdict.figures}, indent=2))
-    for failure in verdict.failures:
-        print(f"not met: {failure}", file=sys.stderr)
-    return 0 if verdict.met else 1
-
-
-def cmd_cameras_revoke(args: argparse.Namespace) -> int:
-    from appliance.pipeline import cameras
-
-    _, store, trail = _open_store(args)
-    if not cameras.revoke(store, trail, args.model, f"cli:{args.by}"):
-        print(f"{args.model} is not qualified", file=sys.stderr)
-        return 1
-    return 0
-
-
 def cmd_audit_verify(args: argparse.Namespace) -> int:
-    _, store, trail = _open_store(args)
+    _, store, trail = common.open_store(args)
     result = trail.verify()
     if result.ok:
         print(f"audit trail intact: {result.checked} entries verified")
@@ -202,7 +127,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 def cmd_audit_export(args: argparse.Namespace) -> int:
     from appliance.audit import export_jsonl
 
-    _, _, trail = _open_store(args)
+    _, _, trail = common.open_store(args)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             count = export_jsonl(trail, fh)
@@ -213,7 +138,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
 
 def cmd_db_check(args: argparse.Namespace) -> int:
-    settings, store, _ = _open_store(args)
+    settings, store, _ = common.open_store(args)
     problems = [line for line in store.integrity_check() if line != "ok"]
     for row in store.query("SELECT id, file_path, content_sha256 FROM captures ORDER BY id"):
         path = (settings.data_path / row["file_path"]).resolve()
@@ -231,7 +156,7 @@ def cmd_db_check(args: argparse.Namespace) -> int:
 def cmd_outbox_status(args: argparse.Namespace) -> int:
     from appliance.outbox import commitment, queue
 
-    settings, store, _ = _open_store(args)
+    settings, store, _ = common.open_store(args)
     summary = queue.status(store)
     committing = {d.name for d in settings.destinations if d.storage_commitment}
     counts = commitment.summary(store)
@@ -258,7 +183,7 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
     from appliance.audit import Action, AuditEvent, EventID
     from appliance.outbox import queue
 
-    _, store, trail = _open_store(args)
+    _, store, trail = common.open_store(args)
     count = queue.requeue_dead(store, args.destination)
     trail.log(
         AuditEvent(
@@ -269,85 +194,6 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
         )
     )
     print(f"{count} dead-lettered job(s) queued again")
-    return 0
-
-
-def _accounts(args: argparse.Namespace) -> Any:
-    from appliance.accounts import Accounts
-    from appliance.audit import AuditTrail
-    from appliance.store import Store
-
-    settings = _settings(args)
-    data = settings.data_path
-    data.mkdir(parents=True, exist_ok=True)  # the first admin is made on a fresh install
-    store = Store(data / "appliance.db")
-    return Accounts(store, AuditTrail(store, data / "audit.head"))
-
-
-def _read_password() -> str:
-    """Prompt twice on a terminal; otherwise the first line of standard input."""
-    import getpass
-
-    if sys.stdin.isatty():
-        first = getpass.getpass("Password: ")
-        if first != getpass.getpass("Password again: "):
-            print("error: the passwords differ", file=sys.stderr)
-            raise SystemExit(2)
-        return first
-    return sys.stdin.readline().rstrip("\r\n")
-
-
-def _cli_actor() -> str:
-    return f"cli:{os.environ.get('USER', 'unknown')}"
-
-
-def cmd_users_add(args: argparse.Namespace) -> int:
-    from appliance.errors import RejectedInput
-
-    accounts = _accounts(args)
-    try:
-        user = accounts.add(args.name, args.role, _read_password(), actor=_cli_actor())
-    except RejectedInput as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    print(f"user {user.username} added with role {user.role}")
-    return 0
-
-
-def cmd_users_list(args: argparse.Namespace) -> int:
-    rows = [
-        {
-            "username": u.username,
-            "role": str(u.role),
-            "active": u.active,
-            "locked_until": u.locked_until,
-            "last_login_at": u.last_login_at,
-        }
-        for u in _accounts(args).list()
-    ]
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        for row in rows:
-            state = "active" if row["active"] else "disabled"
-            print(f"{row['username']:<24} {row['role']:<10} {state}")
-    return 0
-
-
-def cmd_users_password(args: argparse.Namespace) -> int:
-    from appliance.errors import RejectedInput
-
-    accounts = _accounts(args)
-    found = [u for u in accounts.list() if u.username.lower() == args.name.lower()]
-    if not found:
-        print(f"error: no user {args.name!r}", file=sys.stderr)
-        return 2
-    try:
-        accounts.set_password(found[0].id, _read_password(), actor=_cli_actor())
-    except RejectedInput as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    print(f"password of {found[0].username} changed; their sessions are ended")
     return 0
 
 
@@ -363,7 +209,7 @@ def cmd_worklist(args: argparse.Namespace) -> int:
 
     from appliance.dicom.worklist import NodeUnreachable, query_worklist
 
-    settings = _settings(args)
+    settings = common.settings(args)
     node = _nodes(settings).get("worklist")
     if node is None:
         print("no worklist configured (worklist_host, worklist_ae_title)", file=sys.stderr)
@@ -392,7 +238,7 @@ def cmd_worklist(args: argparse.Namespace) -> int:
 def cmd_echo(args: argparse.Namespace) -> int:
     from appliance.dicom.worklist import NodeUnreachable, echo
 
-    settings = _settings(args)
+    settings = common.settings(args)
     nodes = _nodes(settings)
     if args.name not in nodes:
         print(
@@ -412,7 +258,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
     if args.markdown:
         sys.stdout.write(config.markdown())
         return 0
-    settings = _settings(args)
+    settings = common.settings(args)
     for name, _, _ in config.declared():
         value = getattr(settings, name)
         shown = "***" if name == "api_token" and value else value
@@ -442,7 +288,7 @@ def _screener(args: argparse.Namespace, settings: config.Settings) -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     from appliance.validate import run_validation
 
-    settings = _settings(args)
+    settings = common.settings(args)
     screener = _screener(args, settings)
     if not screener.sessions:
         print("no screening model installed: nothing to validate", file=sys.stderr)
@@ -464,7 +310,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_bench_models(args: argparse.Namespace) -> int:
     from appliance.bench_models import bench_models
 
-    settings = _settings(args)
+    settings = common.settings(args)
     models = Path(args.models) if args.models else settings.models_path
     return bench_models(models, runs=args.runs, threads=args.threads)
 
@@ -511,23 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_captures_list)
 
-    cams = sub.add_parser("cameras", help="camera models and their qualification").add_subparsers(
-        dest="action", required=True
-    )
-    cam_list = cams.add_parser("list", help="camera models seen or qualified")
-    cam_list.add_argument("--json", action="store_true")
-    cam_list.set_defaults(func=cmd_cameras_list)
-    cam_q = cams.add_parser(
-        "qualify", help="qualify a camera model on an `appliance validate` report of its photos"
-    )
-    cam_q.add_argument("model", help='the camera model, "Manufacturer / Model"')
-    cam_q.add_argument("--report", required=True, help="report.json (or its folder)")
-    cam_q.add_argument("--by", required=True, help="who qualifies it (name, for the audit)")
-    cam_q.set_defaults(func=cmd_cameras_qualify)
-    cam_r = cams.add_parser("revoke", help="withdraw a camera model's qualification")
-    cam_r.add_argument("model")
-    cam_r.add_argument("--by", required=True)
-    cam_r.set_defaults(func=cmd_cameras_revoke)
+    cameras.add_parsers(sub)
 
     audit = sub.add_parser("audit", help="the audit trail").add_subparsers(
         dest="action", required=True
@@ -560,23 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     outbox_retry.add_argument("--destination", help="only this destination")
     outbox_retry.set_defaults(func=cmd_outbox_retry)
 
-    users = sub.add_parser("users", help="web user accounts").add_subparsers(
-        dest="action", required=True
-    )
-    users_add = users.add_parser(
-        "add", help="add a user (password prompted, or read from standard input)"
-    )
-    users_add.add_argument("name")
-    users_add.add_argument("--role", required=True, choices=("operator", "clinician", "admin"))
-    users_add.set_defaults(func=cmd_users_add)
-    users_list = users.add_parser("list", help="list users, roles and state")
-    users_list.add_argument("--json", action="store_true")
-    users_list.set_defaults(func=cmd_users_list)
-    users_password = users.add_parser(
-        "password", help="set a user's password (prompted, or from standard input)"
-    )
-    users_password.add_argument("name")
-    users_password.set_defaults(func=cmd_users_password)
+    users.add_parsers(sub)
 
     worklist = sub.add_parser("worklist", help="today's Modality Worklist for this station")
     worklist.add_argument("--json", action="store_true")

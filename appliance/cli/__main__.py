@@ -1,0 +1,5 @@
+"""``python -m appliance.cli``."""
+
+from appliance.cli import main
+
+raise SystemExit(main())

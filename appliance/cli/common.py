@@ -1,0 +1,38 @@
+"""What every command shares: settings, logging, the store and its audit trail."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from appliance import config
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Request lines can carry identifiers in URLs: access is recorded in the audit trail instead.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("waitress").setLevel(logging.WARNING)
+
+
+def settings(args: argparse.Namespace, **overrides: Any) -> config.Settings:
+    return config.load(args.config, **overrides)
+
+
+def open_store(args: argparse.Namespace) -> Any:
+    from appliance.audit import AuditTrail
+    from appliance.store import Store
+
+    loaded = settings(args)
+    data = loaded.data_path
+    if not (data / "appliance.db").exists():
+        print(f"no database in {data}", file=sys.stderr)
+        raise SystemExit(2)
+    store = Store(data / "appliance.db")
+    return loaded, store, AuditTrail(store, data / "audit.head")
