@@ -54,7 +54,8 @@ from pynetdicom.presentation import StoragePresentationContexts
 from pynetdicom.utils import make_target
 
 from appliance.audit import Action, AuditEvent, EventID, Outcome
-from appliance.capture.frontdoor import DoorLimits, FrontDoor, GuardedServer, Refusal, answered
+from appliance.capture.frontdoor import DoorLimits, FrontDoor, Refusal
+from appliance.capture.guarded import GuardedServer, answered
 from appliance.capture.ingest import Incoming, Ingestor
 from appliance.domain import Source
 from appliance.errors import ApplianceError
