@@ -12,12 +12,12 @@ associations, not connections. So a connection passes here first, on its own thr
    (A-ASSOCIATE-RJ, permanent, calling AE not recognised);
 
 then pynetdicom gets the connection through ``GuardedSocket`` (``guarded.py``), which hands it
-the request already read and afterwards reads every PDU itself: no PDU over
-``max_pdu_bytes``, each within the network timeout, and every dataset fragment counted (per message against
+the request already read and afterwards reads every PDU itself: no PDU over ``max_pdu_bytes``,
+each within the network timeout, and every dataset fragment counted (per message against
 ``max_message_bytes``, all associations together against the ``in_flight_bytes`` budget) as it
-arrives; over a limit the association is aborted. The SCP gives the budget back when its handler
-has answered. Every refusal is audited (at most once a minute per address and reason, with the
-number left out).
+arrives; over a limit the association is aborted. The SCP gives the budget back when its
+handler has answered. Every refusal is audited (at most once a minute per address and reason,
+with the number left out).
 
 With DICOM TLS (``GuardedServer(tls=context)``, the SCP's TLS port) the socket is wrapped on
 the connection's own thread, not in the accepting one (pynetdicom's ``get_request`` would run
