@@ -169,8 +169,10 @@ def _login(driver: Any, base: str, name: str) -> None:
     from selenium.webdriver.common.keys import Keys
 
     driver.get(f"{base}/login")
-    # keyboard only: the name field has focus, Tab reaches the password, Enter logs in
-    assert driver.switch_to.active_element.get_attribute("name") == "username"
+    # keyboard only: the name field has focus, Tab reaches the password, Enter logs in. The
+    # browser applies autofocus after the load event, so wait for it (bounded) instead of
+    # catching it the instant get() returns (on a loaded machine it was not there yet).
+    _wait(driver, lambda d: d.switch_to.active_element.get_attribute("name") == "username")
     driver.switch_to.active_element.send_keys(name, Keys.TAB, PASSWORD, Keys.ENTER)
     _wait(driver, lambda d: "/login" not in d.current_url)
 
