@@ -27,7 +27,7 @@ LOGGER = logging.getLogger(__name__)
 SCHEMA = "appliance.monitoring.reference/1"
 SEED = 3003  # models/recipe/build.py SEEDS["test"]: the held-out validation set
 N = 2000
-SIZE = (480, 640)  # (height, width): models/recipe/data.py GEN_SIZE
+MAX_SIDE = 1152  # models/recipe/data.py MAX_SIDE: each camera's frame, longer side 576-1152
 BINS = 10
 CHECKED = 3  # photographs whose raw measurements the file keeps
 METRICS = {
@@ -37,14 +37,14 @@ METRICS = {
 SHIPPED = Path(__file__).resolve().parent / "monitoring_reference.json"
 
 
-def measure(seed: int, index: int, size: tuple[int, int]) -> dict[str, float]:
+def measure(seed: int, index: int, max_side: int) -> dict[str, float]:
     """One held-out photograph, as the camera would export it, through decode and quality."""
     from appliance.capture.decode import Limits, decode_rgb
     from appliance.quality import QualityThresholds, assess
     from appliance.synth.case import render_layers
     from appliance.synth.dataset import case_for
 
-    jpeg = render_layers(case_for(seed, index, size)).jpeg
+    jpeg = render_layers(case_for(seed, index, None, max_side)).jpeg
     report = assess(decode_rgb(jpeg, Limits()), QualityThresholds())
     return {name: float(report.metrics[name]) for name in METRICS}
 
@@ -69,10 +69,10 @@ def summarise(values: dict[str, list[float]], bins: int = BINS) -> dict[str, Any
     return out
 
 
-def build(n: int = N, seed: int = SEED, size: tuple[int, int] = SIZE) -> dict[str, Any]:
+def build(n: int = N, seed: int = SEED, max_side: int = MAX_SIDE) -> dict[str, Any]:
     values: dict[str, list[float]] = {name: [] for name in METRICS}
     for index in range(n):
-        for name, value in measure(seed, index, size).items():
+        for name, value in measure(seed, index, max_side).items():
             values[name].append(value)
         if (index + 1) % 200 == 0:
             LOGGER.info("measured %d of %d", index + 1, n)
@@ -80,11 +80,12 @@ def build(n: int = N, seed: int = SEED, size: tuple[int, int] = SIZE) -> dict[st
         "schema": SCHEMA,
         "source": (
             f"held-out synthetic test set (generator seed {seed}, images 0-{n - 1}, "
-            f"{size[1]}x{size[0]}): the models' validation set, measured by the quality gate"
+            f"camera frames, longer side {max_side // 2}-{max_side} px): the models' "
+            "validation set, measured by the quality gate"
         ),
         "seed": seed,
         "n": n,
-        "size": list(size),
+        "max_side": max_side,
         "built_by": "python -m appliance.drift_reference",
         "metrics": summarise(values),
         # the first photographs' raw measurements: a test re-measures them to show the file

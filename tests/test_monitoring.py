@@ -60,7 +60,7 @@ def test_the_shipped_reference_describes_the_held_out_set() -> None:
     reference = monitoring.load_reference()
     data = json.loads(monitoring.SHIPPED_REFERENCE.read_text())
     assert data["schema"] == drift_reference.SCHEMA
-    assert (data["seed"], data["n"], data["size"]) == (3003, 2000, [480, 640])
+    assert (data["seed"], data["n"], data["max_side"]) == (3003, 2000, 1152)
     assert set(reference.metrics) == {"brightness", "focus"}
     for metric in reference.metrics.values():
         assert len(metric.edges) == 9 and list(metric.edges) == sorted(metric.edges)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.errors import ApplianceError
+from appliance.inference.preprocess import COLOUR_METHODS
 
 DISCLAIMER = "demonstration model trained on synthetic images — not clinically validated"
 TASKS = ("gradability", "dr", "glaucoma")
@@ -44,6 +45,12 @@ class ModelCard:
             raise ModelIntegrityError(f"model card {path.name} lacks {', '.join(missing)}")
         if data["task"] not in TASKS:
             raise ModelIntegrityError(f"model card {path.name}: unknown task {data['task']!r}")
+        colour = data["input"].get("colour", "none") if isinstance(data["input"], dict) else None
+        if colour not in COLOUR_METHODS:
+            raise ModelIntegrityError(
+                f"model card {path.name}: unknown input colour normalisation {colour!r} "
+                f"(known: {', '.join(COLOUR_METHODS)})"
+            )
         return cls(Path(path), data)
 
     @property

@@ -132,6 +132,52 @@ def disc_crop(rgb: np.ndarray, size: int, extent: float, field: Field | None = N
     return square_crop(rgb, cx, cy, extent * field.radius, size)
 
 
+# Colour normalisation named in a card's ``input.colour`` (absent: "none"). The reference is the
+# median colour of the lit field over the generator's gradable photographs (R, G, B), measured
+# once; real cameras' fields lie anywhere from about half to twice it per channel.
+COLOUR_REFERENCE = (158.0, 69.0, 32.0)
+COLOUR_METHODS = ("none", "field-median", "field-chroma")
+_LIT_LEVEL = 20  # DN of the brightest channel: below it a pixel is surround, not retina
+_GAIN_LIMITS = (1.0 / 3.0, 3.0)
+
+
+def normalise_colour(crop: np.ndarray, method: str) -> np.ndarray:
+    """``crop`` (uint8 RGB) with each channel scaled so its median over the lit retina matches
+    :data:`COLOUR_REFERENCE`.
+
+    ``field-median`` fixes colour and exposure: a red, a brown and a yellow camera's photograph
+    of one retina come out alike. ``field-chroma`` fixes the colour balance only and keeps the
+    overall brightness (the mean of the three medians), for a model that must still see an
+    under- or over-exposed picture. Gains are limited to 1/3..3 so a nearly empty channel is
+    not blown up into noise; a crop with almost no lit retina is returned unchanged.
+    """
+    if method not in COLOUR_METHODS:
+        raise ValueError(f"unknown colour normalisation {method!r}; known: {COLOUR_METHODS}")
+    if method == "none":
+        return crop
+    lit = crop.max(axis=2) > _LIT_LEVEL
+    if int(lit.sum()) < 0.02 * lit.size:
+        return crop
+    medians = np.median(crop[lit], axis=0).astype(np.float32) + np.float32(1.0)
+    target = np.asarray(COLOUR_REFERENCE, np.float32)
+    if method == "field-chroma":
+        target = target * np.float32(medians.mean() / target.mean())
+    gain = np.clip(target / medians, *_GAIN_LIMITS).astype(np.float32)
+    return np.clip(crop.astype(np.float32) * gain + np.float32(0.5), 0, 255).astype(np.uint8)
+
+
+def model_crop(rgb: np.ndarray, spec: dict[str, Any], field: Field | None = None) -> np.ndarray:
+    """The uint8 crop a card's ``input`` block asks for, colour-normalised as it says."""
+    size = int(spec["size"])
+    if spec["crop"] == "field":
+        crop = field_crop(rgb, size, field)
+    elif spec["crop"] == "disc":
+        crop = disc_crop(rgb, size, float(spec["disc_extent"]), field)
+    else:
+        raise ValueError(f"unknown crop {spec['crop']!r} in model card")
+    return normalise_colour(crop, str(spec.get("colour", "none")))
+
+
 def to_tensor(crop: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
     """HWC uint8 RGB → 1×3×H×W float32, scaled to [0, 1] then normalised per channel."""
     scaled = crop.astype(np.float32) / np.float32(255.0)
@@ -141,11 +187,4 @@ def to_tensor(crop: np.ndarray, mean: list[float], std: list[float]) -> np.ndarr
 
 def prepare(rgb: np.ndarray, spec: dict[str, Any], field: Field | None = None) -> np.ndarray:
     """The model input for ``rgb`` according to a card's ``input`` block."""
-    size = int(spec["size"])
-    if spec["crop"] == "field":
-        crop = field_crop(rgb, size, field)
-    elif spec["crop"] == "disc":
-        crop = disc_crop(rgb, size, float(spec["disc_extent"]), field)
-    else:
-        raise ValueError(f"unknown crop {spec['crop']!r} in model card")
-    return to_tensor(crop, spec["mean"], spec["std"])
+    return to_tensor(model_crop(rgb, spec, field), spec["mean"], spec["std"])

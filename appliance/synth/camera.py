@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from appliance.synth.layout import FundusLayout
+from appliance.synth.look import NEUTRAL, Look
 
 LOGGER = logging.getLogger(__name__)
 
@@ -114,12 +115,73 @@ CAMERAS: dict[str, CameraProfile] = {
             jpeg_quality=88,
             notch_deg=135.0,
         ),
+        CameraProfile(
+            name="sensor_cut45",  # 3:2 sensor; the field circle is cut at top and bottom
+            size=(2336, 3504),
+            field_deg=45.0,
+            field_fill=1.12,
+            cast=(1.08, 0.94, 0.82),
+            exposure=1.0,
+            vignetting=0.15,
+            read_noise=1.0,
+            shot_noise=0.08,
+            jpeg_quality=92,
+            notch_deg=None,
+        ),
+        CameraProfile(
+            name="export_crop",  # exported as a rectangle cut inside the field on every side
+            size=(1152, 1440),
+            field_deg=45.0,
+            field_fill=1.3,
+            cast=(1.02, 0.98, 0.9),
+            exposure=0.97,
+            vignetting=0.25,
+            read_noise=1.6,
+            shot_noise=0.12,
+            jpeg_quality=88,
+            notch_deg=None,
+        ),
+        CameraProfile(
+            name="legacy_vga",  # an older low-resolution camera, square-ish frame
+            size=(584, 565),
+            field_deg=45.0,
+            field_fill=0.95,
+            cast=(1.0, 0.9, 0.72),
+            exposure=0.96,
+            vignetting=0.25,
+            read_noise=2.4,
+            shot_noise=0.18,
+            jpeg_quality=80,
+            notch_deg=None,
+        ),
+        CameraProfile(
+            name="widefield60",
+            size=(1800, 1800),
+            field_deg=60.0,
+            field_fill=0.94,
+            cast=(1.04, 0.96, 0.88),
+            exposure=1.0,
+            vignetting=0.3,
+            read_noise=1.4,
+            shot_noise=0.1,
+            jpeg_quality=92,
+            notch_deg=None,
+        ),
     )
 }
 
 
-def optics(img: np.ndarray, layout: FundusLayout, profile: CameraProfile) -> np.ndarray:
-    """Colour cast, vignetting and the round field stop (with its notch): float RGB → uint8."""
+def optics(
+    img: np.ndarray,
+    layout: FundusLayout,
+    profile: CameraProfile,
+    look: Look = NEUTRAL,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Colour cast, vignetting and the round field stop (with its notch): float RGB → uint8.
+
+    ``look`` adds the photograph's own white balance and a grey, noisy surround (its noise
+    needs ``rng``)."""
     h, w = layout.height, layout.width
     xs = (np.arange(w, dtype=np.float32) - np.float32(layout.field_cx))[None, :]
     ys = (np.arange(h, dtype=np.float32) - np.float32(layout.field_cy))[:, None]
@@ -129,10 +191,15 @@ def optics(img: np.ndarray, layout: FundusLayout, profile: CameraProfile) -> np.
     gain *= 1.0 - np.float32(profile.vignetting) * np.clip(rho, 0.0, 1.0) ** 4
     if profile.notch_deg is not None:
         gain *= _notch(layout, profile.notch_deg, xs, ys)
-    cast = np.asarray(profile.cast, np.float32) * np.float32(profile.exposure)
+    cast = np.asarray(profile.cast, np.float32) * np.asarray(look.cast, np.float32)
+    cast *= np.float32(profile.exposure)
     out = img * gain[..., None]
     out *= cast
-    out += np.float32(2.5)  # black level
+    out += np.float32(look.black_level)
+    if look.surround_noise > 0 and rng is not None:
+        surround = (gain < 0.5)[..., None]
+        noise = rng.standard_normal(out.shape, dtype=np.float32) * np.float32(look.surround_noise)
+        out += np.where(surround, noise, np.float32(0.0))
     return np.clip(out, 0, 255).astype(np.uint8)
 
 

@@ -29,6 +29,7 @@ from appliance.synth.camera import CAMERAS, decode_jpeg, encode_jpeg, optics, se
 from appliance.synth.gradability import DEFECTS, apply_defect, quality_of, strength_band
 from appliance.synth.layout import FundusLayout, field_layout, mirrored
 from appliance.synth.lesions import LESION_BITS
+from appliance.synth.look import NEUTRAL, Look, apply_look, draw_look
 from appliance.synth.retina import draw_retina
 from appliance.synth.retinopathy import Lesion, has_dme, icdr_grade
 
@@ -81,6 +82,7 @@ class Case:
     defect_strength: float
     age_band: str
     sex: str
+    look: Look = NEUTRAL  # this photograph's own colour and light (appliance.synth.look)
 
     def __post_init__(self) -> None:
         checks = [
@@ -124,8 +126,14 @@ def _pick(rng: np.random.Generator, table: dict[str, float]) -> str:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
-def draw_case(rng: np.random.Generator, size: tuple[int, int] | None = None) -> Case:
-    """A case from the training mix :data:`PREVALENCE`; ``size`` None = the camera's own."""
+def draw_case(
+    rng: np.random.Generator, size: tuple[int, int] | None = None, max_side: int | None = None
+) -> Case:
+    """A case from the training mix :data:`PREVALENCE`, with a drawn :class:`Look`.
+
+    ``size`` None = the camera's own; then ``max_side`` (if given) scales a camera's frame down,
+    keeping its shape, so that its longer side lies between half of ``max_side`` and
+    ``max_side`` (drawn uniformly; a smaller native frame is kept)."""
     mix = PREVALENCE
     seed = int(rng.integers(0, 2**31 - 1))
     grade = int(_pick(rng, mix["dr_grade"]))
@@ -145,22 +153,33 @@ def draw_case(rng: np.random.Generator, size: tuple[int, int] | None = None) -> 
         defect = str(rng.choice(DEFECTS))
         low, high = strength_band(defect, _pick(rng, mix["defect_quality"]))
         strength = round(float(rng.uniform(low, high - 0.001)), 3)  # stays in its band
+    eye, field = _pick(rng, mix["eye"]), _pick(rng, mix["field"])
+    pigmentation = _pick(rng, mix["pigmentation"])
+    age_band, sex = _pick(rng, mix["age_band"]), _pick(rng, mix["sex"])
+    look = draw_look(rng)
+    if size is None:
+        size = CAMERAS[camera].size
+        if max_side is not None:
+            side = float(rng.uniform(0.5, 1.0)) * max_side
+            scale = min(1.0, side / max(size))
+            size = (round(size[0] * scale), round(size[1] * scale))
     return Case(
         seed=seed,
-        size=size or CAMERAS[camera].size,
-        eye=_pick(rng, mix["eye"]),
-        field=_pick(rng, mix["field"]),
+        size=size,
+        eye=eye,
+        field=field,
         dr_grade=grade,
         dme=dme,
         cdr=round(float(cdr), 3),
         notch=notch,
         ppa=ppa,
-        pigmentation=_pick(rng, mix["pigmentation"]),
+        pigmentation=pigmentation,
         camera=camera,
         defect=defect,
         defect_strength=float(strength),
-        age_band=_pick(rng, mix["age_band"]),
-        sex=_pick(rng, mix["sex"]),
+        age_band=age_band,
+        sex=sex,
+        look=look,
     )
 
 
@@ -193,7 +212,8 @@ class Rendering:
 def render_layers(case: Case) -> Rendering:
     """Render ``case`` and keep the ground truth; see :class:`Rendering`."""
     profile = CAMERAS[case.camera]
-    layout_seed, retina_seed, defect_seed, noise_seed = np.random.SeedSequence(case.seed).spawn(4)
+    seeds = np.random.SeedSequence(case.seed).spawn(5)
+    layout_seed, retina_seed, defect_seed, noise_seed, look_seed = seeds
     layout_rng = np.random.default_rng(layout_seed)
     low, high, tessellated = PIGMENTATIONS[case.pigmentation]
     pigment = float(layout_rng.uniform(low, high))
@@ -229,7 +249,9 @@ def render_layers(case: Case) -> Rendering:
         flip = float(layout.width - 1)
         lesions = tuple(Lesion(x.kind, flip - x.x, x.y, x.size, x.quadrant) for x in retina.lesions)
         layout = mirrored(layout)
-    rgb = optics(img, layout, profile)
+    look_rng = np.random.default_rng(look_seed)
+    img = apply_look(img, layout, case.look, look_rng)
+    rgb = optics(img, layout, profile, case.look, look_rng)
     rgb = apply_defect(
         rgb, layout, case.defect, case.defect_strength, np.random.default_rng(defect_seed)
     )

@@ -48,11 +48,14 @@ COLUMNS = (
 )
 
 
-def case_for(seed: int, index: int, size: tuple[int, int] | None = None) -> Case:
-    """The case of image ``index`` in the dataset with ``seed``; ``size`` is (height, width)."""
+def case_for(
+    seed: int, index: int, size: tuple[int, int] | None = None, max_side: int | None = None
+) -> Case:
+    """The case of image ``index`` in the dataset with ``seed``; ``size`` is (height, width),
+    ``max_side`` scales cameras' own frames (see :func:`appliance.synth.case.draw_case`)."""
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be >= 0, got {seed}, {index}")
-    return draw_case(np.random.default_rng([seed, index]), size)
+    return draw_case(np.random.default_rng([seed, index]), size, max_side)
 
 
 def image_name(index: int) -> str:
@@ -86,9 +89,11 @@ def label_row(case: Case, image: str) -> dict[str, str]:
     }
 
 
-def _write_one(job: tuple[Path, int, int, tuple[int, int] | None]) -> dict[str, str]:
-    out, seed, index, size = job
-    case = case_for(seed, index, size)
+def _write_one(
+    job: tuple[Path, int, int, tuple[int, int] | None, int | None],
+) -> dict[str, str]:
+    out, seed, index, size, max_side = job
+    case = case_for(seed, index, size, max_side)
     name = image_name(index)
     (out / name).write_bytes(render_layers(case).jpeg)
     return label_row(case, name)
@@ -104,10 +109,12 @@ def write_dataset(
     seed: int,
     size: tuple[int, int] | None = None,
     workers: int = 1,
+    max_side: int | None = None,
 ) -> Path:
     """Write ``n`` images and their labels under ``out``; returns the path of labels.csv.
 
-    ``size`` is (height, width) for every image, or None for each camera's native size.
+    ``size`` is (height, width) for every image, or None for each camera's native size
+    (scaled down by ``max_side``, see :func:`appliance.synth.case.draw_case`).
     ``workers`` > 1 renders in that many processes; the files are the same either way.
     """
     if n < 0:
@@ -118,7 +125,9 @@ def write_dataset(
         raise ValueError(f"size must be (height, width) with both >= 64, got {size}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    jobs = [(out, seed, i, size) for i in range(n)]
+    if max_side is not None and max_side < 128:
+        raise ValueError(f"max_side must be >= 128, got {max_side}")
+    jobs = [(out, seed, i, size, max_side) for i in range(n)]
     if workers == 1 or n < 2:
         rows = [_write_one(job) for job in jobs]
     else:
@@ -172,12 +181,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WxH",
         help="image size, e.g. 768x768 (default: each camera profile's native resolution)",
     )
+    parser.add_argument(
+        "--max-side",
+        type=_positive,
+        default=None,
+        metavar="PX",
+        help="without --size: scale each camera's frame so its longer side is drawn between "
+        "PX/2 and PX (keeps the camera's shape: cut circles, crops)",
+    )
     parser.add_argument("--workers", type=_positive, default=1, help="processes to render with")
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the dataset described by ``args`` and print a short summary; returns 0."""
-    labels = write_dataset(args.out, args.n, args.seed, args.size, args.workers)
+    labels = write_dataset(args.out, args.n, args.seed, args.size, args.workers, args.max_side)
     with labels.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     grades = Counter(row["dr_grade"] for row in rows)

@@ -47,13 +47,17 @@ class DefectLevels:
 
 
 # Reject levels: where the gate flags about half of the case pictures (calibrated on 8-12 cases
-# at 600x800, 768x1024 and native size, strengths in steps of 0.05).
+# at 600x800, 768x1024 and native size, strengths in steps of 0.05; too_bright and
+# uneven_illumination re-measured on 16 cases in each camera's own frame shape with per-photo
+# looks after the gate learned to judge clipping on green/blue and the darkest sector: a dark
+# fundus whose red alone clips, or one side in shade with its vessels still visible, is
+# gradable).
 DEFECT_LEVELS: dict[str, DefectLevels] = {
     "out_of_focus": DefectLevels(usable=0.1, reject=0.3),
     "too_dark": DefectLevels(usable=0.3, reject=0.7),
-    "too_bright": DefectLevels(usable=0.03, reject=0.1),
+    "too_bright": DefectLevels(usable=0.25, reject=0.45),
     "low_contrast": DefectLevels(usable=0.25, reject=0.6),
-    "uneven_illumination": DefectLevels(usable=0.15, reject=0.45),
+    "uneven_illumination": DefectLevels(usable=0.55, reject=0.85),
     "off_center": DefectLevels(usable=0.15, reject=0.5),
 }
 DEFECTS = tuple(DEFECT_LEVELS)

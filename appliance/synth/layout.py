@@ -102,15 +102,19 @@ def field_layout(
 ) -> FundusLayout:
     """A right-eye layout for a camera with a ``field_deg`` field, centred on macula or disc.
 
-    ``field_fill`` is the field diameter over the shorter frame side. The optic disc subtends
-    about 5.5 degrees, so its size relative to the field follows from ``field_deg``. Left eyes
-    are drawn as right eyes and mirrored (see :func:`mirrored`).
+    ``field_fill`` is the field diameter over the shorter frame side; above 1 the frame cuts
+    the circle (at top and bottom on a wide sensor, on every side for a crop). The optic disc
+    subtends about 5.5 degrees, so its size relative to the field follows from ``field_deg``.
+    Left eyes are drawn as right eyes and mirrored (see :func:`mirrored`).
     """
     if field not in ("macula", "disc"):
         raise ValueError(f"field must be 'macula' or 'disc', got {field!r}")
     check_args(size, "R", pigmentation)
     height, width = int(size[0]), int(size[1])
-    radius = 0.5 * min(height, width) * min(0.99, field_fill * rng.uniform(0.985, 1.015))
+    fill = field_fill * rng.uniform(0.985, 1.015)
+    if field_fill < 1.0:  # a whole circle stays inside the frame
+        fill = min(0.99, fill)
+    radius = 0.5 * min(height, width) * fill
     cx = (width - 1) / 2.0 + rng.uniform(-0.01, 0.01) * radius
     cy = (height - 1) / 2.0 + rng.uniform(-0.01, 0.01) * radius
     disc_r = radius * rng.uniform(0.115, 0.13) * 45.0 / field_deg

@@ -57,6 +57,13 @@ class Placer:
         lay = self.layout
         return math.hypot(x - lay.field_cx, y - lay.field_cy) / lay.field_radius
 
+    def in_frame(self, x: float, y: float, radius: float = 0.0) -> bool:
+        """Whether a lesion of ``radius`` at (x, y) shows whole inside the frame (a camera whose
+        frame cuts the field circle must not record lesions the photograph does not show)."""
+        lay = self.layout
+        margin = radius + 0.02 * min(lay.height, lay.width)
+        return margin <= x <= lay.width - 1 - margin and margin <= y <= lay.height - 1 - margin
+
     def from_disc(self, x: float, y: float) -> float:
         """Distance from the disc centre in disc diameters."""
         return math.hypot(x - self.layout.disc_cx, y - self.layout.disc_cy) / self.dd
@@ -103,7 +110,7 @@ class Placer:
             else:
                 x = around[0] + rng.normal(0.0, spread)
                 y = around[1] + rng.normal(0.0, spread)
-            if self.rho(x, y) > max_rho:
+            if self.rho(x, y) > max_rho or not self.in_frame(x, y, radius):
                 continue
             if not on_disc and self.from_disc(x, y) * self.dd < self._keep_out + radius:
                 continue
@@ -134,6 +141,10 @@ class Placer:
             & (dist >= near_dd[0])
             & (dist <= near_dd[1])
             & (rho < 0.8)
+            & (mx >= 0.05 * lay.width)
+            & (mx <= 0.95 * lay.width)
+            & (my >= 0.05 * lay.height)
+            & (my <= 0.95 * lay.height)
         )
         candidates = [
             int(i) for i in np.flatnonzero(good) if quadrant_of(lay, mx[i], my[i]) == quadrant

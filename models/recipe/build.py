@@ -291,12 +291,40 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             n_supplement,
         )
+    if "dr" in tasks and not args.quick:
+        log("building the out-of-domain reference from the validation split")
+        from appliance.domain_reference import main as domain_reference
+
+        domain = args.out / "domain.json"
+        domain_reference(["--out", str(domain), "--max-side", str(data.MAX_SIDE)])
+        name_domain(args.out, domain)
     log(f"done in {time.perf_counter() - started:.0f} s")
     if not args.quick:
         from validate_models import validate_shipped
 
         validate_shipped(splits["test"][0], args.out, tasks)
     return 0
+
+
+# What `appliance cameras qualify` asks of a camera's own labelled photographs (DR card only).
+ACCEPTANCE = {
+    "referable_dr_sensitivity": 0.95,
+    "referable_dr_specificity": 0.9,
+    "minimum_referable": 30,
+    "minimum_non_referable": 30,
+    "use": "A camera model is qualified for automated screening (appliance cameras qualify) "
+    "when `appliance validate` on that camera's own labelled photographs reaches these point "
+    "estimates on at least these numbers of referable and non-referable gradable photographs.",
+}
+
+
+def name_domain(out: Path, domain: Path) -> None:
+    """Name the out-of-domain reference, with its SHA-256, in the DR card (the screener refuses
+    a reference whose hash differs)."""
+    path = out / "dr.card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    card["domain"] = {"path": domain.name, "sha256": sha256_file(domain)}
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def write_card(
@@ -346,7 +374,11 @@ def write_card(
         "data": "appliance.synth procedural fundus generator (see docs/synth/README.md)",
         "generator_seed": SEEDS["train"],
         "images": n_train,
-        "image_size": list(data.GEN_SIZE),
+        "image_size": f"each camera profile's frame shape, longer side {data.MAX_SIDE // 2}-"
+        f"{data.MAX_SIDE} px (smaller native frames kept)",
+        "appearance": "per-photograph look: white balance red to brown to yellow, tone curve, "
+        "small-pupil vignette, eyelash shadows, flash reflections, young-retina sheen, grey "
+        "noisy surround (appliance/synth/look.py)",
         "epochs": EPOCHS[task] if args.epochs is None else args.epochs,
         "framework": f"PyTorch {torch.__version__} (CPU)",
         "recipe": "models/recipe/build.py",
@@ -411,6 +443,8 @@ def write_card(
         ],
         "validation": None,
     }
+    if task == "dr":
+        card["acceptance"] = ACCEPTANCE
     (out / f"{task}.card.json").write_text(
         json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )

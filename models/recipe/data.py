@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -11,9 +12,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from appliance.inference.preprocess import disc_crop, field_crop, find_field
+from appliance.inference.preprocess import find_field, model_crop
 
-GEN_SIZE = (480, 640)  # (height, width) of generated photographs
+# Generated photographs keep each camera profile's frame shape (whole circles, circles cut by a
+# wide sensor, rectangular crops, a square legacy frame); their longer side is drawn between
+# MAX_SIDE/2 and MAX_SIDE, so the models see the resampling of small and large cameras alike.
+MAX_SIDE = 1152
+GENERATOR = {"size": "camera frame", "max_side": MAX_SIDE, "look": "appliance.synth.look"}
 # Defect kinds in the order of the gradability model's auxiliary defect head ("none" first).
 DEFECT_KINDS = (
     "none",
@@ -30,11 +35,27 @@ def generate(out: Path, n: int, seed: int, workers: int) -> Path:
     """Write a labelled synthetic dataset (skipped when already complete)."""
     from appliance.synth.dataset import write_dataset
 
-    labels = out / "labels.csv"
-    if labels.exists() and sum(1 for _ in labels.open()) == n + 1:
+    if _complete(out, n, seed):
         return out
-    write_dataset(out, n=n, seed=seed, size=GEN_SIZE, workers=workers)
+    write_dataset(out, n=n, seed=seed, size=None, workers=workers, max_side=MAX_SIDE)
+    _stamp(out, n, seed)
     return out
+
+
+def _complete(out: Path, n: int, seed: int) -> bool:
+    """A dataset made earlier with these generator settings (else it is made again)."""
+    stamp, labels = out / "generator.json", out / "labels.csv"
+    if not (stamp.exists() and labels.exists()):
+        return False
+    if json.loads(stamp.read_text()) != {**GENERATOR, "n": n, "seed": seed}:
+        return False
+    return sum(1 for _ in labels.open()) == n + 1
+
+
+def _stamp(out: Path, n: int, seed: int) -> None:
+    for cache in out.glob("crops-*.npy"):
+        cache.unlink()  # crops of an earlier dataset in this folder
+    (out / "generator.json").write_text(json.dumps({**GENERATOR, "n": n, "seed": seed}))
 
 
 def _defect_case(seed: int, index: int):
@@ -49,7 +70,7 @@ def _defect_case(seed: int, index: int):
     from appliance.synth.gradability import DEFECTS, strength_band
 
     rng = np.random.default_rng([seed, index])
-    case = draw_case(rng, GEN_SIZE)
+    case = draw_case(rng, None, MAX_SIDE)
     defect = str(rng.choice(DEFECTS))
     low, high = strength_band(defect, _pick(rng, PREVALENCE["defect_quality"]))
     strength = round(float(rng.uniform(low, high - 0.001)), 3)
@@ -86,7 +107,7 @@ def generate_defects(out: Path, n: int, seed: int, workers: int) -> Path:
     from appliance.synth.dataset import COLUMNS
 
     labels = out / "labels.csv"
-    if labels.exists() and sum(1 for _ in labels.open()) == n + 1:
+    if _complete(out, n, seed):
         return out
     (out / "images").mkdir(parents=True, exist_ok=True)
     jobs = [(out, seed, i) for i in range(n)]
@@ -99,6 +120,7 @@ def generate_defects(out: Path, n: int, seed: int, workers: int) -> Path:
         )
         writer.writeheader()
         writer.writerows(rows)
+    _stamp(out, n, seed)
     return out
 
 
@@ -111,18 +133,13 @@ def _crops(path: str, specs: dict[str, dict]) -> dict[str, np.ndarray]:
     with Image.open(path, formats=["JPEG", "PNG"]) as img:
         rgb = np.asarray(img.convert("RGB"))
     field = find_field(rgb)
-    out = {}
-    for task, spec in specs.items():
-        if spec["crop"] == "field":
-            out[task] = field_crop(rgb, spec["size"], field)
-        else:
-            out[task] = disc_crop(rgb, spec["size"], spec["disc_extent"], field)
-    return out
+    return {task: model_crop(rgb, spec, field) for task, spec in specs.items()}
 
 
 def _cache_name(task: str, spec: dict) -> str:
     extent = f"-{spec['disc_extent']}" if spec["crop"] == "disc" else ""
-    return f"crops-{task}-{spec['crop']}{extent}-{spec['size']}.npy"
+    colour = f"-{spec['colour']}" if spec.get("colour", "none") != "none" else ""
+    return f"crops-{task}-{spec['crop']}{extent}-{spec['size']}{colour}.npy"
 
 
 def crops(dataset: Path, specs: dict[str, dict], workers: int) -> dict[str, np.ndarray]:
@@ -154,7 +171,7 @@ def strengths(rows: list[dict[str, str]], seed: int) -> np.ndarray:
         return np.array([float(row["defect_strength"]) for row in rows])
     values = []
     for index, row in enumerate(rows):
-        case = case_for(seed, index, GEN_SIZE)
+        case = case_for(seed, index, None, MAX_SIDE)
         if row["image"] != f"images/{index:06d}.jpg" or (case.defect or "none") != row["defect"]:
             raise RuntimeError(f"{row['image']} does not match case {index} of seed {seed}")
         values.append(case.defect_strength)

@@ -72,19 +72,19 @@ SPECS: dict[str, dict] = {
     "gradability": {
         "widths": (16, 24, 32, 48, 64),
         "heads": {"quality_logits": 3},
-        "input": {"crop": "field", "size": 192},
+        "input": {"crop": "field", "size": 192, "colour": "field-chroma"},
     },
     "dr": {
         "widths": (16, 32, 48, 64, 96, 128),
         "heads": {"grade_logits": 5, "referable_logit": 1, "dme_logit": 1},
         "cam_head": "referable_logit",
-        "input": {"crop": "field", "size": 352},
+        "input": {"crop": "field", "size": 352, "colour": "field-median"},
     },
     "glaucoma": {
         "widths": (16, 32, 48, 64, 96),
         "heads": {"cdr": 1, "suspect_logit": 1},
         "sigmoid_heads": ("cdr",),
-        "input": {"crop": "disc", "size": 128, "disc_extent": 0.3},
+        "input": {"crop": "disc", "size": 128, "disc_extent": 0.3, "colour": "field-median"},
     },
 }
 

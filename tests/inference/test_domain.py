@@ -27,7 +27,7 @@ def _held_out(n: int) -> list[np.ndarray]:
     from appliance.capture.decode import decode_rgb
 
     return [
-        decode_rgb(render_layers(case_for(3003, i, (480, 640))).jpeg, Limits()) for i in range(n)
+        decode_rgb(render_layers(case_for(3003, i, None, 1152)).jpeg, Limits()) for i in range(n)
     ]
 
 

@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 
 from appliance.inference.preprocess import (
+    COLOUR_REFERENCE,
     disc_crop,
     field_crop,
     find_field,
     locate_disc,
+    normalise_colour,
     prepare,
     square_crop,
     to_tensor,
@@ -76,3 +78,54 @@ def test_prepare_follows_the_card() -> None:
     assert prepare(img, spec).shape == (1, 3, 96, 96)
     with pytest.raises(ValueError, match="unknown crop"):
         prepare(img, {**spec, "crop": "macula"})
+
+
+def _cast(img: np.ndarray, gains: tuple[float, float, float]) -> np.ndarray:
+    return np.clip(img.astype(np.float32) * np.asarray(gains, np.float32), 0, 255).astype(np.uint8)
+
+
+def test_field_median_makes_one_retina_alike_under_any_camera_colour() -> None:
+    """A red, a brown and a yellow camera's photograph of one retina come out alike."""
+    crop = field_crop(fundus(seed=5, size=(600, 800)), 192)
+    reference = normalise_colour(crop, "field-median").astype(np.float32)
+    lit = crop.max(axis=2) > 40
+    for gains in ((1.15, 0.8, 0.6), (0.85, 1.1, 1.3), (0.7, 0.7, 0.7)):
+        seen = normalise_colour(_cast(crop, gains), "field-median").astype(np.float32)
+        before = np.abs(_cast(crop, gains).astype(np.float32) - crop)[lit].mean()
+        after = np.abs(seen - reference)[lit].mean()
+        assert after < 3.0 < before, (gains, before, after)
+        medians = np.median(seen[lit], axis=0)
+        assert medians == pytest.approx(COLOUR_REFERENCE, rel=0.08)
+
+
+def test_field_chroma_keeps_exposure_and_drops_the_cast() -> None:
+    crop = field_crop(fundus(seed=6, size=(600, 800)), 192)
+    lit = crop.max(axis=2) > 40
+    normal = normalise_colour(crop, "field-chroma").astype(np.float32)
+    dark = normalise_colour(_cast(crop, (0.55, 0.6, 0.5)), "field-chroma").astype(np.float32)
+    assert dark[lit].mean() / normal[lit].mean() == pytest.approx(0.55, abs=0.05)
+    ratio = np.median(dark[lit], axis=0) / np.median(dark[lit], axis=0).mean()
+    reference = np.asarray(COLOUR_REFERENCE) / np.mean(COLOUR_REFERENCE)
+    assert ratio == pytest.approx(reference, rel=0.08)
+
+
+def test_colour_normalisation_edges() -> None:
+    crop = field_crop(fundus(seed=7, size=(600, 800)), 96)
+    assert normalise_colour(crop, "none") is crop
+    black = np.zeros((96, 96, 3), np.uint8)
+    assert normalise_colour(black, "field-median") is black  # no lit retina: unchanged
+    no_blue = crop.copy()
+    no_blue[..., 2] = np.minimum(no_blue[..., 2], 1)
+    out = normalise_colour(no_blue, "field-median")
+    assert int(out[..., 2].max()) <= 3 * 1 + 1  # the gain is capped at 3: noise not blown up
+    with pytest.raises(ValueError, match="unknown colour normalisation"):
+        normalise_colour(crop, "imagenet")
+
+
+def test_prepare_applies_the_cards_colour_normalisation() -> None:
+    img = fundus(seed=8, size=(600, 800))
+    spec = {"crop": "field", "size": 96, "mean": [0.5, 0.3, 0.15], "std": [0.25, 0.18, 0.12]}
+    plain, red = prepare(img, spec), prepare(_cast(img, (1.2, 0.8, 0.7)), spec)
+    spec = {**spec, "colour": "field-median"}
+    same, cast = prepare(img, spec), prepare(_cast(img, (1.2, 0.8, 0.7)), spec)
+    assert np.abs(same - cast).mean() < 0.25 * np.abs(plain - red).mean()

@@ -135,3 +135,17 @@ def test_models_take_odd_images_without_failing(shape: tuple[int, ...]) -> None:
         rgb = np.stack([rgb] * 3, axis=-1)
     result = screener.analyse(rgb)
     assert 0 <= result["p_referable"] <= 1 and 0 <= result["cdr"] <= 1
+
+
+def test_a_card_naming_an_unknown_colour_normalisation_is_refused(tmp_path: Path) -> None:
+    """A site's model whose card asks for pre-processing the appliance cannot do is refused at
+    load, not fed something else."""
+    import json
+
+    models = tmp_path / "models"
+    shutil.copytree(MODELS, models, ignore=shutil.ignore_patterns("validation", "recipe"))
+    card = json.loads((models / "dr.card.json").read_text())
+    card["input"]["colour"] = "imagenet-stats"
+    (models / "dr.card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match="unknown input colour normalisation"):
+        Screener.load(models, "int8")

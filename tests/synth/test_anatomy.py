@@ -150,11 +150,17 @@ def test_plans_never_straddle_grades(grade: int) -> None:
 
 
 def test_camera_profiles() -> None:
-    assert len(CAMERAS) >= 4
-    assert {p.field_deg for p in CAMERAS.values()} == {45.0, 50.0}
-    assert any(p.notch_deg is not None for p in CAMERAS.values())
-    assert any(p.notch_deg is None for p in CAMERAS.values())
-    for profile in CAMERAS.values():
-        assert 1.0 <= profile.megapixels <= 5.0, profile.name
-        assert 0.85 <= profile.field_fill < 1.0
+    """The camera families seen in practice are all there."""
+    profiles = list(CAMERAS.values())
+    assert {p.field_deg for p in profiles} == {45.0, 50.0, 60.0}
+    assert any(p.notch_deg is not None for p in profiles)
+    assert any(p.notch_deg is None for p in profiles)
+    whole = [p for p in profiles if p.field_fill < 1.0]
+    cut = [p for p in profiles if 1.0 < p.field_fill < 1.2 and p.size[1] / p.size[0] >= 1.4]
+    crops = [p for p in profiles if p.field_fill >= 1.2]
+    legacy = [p for p in profiles if p.megapixels < 0.5]
+    assert len(whole) >= 4 and cut and crops and legacy
+    for profile in profiles:
+        assert 0.3 <= profile.megapixels <= 9.0, profile.name
+        assert 0.85 <= profile.field_fill <= 1.4, profile.name
         assert 70 <= profile.jpeg_quality <= 100

@@ -82,7 +82,7 @@ def test_the_training_mix_has_the_documented_prevalence() -> None:
     assert sum(c.field == "macula" for c in cases) / n == pytest.approx(0.8, abs=0.03)
     assert {c.pigmentation for c in cases} == set(PIGMENTATIONS)
     assert {c.quality for c in cases} == {"good", "usable", "reject"}
-    assert all(c.size == (c.size[0], c.size[1]) and min(c.size) >= 960 for c in cases)
+    assert all(c.size == (c.size[0], c.size[1]) and min(c.size) >= 560 for c in cases)
 
 
 def test_derived_labels() -> None:

@@ -1,8 +1,8 @@
 """The shipped validation figures reproduce on this machine and this dependency lock.
 
 ``models/validation/predictions.csv`` holds what the shipped INT8 models said about each image
-of the held-out synthetic test set (generator seed 3003, 640x480) when the figures in the cards
-were measured. The first images are made again here and run through the same harness; each
+of the held-out synthetic test set (generator seed 3003, camera frames) when the figures in the
+cards were measured. The first images are made again here and run through the same harness; each
 output must match within a stated tolerance, and every decision must match unless the recorded
 probability lies within that tolerance of its threshold.
 
@@ -30,7 +30,7 @@ MODELS = Path(__file__).resolve().parents[2] / "models"
 SHIPPED = MODELS / "validation" / "predictions.csv"
 N = 16
 SEED = 3003  # models/recipe/build.py SEEDS["test"]
-SIZE = (480, 640)  # models/recipe/data.py GEN_SIZE
+MAX_SIDE = 1152  # models/recipe/data.py MAX_SIDE: each camera's own frame shape
 TOLERANCE = 0.02
 DECISIONS = {"referable": "p_referable", "dme": "p_dme", "glaucoma_suspect": "p_glaucoma"}
 
@@ -50,7 +50,7 @@ def _thresholds() -> dict[str, float]:
 
 def test_the_first_test_images_give_the_recorded_outputs(tmp_path: Path) -> None:
     data = tmp_path / "test"
-    write_dataset(data, n=N, seed=SEED, size=SIZE)
+    write_dataset(data, n=N, seed=SEED, size=None, max_side=MAX_SIDE)
     screener = Screener.load(MODELS, variant="int8")
     info = {"models": screener.describe(), "variant": "int8"}
     out = tmp_path / "report"
