@@ -352,6 +352,14 @@ class Settings:
         "Also send each analysed photograph's heatmap overlay as a DICOM Secondary Capture "
         "(series 'AI heatmaps') to every destination. Off: the heatmaps stay in the PDF report.",
     )
+    clinic_name: str = _s(
+        "", "Clinic named at the top of every PDF report page. Empty: a neutral report header."
+    )
+    clinic_address: str = _s(
+        "",
+        "The clinic's address under its name on the PDF report; a newline starts a second line "
+        "(further lines are joined to it). Empty: no address.",
+    )
     # --- outcome ---
     outcome_rules: str = _s(
         "", "Guideline rule file (TOML) for the visit outcome. Empty: the shipped default."

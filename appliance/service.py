@@ -20,6 +20,7 @@ from appliance.capture import Incoming, Ingestor, Limits
 from appliance.capture.hotfolder import HotFolder
 from appliance.capture.scp import StorageSCP
 from appliance.config import Destination, Settings
+from appliance.dicom.report_pdf import Clinic
 from appliance.domain import Capture, Source
 from appliance.errors import ApplianceError
 from appliance.inference import ModelIntegrityError, Screener
@@ -126,6 +127,7 @@ class Services:
             heatmap_secondary_capture=settings.heatmap_secondary_capture,
             camera_model=settings.camera_model,
             camera_qualification_required=settings.camera_qualification_required,
+            clinic=Clinic(settings.clinic_name, settings.clinic_address),
         )
         self.forwarder = Forwarder(
             self.store,

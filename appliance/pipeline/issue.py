@@ -8,6 +8,7 @@ Runs on the pipeline thread only (``Pipeline`` wires it), so builds never race e
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import cv2
 import numpy as np
 
 from appliance.audit import AuditEvent, AuditTrail, Outcome
+from appliance.dicom.report_pdf import Clinic
 from appliance.domain import Outcome as VisitOutcome
 from appliance.pipeline import due
 from appliance.pipeline.documents import BUILDERS, build_sc, owed, visit_images, visit_sources
@@ -44,7 +46,12 @@ class DocumentIssuer:
         enqueue: Callable[[Tx, str, str, str, str | None], None],
         event: Callable[[dict[str, Any], Outcome, dict[str, Any]], AuditEvent],
         step: Callable[[str], None],
+        clinic: Clinic | None = None,
     ) -> None:
+        self.builders: dict[str, Callable[..., dict[str, Any]]] = {
+            **BUILDERS,
+            "pdf": functools.partial(BUILDERS["pdf"], clinic=clinic),  # the report's letterhead
+        }
         self.store = store
         self.blobs = blobs
         self.audit = audit
@@ -98,7 +105,7 @@ class DocumentIssuer:
                     built.append(
                         (
                             document,
-                            BUILDERS[document.kind](
+                            self.builders[document.kind](
                                 self.blobs,
                                 sources,
                                 visit_key=key,

@@ -22,6 +22,7 @@ import cv2
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.capture.decode import OPT_SOP_CLASS, Limits
+from appliance.dicom.report_pdf import Clinic
 from appliance.domain import CaptureStatus
 from appliance.domain import Outcome as VisitOutcome
 from appliance.errors import ApplianceError
@@ -59,6 +60,7 @@ class Pipeline:
         heatmap_secondary_capture: bool = False,
         camera_model: str = "",
         camera_qualification_required: bool = True,
+        clinic: Clinic | None = None,  # printed on every page of the PDF report
     ) -> None:
         self.heatmap_secondary_capture = heatmap_secondary_capture  # heatmaps as SC objects too
         self.quiet_seconds = quiet_seconds  # 0: documents only for a complete visit
@@ -94,6 +96,7 @@ class Pipeline:
             enqueue=self._enqueue,
             event=self._event,
             step=lambda step: self.step_hook(step),
+            clinic=clinic,
         )
         if metrics is not None:
             metrics.bind_documents(lambda: due.counts(store))
