@@ -297,7 +297,7 @@ def _signer_block(signature: ReportSignature) -> KeepTogether:
             [Paragraph(f"<b>{label}</b>", STYLES["body"]), Paragraph(safe(value), STYLES["body"])]
             for label, value in rows
         ],
-        [42 * mm, WIDTH - 42 * mm],
+        [50 * mm, WIDTH - 50 * mm],
         [
             ("BOX", (0, 0), (-1, -1), 1, colors.HexColor("#1e6b34")),
             ("BACKGROUND", (0, 0), (0, -1), colors.HexColor("#e8f3ea")),
