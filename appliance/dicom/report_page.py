@@ -81,16 +81,18 @@ def safe(text: object) -> str:
 
 
 def fit(
-    text: str, font: str, size: float, width: float, smallest: float = 6.0
+    text: str, font: str, size: float, width: float, keep: str = "", smallest: float = 6.0
 ) -> tuple[str, float]:
-    """``text`` and a size within ``width``: shrunk to ``smallest``, then cut with "…"."""
-    while size > smallest and pdfmetrics.stringWidth(text, font, size) > width:
+    """``text + keep`` and a size within ``width``: shrunk to ``smallest``, then ``text`` (never
+    ``keep``) cut with "…"."""
+    text = text[:400]  # more than any line of the page holds at ``smallest``
+    while size > smallest and pdfmetrics.stringWidth(text + keep, font, size) > width:
         size -= 0.5
-    if pdfmetrics.stringWidth(text, font, size) <= width:
-        return text, size
-    while text and pdfmetrics.stringWidth(text + ELLIPSIS, font, size) > width:
+    if pdfmetrics.stringWidth(text + keep, font, size) <= width:
+        return text + keep, size
+    while text and pdfmetrics.stringWidth(text + ELLIPSIS + keep, font, size) > width:
         text = text[:-1]
-    return text.rstrip() + ELLIPSIS, size
+    return text.rstrip() + ELLIPSIS + keep, size
 
 
 def print_jpeg(data: bytes | None) -> tuple[bytes, int, int] | None:
@@ -122,7 +124,8 @@ class PageFrame:
     clinic_address: Sequence[str]  # plain lines, at most two
     status: str  # "Preliminary — ..." or "Signed — ..."
     signed: bool
-    patient: str  # "Name · ID … · Screening date …"
+    patient: str  # the patient's name (cut first when the footer is too long) ...
+    patient_rest: str  # ... and " · ID … · Screening date …"
 
     def draw(self, canvas: Any, page: int, total: int) -> None:
         width, height = A4
@@ -163,7 +166,7 @@ class PageFrame:
         canvas.setFont(FONT, 8.5)
         canvas.drawRightString(width - RIGHT, 10 * mm, number)
         room = WIDTH - pdfmetrics.stringWidth("Page 999 of 999", FONT, 8.5) - 6 * mm
-        text, size = fit(self.patient, FONT, 8.5, room)
+        text, size = fit(self.patient, FONT, 8.5, room, keep=self.patient_rest)
         canvas.setFont(FONT, size)
         canvas.drawString(LEFT, 10 * mm, text)
         canvas.restoreState()

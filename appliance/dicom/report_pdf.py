@@ -268,7 +268,12 @@ def _recall(outcome: Mapping[str, Any]) -> str:
 
 def _patient_table(patient: Mapping[str, str], study_date: str) -> Table:
     rows = [
-        ["Patient", safe(_name(patient.get("name", ""))), "Date of screening", _date(study_date)],
+        [
+            "Patient",
+            safe(_name(patient.get("name", ""))),
+            "Date of screening",
+            safe(_date(study_date)),
+        ],
         [
             "Patient ID",
             safe(patient.get("id") or "not given"),
@@ -342,8 +347,9 @@ def report_pdf(
         clinic_address=address_lines(clinic.address),
         status=plain(status),
         signed=signature is not None,
-        patient=plain(
-            f"{_name(patient.get('name', ''))} \u00b7 ID {patient.get('id') or 'not given'}"
+        patient=plain(_name(patient.get("name", ""))),
+        patient_rest=plain(
+            f" \u00b7 ID {patient.get('id') or 'not given'}"
             f" \u00b7 Screening date {_date(study_date)}"
         ),
     )

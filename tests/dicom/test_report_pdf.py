@@ -266,6 +266,27 @@ def test_the_headline_wraps_inside_its_box(headline: str, tmp_path: Path) -> Non
     assert all(c in shown for c in "".join(headline.split()))  # all of it, in order
 
 
+def test_long_header_and_footer_text_stays_on_the_page(tmp_path: Path) -> None:
+    long = " ".join(["Long"] * 200)
+    pdf = _report(
+        [],
+        clinic=Clinic(f"Clinic {long}", f"Street {long}\nTown {long}\nCountry"),
+        patient={**PATIENT, "name": f"Family {long}^Given", "id": "X" * 64},
+        signature=ReportSignature(f"Dr {long}", long, "amended", SIGNATURE.signed_at, long),
+    )
+    words = re.findall(
+        r'<word xMin="([\d.]+)" yMin="[\d.]+" xMax="([\d.]+)" yMax="[\d.]+">([^<]*)</word>',
+        _poppler("pdftotext", pdf, tmp_path, "-bbox"),
+    )
+    for x_min, x_max, word in words:
+        assert MARGIN - 1 <= float(x_min) and float(x_max) <= PAGE_WIDTH - MARGIN + 1, word
+    pages = _pages(pdf, tmp_path)
+    for number, page in enumerate(pages, start=1):
+        assert page.startswith("Clinic Long") and "Signed \u2014 amended by Dr Long" in page
+        assert f"\u2026 \u00b7 ID {'X' * 64} \u00b7 Screening date {DATE}" in page
+        assert f"Page {number} of {len(pages)}" in page
+
+
 def test_without_clinic_settings_the_header_is_neutral(tmp_path: Path) -> None:
     pages = _pages(_report([], clinic=Clinic("", "")), tmp_path)
     for page in pages:
