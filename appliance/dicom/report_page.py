@@ -8,7 +8,7 @@ every character it lacks (Cyrillic, Greek, Han, control characters, ...) into "?
 never crashes a build and never prints as empty boxes.
 
 Images: photographs and heatmaps are decoded and re-encoded as baseline JPEG (RGB, quality 85,
-long side at most ``MAX_SIDE`` pixels, about 280 dpi in the report's picture boxes); data that
+long side at most ``MAX_SIDE`` pixels, about 300 dpi in the report's picture boxes); data that
 is not a readable image becomes None (the report shows "No image").
 """
 
