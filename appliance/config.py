@@ -18,7 +18,7 @@ from typing import Any
 
 ENV_PREFIX = "APPLIANCE_"
 # Settings an admin saved in the web console: <data_dir>/settings.toml, read at start after the
-# --config file and before the environment (appliance.site_settings writes and checks it).
+# --config file and before the environment (appliance.desks.site_settings writes and checks it).
 SAVED_SETTINGS = "settings.toml"
 
 
@@ -373,8 +373,8 @@ class Settings:
     )
     monitoring_reference: str = _s(
         "",
-        "Input-statistics reference (JSON from `python -m appliance.drift_reference`). Empty: "
-        "the shipped one (the models' synthetic held-out set).",
+        "Input-statistics reference (JSON from `python -m appliance.tools.drift_reference`). "
+        "Empty: the shipped one (the models' synthetic held-out set).",
     )
     # --- processing ---
     log_level: str = _s(

@@ -117,7 +117,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Any]:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     svc = Services(settings)
     svc.start()

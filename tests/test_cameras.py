@@ -25,7 +25,7 @@ TARGETS = json.loads((MODELS / "dr.card.json").read_text())["acceptance"]
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Any]:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     svc = Services(
         settings.replace(

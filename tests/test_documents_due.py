@@ -47,7 +47,7 @@ def _settings(settings: Settings) -> Settings:
 
 
 def _open(settings: Settings, *, worker: bool = False) -> Any:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     services = Services(settings)
     services.start(dicom=False, hotfolder=False, worker=worker)

@@ -133,7 +133,7 @@ def _dciodvfy_errors(path: Path) -> list[str]:
 def test_odd_received_headers_still_get_valid_documents(
     settings: Settings, tmp_path: Path, mutate: Callable[[Dataset], None]
 ) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     services = Services(settings.replace(models_dir=str(MODELS), heatmap_secondary_capture=True))
     services.start(dicom=False, hotfolder=False, worker=False)

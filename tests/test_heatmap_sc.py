@@ -74,7 +74,7 @@ def _heatmap_png(services: Any, capture_id: int) -> np.ndarray:
 
 
 def test_heatmap_sc_is_off_by_default(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     assert settings.heatmap_secondary_capture is False
     services = Services(settings)
@@ -90,7 +90,7 @@ def test_heatmap_sc_is_off_by_default(settings: Settings) -> None:
 
 
 def test_heatmap_sc_recorded_and_queued_for_each_photograph(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     services = Services(settings.replace(heatmap_secondary_capture=True))
     services.start(dicom=False, hotfolder=False, worker=False)
@@ -145,7 +145,7 @@ def test_heatmap_sc_recorded_and_queued_for_each_photograph(settings: Settings) 
 
 
 def test_heatmap_sc_of_a_photograph_the_camera_sent_as_dicom(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     study = new_uid()
     params = OPParameters(

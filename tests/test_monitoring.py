@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from appliance import drift_reference, monitoring
 from appliance.audit import Action, AuditEvent, EventID
-from appliance.monitoring import MetricReference, Reference
+from appliance.desks import monitoring
+from appliance.desks.monitoring import MetricReference, Reference
+from appliance.tools import drift_reference
 
 QUARTERS = MetricReference("brightness", "Brightness: test", (1.0, 2.0, 3.0), (0.25,) * 4)
 REFERENCE = Reference("test quarters", 4, {"brightness": QUARTERS})

@@ -30,7 +30,7 @@ def test_result_says_no_model_is_installed(services: Any) -> None:
 
 
 def test_backlog_is_processed_after_a_restart(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     first = Services(settings)
     first.start(dicom=False, hotfolder=False, worker=False)  # receives, then "crashes"
@@ -99,7 +99,7 @@ def test_undecodable_stored_file_fails_visibly_and_the_worker_goes_on(
 
 
 def test_two_eyes_with_the_shipped_models_complete_a_visit(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
     from appliance.synth.case import render_case
     from appliance.synth.dataset import case_for
 

@@ -41,7 +41,7 @@ def _documents(services: Any) -> list[dict[str, Any]]:
 
 
 def test_documents_follow_the_quiet_period(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     services = Services(settings.replace(models_dir=str(MODELS), documents_quiet_seconds=600.0))
     services.start(dicom=False, hotfolder=False, worker=False)
@@ -75,7 +75,7 @@ def test_documents_follow_the_quiet_period(settings: Settings) -> None:
 
 
 def test_zero_means_only_complete_visits(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     services = Services(settings.replace(models_dir=str(MODELS), documents_quiet_seconds=0.0))
     services.start(dicom=False, hotfolder=False)

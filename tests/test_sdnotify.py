@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import sdnotify
+from appliance.runtime import sdnotify
 from tests.conftest import free_port
 
 

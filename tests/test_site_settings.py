@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance import config, site_settings
+from appliance import config
 from appliance.config import Destination
+from appliance.desks import site_settings
 
 
 def test_secrets_are_never_shown() -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from appliance.desks.station import _requests
 from appliance.dicom.worklist import WorklistItem
-from appliance.service import Services
-from appliance.station import _requests
+from appliance.runtime.services import Services
 
 WALK_IN = {"patient_id": "W1", "family_name": "Roe", "given_name": "Ann",
            "birth_date": "1960-01-02", "sex": "F"}  # fmt: skip

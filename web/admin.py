@@ -2,8 +2,8 @@
 
 Every page is for the admin role only. Actions are POST forms with a CSRF token; their result
 is said in words on the next page (``notice``). The queries and the audited actions live in the
-core (``appliance.admin_ops``, ``appliance.monitoring``, ``appliance.site_settings``): this
-module only reads the request, calls them and renders.
+core (``appliance.desks.admin``, ``appliance.desks.monitoring``,
+``appliance.desks.site_settings``): this module only reads the request, calls them and renders.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, send_file, session, url_for
 from flask_login import current_user
 
-from appliance import admin_ops, monitoring, site_settings
-from appliance.accounts import Role
 from appliance.audit import EventID, export_jsonl
+from appliance.desks import admin as admin_ops
+from appliance.desks import monitoring, site_settings
+from appliance.desks.accounts import Role
 from appliance.errors import RejectedInput
 from appliance.pipeline import cameras
 from web import admin_charts

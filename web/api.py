@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from appliance.accounts import Role
+from appliance.desks.accounts import Role
 from appliance.errors import NotAuthorised, RejectedInput, TooLarge
 from web.auth import csrf, own_access, public, require
 
@@ -17,7 +17,7 @@ bp = Blueprint("api", __name__)
 FORM_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "laterality", "issuer")
 
 
-def _services() -> Any:  # appliance.service.Services
+def _services() -> Any:  # appliance.runtime.services.Services
     return current_app.extensions["services"]
 
 

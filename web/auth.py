@@ -31,8 +31,8 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
-from appliance.accounts import LoginRefused, Role, Session
 from appliance.audit import Action, AuditEvent, EventID, Outcome
+from appliance.desks.accounts import LoginRefused, Role, Session
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -86,7 +86,7 @@ def passive(view: F) -> F:
     return view
 
 
-def services() -> Any:  # appliance.service.Services
+def services() -> Any:  # appliance.runtime.services.Services
     return current_app.extensions["services"]
 
 

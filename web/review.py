@@ -20,9 +20,9 @@ from typing import Any
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from appliance.accounts import Role
+from appliance.desks.accounts import Role
+from appliance.desks.signoff import Decision
 from appliance.errors import ApplianceError
-from appliance.pipeline.signoff import Decision
 from web.auth import audit_view, roles, services
 
 bp = Blueprint("review", __name__, url_prefix="/review")
@@ -52,7 +52,7 @@ OVERRIDE_CHOICES = (
 EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph"}
 
 
-def desk() -> Any:  # appliance.pipeline.review.ReviewDesk
+def desk() -> Any:  # appliance.desks.review.ReviewDesk
     return services().review
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from flask import Blueprint, Response, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
-from appliance.accounts import Role
+from appliance.desks.accounts import Role
 from appliance.errors import RejectedInput
 from web.auth import audit_view, passive, roles, services
 

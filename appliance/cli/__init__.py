@@ -20,8 +20,8 @@ LOGGER = logging.getLogger(__name__)
 
 # -- commands ---------------------------------------------------------------------------------
 def cmd_serve(args: argparse.Namespace) -> int:
-    from appliance import sdnotify
-    from appliance.service import Services
+    from appliance.runtime import sdnotify
+    from appliance.runtime.services import Services
     from web import create_app
     from web.server import make_server
 
@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_screen(args: argparse.Namespace) -> int:
     from appliance.pipeline.offline import screen_files
-    from appliance.service import limits_from, rules_from, thresholds_from
+    from appliance.runtime.services import limits_from, rules_from, thresholds_from
 
     settings = common.settings(args)
     args.variant = None
@@ -198,7 +198,7 @@ def cmd_outbox_retry(args: argparse.Namespace) -> int:
 
 
 def _nodes(settings: config.Settings) -> dict[str, Any]:
-    from appliance.admin_ops import echo_nodes
+    from appliance.desks.admin import echo_nodes
 
     return dict(echo_nodes(settings))
 
@@ -308,7 +308,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_models(args: argparse.Namespace) -> int:
-    from appliance.bench_models import bench_models
+    from appliance.tools.bench_models import bench_models
 
     settings = common.settings(args)
     models = Path(args.models) if args.models else settings.models_path
@@ -316,19 +316,19 @@ def cmd_bench_models(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_screen(args: argparse.Namespace) -> int:
-    from appliance.bench_screen import bench_screen
+    from appliance.tools.bench_screen import bench_screen
 
     return bench_screen(n=args.n, as_json=args.json)
 
 
 def cmd_bench_ingest(args: argparse.Namespace) -> int:
-    from appliance.bench import bench_ingest
+    from appliance.tools.bench_ingest import bench_ingest
 
     return bench_ingest(n=args.n, width=args.width, height=args.height, rounds=args.rounds)
 
 
 def cmd_bench_forward(args: argparse.Namespace) -> int:
-    from appliance.bench_forward import bench_forward
+    from appliance.tools.bench_forward import bench_forward
 
     return bench_forward(n=args.n, width=args.width, height=args.height, rounds=args.rounds)
 

@@ -237,7 +237,7 @@ def test_files_left_by_a_crash_after_the_commit_are_removed_at_start(services: A
 
 
 def test_the_service_runs_the_sweep_when_retention_is_set(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     services = Services(settings.replace(retention_days=2))
     services.start(dicom=False, hotfolder=False)
@@ -258,7 +258,7 @@ def test_with_storage_commitment_files_wait_for_the_commitment(
 
     from pydicom.dataset import Dataset
 
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     pacs = replace(archives[0].destination("pacs"), storage_commitment=True)
     services = Services(settings.replace(destinations=(pacs, archives[1].destination("mirror"))))

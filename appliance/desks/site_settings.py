@@ -184,7 +184,7 @@ def _consistency(s: Settings) -> list[str]:
     except ValueError as exc:
         errors.append(f"outcome_rules: {exc}")
     if s.monitoring_reference:
-        from appliance.monitoring import load_reference
+        from appliance.desks.monitoring import load_reference
 
         try:
             load_reference(s.monitoring_reference)

@@ -10,7 +10,7 @@ sender of a camera / hot-folder photograph such as ``ae:CAMERA1``).
   showing a referable finding (referable DR, DME or glaucoma suspect); without models it is
   undefined;
 - drift: the population stability index (PSI) of brightness and sharpness against the
-  validation reference (:mod:`appliance.drift_reference`), over the reference's decile bins:
+  validation reference (:mod:`appliance.tools.drift_reference`), over the reference's decile bins:
   ``PSI = Σ (a_i - e_i) · ln(a_i / e_i)`` with shares floored at 1e-4. Below
   ``min_photos`` photographs no PSI is given: sampling noise alone makes small samples look
   drifted (about (bins - 1) / n).
@@ -30,7 +30,7 @@ from typing import Any
 
 from appliance.store import Store
 
-SHIPPED_REFERENCE = Path(__file__).resolve().parent / "monitoring_reference.json"
+SHIPPED_REFERENCE = Path(__file__).resolve().parents[1] / "monitoring_reference.json"
 FLOOR = 1e-4
 CAMERA_SOURCES = {"hotfolder": "hot folder", "upload": "web upload", "dicom": "DICOM (no AE)"}
 

@@ -117,7 +117,7 @@ def bench_ingest(n: int = 50, width: int = 1632, height: int = 1224, rounds: int
         if shutil.which(tool) is None:
             print(f"{tool} (dcmtk) is needed as the peer: apt-get install dcmtk")
             return 2
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         root = Path(tmp)

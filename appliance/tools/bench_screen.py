@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from appliance.bench import free_port
+from appliance.tools.bench_ingest import free_port
 
 TOKEN = "bench-" + uuid.uuid4().hex
 

@@ -7,7 +7,7 @@ does (``decode_rgb`` → ``assess`` with the default thresholds). It is summaris
 of each measurement (ten equally filled bins, the usual basis of a population stability index)
 and shipped as ``appliance/monitoring_reference.json``. Rebuilding it gives the same file::
 
-    python -m appliance.drift_reference [--n 2000] [--seed 3003] [--out FILE]
+    python -m appliance.tools.drift_reference [--n 2000] [--seed 3003] [--out FILE]
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ METRICS = {
     "brightness": "Brightness: mean field luma (0-255)",
     "focus": "Sharpness: fine-over-coarse green detail ratio",
 }
-SHIPPED = Path(__file__).resolve().parent / "monitoring_reference.json"
+SHIPPED = Path(__file__).resolve().parents[1] / "monitoring_reference.json"
 
 
 def measure(seed: int, index: int, size: tuple[int, int]) -> dict[str, float]:
@@ -85,7 +85,7 @@ def build(n: int = N, seed: int = SEED, size: tuple[int, int] = SIZE) -> dict[st
         "seed": seed,
         "n": n,
         "size": list(size),
-        "built_by": "python -m appliance.drift_reference",
+        "built_by": "python -m appliance.tools.drift_reference",
         "metrics": summarise(values),
         # the first photographs' raw measurements: a test re-measures them to show the file
         # still matches the generator and the quality gate

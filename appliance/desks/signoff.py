@@ -25,7 +25,7 @@ from appliance.errors import RejectedInput
 from appliance.pipeline.documents import DEVICE
 
 if TYPE_CHECKING:
-    from appliance.pipeline.review import VisitDetail
+    from appliance.desks.review import VisitDetail
 
 EYE_WORDS = {"R": "Right eye", "L": "Left eye"}
 OVERRIDE_OUTCOMES = ("refer", "rescreen", "retake")  # what an override may set

@@ -23,11 +23,11 @@ from pathlib import Path
 from pydicom.filereader import read_file_meta_info
 
 from appliance.audit import AuditTrail
-from appliance.bench import free_port, make_op_files
 from appliance.outbox import queue
 from appliance.outbox.dimse import DimseTarget
 from appliance.outbox.worker import Forwarder
 from appliance.store import BlobStore, Store
+from appliance.tools.bench_ingest import free_port, make_op_files
 
 _DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # dcmtk otherwise stalls on delayed ACKs
 

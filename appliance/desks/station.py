@@ -29,10 +29,7 @@ from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
 from appliance.capture.decode import Limits
 from appliance.capture.ingest import Identity, identity_from_fields
 from appliance.config import Settings
-from appliance.dicom.op import new_uid
-from appliance.dicom.worklist import Node, NodeUnreachable, WorklistItem, query_worklist
-from appliance.errors import RejectedInput
-from appliance.station_visit import (
+from appliance.desks.station_view import (
     NotFound,
     Report,
     Visit,
@@ -41,6 +38,9 @@ from appliance.station_visit import (
     report,
     thumbnail,
 )
+from appliance.dicom.op import new_uid
+from appliance.dicom.worklist import Node, NodeUnreachable, WorklistItem, query_worklist
+from appliance.errors import RejectedInput
 from appliance.store import BlobStore, Store, utcnow
 from appliance.tls import worklist_tls
 

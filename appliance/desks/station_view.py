@@ -27,7 +27,7 @@ from appliance.pipeline.worker import visit_key
 from appliance.store import BlobStore, Store
 
 if TYPE_CHECKING:
-    from appliance.station import Selection
+    from appliance.desks.station import Selection
 
 THUMBNAIL_PX = 320
 EYES = ("R", "L")  # the checklist's order: right eye first, as clinics record them

@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
-from appliance.accounts import Accounts
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType, Outcome
 from appliance.capture import Incoming, Ingestor, Limits
 from appliance.capture.hotfolder import HotFolder
 from appliance.capture.scp import StorageSCP
 from appliance.config import Destination, Settings
+from appliance.desks.accounts import Accounts
+from appliance.desks.review import ReviewDesk
+from appliance.desks.station import Station
 from appliance.domain import Capture, Source
 from appliance.errors import ApplianceError
 from appliance.inference import ModelIntegrityError, Screener
@@ -33,9 +35,7 @@ from appliance.outbox.stow import StowTarget
 from appliance.outbox.worker import Forwarder, Target
 from appliance.outcome import RuleSet, load_rules
 from appliance.pipeline import Pipeline, due
-from appliance.pipeline.review import ReviewDesk
 from appliance.quality import QualityThresholds
-from appliance.station import Station
 from appliance.store import BlobStore, Store
 from appliance.tls import TlsClient, server_context
 

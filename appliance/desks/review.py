@@ -32,13 +32,7 @@ from pydicom.dataset import Dataset
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID
 from appliance.capture import Limits, decode_rgb
 from appliance.config import Settings
-from appliance.dicom.op import to_bytes
-from appliance.errors import ApplianceError, RejectedInput
-from appliance.inference.preprocess import field_crop, find_field
-from appliance.outbox import queue
-from appliance.pipeline.documents import eye_findings, visit_images
-from appliance.pipeline.headers import read_header
-from appliance.pipeline.signoff import (
+from appliance.desks.signoff import (
     ACCEPTABLE,
     EYE_WORDS,
     Decision,
@@ -47,6 +41,12 @@ from appliance.pipeline.signoff import (
     signed_findings,
     verified_sr,
 )
+from appliance.dicom.op import to_bytes
+from appliance.errors import ApplianceError, RejectedInput
+from appliance.inference.preprocess import field_crop, find_field
+from appliance.outbox import queue
+from appliance.pipeline.documents import eye_findings, visit_images
+from appliance.pipeline.headers import read_header
 from appliance.store import BlobStore, Store
 
 EYES = ("R", "L")
