@@ -33,7 +33,6 @@ import logging
 import os
 import re
 import stat
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from appliance.capture import nofollow
 from appliance.capture.ingest import Incoming, Ingestor
 from appliance.domain import Source
 from appliance.errors import ApplianceError, OutOfResources, RejectedInput, TooLarge
+from appliance.loops import BackgroundLoop
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm", ".dicom", ""}
@@ -94,32 +94,30 @@ class HotFolder:
         self._held: dict[str, tuple[int, int]] = {}  # name → (size, mtime_ns) left alone
         self._noticed: dict[str, str] = {}  # odd entry name → kind, announced once
         self._waiting: set[str] = set()  # files left for lack of space (warned once)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop(
+            "hotfolder",
+            self._pass,
+            interval=lambda: self.poll_seconds,
+            failure="hot folder scan failed",
+            join_seconds=10,
+            logger=LOGGER,
+        )
         self.inbox.mkdir(parents=True, exist_ok=True)
         with nofollow.Dir(self.inbox) as inbox_fd:
             for name in OUTPUTS:
                 os.close(self._subfolder(inbox_fd, name, name))
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="hotfolder", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.scan()
-                if self.keep_processed_days and time.monotonic() >= self._next_prune:
-                    self._next_prune = time.monotonic() + 3600
-                    self.prune_processed()
-            except Exception:
-                LOGGER.exception("hot folder scan failed")
-            self._stop.wait(self.poll_seconds)
+    def _pass(self) -> None:
+        self.scan()
+        if self.keep_processed_days and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + 3600
+            self.prune_processed()
 
     def prune_processed(self, now: float | None = None) -> int:
         """Delete ``processed/`` copies taken more than ``keep_processed_days`` ago; audited.

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -32,9 +31,17 @@ from pydicom.dataset import Dataset
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID
 from appliance.capture import Limits, decode_rgb
 from appliance.config import Settings
+from appliance.desks.review_views import (
+    EYES,
+    EyeView,
+    ImageView,
+    ReviewRecord,
+    VisitDetail,
+    VisitSummary,
+    review_from_row,
+    summary_from_row,
+)
 from appliance.desks.signoff import (
-    ACCEPTABLE,
-    EYE_WORDS,
     Decision,
     Signed,
     check,
@@ -47,9 +54,10 @@ from appliance.inference.preprocess import field_crop, find_field
 from appliance.outbox import queue
 from appliance.pipeline.documents import eye_findings, visit_images
 from appliance.pipeline.headers import read_header
+from appliance.pipeline.record import insert_derived
 from appliance.store import BlobStore, Store
+from appliance.visits import DerivedObject, ImageRecord, VisitNotFound, scope
 
-EYES = ("R", "L")
 # The review desk's queue: referrals, then photographs only a person can grade, then the rest.
 ORDER = {
     "refer": 0,
@@ -70,128 +78,11 @@ class Wakeable(Protocol):
     def notify(self) -> None: ...
 
 
-class VisitNotFound(ApplianceError):
-    http_status = 404
-    reason = "visit_not_found"
-
-
 class VisitChanged(ApplianceError):
     """New photographs changed the visit after the page was opened."""
 
     http_status = 409
     reason = "visit_changed"
-
-
-@dataclass(frozen=True)
-class ReviewRecord:
-    id: int
-    username: str
-    decision: str
-    outcome_code: str
-    reason: str
-    created_at: str
-    sr_sop_instance_uid: str | None
-    outcome_id: int | None  # the visit outcome row that was reviewed
-    grades: dict[str, int] = field(default_factory=dict)  # the clinician's DR grades
-
-
-@dataclass(frozen=True)
-class VisitSummary:
-    visit_key: str
-    outcome_id: int
-    code: str
-    text: str
-    urgency: str
-    complete: bool
-    date: str  # ISO 8601 UTC of the newest analysis
-    patient_id: str
-    patient_name: str
-    birth_date: str
-    last_review: ReviewRecord | None
-
-    @property
-    def needs_review(self) -> bool:
-        """Never signed, or new photographs changed the outcome since the last sign-off."""
-        review = self.last_review
-        return review is None or (review.outcome_id or 0) < self.outcome_id
-
-
-@dataclass(frozen=True)
-class ImageView:
-    capture_id: int
-    eye: str | None
-    field: str | None
-    received_at: str
-    sop_instance_uid: str | None  # the DICOM image the SR references (received or OP)
-    has_heatmap: bool
-    result: dict[str, Any]  # the worker's stored per-image record
-
-
-@dataclass(frozen=True)
-class EyeView:
-    eye: str
-    status: str  # graded, ungradable, missing
-    dr_grade: int | None
-    referable: bool | None
-    dme: bool | None
-    cdr: float | None
-    glaucoma_suspect: bool | None
-    images: tuple[ImageView, ...]
-
-    @property
-    def name(self) -> str:
-        return EYE_WORDS[self.eye]
-
-    @property
-    def has_dicom(self) -> bool:
-        return any(image.sop_instance_uid for image in self.images)
-
-
-@dataclass(frozen=True)
-class VisitDetail:
-    summary: VisitSummary
-    study_instance_uid: str
-    rule_set: str
-    prompts: tuple[str, ...]
-    eyes: tuple[EyeView, ...]
-    other_images: tuple[ImageView, ...]  # side unknown (e.g. not a fundus photograph)
-    models: tuple[dict[str, Any], ...]
-    preliminary_sr: str | None  # newest UNVERIFIED SR of the visit
-    reviews: tuple[ReviewRecord, ...]  # newest first
-
-    @property
-    def can_accept(self) -> bool:
-        return self.summary.code in ACCEPTABLE
-
-    @property
-    def signable(self) -> bool:
-        return any(eye.has_dicom for eye in self.eyes)
-
-    @property
-    def sop_instance_uids(self) -> list[str]:
-        """The DICOM images the page shows."""
-        images = [i for eye in self.eyes for i in eye.images] + list(self.other_images)
-        return [i.sop_instance_uid for i in images if i.sop_instance_uid]
-
-
-def visit_scope(visit_key: str) -> tuple[str, tuple[Any, ...]]:
-    """The captures of a visit (the worker's grouping: study, else patient and day, else one)."""
-    kind, _, rest = visit_key.partition(":")
-    try:
-        if kind == "study":
-            return "c.study_pk = ?", (int(rest),)
-        if kind == "patient":
-            patient, _, day = rest.partition(":")
-            if len(day) == 10:
-                return (
-                    "c.study_pk IS NULL AND c.patient_pk = ? AND substr(c.received_at, 1, 10) = ?",
-                    (int(patient), day),
-                )
-        if kind == "capture":
-            return "c.id = ?", (int(rest),)
-    except ValueError:
-        pass
-    raise VisitNotFound("There is no such visit.")
 
 
 class ReviewDesk:
@@ -227,7 +118,7 @@ class ReviewDesk:
             (MAX_LISTED,),
         )
         reviews = self._last_reviews()
-        visits = [_summary(row, reviews.get(row["visit_key"])) for row in rows]
+        visits = [summary_from_row(row, reviews.get(row["visit_key"])) for row in rows]
         visits.sort(
             key=lambda v: (
                 not v.needs_review,
@@ -238,7 +129,8 @@ class ReviewDesk:
         return visits
 
     def visit(self, visit_key: str) -> VisitDetail:
-        where, params = visit_scope(visit_key)
+        found = scope(visit_key)
+        where, params = found.where, found.params
         row = self.store.one(
             "SELECT vo.*, p.patient_id AS patient_identifier, p.patient_name, p.birth_date "
             "FROM visit_outcomes vo LEFT JOIN patients p ON p.id = vo.patient_pk "
@@ -248,7 +140,7 @@ class ReviewDesk:
         if row is None:
             raise VisitNotFound("There is no such visit.")
         reviews = self._reviews(visit_key)
-        summary = _summary(row, reviews[0] if reviews else None)
+        summary = summary_from_row(row, reviews[0] if reviews else None)
         payload = json.loads(row["payload"])
         images = self._images(visit_key, where, params)
         eyes = []
@@ -290,7 +182,7 @@ class ReviewDesk:
         heatmap lies over it) when it has a heatmap, else the whole picture."""
         row = self._capture(visit_key, capture_id)
         rgb = decode_rgb(self.blobs.read(row["file_path"]), self.limits)
-        if json.loads(row["payload"] or "{}").get("heatmap"):
+        if ImageRecord.parse(row["payload"]).heatmap:
             found = find_field(rgb)
             size = int(min(PHOTO_MAX, max(256, round(2 * found.radius))))
             rgb = field_crop(rgb, size, found)
@@ -308,7 +200,8 @@ class ReviewDesk:
     def image_owner(self, visit_key: str, capture_id: int) -> dict[str, str]:
         """Whose photograph a capture of this visit is (patient, study, the DICOM image that
         stands for it), for the audit event of whoever is shown it or its heatmap."""
-        where, params = visit_scope(visit_key)
+        found = scope(visit_key)
+        where, params = found.where, found.params
         row = self.store.one(
             "SELECT c.media_type, c.sop_instance_uid, p.patient_id, s.study_instance_uid, "
             "(SELECT d.sop_instance_uid FROM derived_objects d WHERE d.capture_pk = c.id "
@@ -331,7 +224,7 @@ class ReviewDesk:
     def heatmap_png(self, visit_key: str, capture_id: int) -> bytes:
         """The DR model's heatmap blended over the same field crop (saved by the worker)."""
         row = self._capture(visit_key, capture_id)
-        path = json.loads(row["payload"] or "{}").get("heatmap")
+        path = ImageRecord.parse(row["payload"]).heatmap
         if not path:
             raise VisitNotFound("This photograph has no heatmap.")
         return self.blobs.read(path)
@@ -349,7 +242,8 @@ class ReviewDesk:
                 "Look at the visit again, then sign."
             )
         outcome_code, grades, reason = check(choice, detail)
-        where, params = visit_scope(visit_key)
+        found = scope(visit_key)
+        where, params = found.where, found.params
         images = visit_images(self.store, visit_key, where, params)
         if not images:
             raise RejectedInput(
@@ -408,20 +302,20 @@ class ReviewDesk:
                     "created_at": now,
                 },
             )
-            tx.insert(
-                "derived_objects",
-                {
-                    "capture_pk": None,
-                    "visit_key": visit_key,
-                    "kind": "sr",
-                    "sop_class_uid": str(sr.SOPClassUID),
-                    "sop_instance_uid": sr_uid,
-                    "series_instance_uid": series,
-                    "study_instance_uid": study,
-                    "file_path": path,
-                    "references_json": json.dumps(references),
-                    "created_at": now,
-                },
+            insert_derived(
+                tx,
+                DerivedObject(
+                    kind="sr",
+                    capture_pk=None,
+                    sop_class_uid=str(sr.SOPClassUID),
+                    sop_instance_uid=sr_uid,
+                    series_instance_uid=series,
+                    study_instance_uid=study,
+                    file_path=path,
+                    created_at=now,
+                    references_json=json.dumps(references),
+                ),
+                visit_key,
             )
             queued = sum(
                 queue.enqueue(
@@ -468,7 +362,7 @@ class ReviewDesk:
             "SELECT r.*, u.username FROM reviews r JOIN users u ON u.id = r.user_pk "
             "WHERE r.id IN (SELECT max(id) FROM reviews GROUP BY visit_key)"
         )
-        return {row["visit_key"]: _review(row) for row in rows}
+        return {row["visit_key"]: review_from_row(row) for row in rows}
 
     def _reviews(self, visit_key: str) -> list[ReviewRecord]:
         rows = self.store.query(
@@ -476,7 +370,7 @@ class ReviewDesk:
             "WHERE r.visit_key = ? ORDER BY r.id DESC",
             (visit_key,),
         )
-        return [_review(row) for row in rows]
+        return [review_from_row(row) for row in rows]
 
     def _images(self, visit_key: str, where: str, params: tuple[Any, ...]) -> list[ImageView]:
         rows = self.store.query(
@@ -489,23 +383,24 @@ class ReviewDesk:
         )
         out = []
         for row in rows:
-            result = json.loads(row["payload"])
+            record = ImageRecord.parse(row["payload"])
             dicom = row["media_type"] == "application/dicom"
             out.append(
                 ImageView(
                     capture_id=int(row["id"]),
-                    eye=result.get("laterality"),
-                    field=result.get("field"),
+                    eye=record.laterality,
+                    field=record.field,
                     received_at=row["received_at"],
                     sop_instance_uid=row["sop_instance_uid"] if dicom else row["op_uid"],
-                    has_heatmap=bool(result.get("heatmap")),
-                    result=result,
+                    has_heatmap=bool(record.heatmap),
+                    result=record.data,
                 )
             )
         return out
 
     def _capture(self, visit_key: str, capture_id: int) -> dict[str, Any]:
-        where, params = visit_scope(visit_key)
+        found = scope(visit_key)
+        where, params = found.where, found.params
         row = self.store.one(
             "SELECT c.id, c.file_path, r.payload FROM captures c "
             "LEFT JOIN results r ON r.capture_pk = c.id AND r.kind = 'screening' "
@@ -555,35 +450,3 @@ class ReviewDesk:
         if preliminary is not None:
             chosen.append(preliminary)
         return [pydicom.dcmread(io.BytesIO(self.blobs.read(r["file_path"]))) for r in chosen]
-
-
-def _summary(row: dict[str, Any], review: ReviewRecord | None) -> VisitSummary:
-    payload = json.loads(row["payload"])
-    return VisitSummary(
-        visit_key=row["visit_key"],
-        outcome_id=int(row["id"]),
-        code=row["code"],
-        text=payload.get("text", ""),
-        urgency=payload.get("urgency", ""),
-        complete=bool(payload.get("complete")),
-        date=row["created_at"],
-        patient_id=row.get("patient_identifier") or "",
-        patient_name=row.get("patient_name") or "",
-        birth_date=row.get("birth_date") or "",
-        last_review=review,
-    )
-
-
-def _review(row: dict[str, Any]) -> ReviewRecord:
-    payload = json.loads(row["payload"] or "{}")
-    return ReviewRecord(
-        id=int(row["id"]),
-        username=row["username"],
-        decision=row["decision"],
-        outcome_code=row["outcome_code"],
-        reason=row["reason"],
-        created_at=row["created_at"],
-        sr_sop_instance_uid=row["sr_sop_instance_uid"],
-        outcome_id=payload.get("outcome_id"),
-        grades={k: int(v) for k, v in (payload.get("grades") or {}).items()},
-    )

@@ -14,22 +14,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydicom.dataset import Dataset
 
 from appliance import __version__
+from appliance.desks.review_views import ACCEPTABLE, EYE_WORDS, VisitDetail
 from appliance.dicom.op import new_uid
 from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.errors import RejectedInput
 from appliance.pipeline.documents import DEVICE
 
-if TYPE_CHECKING:
-    from appliance.desks.review import VisitDetail
-
-EYE_WORDS = {"R": "Right eye", "L": "Left eye"}
 OVERRIDE_OUTCOMES = ("refer", "rescreen", "retake")  # what an override may set
-ACCEPTABLE = frozenset(OUTCOMES)  # what accept may confirm: refer, rescreen, retake, glaucoma_refer
 MAX_REASON = 2000
 DEVICE_OBSERVER_UID = "121012"
 

@@ -32,6 +32,7 @@ from appliance.config import Settings
 from appliance.desks.station_view import (
     NotFound,
     Report,
+    Selection,
     Visit,
     capture_identity,
     read_visit,
@@ -60,44 +61,6 @@ class Worklist:
     entries: tuple[WorklistEntry, ...] = ()
     error: str = ""  # why the node could not be asked, in plain words
     date: str = ""
-
-
-@dataclass(frozen=True)
-class Selection:
-    id: int
-    source: str  # "worklist" / "walk-in"
-    patient_id: str
-    issuer: str
-    patient_name: str
-    birth_date: str
-    sex: str
-    accession_number: str
-    study_instance_uid: str
-    request_attributes: tuple[dict[str, str], ...]
-    selected_at: str
-
-    def fields(self) -> dict[str, str]:
-        """The identity fields an upload or a hot-folder file takes from this selection."""
-        return {
-            "patient_id": self.patient_id,
-            "issuer": self.issuer,
-            "patient_name": self.patient_name,
-            "birth_date": self.birth_date,
-            "sex": self.sex,
-            "accession_number": self.accession_number,
-            "study_instance_uid": self.study_instance_uid,
-        }
-
-    @property
-    def description(self) -> str:
-        return next(
-            (
-                r["ScheduledProcedureStepDescription"]
-                for r in self.request_attributes
-                if r.get("ScheduledProcedureStepDescription")
-            ),
-            "",
-        )
 
 
 class Station:

@@ -16,18 +16,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pydicom
 from PIL import Image
 
 from appliance.capture.decode import Limits, decode_rgb
 from appliance.errors import ApplianceError
-from appliance.pipeline.worker import visit_key
 from appliance.store import BlobStore, Store
-
-if TYPE_CHECKING:
-    from appliance.desks.station import Selection
+from appliance.visits import ImageRecord, visit_key
 
 THUMBNAIL_PX = 320
 EYES = ("R", "L")  # the checklist's order: right eye first, as clinics record them
@@ -36,6 +33,44 @@ EYES = ("R", "L")  # the checklist's order: right eye first, as clinics record t
 class NotFound(ApplianceError):
     http_status = 404
     reason = "not_found"
+
+
+@dataclass(frozen=True)
+class Selection:
+    id: int
+    source: str  # "worklist" / "walk-in"
+    patient_id: str
+    issuer: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    accession_number: str
+    study_instance_uid: str
+    request_attributes: tuple[dict[str, str], ...]
+    selected_at: str
+
+    def fields(self) -> dict[str, str]:
+        """The identity fields an upload or a hot-folder file takes from this selection."""
+        return {
+            "patient_id": self.patient_id,
+            "issuer": self.issuer,
+            "patient_name": self.patient_name,
+            "birth_date": self.birth_date,
+            "sex": self.sex,
+            "accession_number": self.accession_number,
+            "study_instance_uid": self.study_instance_uid,
+        }
+
+    @property
+    def description(self) -> str:
+        return next(
+            (
+                r["ScheduledProcedureStepDescription"]
+                for r in self.request_attributes
+                if r.get("ScheduledProcedureStepDescription")
+            ),
+            "",
+        )
 
 
 @dataclass(frozen=True)
@@ -215,10 +250,10 @@ def report(
 
 
 def _capture_view(number: int, row: dict[str, Any], study_uid: str) -> CaptureView:
-    payload = json.loads(row["payload"]) if row["payload"] else {}
-    quality = payload.get("quality") or {}
+    record = ImageRecord.parse(row["payload"])
+    quality = record.quality
     state = {"received": "checking", "processed": "checked"}.get(row["status"], "failed")
-    eye = payload.get("laterality") or row["laterality"]
+    eye = record.laterality or row["laterality"]
     return CaptureView(
         id=int(row["id"]),
         number=number,
@@ -226,16 +261,16 @@ def _capture_view(number: int, row: dict[str, Any], study_uid: str) -> CaptureVi
         source=row["source"],
         state=state,
         eye=eye if eye in EYES else None,
-        eye_detected=payload.get("laterality_source") == "detected",
-        field=payload.get("field"),
-        gradable=payload.get("gradable"),
+        eye_detected=record.laterality_source == "detected",
+        field=record.field,
+        gradable=record.gradable,
         reasons=tuple(quality.get("reasons") or ()),
         guidance=tuple(quality.get("guidance") or ()),
-        mismatch=bool(payload.get("laterality_mismatch")),
+        mismatch=record.laterality_mismatch,
         failure=(row["status_reason"] or "") if state == "failed" else "",
         sop_instance_uid=row["sop_instance_uid"] or "",
         other_study=row["study_instance_uid"] != study_uid,
-        human_grading=tuple(payload.get("human_grading") or ()),
+        human_grading=record.human_grading,
     )
 
 

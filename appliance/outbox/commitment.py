@@ -24,7 +24,6 @@ N-ACTION that could not be delivered leaves the transaction ``unsent`` and is tr
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +33,7 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import generate_uid
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.loops import BackgroundLoop
 from appliance.outbox.commit_dimse import Report, read_report, request_commitment
 from appliance.outbox.dimse import DimseTarget
 from appliance.store import BlobStore, Store, Tx
@@ -79,36 +79,25 @@ class Commitments:
         self.on_resend = on_resend
         self.clock = clock
         self._not_before: dict[str, datetime] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop(
+            "commitment",
+            self.pass_once,
+            interval=lambda: self.poll_seconds,
+            failure="storage commitment pass failed",
+            logger=LOGGER,
+        )
 
     # -- the timer --------------------------------------------------------------------------
     def start(self) -> None:
         if not self.targets:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="commitment", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        self._loop.stop()
 
     def notify(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.pass_once()
-            except Exception:
-                LOGGER.exception("storage commitment pass failed")
-            self._wake.wait(self.poll_seconds)
-            self._wake.clear()
+        self._loop.notify()
 
     # -- requests ---------------------------------------------------------------------------
     def pass_once(self) -> int:

@@ -18,15 +18,15 @@ file is never deleted without its audit event, and never kept after it. The data
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID
+from appliance.loops import BackgroundLoop
 from appliance.store import BlobStore, Store, Tx
+from appliance.visits import ImageRecord
 
 LOGGER = logging.getLogger(__name__)
 SWEEP_SECONDS = 3600.0
@@ -85,34 +85,35 @@ class Retention:
         self.days = days
         self.interval_seconds = interval_seconds
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._recovered = False
+        self._loop = BackgroundLoop(
+            "retention",
+            self._pass,
+            interval=lambda: self.interval_seconds,
+            failure="retention sweep failed",
+            logger=LOGGER,
+        )
 
     # -- the timer --------------------------------------------------------------------------
     def start(self) -> None:
         if self.days <= 0:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-        self._thread.start()
+        self._loop.start()
+
+    def running(self) -> bool:
+        return self._loop.running()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
+        self._loop.stop()
 
-    def _run(self) -> None:
-        try:
-            self.recover()
-        except Exception:
-            LOGGER.exception("retention: finishing earlier deletions failed")
-        while not self._stop.is_set():
+    def _pass(self) -> None:
+        if not self._recovered:  # first: deletions a previous run left half done
+            self._recovered = True
             try:
-                self.sweep()
+                self.recover()
             except Exception:
-                LOGGER.exception("retention sweep failed")
-            self._stop.wait(self.interval_seconds)
+                LOGGER.exception("retention: finishing earlier deletions failed")
+        self.sweep()
 
     # -- the work ---------------------------------------------------------------------------
     def sweep(self) -> int:
@@ -121,7 +122,7 @@ class Retention:
             return 0
         cutoff = (self.clock() - timedelta(days=self.days)).isoformat(timespec="microseconds")
         total = 0
-        while not self._stop.is_set():
+        while not self._loop.stopping:
             with self.store.write() as tx:
                 now = self.clock().isoformat(timespec="microseconds")
                 done = 0
@@ -283,7 +284,7 @@ class Retention:
 
 def _heatmaps(payload: str | None) -> list[str]:
     try:
-        heatmap = json.loads(payload or "{}").get("heatmap")
+        heatmap = ImageRecord.parse(payload).heatmap
     except (ValueError, AttributeError):
         return []
     return [heatmap] if isinstance(heatmap, str) and heatmap else []

@@ -14,7 +14,6 @@ under the same SOP Instance UIDs (the archive keeps one copy).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.loops import BackgroundLoop
 from appliance.outbox import queue
 from appliance.outbox.policy import SendResult, Verdict, backoff_seconds
 from appliance.store import BlobStore, Store
@@ -82,16 +82,21 @@ class Forwarder:
         self.backoff_cap = backoff_cap
         self.poll_seconds = poll_seconds
         self.clock = clock
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = BackgroundLoop(
+            "forwarder",
+            self.pass_once,
+            interval=lambda: self.poll_seconds,
+            failure="forwarding pass failed",
+            until_idle=True,
+            logger=LOGGER,
+        )
 
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.targets]
 
     def notify(self) -> None:
-        self._wake.set()
+        self._loop.notify()
 
     def recover(self) -> int:
         """Jobs a previous run of this process left leased (it died mid-send) are due again."""
@@ -102,25 +107,10 @@ class Forwarder:
 
     def start(self) -> None:
         self.recover()
-        self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sent = self.pass_once()
-            except Exception:
-                LOGGER.exception("forwarding pass failed")
-                sent = 0
-            if not sent:
-                self._wake.wait(self.poll_seconds)
-                self._wake.clear()
+        self._loop.stop()
 
     def pass_once(self) -> int:
         """One round over every destination; returns how many jobs were attempted."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable
+
+from appliance.loops import BackgroundLoop
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,24 +49,30 @@ class Watchdog:
     def __init__(self, alive: Callable[[], bool], interval: float) -> None:
         self.alive = alive
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sd-watchdog", daemon=True)
+        self._loop = BackgroundLoop(
+            "sd-watchdog",
+            self.beat,
+            interval=lambda: self.interval,
+            failure="liveness check failed",
+            join_seconds=5,
+            delay_first=True,
+            logger=LOGGER,
+        )
 
     def start(self) -> None:
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                healthy = self.alive()
-            except Exception:  # a failing check is a missed beat, never a crash
-                LOGGER.exception("liveness check failed")
-                healthy = False
-            if healthy:
-                notify("WATCHDOG=1")
-            else:
-                LOGGER.error("liveness check failed: not feeding the systemd watchdog")
+    def beat(self) -> None:
+        """One beat: fed only while the liveness check passes."""
+        try:
+            healthy = self.alive()
+        except Exception:  # a failing check is a missed beat, never a crash
+            LOGGER.exception("liveness check failed")
+            healthy = False
+        if healthy:
+            notify("WATCHDOG=1")
+        else:
+            LOGGER.error("liveness check failed: not feeding the systemd watchdog")
