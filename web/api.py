@@ -11,30 +11,27 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from appliance.desks.accounts import Role
 from appliance.errors import NotAuthorised, RejectedInput, TooLarge
+from web import context
 from web.auth import csrf, own_access, public, require
 
 bp = Blueprint("api", __name__)
 FORM_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "laterality", "issuer")
 
 
-def _services() -> Any:  # appliance.runtime.services.Services
-    return current_app.extensions["services"]
-
-
 @bp.get("/metrics")
 @public
 def metrics() -> Any:
     """Prometheus exposition: counts and latencies only, no PHI."""
-    body = _services().metrics.exposition()
+    body = context.services().metrics.exposition()
     return current_app.response_class(
-        body, mimetype=None, content_type=_services().metrics_content_type
+        body, mimetype=None, content_type=context.services().metrics_content_type
     )
 
 
 @bp.get("/healthz")
 @public
 def healthz() -> Any:
-    return jsonify(_services().health())
+    return jsonify(context.services().health())
 
 
 def _authorise() -> str:
@@ -78,7 +75,7 @@ def _too_large() -> TooLarge:
 @own_access
 @csrf.exempt
 def upload() -> Any:
-    services = _services()
+    services = context.services()
     address = request.remote_addr or ""
     try:
         user = _authorise()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
@@ -12,6 +12,9 @@ from appliance import __version__
 from appliance.config import Settings
 from appliance.errors import ApplianceError
 from web import auth
+
+if TYPE_CHECKING:
+    from appliance.runtime.services import Services
 
 PLAIN = {
     400: "The request could not be used.",
@@ -23,7 +26,7 @@ PLAIN = {
 }
 
 
-def create_app(settings: Settings, services: Any) -> Flask:
+def create_app(settings: Settings, services: Services) -> Flask:
     app = Flask(__name__)
     https = bool(settings.web_tls_cert and settings.web_tls_key)
     app.config.update(

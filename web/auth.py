@@ -31,8 +31,9 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
-from appliance.audit import Action, AuditEvent, EventID, Outcome
+from appliance.audit import EventID
 from appliance.desks.accounts import LoginRefused, Role, Session
+from web import context
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
@@ -86,10 +87,6 @@ def passive(view: F) -> F:
     return view
 
 
-def services() -> Any:  # appliance.runtime.services.Services
-    return current_app.extensions["services"]
-
-
 def _view() -> Any:
     return current_app.view_functions.get(request.endpoint or "")
 
@@ -111,15 +108,11 @@ def guard() -> Any:
 
 
 def deny(why: str) -> None:
-    services().audit.log(
-        AuditEvent(
-            event_id=EventID.SECURITY_ALERT,
-            action=Action.READ,
-            outcome=Outcome.MINOR_FAILURE,
-            user_id=current_user.username if current_user.is_authenticated else "anonymous",
-            source_address=request.remote_addr or "",
-            detail={"alert": "access_denied", "path": request.path, "why": why},
-        )
+    context.accounts().access_denied(
+        current_user.username if current_user.is_authenticated else "anonymous",
+        address=request.remote_addr or "",
+        path=request.path,
+        why=why,
     )
     abort(403)
 
@@ -144,17 +137,16 @@ def audit_view(
     event_id: EventID = EventID.INSTANCES_ACCESSED,
 ) -> None:
     """Record that the current user was shown PHI (110103) or the audit log (110101)."""
-    services().audit.log(
-        AuditEvent(
-            event_id=event_id,
-            action=Action.READ,
-            user_id=current_user.username,
-            source_address=request.remote_addr or "",
-            patient_id=patient_id,
-            study_instance_uid=study_instance_uid,
-            sop_instance_uids=tuple(sop_instance_uids),
-            detail={"view": what, "path": request.path, **(detail or {})},
-        )
+    context.accounts().viewed(
+        current_user.username,
+        event_id,
+        address=request.remote_addr or "",
+        what=what,
+        path=request.path,
+        patient_id=patient_id,
+        study_instance_uid=study_instance_uid,
+        sop_instance_uids=sop_instance_uids,
+        detail=detail,
     )
 
 
@@ -162,7 +154,7 @@ def audit_view(
 @login_manager.user_loader
 def load_user(user_id: str) -> WebUser | None:
     token = session.get("sid", "")
-    live = services().accounts.resume(token, touch=not getattr(_view(), "_passive", False))
+    live = context.accounts().resume(token, touch=not getattr(_view(), "_passive", False))
     if live is None or str(live.user.id) != user_id:
         g.session_ended = bool(token)
         session.clear()
@@ -215,23 +207,23 @@ def login() -> Any:
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(home_for(current_user.role))
-        first_run = services().accounts.count() == 0
+        first_run = context.accounts().count() == 0
         return render_template("login.html", first_run=first_run)
     username = request.form.get("username", "").strip()[:MAX_USERNAME]
     password = request.form.get("password", "")
     address = request.remote_addr or ""
     try:
-        user, token = services().accounts.login(username, password, address=address)
+        user, token = context.accounts().login(username, password, address=address)
     except LoginRefused as exc:
         return render_template("login.html", error=exc.message, username=username), 401
     # A new session: nothing from before login survives (no session fixation), and a session
     # this browser still held (someone else at the same station) ends on the server too.
     earlier = session.get("sid", "")
     if earlier:
-        services().accounts.end(earlier, "superseded", address=address)
+        context.accounts().end(earlier, "superseded", address=address)
     session.clear()
     session["sid"] = token
-    live = services().accounts.resume(token)
+    live = context.accounts().resume(token)
     assert live is not None
     login_user(WebUser(live))
     return redirect(_safe_next(request.args.get("next")) or home_for(user.role))
@@ -242,7 +234,7 @@ def login() -> Any:
 def logout() -> Any:
     token = session.get("sid", "")
     if token:
-        services().accounts.end(token, "logout", address=request.remote_addr or "")
+        context.accounts().end(token, "logout", address=request.remote_addr or "")
     logout_user()
     session.clear()
     flash("You are logged out.")

@@ -3,7 +3,7 @@
 ``/review`` lists the visits (waiting ones first, refer first); ``/review/<visit>`` shows each
 eye's photographs with the heatmap toggle and zoom, the findings and the outcome, and the
 sign-off form; ``POST /review/<visit>/sign`` accepts or overrides. Everything comes from the
-review desk (``appliance/pipeline/review.py``) through ``services().review``: the pictures are
+review desk (``appliance/desks/review.py``) through ``context.review()``: the pictures are
 JPEG/PNG bytes the core produced, and the SQL lives there too. Every view of PHI is audited
 (110103): the list (naming the patients it shows), each visit page, and each photograph and
 heatmap served.
@@ -21,9 +21,11 @@ from flask import Blueprint, Response, flash, redirect, render_template, request
 from flask_login import current_user
 
 from appliance.desks.accounts import Role
+from appliance.desks.review import ReviewDesk
 from appliance.desks.signoff import Decision
 from appliance.errors import ApplianceError
-from web.auth import audit_view, roles, services
+from web import context
+from web.auth import audit_view, roles
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -52,8 +54,8 @@ OVERRIDE_CHOICES = (
 EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph"}
 
 
-def desk() -> Any:  # appliance.desks.review.ReviewDesk
-    return services().review
+def desk() -> ReviewDesk:
+    return context.review()
 
 
 @bp.context_processor

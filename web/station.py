@@ -2,14 +2,14 @@
 
 ``/station`` shows today's worklist and the walk-in form until a patient is chosen, then the
 patient, an upload form and the live visit (``/station/visit``, re-fetched every 2 s by
-``web/static/app.js``). All queries and actions go through ``services().station``
-(``appliance/station.py``); this module only renders.
+``web/static/app.js``). All queries and actions go through ``context.station()``
+(``appliance/desks/station.py``); this module only renders.
 
 PHI-view audit (110103), decided per response:
 
 * the full page, a thumbnail and a report are audited every time they are served;
 * a thumbnail or a report is served only when it belongs to the visit of the patient chosen
-  at this station (``appliance/station.py``): any other id answers 404, so the station never
+  at this station (``appliance/desks/station.py``): any other id answers 404, so the station never
   shows another patient's photograph or report (other visits are the clinician review's);
 * the polled visit fragment is audited when what it shows changes (a new photograph, a verdict,
   an outcome, a report) and once per patient selection in each browser session — a digest of
@@ -28,7 +28,8 @@ from flask_login import current_user
 
 from appliance.desks.accounts import Role
 from appliance.errors import RejectedInput
-from web.auth import audit_view, passive, roles, services
+from web import context
+from web.auth import audit_view, passive, roles
 
 bp = Blueprint("station", __name__, url_prefix="/station")
 STATION = (Role.OPERATOR, Role.CLINICIAN)
@@ -109,7 +110,7 @@ def _audit_visit(visit: Any, what: str, *, always: bool) -> None:
 
 
 def _page(error: str = "", form: dict[str, str] | None = None, status: int = 200) -> Any:
-    station = services().station
+    station = context.station()
     selection = station.current()
     if selection is not None:
         visit = station.visit(selection)
@@ -145,7 +146,7 @@ def index() -> Any:
 @roles(*STATION)
 def choose() -> Any:
     try:
-        services().station.choose(request.form.get("key", ""), **_who())
+        context.station().choose(request.form.get("key", ""), **_who())
     except RejectedInput as exc:
         return _page(error=exc.message, status=exc.http_status)
     return redirect(url_for("station.index"))
@@ -157,7 +158,7 @@ def walk_in() -> Any:
     form = {key: request.form.get(key, "") for key in
             ("patient_id", "family_name", "given_name", "birth_date", "sex")}  # fmt: skip
     try:
-        services().station.walk_in(form, **_who())
+        context.station().walk_in(form, **_who())
     except RejectedInput as exc:
         return _page(error=exc.message, form=form, status=exc.http_status)
     return redirect(url_for("station.index"))
@@ -167,7 +168,7 @@ def walk_in() -> Any:
 @roles(*STATION)
 def finish() -> Any:
     who = _who()
-    services().station.finish(user=who["user"], address=who["address"])
+    context.station().finish(user=who["user"], address=who["address"])
     session.pop(SEEN, None)
     return redirect(url_for("station.index"))
 
@@ -177,7 +178,7 @@ def finish() -> Any:
 @passive
 def visit() -> Any:
     """The live part of the page (polled every 2 s): see the module docstring for its audit."""
-    station = services().station
+    station = context.station()
     selection = station.current()
     if selection is None:
         return render_template("station/visit.html", visit=None)
@@ -190,7 +191,7 @@ def visit() -> Any:
 @roles(*STATION)
 @passive  # loaded by the polled fragment's <img>: not activity, so idle logoff still happens
 def thumbnail(capture_id: int) -> Any:
-    station = services().station
+    station = context.station()
     whose = station.capture_identity(capture_id)
     jpeg = station.thumbnail(capture_id)
     audit_view(
@@ -204,7 +205,7 @@ def thumbnail(capture_id: int) -> Any:
 
 
 def _report(document_id: int, disposition: str) -> Any:
-    report = services().station.report(document_id)
+    report = context.station().report(document_id)
     audit_view(
         "station_report",
         patient_id=report.patient_id,

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from appliance.audit import Action, AuditEvent, EventID, Outcome
+from appliance.audit import EventID, Outcome, events
 from appliance.capture import nofollow
 from appliance.capture.ingest import Incoming, Ingestor
 from appliance.domain import Source
@@ -147,11 +147,9 @@ class HotFolder:
                 os.close(top)
         if removed:
             self.ingestor.audit.log(
-                AuditEvent(
-                    event_id=EventID.STUDY_DELETED,
-                    action=Action.DELETE,
-                    user_id=USER,
-                    detail={
+                events.deleted(
+                    USER,
+                    {
                         "folder": "processed",
                         "files": removed,
                         "older_than_days": self.keep_processed_days,
@@ -411,15 +409,7 @@ class HotFolder:
 
     def _audit(self, event_id: EventID, outcome: Outcome, detail: dict[str, object]) -> None:
         try:
-            self.ingestor.audit.log(
-                AuditEvent(
-                    event_id=event_id,
-                    action=Action.EXECUTE,
-                    user_id=USER,
-                    outcome=outcome,
-                    detail=detail,
-                )
-            )
+            self.ingestor.audit.log(events.hotfolder_notice(USER, event_id, outcome, detail))
         except Exception:  # the notice is also in the log; the folder keeps working
             LOGGER.exception("hot folder: could not audit a notice")
 

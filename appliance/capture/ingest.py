@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditEvent, AuditTrail, EventID, Outcome, events
 from appliance.capture.decode import Inspection, Limits, dataset_identity, examine
 from appliance.domain import Capture, PatientInfo, Source
 from appliance.errors import ApplianceError, RejectedInput, TooLarge
@@ -235,17 +235,16 @@ class Ingestor:
                 self.audit.record(tx, _identity_alert(item, patient, capture_id, conflict))
             self.audit.record(
                 tx,
-                AuditEvent(
-                    event_id=_event_for(item.source),
-                    action=Action.CREATE,
-                    user_id=item.user_id,
+                events.received(
+                    _event_for(item.source),
+                    item.user_id,
+                    capture_id=capture_id,
                     ae_title=item.calling_ae or "",
-                    source_address=item.source_address,
+                    address=item.source_address,
                     patient_id=patient.patient_id if patient else "",
                     study_instance_uid=found.study_instance_uid or "",
                     sop_instance_uids=[found.sop_instance_uid] if found.sop_instance_uid else [],
                     detail={
-                        "capture_id": capture_id,
                         "source": str(item.source),
                         "media_type": found.media_type,
                         "sha256": digest,
@@ -347,21 +346,16 @@ class Ingestor:
                 },
             )
         self.audit.log(
-            AuditEvent(
-                event_id=_event_for(item.source),
-                action=Action.CREATE,
-                user_id=item.user_id,
-                outcome=Outcome.SUCCESS,
+            events.received(
+                _event_for(item.source),
+                item.user_id,
+                capture_id=row["id"],
                 ae_title=item.calling_ae or "",
-                source_address=item.source_address,
+                address=item.source_address,
                 patient_id=found.patient.patient_id if found.patient else "",
                 study_instance_uid=found.study_instance_uid or "",
                 sop_instance_uids=[found.sop_instance_uid or ""],
-                detail={
-                    "capture_id": row["id"],
-                    "duplicate": True,
-                    "note": "identical resend",
-                },
+                detail={"duplicate": True, "note": "identical resend"},
             )
         )
         return Capture(
@@ -389,15 +383,14 @@ class Ingestor:
         conflict = exc.detail if isinstance(exc, UIDConflict) else None
         try:
             self.audit.log(
-                AuditEvent(
+                events.refused(
                     # other content under a held UID is security-relevant: a spoofed or
                     # broken sender could otherwise replace what was analysed and forwarded
-                    event_id=EventID.SECURITY_ALERT if conflict else _event_for(item.source),
-                    action=Action.CREATE,
-                    user_id=item.user_id,
+                    EventID.SECURITY_ALERT if conflict else _event_for(item.source),
+                    item.user_id,
                     outcome=Outcome.SERIOUS_FAILURE if conflict else Outcome.MINOR_FAILURE,
                     ae_title=item.calling_ae or "",
-                    source_address=item.source_address,
+                    address=item.source_address,
                     patient_id=(conflict or {}).get("patient_id", ""),
                     study_instance_uid=(conflict or {}).get("study_instance_uid", ""),
                     sop_instance_uids=[conflict["sop_instance_uid"]] if conflict else [],
@@ -426,20 +419,13 @@ def _event_for(source: Source) -> EventID:
 def _identity_alert(
     item: Incoming, patient: PatientInfo | None, capture_id: int, conflict: dict[str, Any]
 ) -> AuditEvent:
-    return AuditEvent(
-        event_id=EventID.SECURITY_ALERT,
-        action=Action.CREATE,
-        user_id=item.user_id,
-        outcome=Outcome.MINOR_FAILURE,
+    return events.identity_conflict(
+        item.user_id,
         ae_title=item.calling_ae or "",
-        source_address=item.source_address,
+        address=item.source_address,
         patient_id=patient.patient_id if patient else "",
-        detail={
-            "alert": "identity_conflict",
-            "capture_id": capture_id,
-            "fields": sorted(conflict),
-            "note": "filed under the patient already held; check the identity",
-        },
+        capture_id=capture_id,
+        fields=sorted(conflict),
     )
 
 

@@ -180,19 +180,11 @@ def cmd_outbox_status(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox_retry(args: argparse.Namespace) -> int:
-    from appliance.audit import Action, AuditEvent, EventID
-    from appliance.outbox import queue
+    from appliance.desks.admin import retry_dead
 
     _, store, trail = common.open_store(args)
-    count = queue.requeue_dead(store, args.destination)
-    trail.log(
-        AuditEvent(
-            event_id=EventID.INSTANCES_TRANSFERRED,
-            action=Action.UPDATE,
-            user_id=f"cli:{os.environ.get('USER', 'unknown')}",
-            detail={"requeued_dead_letters": count, "destination": args.destination or "all"},
-        )
-    )
+    user = f"cli:{os.environ.get('USER', 'unknown')}"
+    count = retry_dead(store, trail, args.destination, user=user)
     print(f"{count} dead-lettered job(s) queued again")
     return 0
 

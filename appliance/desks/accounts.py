@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -19,7 +20,7 @@ from typing import Any, NoReturn
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType, Outcome
+from appliance.audit import AuditTrail, EventID, EventType, Outcome, events
 from appliance.errors import ApplianceError, RejectedInput
 from appliance.store import Store, Tx, utcnow
 
@@ -301,6 +302,39 @@ class Accounts:
         return True
 
     # -- internals ----------------------------------------------------------------------
+    # -- who was refused a page, who was shown what --------------------------------------
+    def access_denied(self, user_id: str, *, address: str, path: str, why: str) -> None:
+        """A page refused to a user whose role may not open it (Security Alert)."""
+        self.audit.log(events.access_denied(user_id, address=address, path=path, why=why))
+
+    def viewed(
+        self,
+        user_id: str,
+        event_id: EventID,
+        *,
+        address: str,
+        what: str,
+        path: str,
+        patient_id: str = "",
+        study_instance_uid: str = "",
+        sop_instance_uids: Iterable[str] = (),
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """A user was shown PHI (110103) or the audit log (110101)."""
+        self.audit.log(
+            events.viewed(
+                event_id,
+                user_id,
+                address=address,
+                what=what,
+                path=path,
+                patient_id=patient_id,
+                study_instance_uid=study_instance_uid,
+                sop_instance_uids=sop_instance_uids,
+                detail=detail,
+            )
+        )
+
     def _verify(self, hashed: str, password: str) -> bool:
         try:
             return bool(self.hasher.verify(hashed, password))
@@ -348,14 +382,8 @@ class Accounts:
         """A login, failed login or logout (110114) in the caller's transaction."""
         self.audit.record(
             tx,
-            AuditEvent(
-                event_id=EventID.USER_AUTHENTICATION,
-                event_type=str(event_type),
-                action=Action.EXECUTE,
-                outcome=outcome,
-                user_id=user_id,
-                source_address=address,
-                detail=detail,
+            events.authentication(
+                event_type, user_id, address=address, detail=detail, outcome=outcome
             ),
         )
 
@@ -385,13 +413,7 @@ class Accounts:
     def _security(self, tx: Tx, actor: str, change: str, detail: dict[str, Any]) -> None:
         self.audit.record(
             tx,
-            AuditEvent(
-                event_id=EventID.SECURITY_ALERT,
-                event_type=str(EventType.SOFTWARE_CONFIGURATION),
-                action=Action.UPDATE,
-                user_id=actor,
-                detail={"change": change, **detail},
-            ),
+            events.configuration_changed(actor, change, detail),
         )
 
     @staticmethod

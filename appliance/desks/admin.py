@@ -8,17 +8,18 @@ with the admin's user name, the same way the command line audits them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Protocol, TextIO
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditTrail, VerifyResult, events, export_jsonl
 from appliance.audit.codes import NAMES
 from appliance.config import Settings
 from appliance.dicom.worklist import Node, NodeUnreachable, echo
 from appliance.inference.card import ModelIntegrityError, find_cards
 from appliance.outbox import commitment, queue
-from appliance.pipeline import due
+from appliance.pipeline import cameras, due
 from appliance.store import Store
 from appliance.tls import TlsClient, worklist_tls
 
@@ -86,13 +87,7 @@ def retry_dead(
     """Queue dead letters again (all, or one destination's), audited like ``outbox retry``."""
     count = queue.requeue_dead(store, destination or None)
     audit.log(
-        AuditEvent(
-            event_id=EventID.INSTANCES_TRANSFERRED,
-            action=Action.UPDATE,
-            user_id=user,
-            source_address=address,
-            detail={"requeued_dead_letters": count, "destination": destination or "all"},
-        )
+        events.dead_letters_requeued(user, count=count, destination=destination, address=address)
     )
     return count
 
@@ -164,14 +159,13 @@ def echo_test(
             else EchoResult(name, False, f"{name} ({target}) answered status 0x{status:04X}")
         )
     audit.log(
-        AuditEvent(
-            event_id=EventID.APPLICATION_ACTIVITY,
-            action=Action.EXECUTE,
-            user_id=user,
-            outcome=Outcome.SUCCESS if result.ok else Outcome.MINOR_FAILURE,
-            source_address=address,
+        events.c_echo(
+            user,
+            address=address,
             ae_title=node.ae_title,
-            detail={"admin_action": "c_echo", "node": name, "result": result.words},
+            node=name,
+            ok=result.ok,
+            words=result.words,
         )
     )
     return result
@@ -343,3 +337,78 @@ def model_cards(settings: Settings, loaded: list[dict[str, Any]]) -> list[dict[s
             }
         )
     return out
+
+
+# -- the desk ----------------------------------------------------------------------------------
+class Wakeable(Protocol):
+    """A background loop told that there is work (the forwarder)."""
+
+    def notify(self) -> None: ...
+
+
+class AdminDesk:
+    """What the admin console asks of the core, built once with the services: the views call
+    these and never touch the store, the audit trail or a worker themselves."""
+
+    def __init__(
+        self,
+        store: Store,
+        audit: AuditTrail,
+        settings: Settings,
+        *,
+        forwarder: Wakeable,
+        build_documents: Callable[[], None],
+        loaded_models: Callable[[], list[dict[str, Any]]],
+    ) -> None:
+        self.store = store
+        self.audit = audit
+        self.settings = settings
+        self.forwarder = forwarder
+        self.build_documents = build_documents  # wakes the pipeline, which builds what is due
+        self.loaded_models = loaded_models
+
+    # outbox and result documents
+    def outbox_overview(self) -> list[DestinationState]:
+        return outbox_overview(self.store, self.settings)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        return dead_letters(self.store)
+
+    def dead_documents(self) -> list[dict[str, Any]]:
+        return dead_documents(self.store)
+
+    def retry_dead(self, destination: str | None, *, user: str, address: str = "") -> int:
+        """Dead letters queued again (audited); the forwarder tries them at once."""
+        count = retry_dead(self.store, self.audit, destination, user=user, address=address)
+        self.forwarder.notify()
+        return count
+
+    def retry_documents(self, document: int | None, *, user: str, address: str = "") -> int:
+        """Dead-lettered documents due again (audited); the pipeline builds them at once."""
+        count = retry_documents(self.store, self.audit, document, user=user, address=address)
+        self.build_documents()
+        return count
+
+    # C-ECHO
+    def echo_nodes(self) -> dict[str, Node]:
+        return echo_nodes(self.settings)
+
+    def echo_test(self, name: str, *, user: str, address: str = "") -> EchoResult:
+        return echo_test(self.settings, self.audit, name, user=user, address=address)
+
+    # the audit log
+    def search_audit(self, f: AuditFilter, page: int = 1, per_page: int = 50) -> AuditPage:
+        return search_audit(self.store, f, page, per_page)
+
+    def verify_audit(self) -> VerifyResult:
+        return self.audit.verify()
+
+    def export_audit(self, out: TextIO) -> None:
+        export_jsonl(self.audit, out)
+
+    # models and cameras
+    def model_cards(self) -> list[dict[str, Any]]:
+        return model_cards(self.settings, self.loaded_models())
+
+    def cameras(self) -> list[dict[str, Any]]:
+        return cameras.cameras(self.store)

@@ -24,10 +24,11 @@ import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from appliance.config import Settings
 from appliance.store import Store
 
 SHIPPED_REFERENCE = Path(__file__).resolve().parents[1] / "monitoring_reference.json"
@@ -393,3 +394,42 @@ def alerts(result: Report) -> list[str]:
                     f"PSI {found.value:.3f} ≥ {result.alert_at:g} over {found.n} photographs"
                 )
     return out
+
+
+class MonitoringDesk:
+    """The monitoring page's numbers as the admin console asks for them, with the settings'
+    period, window, minimum and alert level; built once with the services."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def reference(self) -> tuple[Reference | None, str]:
+        """The reference in use, or None and why it cannot be read."""
+        try:
+            return load_reference(self.settings.monitoring_reference or None), ""
+        except ValueError as exc:
+            return None, str(exc)
+
+    def report(
+        self, *, camera: str | None = None, operator: str | None = None
+    ) -> tuple[Report | None, str]:
+        """The report up to today (UTC), or None and why there is none."""
+        s = self.settings
+        reference, problem = self.reference()
+        if reference is None:
+            return None, problem
+        return (
+            report(
+                self.store,
+                reference,
+                end=datetime.now(UTC).date(),
+                days=s.monitoring_days,
+                window_days=s.monitoring_psi_window_days,
+                min_photos=s.monitoring_psi_min_photos,
+                alert=s.monitoring_psi_alert,
+                camera=camera,
+                operator=operator,
+            ),
+            "",
+        )

@@ -28,7 +28,7 @@ import cv2
 import pydicom
 from pydicom.dataset import Dataset
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID
+from appliance.audit import AuditTrail, events
 from appliance.capture import Limits, decode_rgb
 from appliance.config import Settings
 from appliance.desks.review_views import (
@@ -330,16 +330,13 @@ class ReviewDesk:
             )
             self.audit.record(
                 tx,
-                AuditEvent(
-                    event_id=EventID.INSTANCES_ACCESSED,
-                    action=Action.CREATE,
-                    user_id=username,
-                    source_address=address,
+                events.review_signed(
+                    username,
+                    address=address,
                     patient_id=summary.patient_id,
                     study_instance_uid=study,
                     sop_instance_uids=(sr_uid, *previous),
                     detail={
-                        "stage": "review",
                         "visit": visit_key,
                         "decision": choice.decision,
                         "reason": reason,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import config
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType
+from appliance.audit import AuditEvent, AuditTrail, events
 from appliance.config import SAVED_SETTINGS, Settings
 from appliance.store import Store
 from appliance.store.blobs import write_atomic
@@ -273,11 +273,34 @@ def _masked_digest(text: str) -> str:
 
 
 def _event(user: str, address: str, change: str, keys: list[str], **extra: Any) -> AuditEvent:
-    return AuditEvent(
-        event_id=EventID.SECURITY_ALERT,
-        event_type=str(EventType.SOFTWARE_CONFIGURATION),
-        action=Action.UPDATE,
-        user_id=user,
-        source_address=address,
-        detail={"change": change, "settings": keys, "restart_required": True, **extra},
+    return events.configuration_changed(
+        user, change, {"settings": keys, "restart_required": True, **extra}, address=address
     )
+
+
+class SiteSettingsDesk:
+    """Settings as the admin console shows, checks, saves and removes them (audited); built
+    once with the services and the settings the appliance runs with."""
+
+    def __init__(self, store: Store, audit: AuditTrail, settings: Settings) -> None:
+        self.store = store
+        self.audit = audit
+        self.settings = settings
+
+    def effective(self) -> list[dict[str, Any]]:
+        return effective(self.settings)
+
+    def destinations(self) -> list[dict[str, Any]]:
+        return destinations(self.settings)
+
+    def saved(self) -> Saved | None:
+        return saved(self.settings)
+
+    def check(self, text: str) -> Check:
+        return check(text, self.settings)
+
+    def save(self, text: str, *, user: str, address: str = "") -> Check:
+        return save(text, self.settings, self.store, self.audit, user=user, address=address)
+
+    def remove(self, *, user: str, address: str = "") -> bool:
+        return remove(self.settings, self.store, self.audit, user=user, address=address)

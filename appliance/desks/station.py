@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import Action, AuditTrail, Outcome, events
 from appliance.capture.decode import Limits
 from appliance.capture.ingest import Identity, identity_from_fields
 from appliance.config import Settings
@@ -150,14 +150,8 @@ class Station:
         self, user: str, address: str, detail: dict[str, Any], outcome: Outcome
     ) -> None:
         self.audit.log(
-            AuditEvent(
-                event_id=EventID.QUERY,
-                action=Action.EXECUTE,
-                user_id=user,
-                outcome=outcome,
-                ae_title=self.station_ae,
-                source_address=address,
-                detail=detail,
+            events.worklist_query(
+                user, ae_title=self.station_ae, address=address, detail=detail, outcome=outcome
             )
         )
 
@@ -278,11 +272,10 @@ class Station:
             )
             self.audit.record(
                 tx,
-                AuditEvent(
-                    event_id=EventID.INSTANCES_ACCESSED,
-                    action=Action.CREATE,
-                    user_id=user,
-                    source_address=address,
+                events.station_selection(
+                    Action.CREATE,
+                    user,
+                    address=address,
                     patient_id=patient.patient_id,
                     study_instance_uid=identity.study_instance_uid,
                     detail={
@@ -335,11 +328,10 @@ class Station:
             )
             self.audit.record(
                 tx,
-                AuditEvent(
-                    event_id=EventID.INSTANCES_ACCESSED,
-                    action=Action.UPDATE,
-                    user_id=user,
-                    source_address=address,
+                events.station_selection(
+                    Action.UPDATE,
+                    user,
+                    address=address,
                     patient_id=current.patient_id,
                     study_instance_uid=current.study_instance_uid,
                     detail={

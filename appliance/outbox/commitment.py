@@ -32,7 +32,7 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import generate_uid
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditTrail, Outcome, events
 from appliance.loops import BackgroundLoop
 from appliance.outbox.commit_dimse import Report, read_report, request_commitment
 from appliance.outbox.dimse import DimseTarget
@@ -399,13 +399,10 @@ class Commitments:
             study = row["study_instance_uid"] if row else ""
         self.audit.record(
             tx,
-            AuditEvent(
-                event_id=EventID.INSTANCES_TRANSFERRED,
-                action=Action.READ,
-                user_id="system:outbox",
+            events.transferred(
                 outcome=outcome,
                 ae_title=target.ae_title if target else "",
-                source_address=target.address if target else "",
+                address=target.address if target else "",
                 study_instance_uid=study,
                 sop_instance_uids=uids,
                 detail={

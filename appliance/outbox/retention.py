@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID
+from appliance.audit import AuditTrail, events
 from appliance.loops import BackgroundLoop
 from appliance.store import BlobStore, Store, Tx
 from appliance.visits import ImageRecord
@@ -235,19 +235,12 @@ class Retention:
     ) -> None:
         self.audit.record(
             tx,
-            AuditEvent(
-                event_id=EventID.STUDY_DELETED,
-                action=Action.DELETE,
-                user_id="system:retention",
+            events.deleted(
+                events.RETENTION,
+                {**detail, "reason": "retention", "retention_days": self.days, "files": files},
                 patient_id=patient_id,
                 study_instance_uid=study,
                 sop_instance_uids=uids,
-                detail={
-                    **detail,
-                    "reason": "retention",
-                    "retention_days": self.days,
-                    "files": files,
-                },
             ),
         )
 

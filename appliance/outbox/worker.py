@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditTrail, Outcome, events
 from appliance.loops import BackgroundLoop
 from appliance.outbox import queue
 from appliance.outbox.policy import SendResult, Verdict, backoff_seconds
@@ -169,13 +169,10 @@ class Forwarder:
                     continue
                 self.audit.record(
                     tx,
-                    AuditEvent(
-                        event_id=EventID.INSTANCES_TRANSFERRED,
-                        action=Action.READ,
-                        user_id="system:outbox",
+                    events.transferred(
                         outcome=_OUTCOME[result.verdict],
                         ae_title=target.ae_title,
-                        source_address=target.address,
+                        address=target.address,
                         study_instance_uid=job.study_instance_uid or "",
                         sop_instance_uids=[job.sop_instance_uid],
                         detail={

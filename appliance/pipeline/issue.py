@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.audit import AuditEvent, AuditTrail, Outcome
+from appliance.audit import AuditTrail, Outcome, events
 from appliance.domain import Outcome as VisitOutcome
 from appliance.pipeline import due
 from appliance.pipeline.documents import BUILDERS, build_sc, owed, visit_images, visit_sources
@@ -39,7 +39,6 @@ class DocumentIssuer:
         capture_row: Callable[[int], dict[str, Any] | None],
         outcome_of: Callable[[Any, str, tuple[Any, ...]], VisitOutcome],
         enqueue: Callable[[Tx, str, str, str, str | None], None],
-        event: Callable[[dict[str, Any], Outcome, dict[str, Any]], AuditEvent],
         step: Callable[[str], None],
     ) -> None:
         self.store = store
@@ -49,7 +48,6 @@ class DocumentIssuer:
         self.capture_row = capture_row
         self.outcome_of = outcome_of
         self.enqueue = enqueue
-        self.event = event
         self.step = step
 
     # -- what is due ---------------------------------------------------------------------
@@ -198,7 +196,7 @@ class DocumentIssuer:
             if built:
                 self.audit.record(
                     tx,
-                    self.event(
+                    events.pipeline_step(
                         row,
                         Outcome.SUCCESS,
                         {
@@ -214,7 +212,7 @@ class DocumentIssuer:
                     dead.append((document, reason))
                     self.audit.record(
                         tx,
-                        self.event(
+                        events.pipeline_step(
                             row,
                             Outcome.SERIOUS_FAILURE,
                             {

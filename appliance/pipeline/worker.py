@@ -19,7 +19,7 @@ from typing import Any
 
 import cv2
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditTrail, Outcome, events
 from appliance.capture.decode import OPT_SOP_CLASS, Limits
 from appliance.domain import CaptureStatus
 from appliance.domain import Outcome as VisitOutcome
@@ -98,7 +98,6 @@ class Pipeline:
             capture_row=self.capture_row,
             outcome_of=self._outcome,
             enqueue=self._enqueue,
-            event=self._event,
             step=lambda step: self.step_hook(step),
         )
         if metrics is not None:
@@ -205,18 +204,6 @@ class Pipeline:
         self.metrics.analysed.labels(
             gradable=gradable, screening=analysis.screening["status"]
         ).inc()
-
-    def _event(self, row: dict[str, Any], outcome: Outcome, detail: dict[str, Any]) -> AuditEvent:
-        return AuditEvent(
-            event_id=EventID.INSTANCES_ACCESSED,
-            action=Action.EXECUTE,
-            user_id="system:pipeline",
-            outcome=outcome,
-            patient_id=row["patient_identifier"] or "",
-            study_instance_uid=row["study_instance_uid"] or "",
-            sop_instance_uids=[row["sop_instance_uid"]] if row["sop_instance_uid"] else [],
-            detail={"capture_id": row["id"], **detail},
-        )
 
     def _save_heatmap(self, analysis: ImageAnalysis) -> str | None:
         if analysis.heatmap is None:
@@ -351,7 +338,7 @@ class Pipeline:
             )
             self.audit.record(
                 tx,
-                self._event(
+                events.pipeline_step(
                     row,
                     Outcome.SUCCESS,
                     {
@@ -420,7 +407,7 @@ class Pipeline:
         )
         self.audit.record(
             tx,
-            self._event(
+            events.pipeline_step(
                 row,
                 Outcome.SUCCESS,
                 {
@@ -462,7 +449,10 @@ class Pipeline:
                 (str(CaptureStatus.FAILED), f"{reason}: {message}", row["id"]),
             )
             self.audit.record(
-                tx, self._event(row, Outcome.SERIOUS_FAILURE, {"stage": "decode", "failed": reason})
+                tx,
+                events.pipeline_step(
+                    row, Outcome.SERIOUS_FAILURE, {"stage": "decode", "failed": reason}
+                ),
             )
             self._forward_as_received(tx, row)
 

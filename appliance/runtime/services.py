@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, EventType, Outcome
+from appliance.audit import AuditTrail, EventType, events
 from appliance.capture import Incoming, Ingestor, Limits
 from appliance.capture.hotfolder import HotFolder
 from appliance.capture.scp import StorageSCP
 from appliance.config import Destination, Settings
 from appliance.desks.accounts import Accounts
+from appliance.desks.admin import AdminDesk
+from appliance.desks.monitoring import MonitoringDesk
 from appliance.desks.review import ReviewDesk
+from appliance.desks.site_settings import SiteSettingsDesk
 from appliance.desks.station import Station
 from appliance.domain import Capture, Source
 from appliance.errors import ApplianceError
@@ -145,6 +148,16 @@ class Services:
         )
         self.retention = Retention(self.store, self.blobs, self.audit, settings.retention_days)
         self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
+        self.admin = AdminDesk(
+            self.store,
+            self.audit,
+            settings,
+            forwarder=self.forwarder,
+            build_documents=lambda: self.pipeline.notify(0),
+            loaded_models=self.models,
+        )
+        self.monitoring = MonitoringDesk(self.store, settings)
+        self.site_settings = SiteSettingsDesk(self.store, self.audit, settings)
         self.station = Station.build(settings, self.store, self.blobs, self.audit, self.limits)
         self.ingestor = Ingestor(
             self.store,
@@ -178,15 +191,7 @@ class Services:
             screener = Screener.load(s.models_path, s.model_variant, providers, s.model_threads)
         except ModelIntegrityError as exc:
             LOGGER.error("screening models refused: %s", exc.message)
-            self.audit.log(
-                AuditEvent(
-                    event_id=EventID.SECURITY_ALERT,
-                    action=Action.EXECUTE,
-                    user_id="system",
-                    outcome=Outcome.SERIOUS_FAILURE,
-                    detail={"alert": "model_integrity", "message": exc.message},
-                )
-            )
+            self.audit.log(events.model_integrity(exc.message))
             return None, f"refused: {exc.message}"
         if not screener.sessions:
             return None, "none installed"
@@ -272,13 +277,8 @@ class Services:
 
     def _activity(self, event_type: EventType) -> None:
         self.audit.log(
-            AuditEvent(
-                event_id=EventID.APPLICATION_ACTIVITY,
-                event_type=str(event_type),
-                action=Action.EXECUTE,
-                user_id="system",
-                ae_title=self.settings.dicom_ae_title,
-                detail={"version": __version__},
+            events.application_activity(
+                event_type, ae_title=self.settings.dicom_ae_title, version=__version__
             )
         )
 
