@@ -65,6 +65,14 @@ def create_app(settings: Settings, services: Services) -> Flask:
             "model_status": services.model_status,
         }
 
+    _errors(app)
+    app.after_request(_security_headers)
+    return app
+
+
+def _errors(app: Flask) -> None:
+    """Errors as JSON for API clients, else as a page in words."""
+
     def error_page(status: int, code: str, message: str) -> Any:
         if auth.wants_json() or request.accept_mimetypes.best == "application/json":
             return jsonify(error=code, message=message), status
@@ -87,24 +95,22 @@ def create_app(settings: Settings, services: Services) -> Flask:
             return jsonify(error=code, message=exc.description), status
         return error_page(status, code, PLAIN.get(status, exc.description or exc.name))
 
-    @app.after_request
-    def security_headers(response: Any) -> Any:
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
-            "object-src 'none'",
-        )
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.endpoint == "static":
-            response.headers.setdefault("Cache-Control", "no-store")
-        else:  # PHI never lands in a browser cache: overrides send_file's "no-cache" (exports)
-            response.headers["Cache-Control"] = "no-store"
-        if request.is_secure:
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-            )
-        return response
 
-    return app
+def _security_headers(response: Any) -> Any:
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+        "object-src 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.endpoint == "static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    else:  # PHI never lands in a browser cache: overrides send_file's "no-cache" (exports)
+        response.headers["Cache-Control"] = "no-store"
+    if request.is_secure:
+        response.headers.setdefault(
+            "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+        )
+    return response

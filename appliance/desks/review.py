@@ -43,6 +43,7 @@ from appliance.desks.review_views import (
 )
 from appliance.desks.signoff import (
     Decision,
+    Signature,
     Signed,
     check,
     signed_findings,
@@ -242,66 +243,79 @@ class ReviewDesk:
                 "Look at the visit again, then sign."
             )
         outcome_code, grades, reason = check(choice, detail)
+        signature = Signature(
+            visit_key, summary, choice.decision, outcome_code, grades, reason,
+            user_pk, username, address,
+        )  # fmt: skip
         found = scope(visit_key)
-        where, params = found.where, found.params
-        images = visit_images(self.store, visit_key, where, params)
+        images = visit_images(self.store, visit_key, found.where, found.params)
         if not images:
             raise RejectedInput(
                 "This visit has no DICOM image for the signed report to reference, "
                 "so it cannot be signed.",
                 reason="nothing_to_sign",
             )
-        datasets: list[Dataset] = [read_header(self.blobs.resolve(i["dicom_path"])) for i in images]
         predecessors = self._predecessors(visit_key)
-        eyes = json.loads(self._outcome_payload(summary.outcome_id))["eyes"]
         moment = datetime.now(UTC)
-        sr = verified_sr(
+        sr = self._verified_sr(signature, images, predecessors, moment)
+        path = self.blobs.put(to_bytes(sr), "application/dicom")
+        previous = tuple(str(p.SOPInstanceUID) for p in predecessors)
+        review_id, queued = self._store_signature(
+            signature,
+            sr,
+            path,
+            references=sorted(i["uid"] for i in images),
+            previous=previous,
+            now=moment.isoformat(timespec="microseconds"),
+        )
+        return Signed(review_id, str(sr.SOPInstanceUID), previous, outcome_code, queued)
+
+    def _verified_sr(
+        self,
+        signature: Signature,
+        images: list[dict[str, Any]],
+        predecessors: list[Dataset],
+        moment: datetime,
+    ) -> Dataset:
+        datasets: list[Dataset] = [read_header(self.blobs.resolve(i["dicom_path"])) for i in images]
+        eyes = json.loads(self._outcome_payload(signature.summary.outcome_id))["eyes"]
+        return verified_sr(
             images=images,
             datasets=datasets,
-            findings=signed_findings(eyes_findings=eye_findings(eyes), grades=grades),
+            findings=signed_findings(eyes_findings=eye_findings(eyes), grades=signature.grades),
             predecessors=predecessors,
-            username=username,
+            username=signature.username,
             organization=self.organization,
-            decision=choice.decision,
-            outcome_code=outcome_code,
-            reason=reason,
+            decision=signature.decision,
+            outcome_code=signature.outcome_code,
+            reason=signature.reason,
             uid_root=self.uid_root,
             moment=moment,
         )
-        sr_uid, series = str(sr.SOPInstanceUID), str(sr.SeriesInstanceUID)
-        path = self.blobs.put(to_bytes(sr), "application/dicom")
-        study = str(sr.StudyInstanceUID)
-        references = sorted(i["uid"] for i in images)
-        previous = tuple(str(p.SOPInstanceUID) for p in predecessors)
-        now = moment.isoformat(timespec="microseconds")
+
+    def _store_signature(
+        self,
+        signature: Signature,
+        sr: Dataset,
+        path: str,
+        *,
+        references: list[str],
+        previous: tuple[str, ...],
+        now: str,
+    ) -> tuple[int, int]:
+        """One transaction: review row, the SR as a derived object, its jobs, the audit event.
+        Returns the review's id and how many jobs were queued."""
+        key, summary = signature.visit_key, signature.summary
+        sr_uid, study = str(sr.SOPInstanceUID), str(sr.StudyInstanceUID)
         with self.store.write() as tx:
             newest_outcome = tx.one(
-                "SELECT max(id) AS id FROM visit_outcomes WHERE visit_key = ?", (visit_key,)
+                "SELECT max(id) AS id FROM visit_outcomes WHERE visit_key = ?", (key,)
             )
             if newest_outcome is None or newest_outcome["id"] != summary.outcome_id:
                 raise VisitChanged(
                     "New photographs arrived while signing. Look at the visit again, then sign."
                 )
-            review_id = tx.insert(
-                "reviews",
-                {
-                    "visit_key": visit_key,
-                    "user_pk": user_pk,
-                    "decision": choice.decision,
-                    "outcome_code": outcome_code,
-                    "reason": reason,
-                    "payload": json.dumps(
-                        {
-                            "outcome_id": summary.outcome_id,
-                            "model_outcome": summary.code,
-                            "grades": grades,
-                            "predecessors": list(previous),
-                        }
-                    ),
-                    "sr_sop_instance_uid": sr_uid,
-                    "created_at": now,
-                },
-            )
+            review_id = tx.insert("reviews", signature.review_row(sr_uid, previous, now))
             insert_derived(
                 tx,
                 DerivedObject(
@@ -309,13 +323,13 @@ class ReviewDesk:
                     capture_pk=None,
                     sop_class_uid=str(sr.SOPClassUID),
                     sop_instance_uid=sr_uid,
-                    series_instance_uid=series,
+                    series_instance_uid=str(sr.SeriesInstanceUID),
                     study_instance_uid=study,
                     file_path=path,
                     created_at=now,
                     references_json=json.dumps(references),
                 ),
-                visit_key,
+                key,
             )
             queued = sum(
                 queue.enqueue(
@@ -325,33 +339,23 @@ class ReviewDesk:
                     sop_instance_uid=sr_uid,
                     file_path=path,
                     study=study,
-                )
+                )  # fmt: skip
                 for name in self.destinations
             )
             self.audit.record(
                 tx,
                 events.review_signed(
-                    username,
-                    address=address,
+                    signature.username,
+                    address=signature.address,
                     patient_id=summary.patient_id,
                     study_instance_uid=study,
                     sop_instance_uids=(sr_uid, *previous),
-                    detail={
-                        "visit": visit_key,
-                        "decision": choice.decision,
-                        "reason": reason,
-                        "model_outcome": summary.code,
-                        "outcome": outcome_code,
-                        "grades": grades,
-                        "verified_sr": sr_uid,
-                        "predecessors": list(previous),
-                        "queued": queued,
-                    },
+                    detail=signature.audit_detail(sr_uid, previous, queued),
                 ),
             )
             if queued and self.forwarder is not None:
                 tx.after_commit(self.forwarder.notify)
-        return Signed(review_id, sr_uid, previous, outcome_code, queued)
+        return review_id, queued
 
     # -- queries --------------------------------------------------------------------------
     def _last_reviews(self) -> dict[str, ReviewRecord]:

@@ -11,6 +11,7 @@ number and the same Device Observer UID.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from appliance import __version__
-from appliance.desks.review_views import ACCEPTABLE, EYE_WORDS, VisitDetail
+from appliance.desks.review_views import ACCEPTABLE, EYE_WORDS, VisitDetail, VisitSummary
 from appliance.dicom.op import new_uid
 from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.errors import RejectedInput
@@ -48,6 +49,55 @@ class Signed:
     predecessors: tuple[str, ...]
     outcome_code: str
     queued: int  # outbox jobs added
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a clinician signs: the visit, what it showed them, and their checked decision."""
+
+    visit_key: str
+    summary: VisitSummary
+    decision: str
+    outcome_code: str
+    grades: dict[str, int]
+    reason: str
+    user_pk: int
+    username: str
+    address: str
+
+    def review_row(self, sr_uid: str, previous: tuple[str, ...], now: str) -> dict[str, Any]:
+        """The ``reviews`` row."""
+        return {
+            "visit_key": self.visit_key,
+            "user_pk": self.user_pk,
+            "decision": self.decision,
+            "outcome_code": self.outcome_code,
+            "reason": self.reason,
+            "payload": json.dumps(
+                {
+                    "outcome_id": self.summary.outcome_id,
+                    "model_outcome": self.summary.code,
+                    "grades": self.grades,
+                    "predecessors": list(previous),
+                }
+            ),
+            "sr_sop_instance_uid": sr_uid,
+            "created_at": now,
+        }
+
+    def audit_detail(self, sr_uid: str, previous: tuple[str, ...], queued: int) -> dict[str, Any]:
+        """What the sign-off's audit event says (``events.review_signed`` adds the stage)."""
+        return {
+            "visit": self.visit_key,
+            "decision": self.decision,
+            "reason": self.reason,
+            "model_outcome": self.summary.code,
+            "outcome": self.outcome_code,
+            "grades": self.grades,
+            "verified_sr": sr_uid,
+            "predecessors": list(previous),
+            "queued": queued,
+        }
 
 
 def person_name(username: str) -> str:

@@ -32,7 +32,7 @@ from appliance.pipeline import cameras, due
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
-from appliance.pipeline.record import insert_derived
+from appliance.pipeline.record import insert_derived, insert_quality, insert_result
 from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
 from appliance.pipeline.wrap import step_request_attributes, visit_study_uid, wrap_photo
 from appliance.quality import QualityThresholds
@@ -308,30 +308,8 @@ class Pipeline:
         record["finding"] = asdict(finding(analysis, row["id"], given))
         with self.store.write() as tx:
             if report is not None:
-                tx.insert(
-                    "quality_reports",
-                    {
-                        "capture_pk": row["id"],
-                        "gradable": int(report.gradable),
-                        "score": float(report.score),
-                        "reasons": json.dumps(list(report.reasons)),
-                        "guidance": json.dumps(list(report.guidance)),
-                        "metrics": json.dumps({k: float(v) for k, v in report.metrics.items()}),
-                        "field_geometry": json.dumps(asdict(report.field_geometry))
-                        if report.field_geometry
-                        else None,
-                        "created_at": now,
-                    },
-                )
-            tx.insert(
-                "results",
-                {
-                    "capture_pk": row["id"],
-                    "kind": "screening",
-                    "payload": json.dumps({**analysis.screening, **record}, default=_json_default),
-                    "created_at": now,
-                },
-            )
+                insert_quality(tx, row["id"], report, now)
+            insert_result(tx, row["id"], {**analysis.screening, **record}, now)
             tx.execute(
                 "UPDATE captures SET status = ?, status_reason = NULL WHERE id = ?",
                 (str(CaptureStatus.PROCESSED), row["id"]),
@@ -478,9 +456,3 @@ class Pipeline:
         ]
         if any(added):
             tx.after_commit(self.on_queued)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()  # numpy scalars
-    raise TypeError(f"cannot store {type(value).__name__} as JSON")

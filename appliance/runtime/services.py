@@ -147,18 +147,7 @@ class Services:
             on_resend=self.forwarder.notify,
         )
         self.retention = Retention(self.store, self.blobs, self.audit, settings.retention_days)
-        self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
-        self.admin = AdminDesk(
-            self.store,
-            self.audit,
-            settings,
-            forwarder=self.forwarder,
-            build_documents=lambda: self.pipeline.notify(0),
-            loaded_models=self.models,
-        )
-        self.monitoring = MonitoringDesk(self.store, settings)
-        self.site_settings = SiteSettingsDesk(self.store, self.audit, settings)
-        self.station = Station.build(settings, self.store, self.blobs, self.audit, self.limits)
+        self._build_desks(settings)
         self.ingestor = Ingestor(
             self.store,
             self.blobs,
@@ -182,6 +171,21 @@ class Services:
         self.scp: StorageSCP | None = None
         self.hotfolder: HotFolder | None = None
         self.started = False
+
+    def _build_desks(self, settings: Settings) -> None:
+        """The desks the web app reaches: one object each, built once."""
+        self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
+        self.admin = AdminDesk(
+            self.store,
+            self.audit,
+            settings,
+            forwarder=self.forwarder,
+            build_documents=lambda: self.pipeline.notify(0),
+            loaded_models=self.models,
+        )
+        self.monitoring = MonitoringDesk(self.store, settings)
+        self.site_settings = SiteSettingsDesk(self.store, self.audit, settings)
+        self.station = Station.build(settings, self.store, self.blobs, self.audit, self.limits)
 
     def _load_models(self) -> tuple[Screener | None, str]:
         """The installed models, hash-checked; a mismatch is refused, audited and reported."""
