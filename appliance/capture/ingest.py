@@ -177,33 +177,10 @@ class Ingestor:
             )
         self.blobs.check_space(len(item.data))
         given = identity_from_fields(item.fields or {})
-        patient: PatientInfo | None
-        laterality: str | None
-        lat_source: str | None
         with self._checks:
             found = examine(item.data, self.limits)
         detail = dict(item.detail)
-        study_uid, accession = found.study_instance_uid, found.accession_number
-        if found.patient is not None:  # a DICOM header is the authority on its own identity
-            patient, laterality, lat_source = found.patient, found.laterality, "dicom"
-        else:
-            if item.source is Source.HOTFOLDER and given.empty:
-                selected = self._selection()
-                if selected is not None:
-                    given = replace(selected, laterality=given.laterality)
-                    detail["identity"] = "station_selection"
-            patient, laterality, lat_source = given.patient, given.laterality, "sidecar"
-            if given.study_instance_uid and not study_uid:
-                study_uid, accession = given.study_instance_uid, given.accession_number
-                found = replace(
-                    found,
-                    study_instance_uid=study_uid,
-                    accession_number=accession,
-                    study_date=found.study_date or utcnow()[:10].replace("-", ""),
-                )
-                self._check_study_owner(study_uid, patient)
-        if laterality is None:
-            lat_source = None
+        found, patient, laterality, lat_source = self._identify(item, found, given, detail)
         digest = hashlib.sha256(item.data).hexdigest()
         existing = self._existing(found, digest)
         if existing is not None:
@@ -253,11 +230,7 @@ class Ingestor:
                     },
                 ),
             )
-        LOGGER.info("capture %d stored from %s (%s)", capture_id, item.source, found.media_type)
-        if conflict:
-            LOGGER.warning("capture %d: the patient identity differs from the one held", capture_id)
-            if self.metrics is not None:
-                self.metrics.identity_conflicts.labels(source=str(item.source)).inc()
+        self._stored(capture_id, item, found.media_type, bool(conflict))
         return Capture(
             id=capture_id,
             source=item.source,
@@ -274,6 +247,45 @@ class Ingestor:
             patient=patient or PatientInfo(),
             calling_ae=item.calling_ae,
         )
+
+    def _identify(
+        self, item: Incoming, found: Inspection, given: Identity, detail: dict[str, Any]
+    ) -> tuple[Inspection, PatientInfo | None, str | None, str | None]:
+        """Whose photograph and which eye: the DICOM header's own identity, else the sidecar's
+        fields (a hot-folder file without any: the station's selection, noted in ``detail``).
+        Returns the inspection (with the sidecar's study), patient, laterality and its source."""
+        patient: PatientInfo | None
+        laterality: str | None
+        lat_source: str | None
+        study_uid = found.study_instance_uid
+        if found.patient is not None:  # a DICOM header is the authority on its own identity
+            patient, laterality, lat_source = found.patient, found.laterality, "dicom"
+        else:
+            if item.source is Source.HOTFOLDER and given.empty:
+                selected = self._selection()
+                if selected is not None:
+                    given = replace(selected, laterality=given.laterality)
+                    detail["identity"] = "station_selection"
+            patient, laterality, lat_source = given.patient, given.laterality, "sidecar"
+            if given.study_instance_uid and not study_uid:
+                study_uid = given.study_instance_uid
+                found = replace(
+                    found,
+                    study_instance_uid=study_uid,
+                    accession_number=given.accession_number,
+                    study_date=found.study_date or utcnow()[:10].replace("-", ""),
+                )
+                self._check_study_owner(study_uid, patient)
+        if laterality is None:
+            lat_source = None
+        return found, patient, laterality, lat_source
+
+    def _stored(self, capture_id: int, item: Incoming, media_type: str, conflict: bool) -> None:
+        LOGGER.info("capture %d stored from %s (%s)", capture_id, item.source, media_type)
+        if conflict:
+            LOGGER.warning("capture %d: the patient identity differs from the one held", capture_id)
+            if self.metrics is not None:
+                self.metrics.identity_conflicts.labels(source=str(item.source)).inc()
 
     def _selection(self) -> Identity | None:
         """The station's current selection as an identity, or None (never fails an ingest)."""
