@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, send_file, session, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from appliance.audit import EventID
+from appliance.audit import EventID, VerifyResult
 from appliance.desks import admin as admin_desk
-from appliance.desks import monitoring
+from appliance.desks import monitoring, site_settings
 from appliance.desks.accounts import Role
 from appliance.errors import RejectedInput
 from web import admin_charts, context
@@ -54,7 +56,7 @@ def _who() -> dict[str, str]:
 # -- overview ----------------------------------------------------------------------------------
 @bp.get("")
 @roles(Role.ADMIN)
-def index() -> Any:
+def index() -> ResponseReturnValue:
     outbox = context.admin().outbox_overview()
     report, problem = context.monitoring().report()
     return render_template(
@@ -72,7 +74,7 @@ def index() -> Any:
 # -- outbox ------------------------------------------------------------------------------------
 @bp.get("/outbox")
 @roles(Role.ADMIN)
-def outbox() -> Any:
+def outbox() -> ResponseReturnValue:
     desk = context.admin()
     dead = desk.dead_letters()
     documents = desk.dead_documents()
@@ -109,7 +111,7 @@ def outbox() -> Any:
 
 @bp.post("/outbox/retry")
 @roles(Role.ADMIN)
-def outbox_retry() -> Any:
+def outbox_retry() -> ResponseReturnValue:
     destination = request.form.get("destination", "").strip() or None
     count = context.admin().retry_dead(destination, **_who())
     where = f" for {destination}" if destination else ""
@@ -119,7 +121,7 @@ def outbox_retry() -> Any:
 
 @bp.post("/outbox/documents/retry")
 @roles(Role.ADMIN)
-def documents_retry() -> Any:
+def documents_retry() -> ResponseReturnValue:
     chosen = request.form.get("document", "").strip()
     document = int(chosen) if chosen.isdigit() else None
     count = context.admin().retry_documents(document, **_who())
@@ -129,7 +131,7 @@ def documents_retry() -> Any:
 
 @bp.post("/outbox/echo")
 @roles(Role.ADMIN)
-def outbox_echo() -> Any:
+def outbox_echo() -> ResponseReturnValue:
     result = context.admin().echo_test(request.form.get("node", "").strip(), **_who())
     notice(result.words, result.ok)
     return redirect(url_for("admin.outbox"))
@@ -147,7 +149,7 @@ def _audit_filter() -> admin_desk.AuditFilter:
     )
 
 
-def _audit_page(verify: Any = None) -> Any:
+def _audit_page(verify: VerifyResult | None = None) -> ResponseReturnValue:
     found = _audit_filter()
     try:
         page = max(1, int(request.args.get("page", "1")))
@@ -171,13 +173,13 @@ def _audit_page(verify: Any = None) -> Any:
 
 @bp.get("/audit")
 @roles(Role.ADMIN)
-def audit() -> Any:
+def audit() -> ResponseReturnValue:
     return _audit_page()
 
 
 @bp.post("/audit/verify")
 @roles(Role.ADMIN)
-def audit_verify() -> Any:
+def audit_verify() -> ResponseReturnValue:
     result = context.admin().verify_audit()
     audit_view(
         "audit_verify",
@@ -189,7 +191,7 @@ def audit_verify() -> Any:
 
 @bp.post("/audit/export")
 @roles(Role.ADMIN)
-def audit_export() -> Any:
+def audit_export() -> ResponseReturnValue:
     audit_view("audit_export", event_id=EventID.AUDIT_LOG_USED, detail={"format": "jsonl"})
     spool = tempfile.TemporaryFile()  # closed by the response once sent
     text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
@@ -209,7 +211,7 @@ def audit_export() -> Any:
 # -- models ------------------------------------------------------------------------------------
 @bp.get("/models")
 @roles(Role.ADMIN)
-def models() -> Any:
+def models() -> ResponseReturnValue:
     svc = context.services()
     return render_template(
         "admin/models.html",
@@ -299,7 +301,7 @@ def _bin_labels(edges: tuple[float, ...]) -> list[str]:
 
 @bp.get("/monitoring")
 @roles(Role.ADMIN)
-def monitoring_page() -> Any:
+def monitoring_page() -> ResponseReturnValue:
     camera = request.args.get("camera", "").strip() or None
     operator = request.args.get("operator", "").strip() or None
     report, problem = context.monitoring().report(camera=camera, operator=operator)
@@ -314,7 +316,7 @@ def monitoring_page() -> Any:
 # -- users -------------------------------------------------------------------------------------
 @bp.get("/users")
 @roles(Role.ADMIN)
-def users() -> Any:
+def users() -> ResponseReturnValue:
     return render_template(
         "admin/users.html",
         users=context.accounts().list(),
@@ -323,7 +325,7 @@ def users() -> Any:
     )
 
 
-def _user_action(done: str, action: Any) -> Any:
+def _user_action(done: str, action: Callable[[], object]) -> ResponseReturnValue:
     try:
         action()
     except RejectedInput as exc:
@@ -340,7 +342,7 @@ def _named(user_id: int) -> str:
 
 @bp.post("/users")
 @roles(Role.ADMIN)
-def users_add() -> Any:
+def users_add() -> ResponseReturnValue:
     form = request.form
     name, role = form.get("username", "").strip(), form.get("role", "")
     return _user_action(
@@ -353,7 +355,7 @@ def users_add() -> Any:
 
 @bp.post("/users/<int:user_id>/role")
 @roles(Role.ADMIN)
-def users_role(user_id: int) -> Any:
+def users_role(user_id: int) -> ResponseReturnValue:
     role = request.form.get("role", "")
     return _user_action(
         f"{_named(user_id)} now has the role {role}.",
@@ -363,7 +365,7 @@ def users_role(user_id: int) -> Any:
 
 @bp.post("/users/<int:user_id>/active")
 @roles(Role.ADMIN)
-def users_active(user_id: int) -> Any:
+def users_active(user_id: int) -> ResponseReturnValue:
     wanted = request.form.get("active", "")
     if wanted not in ("0", "1"):
         notice("Say whether to enable or disable the account.", ok=False)
@@ -382,7 +384,7 @@ def users_active(user_id: int) -> Any:
 
 @bp.post("/users/<int:user_id>/password")
 @roles(Role.ADMIN)
-def users_password(user_id: int) -> Any:
+def users_password(user_id: int) -> ResponseReturnValue:
     password = request.form.get("password", "")
     return _user_action(
         f"The password of {_named(user_id)} is reset; their sessions have ended.",
@@ -391,7 +393,9 @@ def users_password(user_id: int) -> Any:
 
 
 # -- settings ----------------------------------------------------------------------------------
-def _settings_page(pasted: str = "", check: Any = None, saved_now: bool = False) -> Any:
+def _settings_page(
+    pasted: str = "", check: site_settings.Check | None = None, saved_now: bool = False
+) -> str:
     desk = context.site_settings()
     return render_template(
         "admin/settings.html",
@@ -408,13 +412,13 @@ def _settings_page(pasted: str = "", check: Any = None, saved_now: bool = False)
 
 @bp.get("/settings")
 @roles(Role.ADMIN)
-def settings_page() -> Any:
+def settings_page() -> ResponseReturnValue:
     return _settings_page()
 
 
 @bp.post("/settings")
 @roles(Role.ADMIN)
-def settings_check() -> Any:
+def settings_check() -> ResponseReturnValue:
     desk = context.site_settings()
     text = request.form.get("toml", "")
     if request.form.get("action") == "save":
@@ -428,7 +432,7 @@ def settings_check() -> Any:
 
 @bp.post("/settings/remove")
 @roles(Role.ADMIN)
-def settings_remove() -> Any:
+def settings_remove() -> ResponseReturnValue:
     if request.form.get("confirm") != "yes":
         notice("Nothing removed: confirm the removal.", ok=False)
     elif context.site_settings().remove(**_who()):

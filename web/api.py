@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
@@ -20,7 +20,7 @@ FORM_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "laterality", 
 
 @bp.get("/metrics")
 @public
-def metrics() -> Any:
+def metrics() -> ResponseReturnValue:
     """Prometheus exposition: counts and latencies only, no PHI."""
     body = context.services().metrics.exposition()
     return current_app.response_class(
@@ -30,7 +30,7 @@ def metrics() -> Any:
 
 @bp.get("/healthz")
 @public
-def healthz() -> Any:
+def healthz() -> ResponseReturnValue:
     return jsonify(context.services().health())
 
 
@@ -74,7 +74,7 @@ def _too_large() -> TooLarge:
 @bp.post("/api/captures")
 @own_access
 @csrf.exempt
-def upload() -> Any:
+def upload() -> ResponseReturnValue:
     services = context.services()
     address = request.remote_addr or ""
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -73,22 +74,22 @@ def create_app(settings: Settings, services: Services) -> Flask:
 def _errors(app: Flask) -> None:
     """Errors as JSON for API clients, else as a page in words."""
 
-    def error_page(status: int, code: str, message: str) -> Any:
+    def error_page(status: int, code: str, message: str) -> ResponseReturnValue:
         if auth.wants_json() or request.accept_mimetypes.best == "application/json":
             return jsonify(error=code, message=message), status
         return render_template("error.html", status=status, message=message), status
 
     @app.errorhandler(ApplianceError)
-    def appliance_error(exc: ApplianceError) -> Any:
+    def appliance_error(exc: ApplianceError) -> ResponseReturnValue:
         return error_page(exc.http_status, exc.reason, exc.message)
 
     @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError) -> Any:
+    def csrf_error(exc: CSRFError) -> ResponseReturnValue:
         message = "The form was not sent from this page or has expired: reload and try again."
         return error_page(400, "csrf_failed", message)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
         status = exc.code or 500
         code = exc.name.lower().replace(" ", "_")
         if auth.wants_json():
@@ -96,7 +97,7 @@ def _errors(app: Flask) -> None:
         return error_page(status, code, PLAIN.get(status, exc.description or exc.name))
 
 
-def _security_headers(response: Any) -> Any:
+def _security_headers(response: Any) -> ResponseReturnValue:
     response.headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "

@@ -26,6 +26,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
@@ -87,11 +88,11 @@ def passive(view: F) -> F:
     return view
 
 
-def _view() -> Any:
+def _view() -> Callable[..., object] | None:
     return current_app.view_functions.get(request.endpoint or "")
 
 
-def guard() -> Any:
+def guard() -> ResponseReturnValue | None:
     """Runs before every request: deny by default."""
     if request.endpoint is None or request.endpoint == "static":
         return None
@@ -163,7 +164,7 @@ def load_user(user_id: str) -> WebUser | None:
 
 
 @login_manager.unauthorized_handler
-def unauthorized() -> Any:
+def unauthorized() -> ResponseReturnValue:
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
         return jsonify(error="login_required", message="log in first"), 401
     if g.get("session_ended"):
@@ -203,7 +204,7 @@ def rate_limit_logins(app: Any) -> Limiter:
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-def login() -> Any:
+def login() -> ResponseReturnValue:
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(home_for(current_user.role))
@@ -231,7 +232,7 @@ def login() -> Any:
 
 @bp.post("/logout")
 @public
-def logout() -> Any:
+def logout() -> ResponseReturnValue:
     token = session.get("sid", "")
     if token:
         context.accounts().end(token, "logout", address=request.remote_addr or "")
@@ -243,7 +244,7 @@ def logout() -> Any:
 
 @bp.get("/")
 @roles(Role.OPERATOR, Role.CLINICIAN, Role.ADMIN)
-def index() -> Any:
+def index() -> ResponseReturnValue:
     return redirect(home_for(current_user.role))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from appliance.desks.accounts import Role
@@ -88,7 +89,7 @@ def _person(name: str) -> str:
 
 @bp.get("")
 @roles(Role.CLINICIAN)
-def index() -> Any:
+def index() -> ResponseReturnValue:
     visits = desk().visits()
     audit_view(
         "review list",
@@ -102,7 +103,7 @@ def index() -> Any:
     return render_template("review/index.html", visits=visits)
 
 
-def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) -> Any:
+def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) -> tuple[str, int]:
     detail = desk().visit(visit_key)
     audit_view(
         "review visit",
@@ -117,7 +118,7 @@ def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) 
 
 @bp.get("/<visit>")
 @roles(Role.CLINICIAN)
-def visit(visit: str) -> Any:
+def visit(visit: str) -> ResponseReturnValue:
     return _page(visit)
 
 
@@ -135,7 +136,7 @@ def _audit_image(what: str, visit: str, capture_id: int) -> None:
 
 @bp.get("/<visit>/photo/<int:capture_id>")
 @roles(Role.CLINICIAN)
-def photo(visit: str, capture_id: int) -> Any:
+def photo(visit: str, capture_id: int) -> ResponseReturnValue:
     jpeg = desk().photo_jpeg(visit, capture_id)  # 404 unless the photograph is this visit's
     _audit_image("review photo", visit, capture_id)
     return Response(jpeg, mimetype="image/jpeg")
@@ -143,7 +144,7 @@ def photo(visit: str, capture_id: int) -> Any:
 
 @bp.get("/<visit>/heatmap/<int:capture_id>")
 @roles(Role.CLINICIAN)
-def heatmap(visit: str, capture_id: int) -> Any:
+def heatmap(visit: str, capture_id: int) -> ResponseReturnValue:
     png = desk().heatmap_png(visit, capture_id)  # 404 unless the photograph is this visit's
     _audit_image("review heatmap", visit, capture_id)
     return Response(png, mimetype="image/png")
@@ -151,7 +152,7 @@ def heatmap(visit: str, capture_id: int) -> Any:
 
 @bp.post("/<visit>/sign")
 @roles(Role.CLINICIAN)
-def sign(visit: str) -> Any:
+def sign(visit: str) -> ResponseReturnValue:
     form = request.form
     grades: dict[str, int] = {}
     try:

@@ -24,9 +24,11 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from appliance.desks.accounts import Role
+from appliance.desks.station_view import Visit
 from appliance.errors import RejectedInput
 from web import context
 from web.auth import audit_view, passive, roles
@@ -89,7 +91,7 @@ def _who() -> dict[str, Any]:
     }
 
 
-def _audit_visit(visit: Any, what: str, *, always: bool) -> None:
+def _audit_visit(visit: Visit, what: str, *, always: bool) -> None:
     """The visit was shown: audit it (always for the page; on change for the polled fragment)."""
     shown = f"{visit.selection.id}:{visit.digest}"
     if not always and session.get(SEEN) == shown:
@@ -109,7 +111,9 @@ def _audit_visit(visit: Any, what: str, *, always: bool) -> None:
     session[SEEN] = shown
 
 
-def _page(error: str = "", form: dict[str, str] | None = None, status: int = 200) -> Any:
+def _page(
+    error: str = "", form: dict[str, str] | None = None, status: int = 200
+) -> ResponseReturnValue:
     station = context.station()
     selection = station.current()
     if selection is not None:
@@ -138,13 +142,13 @@ def _page(error: str = "", form: dict[str, str] | None = None, status: int = 200
 # -- pages and actions -------------------------------------------------------------------------
 @bp.get("")
 @roles(*STATION)
-def index() -> Any:
+def index() -> ResponseReturnValue:
     return _page()
 
 
 @bp.post("/choose")
 @roles(*STATION)
-def choose() -> Any:
+def choose() -> ResponseReturnValue:
     try:
         context.station().choose(request.form.get("key", ""), **_who())
     except RejectedInput as exc:
@@ -154,7 +158,7 @@ def choose() -> Any:
 
 @bp.post("/walk-in")
 @roles(*STATION)
-def walk_in() -> Any:
+def walk_in() -> ResponseReturnValue:
     form = {key: request.form.get(key, "") for key in
             ("patient_id", "family_name", "given_name", "birth_date", "sex")}  # fmt: skip
     try:
@@ -166,7 +170,7 @@ def walk_in() -> Any:
 
 @bp.post("/finish")
 @roles(*STATION)
-def finish() -> Any:
+def finish() -> ResponseReturnValue:
     who = _who()
     context.station().finish(user=who["user"], address=who["address"])
     session.pop(SEEN, None)
@@ -176,7 +180,7 @@ def finish() -> Any:
 @bp.get("/visit")
 @roles(*STATION)
 @passive
-def visit() -> Any:
+def visit() -> ResponseReturnValue:
     """The live part of the page (polled every 2 s): see the module docstring for its audit."""
     station = context.station()
     selection = station.current()
@@ -190,7 +194,7 @@ def visit() -> Any:
 @bp.get("/captures/<int:capture_id>/thumbnail.jpg")
 @roles(*STATION)
 @passive  # loaded by the polled fragment's <img>: not activity, so idle logoff still happens
-def thumbnail(capture_id: int) -> Any:
+def thumbnail(capture_id: int) -> ResponseReturnValue:
     station = context.station()
     whose = station.capture_identity(capture_id)
     jpeg = station.thumbnail(capture_id)
@@ -204,7 +208,7 @@ def thumbnail(capture_id: int) -> Any:
     return Response(jpeg, mimetype="image/jpeg")
 
 
-def _report(document_id: int, disposition: str) -> Any:
+def _report(document_id: int, disposition: str) -> ResponseReturnValue:
     report = context.station().report(document_id)
     audit_view(
         "station_report",
@@ -227,12 +231,12 @@ def _report(document_id: int, disposition: str) -> Any:
 
 @bp.get("/reports/<int:document_id>/report.pdf")
 @roles(*STATION)
-def report_pdf(document_id: int) -> Any:
+def report_pdf(document_id: int) -> ResponseReturnValue:
     """The report to read or print in the browser."""
     return _report(document_id, "inline")
 
 
 @bp.get("/reports/<int:document_id>/download")
 @roles(*STATION)
-def report_download(document_id: int) -> Any:
+def report_download(document_id: int) -> ResponseReturnValue:
     return _report(document_id, "attachment")
