@@ -32,7 +32,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
-from appliance.audit import EventID
+from appliance.audit import EventID, events
 from appliance.desks.accounts import LoginRefused, Role, Session
 from web import context
 
@@ -109,12 +109,9 @@ def guard() -> ResponseReturnValue | None:
 
 
 def deny(why: str) -> None:
-    context.accounts().access_denied(
-        current_user.username if current_user.is_authenticated else "anonymous",
-        address=request.remote_addr or "",
-        path=request.path,
-        why=why,
-    )
+    user = current_user.username if current_user.is_authenticated else "anonymous"
+    who = events.Who(user, request.remote_addr or "")
+    context.accounts().record_access(events.access_denied(who, path=request.path, why=why))
     abort(403)
 
 
@@ -138,17 +135,10 @@ def audit_view(
     event_id: EventID = EventID.INSTANCES_ACCESSED,
 ) -> None:
     """Record that the current user was shown PHI (110103) or the audit log (110101)."""
-    context.accounts().viewed(
-        current_user.username,
-        event_id,
-        address=request.remote_addr or "",
-        what=what,
-        path=request.path,
-        patient_id=patient_id,
-        study_instance_uid=study_instance_uid,
-        sop_instance_uids=sop_instance_uids,
-        detail=detail,
-    )
+    who = events.Who(current_user.username, request.remote_addr or "")
+    about = events.About(patient_id, study_instance_uid, tuple(sop_instance_uids))
+    event = events.viewed(event_id, who, about, what=what, path=request.path, detail=detail)
+    context.accounts().record_access(event)
 
 
 # -- Flask-Login wiring ------------------------------------------------------------------------

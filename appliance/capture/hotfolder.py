@@ -70,7 +70,7 @@ def printable(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-class HotFolder:
+class HotFolder(BackgroundLoop):
     def __init__(
         self,
         ingestor: Ingestor,
@@ -94,24 +94,12 @@ class HotFolder:
         self._held: dict[str, tuple[int, int]] = {}  # name → (size, mtime_ns) left alone
         self._noticed: dict[str, str] = {}  # odd entry name → kind, announced once
         self._waiting: set[str] = set()  # files left for lack of space (warned once)
-        self._loop = BackgroundLoop(
-            "hotfolder",
-            self._pass,
-            interval=lambda: self.poll_seconds,
-            failure="hot folder scan failed",
-            join_seconds=10,
-            logger=LOGGER,
-        )
+        super().__init__("hotfolder", self._pass, lambda: self.poll_seconds,
+                         "hot folder scan failed", join_seconds=10, logger=LOGGER)  # fmt: skip
         self.inbox.mkdir(parents=True, exist_ok=True)
         with nofollow.Dir(self.inbox) as inbox_fd:
             for name in OUTPUTS:
                 os.close(self._subfolder(inbox_fd, name, name))
-
-    def start(self) -> None:
-        self._loop.start()
-
-    def stop(self) -> None:
-        self._loop.stop()
 
     def _pass(self) -> None:
         self.scan()

@@ -214,13 +214,13 @@ class Ingestor:
                 tx,
                 events.received(
                     _event_for(item.source),
-                    item.user_id,
+                    _who(item),
+                    events.About(
+                        patient.patient_id if patient else "",
+                        found.study_instance_uid or "",
+                        [found.sop_instance_uid] if found.sop_instance_uid else [],
+                    ),
                     capture_id=capture_id,
-                    ae_title=item.calling_ae or "",
-                    address=item.source_address,
-                    patient_id=patient.patient_id if patient else "",
-                    study_instance_uid=found.study_instance_uid or "",
-                    sop_instance_uids=[found.sop_instance_uid] if found.sop_instance_uid else [],
                     detail={
                         "source": str(item.source),
                         "media_type": found.media_type,
@@ -360,13 +360,13 @@ class Ingestor:
         self.audit.log(
             events.received(
                 _event_for(item.source),
-                item.user_id,
+                _who(item),
+                events.About(
+                    found.patient.patient_id if found.patient else "",
+                    found.study_instance_uid or "",
+                    [found.sop_instance_uid or ""],
+                ),
                 capture_id=row["id"],
-                ae_title=item.calling_ae or "",
-                address=item.source_address,
-                patient_id=found.patient.patient_id if found.patient else "",
-                study_instance_uid=found.study_instance_uid or "",
-                sop_instance_uids=[found.sop_instance_uid or ""],
                 detail={"duplicate": True, "note": "identical resend"},
             )
         )
@@ -399,13 +399,13 @@ class Ingestor:
                     # other content under a held UID is security-relevant: a spoofed or
                     # broken sender could otherwise replace what was analysed and forwarded
                     EventID.SECURITY_ALERT if conflict else _event_for(item.source),
-                    item.user_id,
+                    _who(item),
+                    events.About(
+                        (conflict or {}).get("patient_id", ""),
+                        (conflict or {}).get("study_instance_uid", ""),
+                        [conflict["sop_instance_uid"]] if conflict else [],
+                    ),
                     outcome=Outcome.SERIOUS_FAILURE if conflict else Outcome.MINOR_FAILURE,
-                    ae_title=item.calling_ae or "",
-                    address=item.source_address,
-                    patient_id=(conflict or {}).get("patient_id", ""),
-                    study_instance_uid=(conflict or {}).get("study_instance_uid", ""),
-                    sop_instance_uids=[conflict["sop_instance_uid"]] if conflict else [],
                     detail={
                         "refused": exc.reason,
                         "message": exc.message,
@@ -431,14 +431,14 @@ def _event_for(source: Source) -> EventID:
 def _identity_alert(
     item: Incoming, patient: PatientInfo | None, capture_id: int, conflict: dict[str, Any]
 ) -> AuditEvent:
+    patient_id = patient.patient_id if patient else ""
     return events.identity_conflict(
-        item.user_id,
-        ae_title=item.calling_ae or "",
-        address=item.source_address,
-        patient_id=patient.patient_id if patient else "",
-        capture_id=capture_id,
-        fields=sorted(conflict),
+        _who(item), patient_id, capture_id=capture_id, fields=sorted(conflict)
     )
+
+
+def _who(item: Incoming) -> events.Who:
+    return events.Who(item.user_id, item.source_address, item.calling_ae or "")
 
 
 def _same_text(a: str, b: str) -> bool:

@@ -262,10 +262,12 @@ class StorageSCP:
                     "source": str(Source.DICOM),
                     "left_out": left_out,  # the same refusals from this address since the last
                 },
-                user_id=f"ae:{refusal.calling_ae}" if refusal.calling_ae else "unknown",
+                events.Who(
+                    f"ae:{refusal.calling_ae}" if refusal.calling_ae else "unknown",
+                    refusal.address,
+                    refusal.calling_ae,
+                ),
                 outcome=Outcome.SERIOUS_FAILURE if refusal.serious else Outcome.MINOR_FAILURE,
-                ae_title=refusal.calling_ae,
-                address=refusal.address,
             )
         )
 

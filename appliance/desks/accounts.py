@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -20,7 +19,7 @@ from typing import Any, NoReturn
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from appliance.audit import AuditTrail, EventID, EventType, Outcome, events
+from appliance.audit import AuditEvent, AuditTrail, EventType, Outcome, events
 from appliance.errors import ApplianceError, RejectedInput
 from appliance.store import Store, Tx, utcnow
 
@@ -301,40 +300,12 @@ class Accounts:
             self._authentication(tx, EventType.LOGOUT, row["username"], address, {"reason": reason})
         return True
 
-    # -- internals ----------------------------------------------------------------------
     # -- who was refused a page, who was shown what --------------------------------------
-    def access_denied(self, user_id: str, *, address: str, path: str, why: str) -> None:
-        """A page refused to a user whose role may not open it (Security Alert)."""
-        self.audit.log(events.access_denied(user_id, address=address, path=path, why=why))
+    def record_access(self, event: AuditEvent) -> None:
+        """A page refused (``events.access_denied``) or PHI shown (``events.viewed``)."""
+        self.audit.log(event)
 
-    def viewed(
-        self,
-        user_id: str,
-        event_id: EventID,
-        *,
-        address: str,
-        what: str,
-        path: str,
-        patient_id: str = "",
-        study_instance_uid: str = "",
-        sop_instance_uids: Iterable[str] = (),
-        detail: dict[str, Any] | None = None,
-    ) -> None:
-        """A user was shown PHI (110103) or the audit log (110101)."""
-        self.audit.log(
-            events.viewed(
-                event_id,
-                user_id,
-                address=address,
-                what=what,
-                path=path,
-                patient_id=patient_id,
-                study_instance_uid=study_instance_uid,
-                sop_instance_uids=sop_instance_uids,
-                detail=detail,
-            )
-        )
-
+    # -- internals ----------------------------------------------------------------------
     def _verify(self, hashed: str, password: str) -> bool:
         try:
             return bool(self.hasher.verify(hashed, password))
@@ -382,9 +353,7 @@ class Accounts:
         """A login, failed login or logout (110114) in the caller's transaction."""
         self.audit.record(
             tx,
-            events.authentication(
-                event_type, user_id, address=address, detail=detail, outcome=outcome
-            ),
+            events.authentication(event_type, events.Who(user_id, address), detail, outcome),
         )
 
     def _end_sessions(self, tx: Tx, user_pk: int, reason: str) -> None:
@@ -413,7 +382,7 @@ class Accounts:
     def _security(self, tx: Tx, actor: str, change: str, detail: dict[str, Any]) -> None:
         self.audit.record(
             tx,
-            events.configuration_changed(actor, change, detail),
+            events.configuration_changed(events.Who(actor), change, detail),
         )
 
     @staticmethod

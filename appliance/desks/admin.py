@@ -87,7 +87,9 @@ def retry_dead(
     """Queue dead letters again (all, or one destination's), audited like ``outbox retry``."""
     count = queue.requeue_dead(store, destination or None)
     audit.log(
-        events.dead_letters_requeued(user, count=count, destination=destination, address=address)
+        events.dead_letters_requeued(
+            events.Who(user, address), count=count, destination=destination
+        )
     )
     return count
 
@@ -160,12 +162,7 @@ def echo_test(
         )
     audit.log(
         events.c_echo(
-            user,
-            address=address,
-            ae_title=node.ae_title,
-            node=name,
-            ok=result.ok,
-            words=result.words,
+            events.Who(user, address, node.ae_title), node=name, ok=result.ok, words=result.words
         )
     )
     return result

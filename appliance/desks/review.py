@@ -345,12 +345,9 @@ class ReviewDesk:
             self.audit.record(
                 tx,
                 events.review_signed(
-                    signature.username,
-                    address=signature.address,
-                    patient_id=summary.patient_id,
-                    study_instance_uid=study,
-                    sop_instance_uids=(sr_uid, *previous),
-                    detail=signature.audit_detail(sr_uid, previous, queued),
+                    events.Who(signature.username, signature.address),
+                    events.About(summary.patient_id, study, (sr_uid, *previous)),
+                    signature.audit_detail(sr_uid, previous, queued),
                 ),
             )
             if queued and self.forwarder is not None:

@@ -273,9 +273,8 @@ def _masked_digest(text: str) -> str:
 
 
 def _event(user: str, address: str, change: str, keys: list[str], **extra: Any) -> AuditEvent:
-    return events.configuration_changed(
-        user, change, {"settings": keys, "restart_required": True, **extra}, address=address
-    )
+    detail = {"settings": keys, "restart_required": True, **extra}
+    return events.configuration_changed(events.Who(user, address), change, detail)
 
 
 class SiteSettingsDesk:

@@ -150,9 +150,7 @@ class Station:
         self, user: str, address: str, detail: dict[str, Any], outcome: Outcome
     ) -> None:
         self.audit.log(
-            events.worklist_query(
-                user, ae_title=self.station_ae, address=address, detail=detail, outcome=outcome
-            )
+            events.worklist_query(events.Who(user, address, self.station_ae), detail, outcome)
         )
 
     def choose(self, key: str, *, user: str, user_pk: int | None, address: str = "") -> Selection:
@@ -274,11 +272,9 @@ class Station:
                 tx,
                 events.station_selection(
                     Action.CREATE,
-                    user,
-                    address=address,
-                    patient_id=patient.patient_id,
-                    study_instance_uid=identity.study_instance_uid,
-                    detail={
+                    events.Who(user, address),
+                    events.About(patient.patient_id, identity.study_instance_uid),
+                    {
                         "station_selection": selection_id,
                         "source": source,
                         "station": self.station,
@@ -330,11 +326,9 @@ class Station:
                 tx,
                 events.station_selection(
                     Action.UPDATE,
-                    user,
-                    address=address,
-                    patient_id=current.patient_id,
-                    study_instance_uid=current.study_instance_uid,
-                    detail={
+                    events.Who(user, address),
+                    events.About(current.patient_id, current.study_instance_uid),
+                    {
                         "station_selection": current.id,
                         "finished": True,
                         "station": self.station,

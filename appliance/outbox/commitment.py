@@ -49,7 +49,7 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-class Commitments:
+class Commitments(BackgroundLoop):
     def __init__(
         self,
         store: Store,
@@ -79,25 +79,14 @@ class Commitments:
         self.on_resend = on_resend
         self.clock = clock
         self._not_before: dict[str, datetime] = {}
-        self._loop = BackgroundLoop(
-            "commitment",
-            self.pass_once,
-            interval=lambda: self.poll_seconds,
-            failure="storage commitment pass failed",
-            logger=LOGGER,
-        )
+        super().__init__("commitment", self.pass_once, lambda: self.poll_seconds,
+                         "storage commitment pass failed", logger=LOGGER)  # fmt: skip
 
     # -- the timer --------------------------------------------------------------------------
     def start(self) -> None:
         if not self.targets:
             return
-        self._loop.start()
-
-    def stop(self) -> None:
-        self._loop.stop()
-
-    def notify(self) -> None:
-        self._loop.notify()
+        super().start()
 
     # -- requests ---------------------------------------------------------------------------
     def pass_once(self) -> int:
@@ -400,11 +389,13 @@ class Commitments:
         self.audit.record(
             tx,
             events.transferred(
+                events.Who(
+                    events.OUTBOX,
+                    target.address if target else "",
+                    target.ae_title if target else "",
+                ),
+                events.About("", study, uids),
                 outcome=outcome,
-                ae_title=target.ae_title if target else "",
-                address=target.address if target else "",
-                study_instance_uid=study,
-                sop_instance_uids=uids,
                 detail={
                     "storage_commitment": transaction_uid,
                     "destination": destination,

@@ -66,7 +66,7 @@ ORDER BY d.id LIMIT ?
 """
 
 
-class Retention:
+class Retention(BackgroundLoop):
     def __init__(
         self,
         store: Store,
@@ -86,25 +86,14 @@ class Retention:
         self.interval_seconds = interval_seconds
         self.clock = clock
         self._recovered = False
-        self._loop = BackgroundLoop(
-            "retention",
-            self._pass,
-            interval=lambda: self.interval_seconds,
-            failure="retention sweep failed",
-            logger=LOGGER,
-        )
+        super().__init__("retention", self._pass, lambda: self.interval_seconds,
+                         "retention sweep failed", logger=LOGGER)  # fmt: skip
 
     # -- the timer --------------------------------------------------------------------------
     def start(self) -> None:
         if self.days <= 0:
             return
-        self._loop.start()
-
-    def running(self) -> bool:
-        return self._loop.running()
-
-    def stop(self) -> None:
-        self._loop.stop()
+        super().start()
 
     def _pass(self) -> None:
         if not self._recovered:  # first: deletions a previous run left half done
@@ -122,7 +111,7 @@ class Retention:
             return 0
         cutoff = (self.clock() - timedelta(days=self.days)).isoformat(timespec="microseconds")
         total = 0
-        while not self._loop.stopping:
+        while not self.stopping:
             with self.store.write() as tx:
                 now = self.clock().isoformat(timespec="microseconds")
                 done = 0
@@ -238,9 +227,7 @@ class Retention:
             events.deleted(
                 events.RETENTION,
                 {**detail, "reason": "retention", "retention_days": self.days, "files": files},
-                patient_id=patient_id,
-                study_instance_uid=study,
-                sop_instance_uids=uids,
+                events.About(patient_id, study, uids),
             ),
         )
 

@@ -55,7 +55,7 @@ class Target(Protocol):
     def session(self) -> Session: ...
 
 
-class Forwarder:
+class Forwarder(BackgroundLoop):
     def __init__(
         self,
         store: Store,
@@ -82,21 +82,12 @@ class Forwarder:
         self.backoff_cap = backoff_cap
         self.poll_seconds = poll_seconds
         self.clock = clock
-        self._loop = BackgroundLoop(
-            "forwarder",
-            self.pass_once,
-            interval=lambda: self.poll_seconds,
-            failure="forwarding pass failed",
-            until_idle=True,
-            logger=LOGGER,
-        )
+        super().__init__("forwarder", self.pass_once, lambda: self.poll_seconds,
+                         "forwarding pass failed", until_idle=True, logger=LOGGER)  # fmt: skip
 
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.targets]
-
-    def notify(self) -> None:
-        self._loop.notify()
 
     def recover(self) -> int:
         """Jobs a previous run of this process left leased (it died mid-send) are due again."""
@@ -107,10 +98,7 @@ class Forwarder:
 
     def start(self) -> None:
         self.recover()
-        self._loop.start()
-
-    def stop(self) -> None:
-        self._loop.stop()
+        super().start()
 
     def pass_once(self) -> int:
         """One round over every destination; returns how many jobs were attempted."""
@@ -170,11 +158,9 @@ class Forwarder:
                 self.audit.record(
                     tx,
                     events.transferred(
+                        events.Who(events.OUTBOX, target.address, target.ae_title),
+                        events.About("", job.study_instance_uid or "", [job.sop_instance_uid]),
                         outcome=_OUTCOME[result.verdict],
-                        ae_title=target.ae_title,
-                        address=target.address,
-                        study_instance_uid=job.study_instance_uid or "",
-                        sop_instance_uids=[job.sop_instance_uid],
                         detail={
                             "destination": target.name,
                             "job": job.id,

@@ -169,6 +169,6 @@ def retry_dead(
         count = cursor.rowcount
         audit.record(
             tx,
-            events.documents_retried(user, address=address, count=count, document=document),
+            events.documents_retried(events.Who(user, address), count=count, document=document),
         )
     return count

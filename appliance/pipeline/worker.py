@@ -42,7 +42,7 @@ from appliance.visits import DerivedObject, ImageRecord, Scope, scope_of
 LOGGER = logging.getLogger(__name__)
 
 
-class Pipeline:
+class Pipeline(BackgroundLoop):
     def __init__(
         self,
         store: Store,
@@ -77,15 +77,8 @@ class Pipeline:
         self.audit = audit
         self.limits = limits
         self.thresholds = thresholds
-        self._loop = BackgroundLoop(
-            "pipeline",
-            self._pass,
-            interval=1.0,
-            failure="pipeline pass failed",
-            join_seconds=30,
-            until_idle=True,
-            logger=LOGGER,
-        )
+        super().__init__("pipeline", self._pass, 1.0, "pipeline pass failed", join_seconds=30,
+                         until_idle=True, logger=LOGGER)  # fmt: skip
         self.listeners: list[Any] = []  # callables(capture_id) told when a capture is done
         # called with each step's name as it is passed ("analysed", "outcome",
         # "documents_built"): tests stop the process there as a crash would
@@ -104,18 +97,6 @@ class Pipeline:
             metrics.bind_documents(lambda: due.counts(store))
 
     # -- worker ---------------------------------------------------------------------------
-    def notify(self, capture_id: int) -> None:
-        self._loop.notify()
-
-    def start(self) -> None:
-        self._loop.start()
-
-    def running(self) -> bool:
-        return self._loop.running()
-
-    def stop(self) -> None:
-        self._loop.stop()
-
     def _pass(self) -> int:
         done = self.drain()
         self.issue_due()  # at start-up and on every pass: whatever visits still owe
@@ -131,7 +112,7 @@ class Pipeline:
             (str(CaptureStatus.RECEIVED), limit),
         )
         for row in rows:
-            if self._loop.stopping:
+            if self.stopping:
                 break
             self.process(int(row["id"]))
         return len(rows)

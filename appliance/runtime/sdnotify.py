@@ -43,27 +43,13 @@ def watchdog_interval() -> float | None:
     return int(usec) / 2_000_000
 
 
-class Watchdog:
+class Watchdog(BackgroundLoop):
     """Feeds systemd's watchdog every half period while ``alive()`` returns True."""
 
     def __init__(self, alive: Callable[[], bool], interval: float) -> None:
         self.alive = alive
-        self.interval = interval
-        self._loop = BackgroundLoop(
-            "sd-watchdog",
-            self.beat,
-            interval=lambda: self.interval,
-            failure="liveness check failed",
-            join_seconds=5,
-            delay_first=True,
-            logger=LOGGER,
-        )
-
-    def start(self) -> None:
-        self._loop.start()
-
-    def stop(self) -> None:
-        self._loop.stop()
+        super().__init__("sd-watchdog", self.beat, interval, "liveness check failed",
+                         join_seconds=5, delay_first=True, logger=LOGGER)  # fmt: skip
 
     def beat(self) -> None:
         """One beat: fed only while the liveness check passes."""
