@@ -22,7 +22,7 @@ from appliance.config import Destination, Settings
 from appliance.domain import Source
 from tests.conftest import free_port, jpeg_bytes, wait_for
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 DAY = 86400.0
 
 

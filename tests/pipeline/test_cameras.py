@@ -18,7 +18,7 @@ from appliance.pipeline import cameras
 from tests.conftest import jpeg_bytes, op_bytes, wait_for
 from tests.web_helpers import logged_in
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 CAMERA = "Demo Optics / FC-1"
 TARGETS = json.loads((MODELS / "dr.card.json").read_text())["acceptance"]
 

@@ -103,7 +103,7 @@ def test_two_eyes_with_the_shipped_models_complete_a_visit(settings: Settings) -
     from appliance.synth.case import render_case
     from appliance.synth.dataset import case_for
 
-    models = Path(__file__).resolve().parents[1] / "models"
+    models = Path(__file__).resolve().parents[2] / "models"
     services = Services(settings.replace(models_dir=str(models)))
     services.start(dicom=False, hotfolder=False)
     try:

@@ -26,7 +26,7 @@ from appliance.dicom.op import OPParameters, new_uid, op_from_jpeg, to_bytes
 from appliance.domain import PatientInfo, Source
 from tests.conftest import jpeg_bytes, outside_files, require_tool
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def _nested(keyword: str, depth: int = 1000) -> Dataset:

@@ -20,7 +20,7 @@ from appliance.dicom.sc import SECONDARY_CAPTURE, SERIES_DESCRIPTION
 from appliance.domain import PatientInfo, Source
 from tests.conftest import free_port, jpeg_bytes, require_tool
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 ROOT = "1.2.826.0.1.3680043.8.498."
 
 

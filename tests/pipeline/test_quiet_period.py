@@ -14,7 +14,7 @@ from appliance.config import Settings
 from appliance.domain import Source
 from tests.conftest import jpeg_bytes, wait_for
 
-MODELS = Path(__file__).resolve().parents[1] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def _one_eye(services: Any, patient: str) -> int:

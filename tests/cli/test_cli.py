@@ -100,7 +100,7 @@ def test_screen_reports_unreadable_input(
 
 def test_settings_markdown_is_the_docs_file(capsys: pytest.CaptureFixture[str]) -> None:
     main(["settings", "--markdown"])
-    docs = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+    docs = Path(__file__).resolve().parents[2] / "docs" / "settings.md"
     assert capsys.readouterr().out == docs.read_text()
 
 
