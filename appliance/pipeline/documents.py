@@ -30,7 +30,7 @@ from appliance.dicom.pdf import encapsulated_pdf, report_pdf
 from appliance.dicom.report_pdf import findings_in_words
 from appliance.dicom.sc import heatmap_sc
 from appliance.dicom.sr import OUTCOMES, screening_sr
-from appliance.domain import Outcome
+from appliance.domain import VisitOutcome as Outcome
 from appliance.inference import DISCLAIMER
 from appliance.pipeline.headers import read_header
 from appliance.store import BlobStore, Store, utcnow

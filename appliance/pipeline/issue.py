@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from appliance.audit import AuditTrail, Outcome, events
-from appliance.domain import Outcome as VisitOutcome
+from appliance.domain import VisitOutcome
 from appliance.pipeline import due
 from appliance.pipeline.documents import BUILDERS, build_sc, owed, visit_images, visit_sources
 from appliance.pipeline.due import Due

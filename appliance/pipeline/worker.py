@@ -21,8 +21,7 @@ import cv2
 
 from appliance.audit import AuditTrail, Outcome, events
 from appliance.capture.decode import OPT_SOP_CLASS, Limits
-from appliance.domain import CaptureStatus
-from appliance.domain import Outcome as VisitOutcome
+from appliance.domain import CaptureStatus, VisitOutcome
 from appliance.errors import ApplianceError
 from appliance.loops import BackgroundLoop
 from appliance.metrics import Metrics
