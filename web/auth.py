@@ -41,7 +41,7 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 
 F = TypeVar("F", bound=Callable[..., Any])
-MAX_USERNAME = 64  # longer than any valid user name (appliance/accounts.py USERNAME)
+MAX_USERNAME = 64  # longer than any valid user name (appliance/desks/accounts.py USERNAME)
 HOME = {Role.OPERATOR: "station.index", Role.CLINICIAN: "review.index", Role.ADMIN: "admin.index"}
 
 

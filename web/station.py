@@ -28,7 +28,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from appliance.desks.accounts import Role
-from appliance.desks.station_view import Visit
+from appliance.desks.station_view import StationVisit
 from appliance.errors import RejectedInput
 from web import context
 from web.auth import audit_view, passive, roles
@@ -91,7 +91,7 @@ def _who() -> dict[str, Any]:
     }
 
 
-def _audit_visit(visit: Visit, what: str, *, always: bool) -> None:
+def _audit_visit(visit: StationVisit, what: str, *, always: bool) -> None:
     """The visit was shown: audit it (always for the page; on change for the polled fragment)."""
     shown = f"{visit.selection.id}:{visit.digest}"
     if not always and session.get(SEEN) == shown:

@@ -11,7 +11,7 @@
   photographs taken for it (uploads carrying its identity, hot-folder files given the selection)
   form one study, one visit, and their OP objects carry the step's Accession Number and
   Request Attributes.
-* **Visit.** What the station shows of the selection's visit (``appliance/station_visit.py``).
+* **Visit.** What the station shows of the selection's visit (``appliance/desks/station_view.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from appliance.desks.station_view import (
     NotFound,
     Report,
     Selection,
-    Visit,
+    StationVisit,
     capture_identity,
     read_visit,
     report,
@@ -348,14 +348,14 @@ class Station:
             return None
         return current.fields()
 
-    # -- the visit (appliance/station_visit.py) ----------------------------------------------
+    # -- the visit (desks/station_view.py) ----------------------------------------------
     # The station shows one patient: the current selection. A photograph or report is served
     # only when it belongs to that selection's visit; any other id (another patient's, an
     # earlier patient's after "next patient") is "not found", so ids cannot be walked.
-    def visit(self, selection: Selection) -> Visit:
+    def visit(self, selection: Selection) -> StationVisit:
         return read_visit(self.store, selection)
 
-    def _current_visit(self) -> Visit:
+    def _current_visit(self) -> StationVisit:
         selection = self.current()
         if selection is None:
             raise NotFound("No patient is chosen at this station.")

@@ -100,7 +100,7 @@ class EyeCheck:
 
 
 @dataclass(frozen=True)
-class Visit:
+class StationVisit:
     selection: Selection
     captures: tuple[CaptureView, ...]
     eyes: tuple[EyeCheck, ...]
@@ -135,7 +135,7 @@ def _snapshot(store: Store) -> Iterator[None]:
         conn.execute("ROLLBACK")
 
 
-def read_visit(store: Store, selection: Selection) -> Visit:
+def read_visit(store: Store, selection: Selection) -> StationVisit:
     """The selection's photographs (its study, and the patient's since it was chosen)."""
     with _snapshot(store):
         rows = store.query(
@@ -183,7 +183,7 @@ def read_visit(store: Store, selection: Selection) -> Visit:
         outcome_row["id"] if outcome_row else None,
         report_id,
     ]
-    return Visit(
+    return StationVisit(
         selection=selection,
         captures=captures,
         eyes=_checklist(captures, outcome),

@@ -8,7 +8,7 @@ caller records it with its outbox jobs in one transaction (UIDs saved before any
 that also clears what the visit owed (pipeline/due.py). Received headers are read defensively
 (pipeline/headers.py), so an odd camera file still gets its documents.
 
-The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (pipeline/review.py)
+The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (desks/review.py)
 from the same helpers (``visit_images``, ``eye_findings``).
 """
 

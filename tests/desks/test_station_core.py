@@ -1,4 +1,4 @@
-"""appliance/station.py without the web: selections, stale selections, the worklist item."""
+"""appliance/desks/station.py without the web: selections, stale selections, the worklist item."""
 
 from __future__ import annotations
 
