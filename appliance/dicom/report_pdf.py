@@ -334,25 +334,7 @@ def report_pdf(
     preliminary (automated) report.
     """
     fonts()  # registered before any style is used
-    clinic = clinic or Clinic()
-    if signature is None:
-        status = PRELIMINARY
-    else:
-        status = f"Signed \u2014 {signature.meaning} by {signature.signer_name}"
-        if signature.credentials:
-            status += f", {signature.credentials}"
-        status += f", {signature.when}"
-    frame = PageFrame(
-        clinic_name=plain(clinic.name).strip(),
-        clinic_address=address_lines(clinic.address),
-        status=plain(status),
-        signed=signature is not None,
-        patient=plain(_name(patient.get("name", ""))),
-        patient_rest=plain(
-            f" \u00b7 ID {patient.get('id') or 'not given'}"
-            f" \u00b7 Screening date {_date(study_date)}"
-        ),
-    )
+    frame = _page_frame(patient, study_date, clinic or Clinic(), signature)
     ordered = sorted(eyes, key=lambda e: EYE_ORDER.get(str(e.get("eye", "")), len(EYE_ORDER)))
     pictures = [
         (print_jpeg(e.get("photo_jpeg")), print_jpeg(e.get("heatmap_png"))) for e in ordered
@@ -396,6 +378,33 @@ def report_pdf(
     if pages != total:  # the page frame never changes the layout; this would be a bug
         raise RuntimeError(f"the report had {total} pages, then {pages}")
     return pdf
+
+
+def _page_frame(
+    patient: Mapping[str, str],
+    study_date: str,
+    clinic: Clinic,
+    signature: ReportSignature | None,
+) -> PageFrame:
+    """What every page carries: letterhead, status (preliminary or signed) and patient line."""
+    if signature is None:
+        status = PRELIMINARY
+    else:
+        status = f"Signed \u2014 {signature.meaning} by {signature.signer_name}"
+        if signature.credentials:
+            status += f", {signature.credentials}"
+        status += f", {signature.when}"
+    return PageFrame(
+        clinic_name=plain(clinic.name).strip(),
+        clinic_address=address_lines(clinic.address),
+        status=plain(status),
+        signed=signature is not None,
+        patient=plain(_name(patient.get("name", ""))),
+        patient_rest=plain(
+            f" \u00b7 ID {patient.get('id') or 'not given'}"
+            f" \u00b7 Screening date {_date(study_date)}"
+        ),
+    )
 
 
 def _build(story: Callable[[], list[Flowable]], frame: PageFrame, total: int) -> tuple[bytes, int]:

@@ -8,7 +8,7 @@ caller records it with its outbox jobs in one transaction (UIDs saved before any
 that also clears what the visit owed (pipeline/due.py). Received headers are read defensively
 (pipeline/headers.py), so an odd camera file still gets its documents.
 
-The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (pipeline/review.py)
+The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (desks/review.py)
 from the same helpers (``visit_images``, ``eye_findings``).
 """
 
@@ -31,7 +31,7 @@ from appliance.dicom.pdf import encapsulated_pdf, report_pdf
 from appliance.dicom.report_pdf import Clinic, findings_in_words
 from appliance.dicom.sc import heatmap_sc
 from appliance.dicom.sr import OUTCOMES, screening_sr
-from appliance.domain import Outcome
+from appliance.domain import VisitOutcome as Outcome
 from appliance.pipeline.headers import read_header
 from appliance.store import BlobStore, Store, utcnow
 
