@@ -120,7 +120,7 @@ class EyeOutcome:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class VisitOutcome:
     """The visit's screening decision, in words a patient could understand."""
 
     code: str  # refer, rescreen, retake, glaucoma_refer, incomplete, no_model

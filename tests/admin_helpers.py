@@ -14,7 +14,7 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import StoragePresentationContexts
 
 from appliance.capture.scp import TRANSFER_SYNTAXES
-from appliance.service import Services
+from appliance.runtime.services import Services
 
 ROOT = Path(__file__).resolve().parents[1]
 VERIFICATION = "1.2.840.10008.1.1"

@@ -110,14 +110,14 @@ def settings(tmp_path: Path) -> Settings:
         dicom_network_timeout=10,
         models_dir=str(tmp_path / "no-models"),  # tests that need the shipped models say so
         # the demonstration models are qualified on no camera; tests of camera qualification
-        # turn this on (tests/test_cameras.py)
+        # turn this on (tests/pipeline/test_cameras.py)
         camera_qualification_required=False,
     )
 
 
 @pytest.fixture
 def services(settings: Settings) -> Iterator[Any]:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     svc = Services(settings)
     svc.start()

@@ -26,7 +26,7 @@ from appliance.capture.decode import Limits
 from appliance.inference import Screener
 from appliance.outcome import load_rules
 from appliance.pipeline.offline import screen_files
-from appliance.service import thresholds_from
+from appliance.runtime.services import thresholds_from
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,27 +2,29 @@
 
 Every page is for the admin role only. Actions are POST forms with a CSRF token; their result
 is said in words on the next page (``notice``). The queries and the audited actions live in the
-core (``appliance.admin_ops``, ``appliance.monitoring``, ``appliance.site_settings``): this
-module only reads the request, calls them and renders.
+core (``appliance.desks.admin``, ``appliance.desks.monitoring``,
+``appliance.desks.site_settings``): this module only reads the request, calls them and renders.
 """
 
 from __future__ import annotations
 
 import io
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, send_file, session, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from appliance import admin_ops, monitoring, site_settings
-from appliance.accounts import Role
-from appliance.audit import EventID, export_jsonl
+from appliance.audit import EventID, VerifyResult
+from appliance.desks import admin as admin_desk
+from appliance.desks import monitoring, site_settings
+from appliance.desks.accounts import Role
 from appliance.errors import RejectedInput
-from appliance.pipeline import cameras
-from web import admin_charts
-from web.auth import audit_view, roles, services
+from web import admin_charts, context
+from web.auth import audit_view, roles
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 PER_PAGE = 50
@@ -51,63 +53,31 @@ def _who() -> dict[str, str]:
     return {"user": current_user.username, "address": request.remote_addr or ""}
 
 
-def _today() -> Any:
-    return datetime.now(UTC).date()
-
-
-def _reference() -> tuple[monitoring.Reference | None, str]:
-    try:
-        return monitoring.load_reference(services().settings.monitoring_reference or None), ""
-    except ValueError as exc:
-        return None, str(exc)
-
-
-def _monitoring(**filters: Any) -> tuple[monitoring.Report | None, str]:
-    s = services().settings
-    reference, problem = _reference()
-    if reference is None:
-        return None, problem
-    return (
-        monitoring.report(
-            services().store,
-            reference,
-            end=_today(),
-            days=s.monitoring_days,
-            window_days=s.monitoring_psi_window_days,
-            min_photos=s.monitoring_psi_min_photos,
-            alert=s.monitoring_psi_alert,
-            **filters,
-        ),
-        "",
-    )
-
-
 # -- overview ----------------------------------------------------------------------------------
 @bp.get("")
 @roles(Role.ADMIN)
-def index() -> Any:
-    svc = services()
-    outbox = admin_ops.outbox_overview(svc.store, svc.settings)
-    report, problem = _monitoring()
+def index() -> ResponseReturnValue:
+    outbox = context.admin().outbox_overview()
+    report, problem = context.monitoring().report()
     return render_template(
         "admin/index.html",
-        health=svc.health(),
+        health=context.services().health(),
         outbox=outbox,
         dead=sum(d.counts["dead"] for d in outbox),
         alerts=report.alerts if report else [],
         monitoring_problem=problem,
-        users=svc.accounts.list(),
-        saved=site_settings.saved(svc.settings),
+        users=context.accounts().list(),
+        saved=context.site_settings().saved(),
     )
 
 
 # -- outbox ------------------------------------------------------------------------------------
 @bp.get("/outbox")
 @roles(Role.ADMIN)
-def outbox() -> Any:
-    svc = services()
-    dead = admin_ops.dead_letters(svc.store)
-    documents = admin_ops.dead_documents(svc.store)
+def outbox() -> ResponseReturnValue:
+    desk = context.admin()
+    dead = desk.dead_letters()
+    documents = desk.dead_documents()
     if documents:  # they name visits and their studies: a view of PHI (110103)
         audit_view(
             "admin_documents_dead_letters",
@@ -131,21 +101,19 @@ def outbox() -> Any:
         )
     return render_template(
         "admin/outbox.html",
-        destinations=admin_ops.outbox_overview(svc.store, svc.settings),
+        destinations=desk.outbox_overview(),
         dead=dead,
         documents=documents,
-        nodes=admin_ops.echo_nodes(svc.settings),
-        states=admin_ops.STATES,
+        nodes=desk.echo_nodes(),
+        states=admin_desk.STATES,
     )
 
 
 @bp.post("/outbox/retry")
 @roles(Role.ADMIN)
-def outbox_retry() -> Any:
-    svc = services()
+def outbox_retry() -> ResponseReturnValue:
     destination = request.form.get("destination", "").strip() or None
-    count = admin_ops.retry_dead(svc.store, svc.audit, destination, **_who())
-    svc.forwarder.notify()
+    count = context.admin().retry_dead(destination, **_who())
     where = f" for {destination}" if destination else ""
     notice(f"{count} dead-lettered job(s){where} queued again; the forwarder retries them now.")
     return redirect(url_for("admin.outbox"))
@@ -153,31 +121,26 @@ def outbox_retry() -> Any:
 
 @bp.post("/outbox/documents/retry")
 @roles(Role.ADMIN)
-def documents_retry() -> Any:
-    svc = services()
+def documents_retry() -> ResponseReturnValue:
     chosen = request.form.get("document", "").strip()
     document = int(chosen) if chosen.isdigit() else None
-    count = admin_ops.retry_documents(svc.store, svc.audit, document, **_who())
-    svc.pipeline.notify(0)
+    count = context.admin().retry_documents(document, **_who())
     notice(f"{count} result document(s) due again; the pipeline builds them now.")
     return redirect(url_for("admin.outbox"))
 
 
 @bp.post("/outbox/echo")
 @roles(Role.ADMIN)
-def outbox_echo() -> Any:
-    svc = services()
-    result = admin_ops.echo_test(
-        svc.settings, svc.audit, request.form.get("node", "").strip(), **_who()
-    )
+def outbox_echo() -> ResponseReturnValue:
+    result = context.admin().echo_test(request.form.get("node", "").strip(), **_who())
     notice(result.words, result.ok)
     return redirect(url_for("admin.outbox"))
 
 
 # -- audit log ---------------------------------------------------------------------------------
-def _audit_filter() -> admin_ops.AuditFilter:
+def _audit_filter() -> admin_desk.AuditFilter:
     args = request.args if request.method == "GET" else request.form
-    return admin_ops.AuditFilter(
+    return admin_desk.AuditFilter(
         user=args.get("user", "").strip(),
         patient_id=args.get("patient_id", "").strip(),
         event_id=args.get("event_id", "").strip(),
@@ -186,8 +149,7 @@ def _audit_filter() -> admin_ops.AuditFilter:
     )
 
 
-def _audit_page(verify: Any = None) -> Any:
-    svc = services()
+def _audit_page(verify: VerifyResult | None = None) -> ResponseReturnValue:
     found = _audit_filter()
     try:
         page = max(1, int(request.args.get("page", "1")))
@@ -199,26 +161,26 @@ def _audit_page(verify: Any = None) -> Any:
             event_id=EventID.AUDIT_LOG_USED,
             detail={"filters": found.active(), "page": page},
         )
-    result = admin_ops.search_audit(svc.store, found, page, PER_PAGE)
+    result = context.admin().search_audit(found, page, PER_PAGE)
     return render_template(
         "admin/audit.html",
         result=result,
         filters=found,
-        events=admin_ops.event_choices(),
+        events=admin_desk.event_choices(),
         verify=verify,
     )
 
 
 @bp.get("/audit")
 @roles(Role.ADMIN)
-def audit() -> Any:
+def audit() -> ResponseReturnValue:
     return _audit_page()
 
 
 @bp.post("/audit/verify")
 @roles(Role.ADMIN)
-def audit_verify() -> Any:
-    result = services().audit.verify()
+def audit_verify() -> ResponseReturnValue:
+    result = context.admin().verify_audit()
     audit_view(
         "audit_verify",
         event_id=EventID.AUDIT_LOG_USED,
@@ -229,11 +191,11 @@ def audit_verify() -> Any:
 
 @bp.post("/audit/export")
 @roles(Role.ADMIN)
-def audit_export() -> Any:
+def audit_export() -> ResponseReturnValue:
     audit_view("audit_export", event_id=EventID.AUDIT_LOG_USED, detail={"format": "jsonl"})
     spool = tempfile.TemporaryFile()  # closed by the response once sent
     text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
-    export_jsonl(services().audit, text)
+    context.admin().export_audit(text)
     text.flush()
     text.detach()
     spool.seek(0)
@@ -242,21 +204,21 @@ def audit_export() -> Any:
         spool,
         mimetype="application/x-ndjson",
         as_attachment=True,
-        download_name=f"audit-{services().settings.station_name}-{stamp}.jsonl",
+        download_name=f"audit-{context.services().settings.station_name}-{stamp}.jsonl",
     )
 
 
 # -- models ------------------------------------------------------------------------------------
 @bp.get("/models")
 @roles(Role.ADMIN)
-def models() -> Any:
-    svc = services()
+def models() -> ResponseReturnValue:
+    svc = context.services()
     return render_template(
         "admin/models.html",
-        cards=admin_ops.model_cards(svc.settings, svc.models()),
+        cards=context.admin().model_cards(),
         status=svc.model_status,
         settings=svc.settings,
-        cameras=cameras.cameras(svc.store),
+        cameras=context.admin().cameras(),
     )
 
 
@@ -339,10 +301,10 @@ def _bin_labels(edges: tuple[float, ...]) -> list[str]:
 
 @bp.get("/monitoring")
 @roles(Role.ADMIN)
-def monitoring_page() -> Any:
+def monitoring_page() -> ResponseReturnValue:
     camera = request.args.get("camera", "").strip() or None
     operator = request.args.get("operator", "").strip() or None
-    report, problem = _monitoring(camera=camera, operator=operator)
+    report, problem = context.monitoring().report(camera=camera, operator=operator)
     return render_template(
         "admin/monitoring.html",
         report=report,
@@ -354,16 +316,16 @@ def monitoring_page() -> Any:
 # -- users -------------------------------------------------------------------------------------
 @bp.get("/users")
 @roles(Role.ADMIN)
-def users() -> Any:
+def users() -> ResponseReturnValue:
     return render_template(
         "admin/users.html",
-        users=services().accounts.list(),
+        users=context.accounts().list(),
         roles=[r.value for r in Role],
         now=datetime.now(UTC).isoformat(),
     )
 
 
-def _user_action(done: str, action: Any) -> Any:
+def _user_action(done: str, action: Callable[[], object]) -> ResponseReturnValue:
     try:
         action()
     except RejectedInput as exc:
@@ -374,18 +336,18 @@ def _user_action(done: str, action: Any) -> Any:
 
 
 def _named(user_id: int) -> str:
-    user = services().accounts.get(user_id)
+    user = context.accounts().get(user_id)
     return user.username if user else f"user {user_id}"
 
 
 @bp.post("/users")
 @roles(Role.ADMIN)
-def users_add() -> Any:
+def users_add() -> ResponseReturnValue:
     form = request.form
     name, role = form.get("username", "").strip(), form.get("role", "")
     return _user_action(
         f"User {name} added with the role {role}.",
-        lambda: services().accounts.add(
+        lambda: context.accounts().add(
             name, role, form.get("password", ""), actor=current_user.username
         ),
     )
@@ -393,17 +355,17 @@ def users_add() -> Any:
 
 @bp.post("/users/<int:user_id>/role")
 @roles(Role.ADMIN)
-def users_role(user_id: int) -> Any:
+def users_role(user_id: int) -> ResponseReturnValue:
     role = request.form.get("role", "")
     return _user_action(
         f"{_named(user_id)} now has the role {role}.",
-        lambda: services().accounts.set_role(user_id, role, actor=current_user.username),
+        lambda: context.accounts().set_role(user_id, role, actor=current_user.username),
     )
 
 
 @bp.post("/users/<int:user_id>/active")
 @roles(Role.ADMIN)
-def users_active(user_id: int) -> Any:
+def users_active(user_id: int) -> ResponseReturnValue:
     wanted = request.form.get("active", "")
     if wanted not in ("0", "1"):
         notice("Say whether to enable or disable the account.", ok=False)
@@ -416,30 +378,32 @@ def users_active(user_id: int) -> Any:
     )
     return _user_action(
         done,
-        lambda: services().accounts.set_active(user_id, active, actor=current_user.username),
+        lambda: context.accounts().set_active(user_id, active, actor=current_user.username),
     )
 
 
 @bp.post("/users/<int:user_id>/password")
 @roles(Role.ADMIN)
-def users_password(user_id: int) -> Any:
+def users_password(user_id: int) -> ResponseReturnValue:
     password = request.form.get("password", "")
     return _user_action(
         f"The password of {_named(user_id)} is reset; their sessions have ended.",
-        lambda: services().accounts.set_password(user_id, password, actor=current_user.username),
+        lambda: context.accounts().set_password(user_id, password, actor=current_user.username),
     )
 
 
 # -- settings ----------------------------------------------------------------------------------
-def _settings_page(pasted: str = "", check: Any = None, saved_now: bool = False) -> Any:
-    svc = services()
+def _settings_page(
+    pasted: str = "", check: site_settings.Check | None = None, saved_now: bool = False
+) -> str:
+    desk = context.site_settings()
     return render_template(
         "admin/settings.html",
-        settings=site_settings.effective(svc.settings),
-        destinations=site_settings.destinations(svc.settings),
-        worklist=admin_ops.echo_nodes(svc.settings).get("worklist"),
-        rules=svc.rules,
-        saved=site_settings.saved(svc.settings),
+        settings=desk.effective(),
+        destinations=desk.destinations(),
+        worklist=context.admin().echo_nodes().get("worklist"),
+        rules=context.services().rules,
+        saved=desk.saved(),
         pasted=pasted,
         check=check,
         saved_now=saved_now,
@@ -448,31 +412,30 @@ def _settings_page(pasted: str = "", check: Any = None, saved_now: bool = False)
 
 @bp.get("/settings")
 @roles(Role.ADMIN)
-def settings_page() -> Any:
+def settings_page() -> ResponseReturnValue:
     return _settings_page()
 
 
 @bp.post("/settings")
 @roles(Role.ADMIN)
-def settings_check() -> Any:
-    svc = services()
+def settings_check() -> ResponseReturnValue:
+    desk = context.site_settings()
     text = request.form.get("toml", "")
     if request.form.get("action") == "save":
-        result = site_settings.save(text, svc.settings, svc.store, svc.audit, **_who())
+        result = desk.save(text, **_who())
         saved_now = result.ok
     else:
-        result, saved_now = site_settings.check(text, svc.settings), False
+        result, saved_now = desk.check(text), False
     page = _settings_page(text, result, saved_now)
     return page, (200 if result.ok else 422)
 
 
 @bp.post("/settings/remove")
 @roles(Role.ADMIN)
-def settings_remove() -> Any:
-    svc = services()
+def settings_remove() -> ResponseReturnValue:
     if request.form.get("confirm") != "yes":
         notice("Nothing removed: confirm the removal.", ok=False)
-    elif site_settings.remove(svc.settings, svc.store, svc.audit, **_who()):
+    elif context.site_settings().remove(**_who()):
         notice("The saved settings file is removed. Restart the appliance to apply.")
     else:
         notice("There is no saved settings file.", ok=False)

@@ -3,38 +3,35 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from appliance.accounts import Role
+from appliance.desks.accounts import Role
 from appliance.errors import NotAuthorised, RejectedInput, TooLarge
+from web import context
 from web.auth import csrf, own_access, public, require
 
 bp = Blueprint("api", __name__)
 FORM_FIELDS = ("patient_id", "patient_name", "birth_date", "sex", "laterality", "issuer")
 
 
-def _services() -> Any:  # appliance.service.Services
-    return current_app.extensions["services"]
-
-
 @bp.get("/metrics")
 @public
-def metrics() -> Any:
+def metrics() -> ResponseReturnValue:
     """Prometheus exposition: counts and latencies only, no PHI."""
-    body = _services().metrics.exposition()
+    body = context.services().metrics.exposition()
     return current_app.response_class(
-        body, mimetype=None, content_type=_services().metrics_content_type
+        body, mimetype=None, content_type=context.services().metrics_content_type
     )
 
 
 @bp.get("/healthz")
 @public
-def healthz() -> Any:
-    return jsonify(_services().health())
+def healthz() -> ResponseReturnValue:
+    return jsonify(context.services().health())
 
 
 def _authorise() -> str:
@@ -77,8 +74,8 @@ def _too_large() -> TooLarge:
 @bp.post("/api/captures")
 @own_access
 @csrf.exempt
-def upload() -> Any:
-    services = _services()
+def upload() -> ResponseReturnValue:
+    services = context.services()
     address = request.remote_addr or ""
     try:
         user = _authorise()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
@@ -12,6 +13,9 @@ from appliance import __version__
 from appliance.config import Settings
 from appliance.errors import ApplianceError
 from web import auth
+
+if TYPE_CHECKING:
+    from appliance.runtime.services import Services
 
 PLAIN = {
     400: "The request could not be used.",
@@ -23,7 +27,7 @@ PLAIN = {
 }
 
 
-def create_app(settings: Settings, services: Any) -> Flask:
+def create_app(settings: Settings, services: Services) -> Flask:
     app = Flask(__name__)
     https = bool(settings.web_tls_cert and settings.web_tls_key)
     app.config.update(
@@ -62,46 +66,52 @@ def create_app(settings: Settings, services: Any) -> Flask:
             "model_status": services.model_status,
         }
 
-    def error_page(status: int, code: str, message: str) -> Any:
+    _errors(app)
+    app.after_request(_security_headers)
+    return app
+
+
+def _errors(app: Flask) -> None:
+    """Errors as JSON for API clients, else as a page in words."""
+
+    def error_page(status: int, code: str, message: str) -> ResponseReturnValue:
         if auth.wants_json() or request.accept_mimetypes.best == "application/json":
             return jsonify(error=code, message=message), status
         return render_template("error.html", status=status, message=message), status
 
     @app.errorhandler(ApplianceError)
-    def appliance_error(exc: ApplianceError) -> Any:
+    def appliance_error(exc: ApplianceError) -> ResponseReturnValue:
         return error_page(exc.http_status, exc.reason, exc.message)
 
     @app.errorhandler(CSRFError)
-    def csrf_error(exc: CSRFError) -> Any:
+    def csrf_error(exc: CSRFError) -> ResponseReturnValue:
         message = "The form was not sent from this page or has expired: reload and try again."
         return error_page(400, "csrf_failed", message)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
         status = exc.code or 500
         code = exc.name.lower().replace(" ", "_")
         if auth.wants_json():
             return jsonify(error=code, message=exc.description), status
         return error_page(status, code, PLAIN.get(status, exc.description or exc.name))
 
-    @app.after_request
-    def security_headers(response: Any) -> Any:
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
-            "object-src 'none'",
-        )
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        if request.endpoint == "static":
-            response.headers.setdefault("Cache-Control", "no-store")
-        else:  # PHI never lands in a browser cache: overrides send_file's "no-cache" (exports)
-            response.headers["Cache-Control"] = "no-store"
-        if request.is_secure:
-            response.headers.setdefault(
-                "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
-            )
-        return response
 
-    return app
+def _security_headers(response: Any) -> ResponseReturnValue:
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; "
+        "object-src 'none'",
+    )
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.endpoint == "static":
+        response.headers.setdefault("Cache-Control", "no-store")
+    else:  # PHI never lands in a browser cache: overrides send_file's "no-cache" (exports)
+        response.headers["Cache-Control"] = "no-store"
+    if request.is_secure:
+        response.headers.setdefault(
+            "Strict-Transport-Security", "max-age=31536000; includeSubDomains"
+        )
+    return response

@@ -26,20 +26,22 @@ from flask import (
     session,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, UserMixin, current_user, login_user, logout_user
 from flask_wtf.csrf import CSRFProtect
 
-from appliance.accounts import LoginRefused, Role, Session
-from appliance.audit import Action, AuditEvent, EventID, Outcome
+from appliance.audit import EventID, events
+from appliance.desks.accounts import LoginRefused, Role, Session
+from web import context
 
 bp = Blueprint("auth", __name__)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 
 F = TypeVar("F", bound=Callable[..., Any])
-MAX_USERNAME = 64  # longer than any valid user name (appliance/accounts.py USERNAME)
+MAX_USERNAME = 64  # longer than any valid user name (appliance/desks/accounts.py USERNAME)
 HOME = {Role.OPERATOR: "station.index", Role.CLINICIAN: "review.index", Role.ADMIN: "admin.index"}
 
 
@@ -86,15 +88,11 @@ def passive(view: F) -> F:
     return view
 
 
-def services() -> Any:  # appliance.service.Services
-    return current_app.extensions["services"]
-
-
-def _view() -> Any:
+def _view() -> Callable[..., object] | None:
     return current_app.view_functions.get(request.endpoint or "")
 
 
-def guard() -> Any:
+def guard() -> ResponseReturnValue | None:
     """Runs before every request: deny by default."""
     if request.endpoint is None or request.endpoint == "static":
         return None
@@ -111,16 +109,9 @@ def guard() -> Any:
 
 
 def deny(why: str) -> None:
-    services().audit.log(
-        AuditEvent(
-            event_id=EventID.SECURITY_ALERT,
-            action=Action.READ,
-            outcome=Outcome.MINOR_FAILURE,
-            user_id=current_user.username if current_user.is_authenticated else "anonymous",
-            source_address=request.remote_addr or "",
-            detail={"alert": "access_denied", "path": request.path, "why": why},
-        )
-    )
+    user = current_user.username if current_user.is_authenticated else "anonymous"
+    who = events.Who(user, request.remote_addr or "")
+    context.accounts().record_access(events.access_denied(who, path=request.path, why=why))
     abort(403)
 
 
@@ -144,25 +135,17 @@ def audit_view(
     event_id: EventID = EventID.INSTANCES_ACCESSED,
 ) -> None:
     """Record that the current user was shown PHI (110103) or the audit log (110101)."""
-    services().audit.log(
-        AuditEvent(
-            event_id=event_id,
-            action=Action.READ,
-            user_id=current_user.username,
-            source_address=request.remote_addr or "",
-            patient_id=patient_id,
-            study_instance_uid=study_instance_uid,
-            sop_instance_uids=tuple(sop_instance_uids),
-            detail={"view": what, "path": request.path, **(detail or {})},
-        )
-    )
+    who = events.Who(current_user.username, request.remote_addr or "")
+    about = events.About(patient_id, study_instance_uid, tuple(sop_instance_uids))
+    event = events.viewed(event_id, who, about, what=what, path=request.path, detail=detail)
+    context.accounts().record_access(event)
 
 
 # -- Flask-Login wiring ------------------------------------------------------------------------
 @login_manager.user_loader
 def load_user(user_id: str) -> WebUser | None:
     token = session.get("sid", "")
-    live = services().accounts.resume(token, touch=not getattr(_view(), "_passive", False))
+    live = context.accounts().resume(token, touch=not getattr(_view(), "_passive", False))
     if live is None or str(live.user.id) != user_id:
         g.session_ended = bool(token)
         session.clear()
@@ -171,7 +154,7 @@ def load_user(user_id: str) -> WebUser | None:
 
 
 @login_manager.unauthorized_handler
-def unauthorized() -> Any:
+def unauthorized() -> ResponseReturnValue:
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
         return jsonify(error="login_required", message="log in first"), 401
     if g.get("session_ended"):
@@ -211,27 +194,27 @@ def rate_limit_logins(app: Any) -> Limiter:
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
-def login() -> Any:
+def login() -> ResponseReturnValue:
     if request.method == "GET":
         if current_user.is_authenticated:
             return redirect(home_for(current_user.role))
-        first_run = services().accounts.count() == 0
+        first_run = context.accounts().count() == 0
         return render_template("login.html", first_run=first_run)
     username = request.form.get("username", "").strip()[:MAX_USERNAME]
     password = request.form.get("password", "")
     address = request.remote_addr or ""
     try:
-        user, token = services().accounts.login(username, password, address=address)
+        user, token = context.accounts().login(username, password, address=address)
     except LoginRefused as exc:
         return render_template("login.html", error=exc.message, username=username), 401
     # A new session: nothing from before login survives (no session fixation), and a session
     # this browser still held (someone else at the same station) ends on the server too.
     earlier = session.get("sid", "")
     if earlier:
-        services().accounts.end(earlier, "superseded", address=address)
+        context.accounts().end(earlier, "superseded", address=address)
     session.clear()
     session["sid"] = token
-    live = services().accounts.resume(token)
+    live = context.accounts().resume(token)
     assert live is not None
     login_user(WebUser(live))
     return redirect(_safe_next(request.args.get("next")) or home_for(user.role))
@@ -239,10 +222,10 @@ def login() -> Any:
 
 @bp.post("/logout")
 @public
-def logout() -> Any:
+def logout() -> ResponseReturnValue:
     token = session.get("sid", "")
     if token:
-        services().accounts.end(token, "logout", address=request.remote_addr or "")
+        context.accounts().end(token, "logout", address=request.remote_addr or "")
     logout_user()
     session.clear()
     flash("You are logged out.")
@@ -251,7 +234,7 @@ def logout() -> Any:
 
 @bp.get("/")
 @roles(Role.OPERATOR, Role.CLINICIAN, Role.ADMIN)
-def index() -> Any:
+def index() -> ResponseReturnValue:
     return redirect(home_for(current_user.role))
 
 

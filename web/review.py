@@ -3,7 +3,7 @@
 ``/review`` lists the visits (waiting ones first, refer first); ``/review/<visit>`` shows each
 eye's photographs with the heatmap toggle and zoom, the findings and the outcome, and the
 sign-off form; ``POST /review/<visit>/sign`` accepts or overrides. Everything comes from the
-review desk (``appliance/pipeline/review.py``) through ``services().review``: the pictures are
+review desk (``appliance/desks/review.py``) through ``context.review()``: the pictures are
 JPEG/PNG bytes the core produced, and the SQL lives there too. Every view of PHI is audited
 (110103): the list (naming the patients it shows), each visit page, and each photograph and
 heatmap served.
@@ -18,12 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from appliance.accounts import Role
+from appliance.desks.accounts import Role
+from appliance.desks.review import ReviewDesk
+from appliance.desks.signoff import Decision
 from appliance.errors import ApplianceError
-from appliance.pipeline.signoff import Decision
-from web.auth import audit_view, roles, services
+from web import context
+from web.auth import audit_view, roles
 
 bp = Blueprint("review", __name__, url_prefix="/review")
 
@@ -52,8 +55,8 @@ OVERRIDE_CHOICES = (
 EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph"}
 
 
-def desk() -> Any:  # appliance.pipeline.review.ReviewDesk
-    return services().review
+def desk() -> ReviewDesk:
+    return context.review()
 
 
 @bp.context_processor
@@ -86,7 +89,7 @@ def _person(name: str) -> str:
 
 @bp.get("")
 @roles(Role.CLINICIAN)
-def index() -> Any:
+def index() -> ResponseReturnValue:
     visits = desk().visits()
     audit_view(
         "review list",
@@ -100,7 +103,7 @@ def index() -> Any:
     return render_template("review/index.html", visits=visits)
 
 
-def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) -> Any:
+def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) -> tuple[str, int]:
     detail = desk().visit(visit_key)
     audit_view(
         "review visit",
@@ -115,7 +118,7 @@ def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) 
 
 @bp.get("/<visit>")
 @roles(Role.CLINICIAN)
-def visit(visit: str) -> Any:
+def visit(visit: str) -> ResponseReturnValue:
     return _page(visit)
 
 
@@ -133,7 +136,7 @@ def _audit_image(what: str, visit: str, capture_id: int) -> None:
 
 @bp.get("/<visit>/photo/<int:capture_id>")
 @roles(Role.CLINICIAN)
-def photo(visit: str, capture_id: int) -> Any:
+def photo(visit: str, capture_id: int) -> ResponseReturnValue:
     jpeg = desk().photo_jpeg(visit, capture_id)  # 404 unless the photograph is this visit's
     _audit_image("review photo", visit, capture_id)
     return Response(jpeg, mimetype="image/jpeg")
@@ -141,7 +144,7 @@ def photo(visit: str, capture_id: int) -> Any:
 
 @bp.get("/<visit>/heatmap/<int:capture_id>")
 @roles(Role.CLINICIAN)
-def heatmap(visit: str, capture_id: int) -> Any:
+def heatmap(visit: str, capture_id: int) -> ResponseReturnValue:
     png = desk().heatmap_png(visit, capture_id)  # 404 unless the photograph is this visit's
     _audit_image("review heatmap", visit, capture_id)
     return Response(png, mimetype="image/png")
@@ -149,7 +152,7 @@ def heatmap(visit: str, capture_id: int) -> Any:
 
 @bp.post("/<visit>/sign")
 @roles(Role.CLINICIAN)
-def sign(visit: str) -> Any:
+def sign(visit: str) -> ResponseReturnValue:
     form = request.form
     grades: dict[str, int] = {}
     try:

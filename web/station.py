@@ -2,14 +2,14 @@
 
 ``/station`` shows today's worklist and the walk-in form until a patient is chosen, then the
 patient, an upload form and the live visit (``/station/visit``, re-fetched every 2 s by
-``web/static/app.js``). All queries and actions go through ``services().station``
-(``appliance/station.py``); this module only renders.
+``web/static/app.js``). All queries and actions go through ``context.station()``
+(``appliance/desks/station.py``); this module only renders.
 
 PHI-view audit (110103), decided per response:
 
 * the full page, a thumbnail and a report are audited every time they are served;
 * a thumbnail or a report is served only when it belongs to the visit of the patient chosen
-  at this station (``appliance/station.py``): any other id answers 404, so the station never
+  at this station (``appliance/desks/station.py``): any other id answers 404, so the station never
   shows another patient's photograph or report (other visits are the clinician review's);
 * the polled visit fragment is audited when what it shows changes (a new photograph, a verdict,
   an outcome, a report) and once per patient selection in each browser session — a digest of
@@ -24,11 +24,14 @@ from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from appliance.accounts import Role
+from appliance.desks.accounts import Role
+from appliance.desks.station_view import StationVisit
 from appliance.errors import RejectedInput
-from web.auth import audit_view, passive, roles, services
+from web import context
+from web.auth import audit_view, passive, roles
 
 bp = Blueprint("station", __name__, url_prefix="/station")
 STATION = (Role.OPERATOR, Role.CLINICIAN)
@@ -88,7 +91,7 @@ def _who() -> dict[str, Any]:
     }
 
 
-def _audit_visit(visit: Any, what: str, *, always: bool) -> None:
+def _audit_visit(visit: StationVisit, what: str, *, always: bool) -> None:
     """The visit was shown: audit it (always for the page; on change for the polled fragment)."""
     shown = f"{visit.selection.id}:{visit.digest}"
     if not always and session.get(SEEN) == shown:
@@ -108,8 +111,10 @@ def _audit_visit(visit: Any, what: str, *, always: bool) -> None:
     session[SEEN] = shown
 
 
-def _page(error: str = "", form: dict[str, str] | None = None, status: int = 200) -> Any:
-    station = services().station
+def _page(
+    error: str = "", form: dict[str, str] | None = None, status: int = 200
+) -> ResponseReturnValue:
+    station = context.station()
     selection = station.current()
     if selection is not None:
         visit = station.visit(selection)
@@ -137,15 +142,15 @@ def _page(error: str = "", form: dict[str, str] | None = None, status: int = 200
 # -- pages and actions -------------------------------------------------------------------------
 @bp.get("")
 @roles(*STATION)
-def index() -> Any:
+def index() -> ResponseReturnValue:
     return _page()
 
 
 @bp.post("/choose")
 @roles(*STATION)
-def choose() -> Any:
+def choose() -> ResponseReturnValue:
     try:
-        services().station.choose(request.form.get("key", ""), **_who())
+        context.station().choose(request.form.get("key", ""), **_who())
     except RejectedInput as exc:
         return _page(error=exc.message, status=exc.http_status)
     return redirect(url_for("station.index"))
@@ -153,11 +158,11 @@ def choose() -> Any:
 
 @bp.post("/walk-in")
 @roles(*STATION)
-def walk_in() -> Any:
+def walk_in() -> ResponseReturnValue:
     form = {key: request.form.get(key, "") for key in
             ("patient_id", "family_name", "given_name", "birth_date", "sex")}  # fmt: skip
     try:
-        services().station.walk_in(form, **_who())
+        context.station().walk_in(form, **_who())
     except RejectedInput as exc:
         return _page(error=exc.message, form=form, status=exc.http_status)
     return redirect(url_for("station.index"))
@@ -165,9 +170,9 @@ def walk_in() -> Any:
 
 @bp.post("/finish")
 @roles(*STATION)
-def finish() -> Any:
+def finish() -> ResponseReturnValue:
     who = _who()
-    services().station.finish(user=who["user"], address=who["address"])
+    context.station().finish(user=who["user"], address=who["address"])
     session.pop(SEEN, None)
     return redirect(url_for("station.index"))
 
@@ -175,9 +180,9 @@ def finish() -> Any:
 @bp.get("/visit")
 @roles(*STATION)
 @passive
-def visit() -> Any:
+def visit() -> ResponseReturnValue:
     """The live part of the page (polled every 2 s): see the module docstring for its audit."""
-    station = services().station
+    station = context.station()
     selection = station.current()
     if selection is None:
         return render_template("station/visit.html", visit=None)
@@ -189,8 +194,8 @@ def visit() -> Any:
 @bp.get("/captures/<int:capture_id>/thumbnail.jpg")
 @roles(*STATION)
 @passive  # loaded by the polled fragment's <img>: not activity, so idle logoff still happens
-def thumbnail(capture_id: int) -> Any:
-    station = services().station
+def thumbnail(capture_id: int) -> ResponseReturnValue:
+    station = context.station()
     whose = station.capture_identity(capture_id)
     jpeg = station.thumbnail(capture_id)
     audit_view(
@@ -203,8 +208,8 @@ def thumbnail(capture_id: int) -> Any:
     return Response(jpeg, mimetype="image/jpeg")
 
 
-def _report(document_id: int, disposition: str) -> Any:
-    report = services().station.report(document_id)
+def _report(document_id: int, disposition: str) -> ResponseReturnValue:
+    report = context.station().report(document_id)
     audit_view(
         "station_report",
         patient_id=report.patient_id,
@@ -226,12 +231,12 @@ def _report(document_id: int, disposition: str) -> Any:
 
 @bp.get("/reports/<int:document_id>/report.pdf")
 @roles(*STATION)
-def report_pdf(document_id: int) -> Any:
+def report_pdf(document_id: int) -> ResponseReturnValue:
     """The report to read or print in the browser."""
     return _report(document_id, "inline")
 
 
 @bp.get("/reports/<int:document_id>/download")
 @roles(*STATION)
-def report_download(document_id: int) -> Any:
+def report_download(document_id: int) -> ResponseReturnValue:
     return _report(document_id, "attachment")

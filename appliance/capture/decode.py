@@ -22,7 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
-from appliance.capture.pixels import check_limits, check_pixels
+from appliance.capture.pixels import Limits, check_limits, check_pixels
 from appliance.domain import PatientInfo
 from appliance.errors import (
     ApplianceError,
@@ -50,13 +50,6 @@ _DATE = re.compile(r"\d{8}")
 _UID_CHARS = re.compile(r"[0-9.]+")
 _UID_FORM = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 UID_MAX = 64
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_image_pixels: int = 60_000_000
-    max_inflated_bytes: int = 512 * 1024 * 1024
-    max_image_frames: int = 1024
 
 
 @dataclass(frozen=True)

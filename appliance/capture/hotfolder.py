@@ -33,17 +33,17 @@ import logging
 import os
 import re
 import stat
-import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from appliance.audit import Action, AuditEvent, EventID, Outcome
+from appliance.audit import EventID, Outcome, events
 from appliance.capture import nofollow
 from appliance.capture.ingest import Incoming, Ingestor
 from appliance.domain import Source
 from appliance.errors import ApplianceError, OutOfResources, RejectedInput, TooLarge
+from appliance.loops import BackgroundLoop
 
 LOGGER = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".dcm", ".dicom", ""}
@@ -70,7 +70,7 @@ def printable(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
-class HotFolder:
+class HotFolder(BackgroundLoop):
     def __init__(
         self,
         ingestor: Ingestor,
@@ -94,32 +94,18 @@ class HotFolder:
         self._held: dict[str, tuple[int, int]] = {}  # name → (size, mtime_ns) left alone
         self._noticed: dict[str, str] = {}  # odd entry name → kind, announced once
         self._waiting: set[str] = set()  # files left for lack of space (warned once)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("hotfolder", self._pass, lambda: self.poll_seconds,
+                         "hot folder scan failed", join_seconds=10, logger=LOGGER)  # fmt: skip
         self.inbox.mkdir(parents=True, exist_ok=True)
         with nofollow.Dir(self.inbox) as inbox_fd:
             for name in OUTPUTS:
                 os.close(self._subfolder(inbox_fd, name, name))
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="hotfolder", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.scan()
-                if self.keep_processed_days and time.monotonic() >= self._next_prune:
-                    self._next_prune = time.monotonic() + 3600
-                    self.prune_processed()
-            except Exception:
-                LOGGER.exception("hot folder scan failed")
-            self._stop.wait(self.poll_seconds)
+    def _pass(self) -> None:
+        self.scan()
+        if self.keep_processed_days and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + 3600
+            self.prune_processed()
 
     def prune_processed(self, now: float | None = None) -> int:
         """Delete ``processed/`` copies taken more than ``keep_processed_days`` ago; audited.
@@ -149,11 +135,9 @@ class HotFolder:
                 os.close(top)
         if removed:
             self.ingestor.audit.log(
-                AuditEvent(
-                    event_id=EventID.STUDY_DELETED,
-                    action=Action.DELETE,
-                    user_id=USER,
-                    detail={
+                events.deleted(
+                    USER,
+                    {
                         "folder": "processed",
                         "files": removed,
                         "older_than_days": self.keep_processed_days,
@@ -413,15 +397,7 @@ class HotFolder:
 
     def _audit(self, event_id: EventID, outcome: Outcome, detail: dict[str, object]) -> None:
         try:
-            self.ingestor.audit.log(
-                AuditEvent(
-                    event_id=event_id,
-                    action=Action.EXECUTE,
-                    user_id=USER,
-                    outcome=outcome,
-                    detail=detail,
-                )
-            )
+            self.ingestor.audit.log(events.hotfolder_notice(USER, event_id, outcome, detail))
         except Exception:  # the notice is also in the log; the folder keeps working
             LOGGER.exception("hot folder: could not audit a notice")
 

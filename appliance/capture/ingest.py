@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditEvent, AuditTrail, EventID, Outcome, events
 from appliance.capture.decode import Inspection, Limits, dataset_identity, examine
 from appliance.domain import Capture, PatientInfo, Source
 from appliance.errors import ApplianceError, RejectedInput, TooLarge
@@ -177,33 +177,10 @@ class Ingestor:
             )
         self.blobs.check_space(len(item.data))
         given = identity_from_fields(item.fields or {})
-        patient: PatientInfo | None
-        laterality: str | None
-        lat_source: str | None
         with self._checks:
             found = examine(item.data, self.limits)
         detail = dict(item.detail)
-        study_uid, accession = found.study_instance_uid, found.accession_number
-        if found.patient is not None:  # a DICOM header is the authority on its own identity
-            patient, laterality, lat_source = found.patient, found.laterality, "dicom"
-        else:
-            if item.source is Source.HOTFOLDER and given.empty:
-                selected = self._selection()
-                if selected is not None:
-                    given = replace(selected, laterality=given.laterality)
-                    detail["identity"] = "station_selection"
-            patient, laterality, lat_source = given.patient, given.laterality, "sidecar"
-            if given.study_instance_uid and not study_uid:
-                study_uid, accession = given.study_instance_uid, given.accession_number
-                found = replace(
-                    found,
-                    study_instance_uid=study_uid,
-                    accession_number=accession,
-                    study_date=found.study_date or utcnow()[:10].replace("-", ""),
-                )
-                self._check_study_owner(study_uid, patient)
-        if laterality is None:
-            lat_source = None
+        found, patient, laterality, lat_source = self._identify(item, found, given, detail)
         digest = hashlib.sha256(item.data).hexdigest()
         existing = self._existing(found, digest)
         if existing is not None:
@@ -235,17 +212,16 @@ class Ingestor:
                 self.audit.record(tx, _identity_alert(item, patient, capture_id, conflict))
             self.audit.record(
                 tx,
-                AuditEvent(
-                    event_id=_event_for(item.source),
-                    action=Action.CREATE,
-                    user_id=item.user_id,
-                    ae_title=item.calling_ae or "",
-                    source_address=item.source_address,
-                    patient_id=patient.patient_id if patient else "",
-                    study_instance_uid=found.study_instance_uid or "",
-                    sop_instance_uids=[found.sop_instance_uid] if found.sop_instance_uid else [],
+                events.received(
+                    _event_for(item.source),
+                    _who(item),
+                    events.About(
+                        patient.patient_id if patient else "",
+                        found.study_instance_uid or "",
+                        [found.sop_instance_uid] if found.sop_instance_uid else [],
+                    ),
+                    capture_id=capture_id,
                     detail={
-                        "capture_id": capture_id,
                         "source": str(item.source),
                         "media_type": found.media_type,
                         "sha256": digest,
@@ -254,11 +230,7 @@ class Ingestor:
                     },
                 ),
             )
-        LOGGER.info("capture %d stored from %s (%s)", capture_id, item.source, found.media_type)
-        if conflict:
-            LOGGER.warning("capture %d: the patient identity differs from the one held", capture_id)
-            if self.metrics is not None:
-                self.metrics.identity_conflicts.labels(source=str(item.source)).inc()
+        self._stored(capture_id, item, found.media_type, bool(conflict))
         return Capture(
             id=capture_id,
             source=item.source,
@@ -275,6 +247,45 @@ class Ingestor:
             patient=patient or PatientInfo(),
             calling_ae=item.calling_ae,
         )
+
+    def _identify(
+        self, item: Incoming, found: Inspection, given: Identity, detail: dict[str, Any]
+    ) -> tuple[Inspection, PatientInfo | None, str | None, str | None]:
+        """Whose photograph and which eye: the DICOM header's own identity, else the sidecar's
+        fields (a hot-folder file without any: the station's selection, noted in ``detail``).
+        Returns the inspection (with the sidecar's study), patient, laterality and its source."""
+        patient: PatientInfo | None
+        laterality: str | None
+        lat_source: str | None
+        study_uid = found.study_instance_uid
+        if found.patient is not None:  # a DICOM header is the authority on its own identity
+            patient, laterality, lat_source = found.patient, found.laterality, "dicom"
+        else:
+            if item.source is Source.HOTFOLDER and given.empty:
+                selected = self._selection()
+                if selected is not None:
+                    given = replace(selected, laterality=given.laterality)
+                    detail["identity"] = "station_selection"
+            patient, laterality, lat_source = given.patient, given.laterality, "sidecar"
+            if given.study_instance_uid and not study_uid:
+                study_uid = given.study_instance_uid
+                found = replace(
+                    found,
+                    study_instance_uid=study_uid,
+                    accession_number=given.accession_number,
+                    study_date=found.study_date or utcnow()[:10].replace("-", ""),
+                )
+                self._check_study_owner(study_uid, patient)
+        if laterality is None:
+            lat_source = None
+        return found, patient, laterality, lat_source
+
+    def _stored(self, capture_id: int, item: Incoming, media_type: str, conflict: bool) -> None:
+        LOGGER.info("capture %d stored from %s (%s)", capture_id, item.source, media_type)
+        if conflict:
+            LOGGER.warning("capture %d: the patient identity differs from the one held", capture_id)
+            if self.metrics is not None:
+                self.metrics.identity_conflicts.labels(source=str(item.source)).inc()
 
     def _selection(self) -> Identity | None:
         """The station's current selection as an identity, or None (never fails an ingest)."""
@@ -347,21 +358,16 @@ class Ingestor:
                 },
             )
         self.audit.log(
-            AuditEvent(
-                event_id=_event_for(item.source),
-                action=Action.CREATE,
-                user_id=item.user_id,
-                outcome=Outcome.SUCCESS,
-                ae_title=item.calling_ae or "",
-                source_address=item.source_address,
-                patient_id=found.patient.patient_id if found.patient else "",
-                study_instance_uid=found.study_instance_uid or "",
-                sop_instance_uids=[found.sop_instance_uid or ""],
-                detail={
-                    "capture_id": row["id"],
-                    "duplicate": True,
-                    "note": "identical resend",
-                },
+            events.received(
+                _event_for(item.source),
+                _who(item),
+                events.About(
+                    found.patient.patient_id if found.patient else "",
+                    found.study_instance_uid or "",
+                    [found.sop_instance_uid or ""],
+                ),
+                capture_id=row["id"],
+                detail={"duplicate": True, "note": "identical resend"},
             )
         )
         return Capture(
@@ -389,18 +395,17 @@ class Ingestor:
         conflict = exc.detail if isinstance(exc, UIDConflict) else None
         try:
             self.audit.log(
-                AuditEvent(
+                events.refused(
                     # other content under a held UID is security-relevant: a spoofed or
                     # broken sender could otherwise replace what was analysed and forwarded
-                    event_id=EventID.SECURITY_ALERT if conflict else _event_for(item.source),
-                    action=Action.CREATE,
-                    user_id=item.user_id,
+                    EventID.SECURITY_ALERT if conflict else _event_for(item.source),
+                    _who(item),
+                    events.About(
+                        (conflict or {}).get("patient_id", ""),
+                        (conflict or {}).get("study_instance_uid", ""),
+                        [conflict["sop_instance_uid"]] if conflict else [],
+                    ),
                     outcome=Outcome.SERIOUS_FAILURE if conflict else Outcome.MINOR_FAILURE,
-                    ae_title=item.calling_ae or "",
-                    source_address=item.source_address,
-                    patient_id=(conflict or {}).get("patient_id", ""),
-                    study_instance_uid=(conflict or {}).get("study_instance_uid", ""),
-                    sop_instance_uids=[conflict["sop_instance_uid"]] if conflict else [],
                     detail={
                         "refused": exc.reason,
                         "message": exc.message,
@@ -426,21 +431,14 @@ def _event_for(source: Source) -> EventID:
 def _identity_alert(
     item: Incoming, patient: PatientInfo | None, capture_id: int, conflict: dict[str, Any]
 ) -> AuditEvent:
-    return AuditEvent(
-        event_id=EventID.SECURITY_ALERT,
-        action=Action.CREATE,
-        user_id=item.user_id,
-        outcome=Outcome.MINOR_FAILURE,
-        ae_title=item.calling_ae or "",
-        source_address=item.source_address,
-        patient_id=patient.patient_id if patient else "",
-        detail={
-            "alert": "identity_conflict",
-            "capture_id": capture_id,
-            "fields": sorted(conflict),
-            "note": "filed under the patient already held; check the identity",
-        },
+    patient_id = patient.patient_id if patient else ""
+    return events.identity_conflict(
+        _who(item), patient_id, capture_id=capture_id, fields=sorted(conflict)
     )
+
+
+def _who(item: Incoming) -> events.Who:
+    return events.Who(item.user_id, item.source_address, item.calling_ae or "")
 
 
 def _same_text(a: str, b: str) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import struct
 import warnings
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
 import pydicom.pixels
@@ -36,14 +36,18 @@ from pydicom.uid import (
 
 from appliance.errors import RejectedInput, TooLarge
 
-if TYPE_CHECKING:
-    from appliance.capture.decode import Limits
-
 _JPEG2000 = {JPEG2000, JPEG2000Lossless, "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202"}
 _JPEG_LS = {JPEGLSLossless, JPEGLSNearLossless}
 # SOF markers: C0-CF except DHT (C4), JPG (C8) and DAC (CC); F7 is JPEG-LS SOF55
 _SOF_JPEG = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 _SOF_JPEG_LS = {0xF7}
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_image_pixels: int = 60_000_000
+    max_inflated_bytes: int = 512 * 1024 * 1024
+    max_image_frames: int = 1024
 
 
 def check_limits(rows: int, columns: int, frames: int, limits: Limits) -> None:

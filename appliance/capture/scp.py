@@ -53,7 +53,7 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import StoragePresentationContexts
 from pynetdicom.utils import make_target
 
-from appliance.audit import Action, AuditEvent, EventID, Outcome
+from appliance.audit import Outcome, events
 from appliance.capture.frontdoor import DoorLimits, FrontDoor, Refusal
 from appliance.capture.guarded import GuardedServer, answered
 from appliance.capture.ingest import Incoming, Ingestor
@@ -255,19 +255,19 @@ class StorageSCP:
         if metrics is not None:
             metrics.refused.labels(source=str(Source.DICOM), reason=refusal.reason).inc()
         self.ingestor.audit.log(
-            AuditEvent(
-                event_id=EventID.SECURITY_ALERT,
-                action=Action.EXECUTE,
-                user_id=f"ae:{refusal.calling_ae}" if refusal.calling_ae else "unknown",
-                outcome=Outcome.SERIOUS_FAILURE if refusal.serious else Outcome.MINOR_FAILURE,
-                ae_title=refusal.calling_ae,
-                source_address=refusal.address,
-                detail={
+            events.security_alert(
+                {
                     "refused": refusal.reason,
                     "message": refusal.message,
                     "source": str(Source.DICOM),
                     "left_out": left_out,  # the same refusals from this address since the last
                 },
+                events.Who(
+                    f"ae:{refusal.calling_ae}" if refusal.calling_ae else "unknown",
+                    refusal.address,
+                    refusal.calling_ae,
+                ),
+                outcome=Outcome.SERIOUS_FAILURE if refusal.serious else Outcome.MINOR_FAILURE,
             )
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from appliance import config
@@ -36,3 +37,17 @@ def open_store(args: argparse.Namespace) -> Any:
         raise SystemExit(2)
     store = Store(data / "appliance.db")
     return loaded, store, AuditTrail(store, data / "audit.head")
+
+
+def screener(args: argparse.Namespace, settings: config.Settings) -> Any:
+    """The installed (or ``--models``) screening models, as ``screen`` and ``validate`` use."""
+    from appliance.inference import Screener
+    from appliance.inference.runtime import choose_providers
+
+    models = Path(args.models) if getattr(args, "models", None) else settings.models_path
+    providers = choose_providers(
+        settings.model_providers, settings.trt_cache_path, settings.trt_fp16
+    )
+    return Screener.load(
+        models, args.variant or settings.model_variant, providers, settings.model_threads
+    )

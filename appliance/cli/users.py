@@ -12,8 +12,8 @@ from appliance.cli.common import settings
 
 
 def _accounts(args: argparse.Namespace) -> Any:
-    from appliance.accounts import Accounts
     from appliance.audit import AuditTrail
+    from appliance.desks.accounts import Accounts
     from appliance.store import Store
 
     data = settings(args).data_path

@@ -17,7 +17,14 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from appliance.dicom import codes
 from appliance.dicom.op import STUDY_IDENTITY
-from appliance.dicom.report_pdf import DEMONSTRATION, findings_in_words, report_pdf
+from appliance.dicom.report_pdf import (
+    DEMONSTRATION,
+    PRELIMINARY,
+    Clinic,
+    ReportSignature,
+    findings_in_words,
+    report_pdf,
+)
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 MANUFACTURER = "Demonstration"
@@ -25,6 +32,9 @@ MANUFACTURER = "Demonstration"
 __all__ = [
     "DEMONSTRATION",
     "ENCAPSULATED_PDF",
+    "PRELIMINARY",
+    "Clinic",
+    "ReportSignature",
     "encapsulated_pdf",
     "findings_in_words",
     "report_pdf",

@@ -221,28 +221,8 @@ def screening_sr(
         eye_images = [ds for ds in images if getattr(ds, "ImageLaterality", None) == eye]
         groups.append(_eye_group(eye, findings_by_eye[eye], eye_images, algorithm, uid_root))
 
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DEVICE,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=device["uid"],
-            name=device.get("name") or None,
-            manufacturer_name=device.get("manufacturer") or None,
-            model_name=device.get("model") or None,
-            serial_number=device.get("serial") or None,
-        ),
-    )
-    person = None
-    if verified_by is not None:
-        person = hd.sr.ObserverContext(
-            observer_type=PERSON,
-            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
-                name=verified_by, organization_name=verifying_organization
-            ),
-        )
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(
-            observer_person_context=person, observer_device_context=observer
-        ),
+        observation_context=_observation_context(device, verified_by, verifying_organization),
         procedure_reported=codes.RETINAL_SCREENING,
         imaging_measurements=groups,
     )
@@ -270,6 +250,42 @@ def screening_sr(
     if verified_by is not None:
         moment = verified_at or datetime.now(UTC)
         sr.VerifyingObserverSequence[0].VerificationDateTime = _dicom_datetime(moment)
+    _describe(sr, first, models, device)
+    return sr
+
+
+def _observation_context(
+    device: dict[str, str], verified_by: str | None, organization: str
+) -> hd.sr.ObservationContext:
+    """The device as observer, and the verifying clinician when there is one."""
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DEVICE,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device["uid"],
+            name=device.get("name") or None,
+            manufacturer_name=device.get("manufacturer") or None,
+            model_name=device.get("model") or None,
+            serial_number=device.get("serial") or None,
+        ),
+    )
+    person = None
+    if verified_by is not None:
+        person = hd.sr.ObserverContext(
+            observer_type=PERSON,
+            observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(
+                name=verified_by, organization_name=organization
+            ),
+        )
+    return hd.sr.ObservationContext(
+        observer_person_context=person, observer_device_context=observer
+    )
+
+
+def _describe(
+    sr: Dataset, first: Dataset, models: list[dict[str, Any]], device: dict[str, str]
+) -> None:
+    """Series description, device and software versions, coding schemes, the study's
+    accession number, ID and character set (from the first source image)."""
     sr.SeriesDescription = "AI retinal screening result"
     sr.ManufacturerModelName = device.get("model") or ""
     if device.get("serial"):
@@ -282,4 +298,3 @@ def screening_sr(
     sr.StudyID = getattr(first, "StudyID", "")
     if "SpecificCharacterSet" in first:
         sr.SpecificCharacterSet = first.SpecificCharacterSet
-    return sr

@@ -13,7 +13,7 @@ image, a distance from the validation data and says whether the image is inside 
 - :meth:`DomainReference.judge` gives ``{"distance", "threshold", "in_domain"}``.
 
 The reference is built per model set and shipped beside the models (``domain.json``), with
-``python -m appliance.domain_reference --out models/domain.json`` (the generator's validation
+``python -m appliance.tools.domain_reference --out models/domain.json`` (the generator's validation
 split by default, or a site's own gradable photographs with ``--images DIR``), and named with
 its SHA-256 in the DR model's card (``"domain": {"path", "sha256"}``), so it is hash-checked
 like a model file. A model set whose cards name none has no measured domain: every image is

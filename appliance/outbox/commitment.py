@@ -24,7 +24,6 @@ N-ACTION that could not be delivered leaves the transaction ``unsent`` and is tr
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +32,8 @@ from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import generate_uid
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditTrail, Outcome, events
+from appliance.loops import BackgroundLoop
 from appliance.outbox.commit_dimse import Report, read_report, request_commitment
 from appliance.outbox.dimse import DimseTarget
 from appliance.store import BlobStore, Store, Tx
@@ -49,7 +49,7 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-class Commitments:
+class Commitments(BackgroundLoop):
     def __init__(
         self,
         store: Store,
@@ -79,36 +79,14 @@ class Commitments:
         self.on_resend = on_resend
         self.clock = clock
         self._not_before: dict[str, datetime] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("commitment", self.pass_once, lambda: self.poll_seconds,
+                         "storage commitment pass failed", logger=LOGGER)  # fmt: skip
 
     # -- the timer --------------------------------------------------------------------------
     def start(self) -> None:
         if not self.targets:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="commitment", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
-
-    def notify(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.pass_once()
-            except Exception:
-                LOGGER.exception("storage commitment pass failed")
-            self._wake.wait(self.poll_seconds)
-            self._wake.clear()
+        super().start()
 
     # -- requests ---------------------------------------------------------------------------
     def pass_once(self) -> int:
@@ -410,15 +388,14 @@ class Commitments:
             study = row["study_instance_uid"] if row else ""
         self.audit.record(
             tx,
-            AuditEvent(
-                event_id=EventID.INSTANCES_TRANSFERRED,
-                action=Action.READ,
-                user_id="system:outbox",
+            events.transferred(
+                events.Who(
+                    events.OUTBOX,
+                    target.address if target else "",
+                    target.ae_title if target else "",
+                ),
+                events.About("", study, uids),
                 outcome=outcome,
-                ae_title=target.ae_title if target else "",
-                source_address=target.address if target else "",
-                study_instance_uid=study,
-                sop_instance_uids=uids,
                 detail={
                     "storage_commitment": transaction_uid,
                     "destination": destination,

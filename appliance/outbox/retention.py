@@ -18,15 +18,15 @@ file is never deleted without its audit event, and never kept after it. The data
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID
+from appliance.audit import AuditTrail, events
+from appliance.loops import BackgroundLoop
 from appliance.store import BlobStore, Store, Tx
+from appliance.visits import ImageRecord
 
 LOGGER = logging.getLogger(__name__)
 SWEEP_SECONDS = 3600.0
@@ -66,7 +66,7 @@ ORDER BY d.id LIMIT ?
 """
 
 
-class Retention:
+class Retention(BackgroundLoop):
     def __init__(
         self,
         store: Store,
@@ -85,34 +85,24 @@ class Retention:
         self.days = days
         self.interval_seconds = interval_seconds
         self.clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._recovered = False
+        super().__init__("retention", self._pass, lambda: self.interval_seconds,
+                         "retention sweep failed", logger=LOGGER)  # fmt: skip
 
     # -- the timer --------------------------------------------------------------------------
     def start(self) -> None:
         if self.days <= 0:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-            self._thread = None
-
-    def _run(self) -> None:
-        try:
-            self.recover()
-        except Exception:
-            LOGGER.exception("retention: finishing earlier deletions failed")
-        while not self._stop.is_set():
+    def _pass(self) -> None:
+        if not self._recovered:  # first: deletions a previous run left half done
+            self._recovered = True
             try:
-                self.sweep()
+                self.recover()
             except Exception:
-                LOGGER.exception("retention sweep failed")
-            self._stop.wait(self.interval_seconds)
+                LOGGER.exception("retention: finishing earlier deletions failed")
+        self.sweep()
 
     # -- the work ---------------------------------------------------------------------------
     def sweep(self) -> int:
@@ -121,7 +111,7 @@ class Retention:
             return 0
         cutoff = (self.clock() - timedelta(days=self.days)).isoformat(timespec="microseconds")
         total = 0
-        while not self._stop.is_set():
+        while not self.stopping:
             with self.store.write() as tx:
                 now = self.clock().isoformat(timespec="microseconds")
                 done = 0
@@ -234,19 +224,10 @@ class Retention:
     ) -> None:
         self.audit.record(
             tx,
-            AuditEvent(
-                event_id=EventID.STUDY_DELETED,
-                action=Action.DELETE,
-                user_id="system:retention",
-                patient_id=patient_id,
-                study_instance_uid=study,
-                sop_instance_uids=uids,
-                detail={
-                    **detail,
-                    "reason": "retention",
-                    "retention_days": self.days,
-                    "files": files,
-                },
+            events.deleted(
+                events.RETENTION,
+                {**detail, "reason": "retention", "retention_days": self.days, "files": files},
+                events.About(patient_id, study, uids),
             ),
         )
 
@@ -283,7 +264,7 @@ class Retention:
 
 def _heatmaps(payload: str | None) -> list[str]:
     try:
-        heatmap = json.loads(payload or "{}").get("heatmap")
+        heatmap = ImageRecord.parse(payload).heatmap
     except (ValueError, AttributeError):
         return []
     return [heatmap] if isinstance(heatmap, str) and heatmap else []

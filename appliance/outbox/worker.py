@@ -14,14 +14,14 @@ under the same SOP Instance UIDs (the archive keeps one copy).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditTrail, Outcome, events
+from appliance.loops import BackgroundLoop
 from appliance.outbox import queue
 from appliance.outbox.policy import SendResult, Verdict, backoff_seconds
 from appliance.store import BlobStore, Store
@@ -55,7 +55,7 @@ class Target(Protocol):
     def session(self) -> Session: ...
 
 
-class Forwarder:
+class Forwarder(BackgroundLoop):
     def __init__(
         self,
         store: Store,
@@ -82,16 +82,12 @@ class Forwarder:
         self.backoff_cap = backoff_cap
         self.poll_seconds = poll_seconds
         self.clock = clock
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("forwarder", self.pass_once, lambda: self.poll_seconds,
+                         "forwarding pass failed", until_idle=True, logger=LOGGER)  # fmt: skip
 
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.targets]
-
-    def notify(self) -> None:
-        self._wake.set()
 
     def recover(self) -> int:
         """Jobs a previous run of this process left leased (it died mid-send) are due again."""
@@ -102,25 +98,7 @@ class Forwarder:
 
     def start(self) -> None:
         self.recover()
-        self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sent = self.pass_once()
-            except Exception:
-                LOGGER.exception("forwarding pass failed")
-                sent = 0
-            if not sent:
-                self._wake.wait(self.poll_seconds)
-                self._wake.clear()
+        super().start()
 
     def pass_once(self) -> int:
         """One round over every destination; returns how many jobs were attempted."""
@@ -179,15 +157,10 @@ class Forwarder:
                     continue
                 self.audit.record(
                     tx,
-                    AuditEvent(
-                        event_id=EventID.INSTANCES_TRANSFERRED,
-                        action=Action.READ,
-                        user_id="system:outbox",
+                    events.transferred(
+                        events.Who(events.OUTBOX, target.address, target.ae_title),
+                        events.About("", job.study_instance_uid or "", [job.sop_instance_uid]),
                         outcome=_OUTCOME[result.verdict],
-                        ae_title=target.ae_title,
-                        source_address=target.address,
-                        study_instance_uid=job.study_instance_uid or "",
-                        sop_instance_uids=[job.sop_instance_uid],
                         detail={
                             "destination": target.name,
                             "job": job.id,

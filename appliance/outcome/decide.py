@@ -27,7 +27,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from appliance.domain import EyeOutcome, ImageFinding, Outcome
+from appliance.domain import EyeOutcome, ImageFinding, VisitOutcome
 from appliance.outcome import prompts
 from appliance.outcome.conditions import Facts, describe
 from appliance.outcome.rules import Decision, RuleSet, first_match
@@ -233,7 +233,7 @@ def _prompts(
 
 def decide(
     findings: Sequence[ImageFinding], rules: RuleSet, *, models_installed: bool = True
-) -> Outcome:
+) -> VisitOutcome:
     """The visit's outcome: the first decision of ``rules`` that matches, with prompts."""
     findings = tuple(findings)
     _check(findings)
@@ -247,7 +247,7 @@ def decide(
         raise ValueError(f"rule set {rules.label}: no decision applies when {describe(facts)}")
     decision = found[1]
     LOGGER.debug("outcome %s by %s (%s)", decision.code, rules.label, describe(facts))
-    return Outcome(
+    return VisitOutcome(
         code=decision.code,
         text=decision.text,
         recall_months=decision.recall_months,

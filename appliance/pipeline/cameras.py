@@ -26,7 +26,7 @@ from typing import Any
 
 import pydicom
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditTrail, events
 from appliance.store import Store, utcnow
 
 LOGGER = logging.getLogger(__name__)
@@ -125,18 +125,16 @@ def qualify(
             )
         audit.record(
             tx,
-            AuditEvent(
-                event_id=EventID.APPLICATION_ACTIVITY,
-                action=Action.UPDATE,
-                user_id=by,
-                outcome=Outcome.SUCCESS if verdict.met else Outcome.MINOR_FAILURE,
-                detail={
+            events.camera_qualification(
+                by,
+                {
                     "camera_qualification": "qualified" if verdict.met else "refused",
                     "camera_model": model,
                     "report_sha256": digest,
                     "figures": verdict.figures,
                     "failures": list(verdict.failures),
                 },
+                ok=verdict.met,
             ),
         )
     return verdict
@@ -152,12 +150,8 @@ def revoke(store: Store, audit: AuditTrail, model: str, by: str) -> bool:
         if done:
             audit.record(
                 tx,
-                AuditEvent(
-                    event_id=EventID.APPLICATION_ACTIVITY,
-                    action=Action.UPDATE,
-                    user_id=by,
-                    outcome=Outcome.SUCCESS,
-                    detail={"camera_qualification": "revoked", "camera_model": model},
+                events.camera_qualification(
+                    by, {"camera_qualification": "revoked", "camera_model": model}
                 ),
             )
     return bool(done)

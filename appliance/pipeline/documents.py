@@ -8,7 +8,7 @@ caller records it with its outbox jobs in one transaction (UIDs saved before any
 that also clears what the visit owed (pipeline/due.py). Received headers are read defensively
 (pipeline/headers.py), so an odd camera file still gets its documents.
 
-The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (pipeline/review.py)
+The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (desks/review.py)
 from the same helpers (``visit_images``, ``eye_findings``).
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +28,10 @@ from pydicom.dataset import Dataset
 from appliance import __version__
 from appliance.dicom.op import new_uid, to_bytes
 from appliance.dicom.pdf import encapsulated_pdf, report_pdf
-from appliance.dicom.report_pdf import findings_in_words
+from appliance.dicom.report_pdf import Clinic, findings_in_words
 from appliance.dicom.sc import heatmap_sc
 from appliance.dicom.sr import OUTCOMES, screening_sr
-from appliance.domain import Outcome
-from appliance.inference import DISCLAIMER
+from appliance.domain import VisitOutcome as Outcome
 from appliance.pipeline.headers import read_header
 from appliance.store import BlobStore, Store, utcnow
 
@@ -145,8 +145,10 @@ def build_pdf(
     outcome: Outcome,
     outcome_json: dict[str, Any],
     uid_root: str,
+    clinic: Clinic | None = None,
 ) -> dict[str, Any]:
-    """The PDF report as Encapsulated PDF, stored; its ``derived_objects`` row."""
+    """The preliminary PDF report (no signature) as Encapsulated PDF, stored; its
+    ``derived_objects`` row. ``clinic``: the name and address printed on every page."""
     first = sources.headers[0]
     pdf_bytes = report_pdf(
         patient={
@@ -159,7 +161,9 @@ def build_pdf(
         eyes=[_eye_page(blobs, eye_outcome, sources.images) for eye_outcome in outcome.eyes],
         outcome=outcome_json,
         models=sources.models,
-        disclaimer=DISCLAIMER,
+        disclaimer="The models were trained on synthetic images.",
+        clinic=clinic,
+        signature=None,
     )
     pdf = encapsulated_pdf(
         pdf_bytes,
@@ -170,7 +174,7 @@ def build_pdf(
     return _row(blobs, "pdf", pdf, visit_key, sources)
 
 
-BUILDERS = {"sr": build_sr, "pdf": build_pdf}
+BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {"sr": build_sr, "pdf": build_pdf}
 
 
 def _row(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID
+from appliance.audit import AuditTrail, events
 from appliance.store import Store, Tx
 
 KINDS = ("sr", "pdf", "sc")
@@ -169,16 +169,6 @@ def retry_dead(
         count = cursor.rowcount
         audit.record(
             tx,
-            AuditEvent(
-                event_id=EventID.INSTANCES_ACCESSED,
-                action=Action.UPDATE,
-                user_id=user,
-                source_address=address,
-                detail={
-                    "stage": "documents",
-                    "retried_dead_documents": count,
-                    "document": "all" if document is None else document,
-                },
-            ),
+            events.documents_retried(events.Who(user, address), count=count, document=document),
         )
     return count

@@ -8,7 +8,7 @@ Runs on the pipeline thread only (``Pipeline`` wires it), so builds never race e
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,18 +16,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.audit import AuditEvent, AuditTrail, Outcome
-from appliance.domain import Outcome as VisitOutcome
+from appliance.audit import AuditTrail, Outcome, events
+from appliance.dicom.report_pdf import Clinic
+from appliance.domain import VisitOutcome
 from appliance.pipeline import due
 from appliance.pipeline.documents import BUILDERS, build_sc, owed, visit_images, visit_sources
 from appliance.pipeline.due import Due
+from appliance.pipeline.record import insert_derived
 from appliance.pipeline.visit import outcome_json
-from appliance.pipeline.wrap import record as record_derived
 from appliance.store import BlobStore, Store, Tx
+from appliance.visits import DerivedObject, ImageRecord, scope_of
 
 LOGGER = logging.getLogger(__name__)
-
-Scope = tuple[str, str, tuple[Any, ...]]  # visit key, SQL condition on captures c, parameters
 
 
 class DocumentIssuer:
@@ -39,21 +39,22 @@ class DocumentIssuer:
         *,
         uid_root: str,
         capture_row: Callable[[int], dict[str, Any] | None],
-        scope: Callable[[dict[str, Any]], Scope],
         outcome_of: Callable[[Any, str, tuple[Any, ...]], VisitOutcome],
         enqueue: Callable[[Tx, str, str, str, str | None], None],
-        event: Callable[[dict[str, Any], Outcome, dict[str, Any]], AuditEvent],
         step: Callable[[str], None],
+        clinic: Clinic | None = None,
     ) -> None:
+        self.builders: dict[str, Callable[..., dict[str, Any]]] = {
+            **BUILDERS,
+            "pdf": functools.partial(BUILDERS["pdf"], clinic=clinic),  # the report's letterhead
+        }
         self.store = store
         self.blobs = blobs
         self.audit = audit
         self.uid_root = uid_root
         self.capture_row = capture_row
-        self.scope = scope
         self.outcome_of = outcome_of
         self.enqueue = enqueue
-        self.event = event
         self.step = step
 
     # -- what is due ---------------------------------------------------------------------
@@ -78,7 +79,8 @@ class DocumentIssuer:
         row = self.capture_row(group[-1].capture_pk)
         if row is None:
             raise RuntimeError(f"documents due for {key} name a capture that does not exist")
-        _, where, params = self.scope(row)
+        visit = scope_of(row)
+        where, params = visit.where, visit.params
         built: list[tuple[Due, dict[str, Any]]] = []
         nothing_new: list[Due] = []
         failures: list[tuple[Due, str]] = []
@@ -98,7 +100,7 @@ class DocumentIssuer:
                     built.append(
                         (
                             document,
-                            BUILDERS[document.kind](
+                            self.builders[document.kind](
                                 self.blobs,
                                 sources,
                                 visit_key=key,
@@ -146,8 +148,8 @@ class DocumentIssuer:
             "ORDER BY id DESC LIMIT 1",
             (row["id"],),
         )
-        payload = json.loads(result["payload"]) if result else {}
-        if done or not payload.get("heatmap"):
+        record = ImageRecord.parse(result["payload"] if result else None)
+        if done or not record.heatmap:
             return None  # made already, or nothing to make it from
         op = self.store.one(
             "SELECT file_path FROM derived_objects WHERE kind = 'op' AND capture_pk = ?",
@@ -159,7 +161,7 @@ class DocumentIssuer:
             source = row["file_path"]
         else:
             return None
-        png = np.frombuffer(self.blobs.read(payload["heatmap"]), dtype=np.uint8)
+        png = np.frombuffer(self.blobs.read(record.heatmap), dtype=np.uint8)
         bgr = cv2.imdecode(png, cv2.IMREAD_COLOR)
         if bgr is None:
             raise ValueError("the stored heatmap PNG cannot be decoded")
@@ -170,7 +172,7 @@ class DocumentIssuer:
             visit_key=document.visit_key,
             source_path=source,
             heatmap=cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB),
-            laterality=(payload.get("finding") or {}).get("laterality"),
+            laterality=record.finding_laterality,
             uid_root=self.uid_root,
         )
 
@@ -187,7 +189,7 @@ class DocumentIssuer:
         dead: list[tuple[Due, str]] = []
         with self.store.write() as tx:
             for document, derived in built:
-                record_derived(tx, {k: v for k, v in derived.items() if k != "visit_key"}, key)
+                insert_derived(tx, DerivedObject.from_row(derived), key)
                 self.enqueue(
                     tx,
                     derived["kind"],
@@ -201,7 +203,7 @@ class DocumentIssuer:
             if built:
                 self.audit.record(
                     tx,
-                    self.event(
+                    events.pipeline_step(
                         row,
                         Outcome.SUCCESS,
                         {
@@ -217,7 +219,7 @@ class DocumentIssuer:
                     dead.append((document, reason))
                     self.audit.record(
                         tx,
-                        self.event(
+                        events.pipeline_step(
                             row,
                             Outcome.SERIOUS_FAILURE,
                             {
@@ -257,10 +259,11 @@ class DocumentIssuer:
         )
         newest: dict[str, dict[str, Any]] = {}
         for row in rows:
-            newest.setdefault(self.scope(row)[0], row)
+            newest.setdefault(scope_of(row).key, row)
         recorded = []
         for key, row in newest.items():
-            _, where, params = self.scope(row)
+            visit = scope_of(row)
+            where, params = visit.where, visit.params
             state = self.store.one(
                 "SELECT max(c.received_at) AS latest, sum(c.status = 'received') AS pending "
                 f"FROM captures c WHERE {where}",

@@ -6,17 +6,17 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from appliance.domain import ImageFinding, Outcome
+from appliance.domain import ImageFinding, VisitOutcome
 from appliance.outcome import RuleSet, decide
 
 
 def visit_outcome(
     findings: Sequence[ImageFinding], rules: RuleSet, models_installed: bool
-) -> Outcome:
+) -> VisitOutcome:
     return decide(list(findings), rules, models_installed=models_installed)
 
 
-def outcome_json(outcome: Outcome) -> dict[str, Any]:
+def outcome_json(outcome: VisitOutcome) -> dict[str, Any]:
     return {
         "code": outcome.code,
         "text": outcome.text,

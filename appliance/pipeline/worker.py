@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -20,11 +19,12 @@ from typing import Any
 
 import cv2
 
-from appliance.audit import Action, AuditEvent, AuditTrail, EventID, Outcome
+from appliance.audit import AuditTrail, Outcome, events
 from appliance.capture.decode import OPT_SOP_CLASS, Limits
-from appliance.domain import CaptureStatus
-from appliance.domain import Outcome as VisitOutcome
+from appliance.dicom.report_pdf import Clinic
+from appliance.domain import CaptureStatus, VisitOutcome
 from appliance.errors import ApplianceError
+from appliance.loops import BackgroundLoop
 from appliance.metrics import Metrics
 from appliance.outbox import queue
 from appliance.outcome import RuleSet
@@ -32,16 +32,17 @@ from appliance.pipeline import cameras, due
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
+from appliance.pipeline.record import insert_derived, insert_quality, insert_result
 from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
-from appliance.pipeline.wrap import record as record_derived
 from appliance.pipeline.wrap import step_request_attributes, visit_study_uid, wrap_photo
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store, Tx, utcnow
+from appliance.visits import DerivedObject, ImageRecord, Scope, scope_of
 
 LOGGER = logging.getLogger(__name__)
 
 
-class Pipeline:
+class Pipeline(BackgroundLoop):
     def __init__(
         self,
         store: Store,
@@ -59,6 +60,7 @@ class Pipeline:
         heatmap_secondary_capture: bool = False,
         camera_model: str = "",
         camera_qualification_required: bool = True,
+        clinic: Clinic | None = None,  # printed on every page of the PDF report
     ) -> None:
         self.heatmap_secondary_capture = heatmap_secondary_capture  # heatmaps as SC objects too
         self.quiet_seconds = quiet_seconds  # 0: documents only for a complete visit
@@ -76,9 +78,8 @@ class Pipeline:
         self.audit = audit
         self.limits = limits
         self.thresholds = thresholds
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__("pipeline", self._pass, 1.0, "pipeline pass failed", join_seconds=30,
+                         until_idle=True, logger=LOGGER)  # fmt: skip
         self.listeners: list[Any] = []  # callables(capture_id) told when a capture is done
         # called with each step's name as it is passed ("analysed", "outcome",
         # "documents_built"): tests stop the process there as a crash would
@@ -89,46 +90,22 @@ class Pipeline:
             audit,
             uid_root=uid_root,
             capture_row=self.capture_row,
-            scope=self._visit,
             outcome_of=self._outcome,
             enqueue=self._enqueue,
-            event=self._event,
             step=lambda step: self.step_hook(step),
+            clinic=clinic,
         )
         if metrics is not None:
             metrics.bind_documents(lambda: due.counts(store))
 
     # -- worker ---------------------------------------------------------------------------
-    def notify(self, capture_id: int) -> None:
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
-        self._thread.start()
-
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                done = self.drain()
-                self.issue_due()  # at start-up and on every pass: whatever visits still owe
-                if not done and self.quiet_seconds and time.monotonic() >= self._next_quiet_sweep:
-                    self._next_quiet_sweep = time.monotonic() + min(30.0, self.quiet_seconds)
-                    self.issue_quiet_visits()
-            except Exception:
-                LOGGER.exception("pipeline pass failed")
-                done = 0
-            if not done:
-                self._wake.wait(1.0)
-                self._wake.clear()
+    def _pass(self) -> int:
+        done = self.drain()
+        self.issue_due()  # at start-up and on every pass: whatever visits still owe
+        if not done and self.quiet_seconds and time.monotonic() >= self._next_quiet_sweep:
+            self._next_quiet_sweep = time.monotonic() + min(30.0, self.quiet_seconds)
+            self.issue_quiet_visits()
+        return done
 
     def drain(self, limit: int = 50) -> int:
         """Process waiting captures, oldest first; returns how many were processed."""
@@ -137,7 +114,7 @@ class Pipeline:
             (str(CaptureStatus.RECEIVED), limit),
         )
         for row in rows:
-            if self._stop.is_set():
+            if self.stopping:
                 break
             self.process(int(row["id"]))
         return len(rows)
@@ -211,18 +188,6 @@ class Pipeline:
             gradable=gradable, screening=analysis.screening["status"]
         ).inc()
 
-    def _event(self, row: dict[str, Any], outcome: Outcome, detail: dict[str, Any]) -> AuditEvent:
-        return AuditEvent(
-            event_id=EventID.INSTANCES_ACCESSED,
-            action=Action.EXECUTE,
-            user_id="system:pipeline",
-            outcome=outcome,
-            patient_id=row["patient_identifier"] or "",
-            study_instance_uid=row["study_instance_uid"] or "",
-            sop_instance_uids=[row["sop_instance_uid"]] if row["sop_instance_uid"] else [],
-            detail={"capture_id": row["id"], **detail},
-        )
-
     def _save_heatmap(self, analysis: ImageAnalysis) -> str | None:
         if analysis.heatmap is None:
             return None
@@ -231,7 +196,7 @@ class Pipeline:
 
     def _wrap(
         self, row: dict[str, Any], data: bytes, analysis: ImageAnalysis
-    ) -> dict[str, Any] | None:
+    ) -> DerivedObject | None:
         """A photograph with a known eye becomes an OP object (UIDs saved before any send).
 
         JPEG is wrapped as it came, PNG and TIFF losslessly; DICOM goes as received.
@@ -241,7 +206,7 @@ class Pipeline:
         side = finding(analysis, row["id"], row["laterality"]).laterality
         if side not in ("L", "R"):
             return None
-        key, _, _ = self._visit(row)
+        key = scope_of(row).key
         try:
             study = row["study_instance_uid"] or visit_study_uid(self.store, key, self.uid_root)
             field = analysis.anatomy.field if analysis.anatomy is not None else None
@@ -263,8 +228,8 @@ class Pipeline:
             return None
 
     def _secondary_capture(
-        self, row: dict[str, Any], analysis: ImageAnalysis, op: dict[str, Any] | None
-    ) -> tuple[dict[str, Any] | None, str | None]:
+        self, row: dict[str, Any], analysis: ImageAnalysis, op: DerivedObject | None
+    ) -> tuple[DerivedObject | None, str | None]:
         """The heatmap as an SC in the source image's study; UIDs saved before any send.
 
         The source is the OP made from a camera JPEG, or the DICOM the camera sent; a capture
@@ -275,25 +240,23 @@ class Pipeline:
         if not self.heatmap_secondary_capture or analysis.heatmap is None:
             return None, None
         if op is not None:
-            path = op["file_path"]
+            path = op.file_path
         elif row["media_type"] == "application/dicom" and row["sop_instance_uid"]:
             path = row["file_path"]
         else:
             return None, None
         try:
-            return (
-                build_sc(
-                    self.store,
-                    self.blobs,
-                    capture_pk=row["id"],
-                    visit_key=self._visit(row)[0],
-                    source_path=path,
-                    heatmap=analysis.heatmap,
-                    laterality=finding(analysis, row["id"], row["laterality"]).laterality,
-                    uid_root=self.uid_root,
-                ),
-                None,
+            sc = build_sc(
+                self.store,
+                self.blobs,
+                capture_pk=row["id"],
+                visit_key=scope_of(row).key,
+                source_path=path,
+                heatmap=analysis.heatmap,
+                laterality=finding(analysis, row["id"], row["laterality"]).laterality,
+                uid_root=self.uid_root,
             )
+            return DerivedObject.from_row(sc), None
         except (Exception, RecursionError) as exc:  # the analysis is stored; the SC is owed
             LOGGER.exception("capture %d: heatmap Secondary Capture not built", row["id"])
             return None, f"{type(exc).__name__}: {exc}"[:300]
@@ -316,8 +279,8 @@ class Pipeline:
         row: dict[str, Any],
         analysis: ImageAnalysis,
         heatmap: str | None,
-        derived: dict[str, Any] | None = None,
-        sc: dict[str, Any] | None = None,
+        derived: DerivedObject | None = None,
+        sc: DerivedObject | None = None,
         sc_error: str | None = None,
     ) -> VisitOutcome:
         now = utcnow()
@@ -328,37 +291,15 @@ class Pipeline:
         record["finding"] = asdict(finding(analysis, row["id"], given))
         with self.store.write() as tx:
             if report is not None:
-                tx.insert(
-                    "quality_reports",
-                    {
-                        "capture_pk": row["id"],
-                        "gradable": int(report.gradable),
-                        "score": float(report.score),
-                        "reasons": json.dumps(list(report.reasons)),
-                        "guidance": json.dumps(list(report.guidance)),
-                        "metrics": json.dumps({k: float(v) for k, v in report.metrics.items()}),
-                        "field_geometry": json.dumps(asdict(report.field_geometry))
-                        if report.field_geometry
-                        else None,
-                        "created_at": now,
-                    },
-                )
-            tx.insert(
-                "results",
-                {
-                    "capture_pk": row["id"],
-                    "kind": "screening",
-                    "payload": json.dumps({**analysis.screening, **record}, default=_json_default),
-                    "created_at": now,
-                },
-            )
+                insert_quality(tx, row["id"], report, now)
+            insert_result(tx, row["id"], {**analysis.screening, **record}, now)
             tx.execute(
                 "UPDATE captures SET status = ?, status_reason = NULL WHERE id = ?",
                 (str(CaptureStatus.PROCESSED), row["id"]),
             )
             self.audit.record(
                 tx,
-                self._event(
+                events.pipeline_step(
                     row,
                     Outcome.SUCCESS,
                     {
@@ -376,18 +317,16 @@ class Pipeline:
             )
             visit = self._decide_visit(tx, row)
             self._forward_as_received(tx, row)
-            if derived is not None:
-                record_derived(tx, derived, self._visit(row)[0])
-                self._enqueue(tx, "op", derived["sop_instance_uid"], derived["file_path"],
-                              derived["study_instance_uid"])  # fmt: skip
-            if sc is not None:
-                record_derived(tx, sc, self._visit(row)[0])
-                self._enqueue(tx, "sc", sc["sop_instance_uid"], sc["file_path"],
-                              sc["study_instance_uid"])  # fmt: skip
-            elif sc_error is not None:
+            key = scope_of(row).key
+            for made in (derived, sc):
+                if made is not None:
+                    insert_derived(tx, made, key)
+                    self._enqueue(tx, made.kind, made.sop_instance_uid, made.file_path,
+                                  made.study_instance_uid)  # fmt: skip
+            if sc is None and sc_error is not None:
                 due.owe(
                     tx,
-                    visit_key=self._visit(row)[0],
+                    visit_key=key,
                     kinds=("sc",),
                     capture_pk=row["id"],
                     photo_pk=row["id"],
@@ -397,19 +336,6 @@ class Pipeline:
                 )
         return visit
 
-    def _visit(self, row: dict[str, Any]) -> tuple[str, str, tuple[Any, ...]]:
-        """The visit a capture belongs to: its study, else its patient that day, else itself."""
-        key = visit_key(row)
-        if row["study_pk"] is not None:
-            return key, "c.study_pk = ?", (row["study_pk"],)
-        if row["patient_pk"] is not None:
-            return (
-                key,
-                "c.study_pk IS NULL AND c.patient_pk = ? AND substr(c.received_at, 1, 10) = ?",
-                (row["patient_pk"], row["received_at"][:10]),
-            )
-        return key, "c.id = ?", (row["id"],)
-
     def _outcome(self, db: Any, where: str, params: tuple[Any, ...]) -> VisitOutcome:
         results = db.query(
             "SELECT r.payload FROM results r JOIN captures c ON c.id = r.capture_pk "
@@ -418,15 +344,16 @@ class Pipeline:
         )
         findings = []
         for result in results:
-            payload = json.loads(result["payload"])
-            if payload.get("finding") is not None:
-                findings.append(finding_from_json(payload["finding"]))
+            record = ImageRecord.parse(result["payload"])
+            if record.finding is not None:
+                findings.append(finding_from_json(record.finding))
         installed = self.screener is not None and self.screener.screening_available
         return visit_outcome(findings, self.rules, installed)
 
     def _decide_visit(self, tx: Tx, row: dict[str, Any]) -> VisitOutcome:
-        key, where, params = self._visit(row)
-        outcome = self._outcome(tx.db, where, params)
+        visit: Scope = scope_of(row)
+        key = visit.key
+        outcome = self._outcome(tx.db, visit.where, visit.params)
         tx.insert(
             "visit_outcomes",
             {
@@ -441,7 +368,7 @@ class Pipeline:
         )
         self.audit.record(
             tx,
-            self._event(
+            events.pipeline_step(
                 row,
                 Outcome.SUCCESS,
                 {
@@ -483,7 +410,10 @@ class Pipeline:
                 (str(CaptureStatus.FAILED), f"{reason}: {message}", row["id"]),
             )
             self.audit.record(
-                tx, self._event(row, Outcome.SERIOUS_FAILURE, {"stage": "decode", "failed": reason})
+                tx,
+                events.pipeline_step(
+                    row, Outcome.SERIOUS_FAILURE, {"stage": "decode", "failed": reason}
+                ),
             )
             self._forward_as_received(tx, row)
 
@@ -509,18 +439,3 @@ class Pipeline:
         ]
         if any(added):
             tx.after_commit(self.on_queued)
-
-
-def visit_key(row: dict[str, Any]) -> str:
-    """A capture row's visit: ``study:<pk>``, ``patient:<pk>:<UTC day>`` or ``capture:<id>``."""
-    if row["study_pk"] is not None:
-        return f"study:{row['study_pk']}"
-    if row["patient_pk"] is not None:
-        return f"patient:{row['patient_pk']}:{row['received_at'][:10]}"
-    return f"capture:{row['id']}"
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()  # numpy scalars
-    raise TypeError(f"cannot store {type(value).__name__} as JSON")

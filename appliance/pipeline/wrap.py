@@ -25,7 +25,8 @@ from appliance.dicom.op import (
     to_bytes,
 )
 from appliance.domain import PatientInfo
-from appliance.store import BlobStore, Store, Tx, utcnow
+from appliance.store import BlobStore, Store, utcnow
+from appliance.visits import DerivedObject
 
 LOGGER = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def wrap_photo(
     study_instance_uid: str,
     uid_root: str,
     request_attributes: Sequence[Mapping[str, str]] = (),
-) -> dict[str, Any]:
+) -> DerivedObject:
     """Write the OP object; return its ``derived_objects`` row (inserted by the caller)."""
     series, sop = new_uid(uid_root), new_uid(uid_root)
     patient = PatientInfo(
@@ -108,17 +109,13 @@ def wrap_photo(
         ),
     )
     path = blobs.put(to_bytes(ds), "application/dicom")
-    return {
-        "capture_pk": row["id"],
-        "kind": "op",
-        "sop_class_uid": OP_8BIT,
-        "sop_instance_uid": sop,
-        "series_instance_uid": series,
-        "study_instance_uid": study_instance_uid,
-        "file_path": path,
-        "created_at": utcnow(),
-    }
-
-
-def record(tx: Tx, derived: dict[str, Any], visit_key: str) -> None:
-    tx.insert("derived_objects", {**derived, "visit_key": visit_key})
+    return DerivedObject(
+        kind="op",
+        capture_pk=row["id"],
+        sop_class_uid=OP_8BIT,
+        sop_instance_uid=sop,
+        series_instance_uid=series,
+        study_instance_uid=study_instance_uid,
+        file_path=path,
+        created_at=utcnow(),
+    )

@@ -226,6 +226,27 @@ def find_field(rgb: np.ndarray) -> FieldFit | None:
         circularity = float(np.mean(on_circle | straight[free]))
     else:
         circularity = 1.0  # the field fills the frame: nothing to explain
+    iou = _iou(blob, cx, cy, radius, crop)
+    ratio, step, has_surround = _surround(smooth, blob, radius, free)
+    return FieldFit(
+        cx=float(cx),
+        cy=float(cy),
+        radius=float(radius),
+        circularity=circularity,
+        iou=iou,
+        surround_ratio=float(ratio),
+        surround_step=float(step),
+        crop=crop,
+        has_circle=has_circle,
+        has_surround=has_surround,
+    )
+
+
+def _iou(
+    blob: np.ndarray, cx: float, cy: float, radius: float, crop: tuple[float, float, float, float]
+) -> float:
+    """Overlap of the fitted field (circle within the crop rectangle) with the bright blob."""
+    h, w = blob.shape
     gy = np.arange(h, dtype=np.float32)[:, None] - np.float32(cy)
     gx = np.arange(w, dtype=np.float32)[None, :] - np.float32(cx)
     dist = np.sqrt(gx * gx + gy * gy)
@@ -233,8 +254,14 @@ def find_field(rgb: np.ndarray) -> FieldFit | None:
     inside_crop[int(crop[1]) : int(crop[3]) + 1, int(crop[0]) : int(crop[2]) + 1] = True
     model = (dist <= radius) & inside_crop
     union = int(np.count_nonzero(model | (blob > 0)))
-    iou = float(np.count_nonzero(model & (blob > 0)) / union) if union else 0.0
-    # Surround: a band just outside the blob against a band just inside it.
+    return float(np.count_nonzero(model & (blob > 0)) / union) if union else 0.0
+
+
+def _surround(
+    smooth: np.ndarray, blob: np.ndarray, radius: float, free: np.ndarray
+) -> tuple[float, float, bool]:
+    """Surround level: a band just outside the blob against a band just inside it. Returns
+    (outside / inside, inside - outside, whether there is a surround to measure)."""
     band = max(2, int(0.05 * radius))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
     grown = cv2.dilate(blob, kernel) > 0
@@ -248,18 +275,7 @@ def find_field(rgb: np.ndarray) -> FieldFit | None:
     else:
         ratio = outside / inside if inside > 0 else 1.0
         step = inside - outside
-    return FieldFit(
-        cx=float(cx),
-        cy=float(cy),
-        radius=float(radius),
-        circularity=circularity,
-        iou=iou,
-        surround_ratio=float(ratio),
-        surround_step=float(step),
-        crop=crop,
-        has_circle=has_circle,
-        has_surround=has_surround,
-    )
+    return ratio, step, has_surround
 
 
 def field_coverage(

@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "dr" in tasks and not args.quick:
         log("building the out-of-domain reference from the validation split")
-        from appliance.domain_reference import main as domain_reference
+        from appliance.tools.domain_reference import main as domain_reference
 
         domain = args.out / "domain.json"
         domain_reference(["--out", str(domain), "--max-side", str(data.MAX_SIDE)])

@@ -45,7 +45,7 @@ from appliance.errors import (
     UnsupportedFormat,
     UnsupportedSOPClass,
 )
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.conftest import fundus, jpeg_bytes, op_bytes, outside_files, png_bytes
 
 MAX_INFLATED = 1024 * 1024

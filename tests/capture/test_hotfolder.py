@@ -20,7 +20,7 @@ import pytest
 
 from appliance.capture.hotfolder import HotFolder
 from appliance.config import Settings
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.conftest import fundus, jpeg_bytes, op_bytes, outside_files, wait_for
 
 SMALL = (96, 128)

@@ -20,7 +20,7 @@ import pytest
 
 from appliance.capture.hotfolder import HotFolder
 from appliance.config import Settings
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.capture.test_hotfolder import capture_with, captures, find, image, refusals
 from tests.conftest import require_tool
 

@@ -12,7 +12,7 @@ from appliance.capture import Incoming
 from appliance.capture.ingest import Identity, identity_from_fields, patient_from_fields
 from appliance.domain import PatientInfo, Source
 from appliance.errors import RejectedInput
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.conftest import fundus, jpeg_bytes, op_bytes
 
 SMALL = (96, 128)

@@ -160,7 +160,7 @@ def test_sop_instance_uid_with_path_traversal_is_refused(
 
 
 def test_calling_ae_allow_list(settings: Settings, tmp_path: Path) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     restricted = settings.replace(
         dicom_allowed_calling_aes=("CAMERA1",), data_dir=str(tmp_path / "r")

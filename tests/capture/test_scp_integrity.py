@@ -31,7 +31,7 @@ from pynetdicom import AE
 
 from appliance.capture.scp import VERIFICATION
 from appliance.config import Settings
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.conftest import fundus, op_bytes, require_tool
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"

@@ -22,7 +22,7 @@ from pynetdicom import AE
 from appliance import config
 from appliance.capture.scp import VERIFICATION
 from appliance.config import Settings
-from appliance.service import Services, scp_tls_context
+from appliance.runtime.services import Services, scp_tls_context
 from appliance.tls import TlsClient, client_context
 from tests.conftest import free_port, op_bytes, require_tool, wait_for
 from tests.tls_certs import Pki, make_pki

@@ -100,9 +100,8 @@ def test_findings_in_plain_words() -> None:
 def test_report_reads_as_expected(tmp_path: Path) -> None:
     pdf = _pdf()
     assert pdf.startswith(b"%PDF") and pdf == _pdf()  # invariant: same input, same bytes
-    assert b"not clinically validated" in pdf  # uncompressed page stream
-    text = _text(pdf, tmp_path)
-    assert DEMONSTRATION in text
+    text = _text(pdf, tmp_path)  # compressed pages: the text as a reader extracts it
+    assert text.count(DEMONSTRATION) == text.count("not clinically validated") == 1
     for words in (
         "Test, Patient",
         "PAT001",

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from appliance.capture.decode import Limits
-from appliance.domain_reference import measure
 from appliance.inference import ModelIntegrityError, Screener
 from appliance.inference import domain as dom
 from appliance.pipeline.image import analyse
 from appliance.quality import QualityThresholds
 from appliance.synth.case import render_layers
 from appliance.synth.dataset import case_for
+from appliance.tools.domain_reference import measure
 from tests.conftest import fundus, jpeg_bytes
 
 MODELS = Path(__file__).resolve().parents[2] / "models"

@@ -70,7 +70,7 @@ def test_a_tampered_model_is_refused_and_audited(tmp_path: Path) -> None:
     target.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match="does not match its card"):
         Screener.load(models, "int8")
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     settings = config.load(
         environ={}, data_dir=str(tmp_path / "var"), models_dir=str(models), min_free_disk_mb=0

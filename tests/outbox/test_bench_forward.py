@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.bench_forward import bench_forward, dcmtk_storescu
+from appliance.tools.bench_forward import bench_forward, dcmtk_storescu
 from tests.conftest import IN_CI
 from tests.orthanc_server import orthanc_binary
 

@@ -118,7 +118,7 @@ def archive(settings: Settings) -> Iterator[CommitArchive]:
 
 @pytest.fixture
 def services(settings: Settings, archive: CommitArchive) -> Iterator[Any]:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     destination = Destination(
         name="pacs",

@@ -33,7 +33,7 @@ def orthanc(tmp_path: Path, settings: Settings) -> Iterator[Orthanc]:
 
 @pytest.fixture
 def services(settings: Settings, orthanc: Orthanc) -> Iterator[Any]:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     destination = Destination(
         name="pacs",

@@ -148,7 +148,7 @@ def test_archive_outage_is_retried_until_it_returns(services: Any, archive_port:
 def test_a_crash_mid_send_resends_after_the_lease(
     settings: Settings, archive: Archive, tmp_path: Path
 ) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     first = Services(settings)
     first.start(dicom=False, hotfolder=False, worker=False)

@@ -101,7 +101,7 @@ def test_the_running_appliance_forwards_to_orthanc_over_both_protocols(
     from appliance.capture import Incoming
     from appliance.config import Destination
     from appliance.domain import Source
-    from appliance.service import Services
+    from appliance.runtime.services import Services
     from tests.conftest import wait_for
 
     configured = settings.replace(
@@ -138,7 +138,7 @@ def test_a_camera_jpeg_reaches_orthanc_as_a_valid_op_object(
     from appliance.capture import Incoming
     from appliance.config import Destination
     from appliance.domain import Source
-    from appliance.service import Services
+    from appliance.runtime.services import Services
     from tests.conftest import jpeg_bytes, require_tool, wait_for
 
     configured = settings.replace(
@@ -188,7 +188,7 @@ def test_a_complete_visit_sends_ops_sr_and_pdf_to_orthanc(
     from appliance.capture import Incoming
     from appliance.config import Destination
     from appliance.domain import Source
-    from appliance.service import Services
+    from appliance.runtime.services import Services
     from appliance.synth.case import render_case
     from appliance.synth.dataset import case_for
     from tests.conftest import jpeg_bytes, require_tool, wait_for

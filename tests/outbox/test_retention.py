@@ -150,8 +150,8 @@ def test_retention_days_zero_never_deletes(services: Any) -> None:
     keep = _retention(services, 365 * 100, days=0)
     assert keep.sweep() == 0 and path.exists()
     keep.start()
-    assert keep._thread is None  # no timer at all
-    assert services.retention.days == 0 and services.retention._thread is None  # the default
+    assert not keep.running()  # no timer at all
+    assert services.retention.days == 0 and not services.retention.running()  # the default
 
 
 def test_a_camera_jpeg_and_the_op_made_from_it_go_together(services: Any) -> None:
@@ -237,16 +237,16 @@ def test_files_left_by_a_crash_after_the_commit_are_removed_at_start(services: A
 
 
 def test_the_service_runs_the_sweep_when_retention_is_set(settings: Settings) -> None:
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     services = Services(settings.replace(retention_days=2))
     services.start(dicom=False, hotfolder=False)
     try:
         assert services.retention.days == 2
-        assert services.retention._thread is not None and services.retention._thread.is_alive()
+        assert services.retention.running()
     finally:
         services.stop()
-    assert services.retention._thread is None
+    assert not services.retention.running()
 
 
 def test_with_storage_commitment_files_wait_for_the_commitment(
@@ -258,7 +258,7 @@ def test_with_storage_commitment_files_wait_for_the_commitment(
 
     from pydicom.dataset import Dataset
 
-    from appliance.service import Services
+    from appliance.runtime.services import Services
 
     pacs = replace(archives[0].destination("pacs"), storage_commitment=True)
     services = Services(settings.replace(destinations=(pacs, archives[1].destination("mirror"))))

@@ -28,8 +28,8 @@ from appliance.outbox.commit_dimse import request_commitment
 from appliance.outbox.dimse import DimseTarget
 from appliance.outbox.policy import Verdict
 from appliance.outbox.worker import Forwarder
-from appliance.service import Services
-from appliance.service import _target as service_target
+from appliance.runtime.services import Services
+from appliance.runtime.services import _target as service_target
 from appliance.store import BlobStore, Store
 from appliance.tls import TlsClient
 from tests.conftest import free_port, fundus, op_bytes, wait_for

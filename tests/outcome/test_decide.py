@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appliance.domain import EyeOutcome, ImageFinding, Outcome
+from appliance.domain import EyeOutcome, ImageFinding, VisitOutcome
 from appliance.outcome import CODES, URGENCIES, decide, load_rules, per_eye
 
 RULES = load_rules()
@@ -57,7 +57,7 @@ def both(left: int = 0, right: int = 0) -> list[ImageFinding]:
 
 def test_clear_visit_rescreens_in_12_months() -> None:
     outcome = decide(both(0, 1), RULES)
-    assert outcome == Outcome(
+    assert outcome == VisitOutcome(
         code="rescreen",
         text=RESCREEN,
         recall_months=12,

@@ -13,7 +13,7 @@ import pytest
 
 from appliance import __version__
 from appliance.config import Settings
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.conftest import (
     API_TOKEN,
     fundus,

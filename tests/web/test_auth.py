@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from appliance.config import Settings
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.web_helpers import PASSWORD, ROLES, add_user, csrf, csrf_from, logged_in, login
 from web import create_app
 

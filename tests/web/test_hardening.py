@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from appliance.accounts import MAX_PASSWORD
 from appliance.capture import Incoming
+from appliance.desks.accounts import MAX_PASSWORD
 from appliance.domain import Source
 from appliance.errors import RejectedInput
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.conftest import fundus, jpeg_bytes, wait_for
 from tests.web.test_station import SMALL, fragment, upload, walk_in
 from tests.web_helpers import PASSWORD, add_user, csrf, csrf_from, logged_in, login
@@ -150,7 +150,7 @@ def test_every_refused_login_costs_one_password_check(
     services: Services, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Unknown, disabled and locked accounts must not answer faster than a wrong password."""
-    from appliance.accounts import LoginRefused
+    from appliance.desks.accounts import LoginRefused
 
     add_user(services, "dis1", "operator")
     add_user(services, "lock1", "operator")

@@ -455,7 +455,7 @@ def test_photographs_the_models_cannot_assess_go_to_human_grading(app: Any, serv
 @pytest.mark.tool("Orthanc")
 def test_the_signed_report_reaches_the_archive(settings: Settings, tmp_path: Path) -> None:
     """Sign → outbox → a real archive (Orthanc over C-STORE), next to the preliminary one."""
-    from appliance.service import Services
+    from appliance.runtime.services import Services
     from tests.orthanc_server import Orthanc
     from web import create_app
 

@@ -22,7 +22,7 @@ from pynetdicom import AE, evt
 
 from appliance.config import Settings
 from appliance.dicom.worklist import MWL_FIND
-from appliance.service import Services
+from appliance.runtime.services import Services
 from appliance.synth.degrade import defocus
 from tests.conftest import fundus, jpeg_bytes, require_tool, wait_for
 from tests.web_helpers import csrf_from, logged_in

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from appliance.config import Destination, Settings
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.admin_helpers import Archive
 from tests.web_helpers import logged_in
 

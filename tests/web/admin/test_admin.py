@@ -16,7 +16,7 @@ from appliance.audit import Action, AuditEvent, EventID
 from appliance.capture import Incoming
 from appliance.config import Settings
 from appliance.domain import Source
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.admin_helpers import ROOT, Archive, cells, events, notice, text
 from tests.conftest import fundus, op_bytes, wait_for
 from tests.web_helpers import csrf, logged_in

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from appliance.audit import Action, AuditEvent, EventID
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.admin_helpers import cells, text
 from tests.conftest import fundus, jpeg_bytes, wait_for
 from tests.web_helpers import add_user

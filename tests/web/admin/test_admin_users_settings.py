@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 from appliance.config import Settings
-from appliance.service import Services
+from appliance.runtime.services import Services
 from tests.admin_helpers import events, notice, text
 from tests.web_helpers import PASSWORD, add_user, csrf, login
 

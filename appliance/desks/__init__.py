@@ -1,0 +1,2 @@
+"""Use-case code for the people: station, review, sign-off, admin, monitoring, settings,
+accounts."""

@@ -1,0 +1,450 @@
+"""The review desk: what a clinician sees of a visit, and the sign-off (accept or override).
+
+Reading: the visits (newest visit outcome per ``visit_key``, refer first, with the last review),
+one visit's photographs per eye with the model's findings, and the pictures themselves as the
+core produces them (the camera field as JPEG, the heatmap PNG the worker saved — both the same
+square crop, so the heatmap lies exactly over the photograph).
+
+Signing: a ``reviews`` row, a NEW Comprehensive 3D SR (VERIFIED, the clinician as Verifying
+Observer) for the same study with the clinician's values where overridden, saved as a derived
+object (kind ``sr``) and queued to every destination, and the audit event (who, decision,
+reason) — all in one transaction. The SR's Predecessor Documents Sequence names the visit's
+preliminary (UNVERIFIED) SR, and the previous VERIFIED SR when a sign-off is amended.
+
+A visit with no preliminary SR yet (its protocol is incomplete) can still be signed, but only
+by overriding (there is no complete automated outcome to accept): the VERIFIED SR then has no
+predecessor, and the page says so. A visit with no DICOM image at all (nothing to reference)
+cannot be signed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import cv2
+import pydicom
+from pydicom.dataset import Dataset
+
+from appliance.audit import AuditTrail, events
+from appliance.capture import Limits, decode_rgb
+from appliance.config import Settings
+from appliance.desks.review_views import (
+    EYES,
+    EyeView,
+    ImageView,
+    ReviewRecord,
+    VisitDetail,
+    VisitSummary,
+    review_from_row,
+    summary_from_row,
+)
+from appliance.desks.signoff import (
+    Decision,
+    Signature,
+    Signed,
+    check,
+    signed_findings,
+    verified_sr,
+)
+from appliance.dicom.op import to_bytes
+from appliance.errors import ApplianceError, RejectedInput
+from appliance.inference.preprocess import field_crop, find_field
+from appliance.outbox import queue
+from appliance.pipeline.documents import eye_findings, visit_images
+from appliance.pipeline.headers import read_header
+from appliance.pipeline.record import insert_derived
+from appliance.store import BlobStore, Store
+from appliance.visits import DerivedObject, ImageRecord, VisitNotFound, scope
+
+# The review desk's queue: referrals, then photographs only a person can grade, then the rest.
+ORDER = {
+    "refer": 0,
+    "glaucoma_refer": 1,
+    "human_grading": 2,
+    "retake": 3,
+    "incomplete": 4,
+    "rescreen": 5,
+}
+URGENCY = {"urgent": 0, "soon": 1, "routine": 2}
+MAX_LISTED = 500
+PHOTO_MAX = 1024  # longest side of the field crop served to the page, in pixels
+
+
+class Wakeable(Protocol):
+    """The outbox forwarder: told when new jobs are queued."""
+
+    def notify(self) -> None: ...
+
+
+class VisitChanged(ApplianceError):
+    """New photographs changed the visit after the page was opened."""
+
+    http_status = 409
+    reason = "visit_changed"
+
+
+class ReviewDesk:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        audit: AuditTrail,
+        settings: Settings,
+        forwarder: Wakeable | None = None,
+    ) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.audit = audit
+        self.destinations = tuple(d.name for d in settings.destinations)
+        self.uid_root = settings.uid_root
+        self.organization = f"Retinal screening, station {settings.station_name}"[:64]
+        self.limits = Limits(
+            max_image_pixels=settings.max_image_pixels,
+            max_inflated_bytes=settings.max_inflated_bytes,
+        )
+        self.forwarder = forwarder
+
+    # -- reading --------------------------------------------------------------------------
+    def visits(self) -> list[VisitSummary]:
+        """Every visit, waiting ones first (refer first, then by urgency), newest first."""
+        rows = self.store.query(
+            "SELECT vo.*, p.patient_id AS patient_identifier, p.patient_name, p.birth_date "
+            "FROM visit_outcomes vo "
+            "JOIN (SELECT max(id) AS id FROM visit_outcomes GROUP BY visit_key) newest "
+            "ON newest.id = vo.id LEFT JOIN patients p ON p.id = vo.patient_pk "
+            "ORDER BY vo.id DESC LIMIT ?",
+            (MAX_LISTED,),
+        )
+        reviews = self._last_reviews()
+        visits = [summary_from_row(row, reviews.get(row["visit_key"])) for row in rows]
+        visits.sort(
+            key=lambda v: (
+                not v.needs_review,
+                ORDER.get(v.code, 9),
+                URGENCY.get(v.urgency, 9),
+            )
+        )  # stable: newest first within each band
+        return visits
+
+    def visit(self, visit_key: str) -> VisitDetail:
+        found = scope(visit_key)
+        where, params = found.where, found.params
+        row = self.store.one(
+            "SELECT vo.*, p.patient_id AS patient_identifier, p.patient_name, p.birth_date "
+            "FROM visit_outcomes vo LEFT JOIN patients p ON p.id = vo.patient_pk "
+            "WHERE vo.visit_key = ? ORDER BY vo.id DESC LIMIT 1",
+            (visit_key,),
+        )
+        if row is None:
+            raise VisitNotFound("There is no such visit.")
+        reviews = self._reviews(visit_key)
+        summary = summary_from_row(row, reviews[0] if reviews else None)
+        payload = json.loads(row["payload"])
+        images = self._images(visit_key, where, params)
+        eyes = []
+        for eye in payload.get("eyes", []):
+            mine = tuple(i for i in images if i.eye == eye["eye"])
+            eyes.append(
+                EyeView(
+                    eye=eye["eye"],
+                    status=eye["status"],
+                    dr_grade=eye["dr_grade"],
+                    referable=eye["referable"],
+                    dme=eye["dme"],
+                    cdr=eye["cdr"],
+                    glaucoma_suspect=eye["glaucoma_suspect"],
+                    images=tuple(sorted(mine, key=lambda i: not i.result.get("gradable"))),
+                )
+            )
+        shown = {e.eye for e in eyes}
+        models: list[dict[str, Any]] = next(
+            (i.result["models"] for i in images if i.result.get("models")), []
+        )
+        return VisitDetail(
+            summary=summary,
+            study_instance_uid=self._study_uid(visit_key, where, params),
+            rule_set=str(row["rule_set"]),
+            prompts=tuple(payload.get("prompts", [])),
+            eyes=tuple(sorted(eyes, key=lambda e: EYES.index(e.eye) if e.eye in EYES else 9)),
+            other_images=tuple(i for i in images if i.eye not in shown),
+            models=tuple(
+                {k: m.get(k) for k in ("name", "version", "task", "variant", "provider")}
+                for m in models
+            ),
+            preliminary_sr=self._preliminary(visit_key),
+            reviews=tuple(reviews),
+        )
+
+    def photo_jpeg(self, visit_key: str, capture_id: int) -> bytes:
+        """A photograph as JPEG: the camera field (square crop, as the models saw it, so the
+        heatmap lies over it) when it has a heatmap, else the whole picture."""
+        row = self._capture(visit_key, capture_id)
+        rgb = decode_rgb(self.blobs.read(row["file_path"]), self.limits)
+        if ImageRecord.parse(row["payload"]).heatmap:
+            found = find_field(rgb)
+            size = int(min(PHOTO_MAX, max(256, round(2 * found.radius))))
+            rgb = field_crop(rgb, size, found)
+        elif max(rgb.shape[:2]) > PHOTO_MAX:
+            scale = PHOTO_MAX / max(rgb.shape[:2])
+            width, height = round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)
+            rgb = cv2.resize(rgb, (width, height), interpolation=cv2.INTER_AREA)
+        ok, jpeg = cv2.imencode(
+            ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+        )
+        if not ok:
+            raise ApplianceError("The photograph could not be prepared for display.")
+        return bytes(jpeg.tobytes())
+
+    def image_owner(self, visit_key: str, capture_id: int) -> dict[str, str]:
+        """Whose photograph a capture of this visit is (patient, study, the DICOM image that
+        stands for it), for the audit event of whoever is shown it or its heatmap."""
+        found = scope(visit_key)
+        where, params = found.where, found.params
+        row = self.store.one(
+            "SELECT c.media_type, c.sop_instance_uid, p.patient_id, s.study_instance_uid, "
+            "(SELECT d.sop_instance_uid FROM derived_objects d WHERE d.capture_pk = c.id "
+            " AND d.kind = 'op' ORDER BY d.id DESC LIMIT 1) AS op_uid "
+            "FROM captures c LEFT JOIN patients p ON p.id = c.patient_pk "
+            f"LEFT JOIN studies s ON s.id = c.study_pk WHERE c.id = ? AND {where}",
+            (capture_id, *params),
+        )
+        if row is None:
+            raise VisitNotFound("There is no such photograph in this visit.")
+        dicom = row["media_type"] == "application/dicom"
+        return {
+            "patient_id": row["patient_id"] or "",
+            # an upload with no study of its own: the study the visit was given when wrapped
+            "study_instance_uid": row["study_instance_uid"]
+            or self._study_uid(visit_key, where, params),
+            "sop_instance_uid": (row["sop_instance_uid"] if dicom else row["op_uid"]) or "",
+        }
+
+    def heatmap_png(self, visit_key: str, capture_id: int) -> bytes:
+        """The DR model's heatmap blended over the same field crop (saved by the worker)."""
+        row = self._capture(visit_key, capture_id)
+        path = ImageRecord.parse(row["payload"]).heatmap
+        if not path:
+            raise VisitNotFound("This photograph has no heatmap.")
+        return self.blobs.read(path)
+
+    # -- signing --------------------------------------------------------------------------
+    def sign(
+        self, visit_key: str, choice: Decision, *, user_pk: int, username: str, address: str = ""
+    ) -> Signed:
+        """Accept or override the visit's result: review row + VERIFIED SR + outbox + audit."""
+        detail = self.visit(visit_key)
+        summary = detail.summary
+        if choice.outcome_id is not None and choice.outcome_id != summary.outcome_id:
+            raise VisitChanged(
+                "New photographs changed this visit after you opened it. "
+                "Look at the visit again, then sign."
+            )
+        outcome_code, grades, reason = check(choice, detail)
+        signature = Signature(
+            visit_key, summary, choice.decision, outcome_code, grades, reason,
+            user_pk, username, address,
+        )  # fmt: skip
+        found = scope(visit_key)
+        images = visit_images(self.store, visit_key, found.where, found.params)
+        if not images:
+            raise RejectedInput(
+                "This visit has no DICOM image for the signed report to reference, "
+                "so it cannot be signed.",
+                reason="nothing_to_sign",
+            )
+        predecessors = self._predecessors(visit_key)
+        moment = datetime.now(UTC)
+        sr = self._verified_sr(signature, images, predecessors, moment)
+        path = self.blobs.put(to_bytes(sr), "application/dicom")
+        previous = tuple(str(p.SOPInstanceUID) for p in predecessors)
+        review_id, queued = self._store_signature(
+            signature,
+            sr,
+            path,
+            references=sorted(i["uid"] for i in images),
+            previous=previous,
+            now=moment.isoformat(timespec="microseconds"),
+        )
+        return Signed(review_id, str(sr.SOPInstanceUID), previous, outcome_code, queued)
+
+    def _verified_sr(
+        self,
+        signature: Signature,
+        images: list[dict[str, Any]],
+        predecessors: list[Dataset],
+        moment: datetime,
+    ) -> Dataset:
+        datasets: list[Dataset] = [read_header(self.blobs.resolve(i["dicom_path"])) for i in images]
+        eyes = json.loads(self._outcome_payload(signature.summary.outcome_id))["eyes"]
+        return verified_sr(
+            images=images,
+            datasets=datasets,
+            findings=signed_findings(eyes_findings=eye_findings(eyes), grades=signature.grades),
+            predecessors=predecessors,
+            username=signature.username,
+            organization=self.organization,
+            decision=signature.decision,
+            outcome_code=signature.outcome_code,
+            reason=signature.reason,
+            uid_root=self.uid_root,
+            moment=moment,
+        )
+
+    def _store_signature(
+        self,
+        signature: Signature,
+        sr: Dataset,
+        path: str,
+        *,
+        references: list[str],
+        previous: tuple[str, ...],
+        now: str,
+    ) -> tuple[int, int]:
+        """One transaction: review row, the SR as a derived object, its jobs, the audit event.
+        Returns the review's id and how many jobs were queued."""
+        key, summary = signature.visit_key, signature.summary
+        sr_uid, study = str(sr.SOPInstanceUID), str(sr.StudyInstanceUID)
+        with self.store.write() as tx:
+            newest_outcome = tx.one(
+                "SELECT max(id) AS id FROM visit_outcomes WHERE visit_key = ?", (key,)
+            )
+            if newest_outcome is None or newest_outcome["id"] != summary.outcome_id:
+                raise VisitChanged(
+                    "New photographs arrived while signing. Look at the visit again, then sign."
+                )
+            review_id = tx.insert("reviews", signature.review_row(sr_uid, previous, now))
+            insert_derived(
+                tx,
+                DerivedObject(
+                    kind="sr",
+                    capture_pk=None,
+                    sop_class_uid=str(sr.SOPClassUID),
+                    sop_instance_uid=sr_uid,
+                    series_instance_uid=str(sr.SeriesInstanceUID),
+                    study_instance_uid=study,
+                    file_path=path,
+                    created_at=now,
+                    references_json=json.dumps(references),
+                ),
+                key,
+            )
+            queued = sum(
+                queue.enqueue(
+                    tx,
+                    kind="sr",
+                    destination=name,
+                    sop_instance_uid=sr_uid,
+                    file_path=path,
+                    study=study,
+                )  # fmt: skip
+                for name in self.destinations
+            )
+            self.audit.record(
+                tx,
+                events.review_signed(
+                    events.Who(signature.username, signature.address),
+                    events.About(summary.patient_id, study, (sr_uid, *previous)),
+                    signature.audit_detail(sr_uid, previous, queued),
+                ),
+            )
+            if queued and self.forwarder is not None:
+                tx.after_commit(self.forwarder.notify)
+        return review_id, queued
+
+    # -- queries --------------------------------------------------------------------------
+    def _last_reviews(self) -> dict[str, ReviewRecord]:
+        rows = self.store.query(
+            "SELECT r.*, u.username FROM reviews r JOIN users u ON u.id = r.user_pk "
+            "WHERE r.id IN (SELECT max(id) FROM reviews GROUP BY visit_key)"
+        )
+        return {row["visit_key"]: review_from_row(row) for row in rows}
+
+    def _reviews(self, visit_key: str) -> list[ReviewRecord]:
+        rows = self.store.query(
+            "SELECT r.*, u.username FROM reviews r JOIN users u ON u.id = r.user_pk "
+            "WHERE r.visit_key = ? ORDER BY r.id DESC",
+            (visit_key,),
+        )
+        return [review_from_row(row) for row in rows]
+
+    def _images(self, visit_key: str, where: str, params: tuple[Any, ...]) -> list[ImageView]:
+        rows = self.store.query(
+            "SELECT c.id, c.received_at, c.media_type, c.sop_instance_uid, r.payload, "
+            "d.sop_instance_uid AS op_uid FROM captures c "
+            "JOIN results r ON r.capture_pk = c.id AND r.kind = 'screening' "
+            "LEFT JOIN derived_objects d ON d.capture_pk = c.id AND d.kind = 'op' "
+            f"WHERE {where} ORDER BY c.id",
+            params,
+        )
+        out = []
+        for row in rows:
+            record = ImageRecord.parse(row["payload"])
+            dicom = row["media_type"] == "application/dicom"
+            out.append(
+                ImageView(
+                    capture_id=int(row["id"]),
+                    eye=record.laterality,
+                    field=record.field,
+                    received_at=row["received_at"],
+                    sop_instance_uid=row["sop_instance_uid"] if dicom else row["op_uid"],
+                    has_heatmap=bool(record.heatmap),
+                    result=record.data,
+                )
+            )
+        return out
+
+    def _capture(self, visit_key: str, capture_id: int) -> dict[str, Any]:
+        found = scope(visit_key)
+        where, params = found.where, found.params
+        row = self.store.one(
+            "SELECT c.id, c.file_path, r.payload FROM captures c "
+            "LEFT JOIN results r ON r.capture_pk = c.id AND r.kind = 'screening' "
+            f"WHERE c.id = ? AND {where}",
+            (capture_id, *params),
+        )
+        if row is None:
+            raise VisitNotFound("There is no such photograph in this visit.")
+        return row
+
+    def _study_uid(self, visit_key: str, where: str, params: tuple[Any, ...]) -> str:
+        row = self.store.one(
+            "SELECT s.study_instance_uid FROM captures c JOIN studies s ON s.id = c.study_pk "
+            f"WHERE {where} LIMIT 1",
+            params,
+        ) or self.store.one(
+            "SELECT study_instance_uid FROM visit_studies WHERE visit_key = ?", (visit_key,)
+        )
+        return str(row["study_instance_uid"]) if row else ""
+
+    def _outcome_payload(self, outcome_id: int) -> str:
+        return str(
+            self.store.scalar("SELECT payload FROM visit_outcomes WHERE id = ?", (outcome_id,))
+        )
+
+    def _srs(self, visit_key: str) -> list[dict[str, Any]]:
+        """The visit's SRs, newest first, each marked verified (a sign-off made it) or not."""
+        return self.store.query(
+            "SELECT d.*, EXISTS (SELECT 1 FROM reviews r "
+            "WHERE r.sr_sop_instance_uid = d.sop_instance_uid) AS verified "
+            "FROM derived_objects d WHERE d.visit_key = ? AND d.kind = 'sr' ORDER BY d.id DESC",
+            (visit_key,),
+        )
+
+    def _preliminary(self, visit_key: str) -> str | None:
+        row = next((r for r in self._srs(visit_key) if not r["verified"]), None)
+        return str(row["sop_instance_uid"]) if row else None
+
+    def _predecessors(self, visit_key: str) -> list[Dataset]:
+        """Newest preliminary SR, and the newest VERIFIED one if it came after it (amendment)."""
+        srs = self._srs(visit_key)
+        chosen = []
+        preliminary = next((r for r in srs if not r["verified"]), None)
+        signed = next((r for r in srs if r["verified"]), None)
+        if signed is not None and (preliminary is None or signed["id"] > preliminary["id"]):
+            chosen.append(signed)
+        if preliminary is not None:
+            chosen.append(preliminary)
+        return [pydicom.dcmread(io.BytesIO(self.blobs.read(r["file_path"]))) for r in chosen]

@@ -1,0 +1,289 @@
+"""What the camera station shows of a visit: photographs, verdicts, checklist, outcome, report.
+
+A selection's visit is its study's photographs plus any of the same patient received since it
+was chosen (a camera that sends DICOM keeps its own study). All reads for one view happen in
+one read transaction, so a verdict is never shown without its photograph. Thumbnails are small
+JPEGs made from the stored file (any accepted format); the report is the plain PDF taken out
+of the stored Encapsulated PDF object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pydicom
+from PIL import Image
+
+from appliance.capture.decode import Limits, decode_rgb
+from appliance.errors import ApplianceError
+from appliance.store import BlobStore, Store
+from appliance.visits import ImageRecord, visit_key
+
+THUMBNAIL_PX = 320
+EYES = ("R", "L")  # the checklist's order: right eye first, as clinics record them
+
+
+class NotFound(ApplianceError):
+    http_status = 404
+    reason = "not_found"
+
+
+@dataclass(frozen=True)
+class Selection:
+    id: int
+    source: str  # "worklist" / "walk-in"
+    patient_id: str
+    issuer: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    accession_number: str
+    study_instance_uid: str
+    request_attributes: tuple[dict[str, str], ...]
+    selected_at: str
+
+    def fields(self) -> dict[str, str]:
+        """The identity fields an upload or a hot-folder file takes from this selection."""
+        return {
+            "patient_id": self.patient_id,
+            "issuer": self.issuer,
+            "patient_name": self.patient_name,
+            "birth_date": self.birth_date,
+            "sex": self.sex,
+            "accession_number": self.accession_number,
+            "study_instance_uid": self.study_instance_uid,
+        }
+
+    @property
+    def description(self) -> str:
+        return next(
+            (
+                r["ScheduledProcedureStepDescription"]
+                for r in self.request_attributes
+                if r.get("ScheduledProcedureStepDescription")
+            ),
+            "",
+        )
+
+
+@dataclass(frozen=True)
+class CaptureView:
+    id: int
+    number: int  # 1, 2, ... in the order received
+    received: str  # local HH:MM
+    source: str
+    state: str  # "checking", "checked", "failed"
+    eye: str | None  # "R" / "L" (as labelled, else as detected)
+    eye_detected: bool  # True when the eye came from the photo, not a label
+    field: str | None  # "macula" / "disc"
+    gradable: bool | None
+    reasons: tuple[str, ...]
+    guidance: tuple[str, ...]  # the quality gate's plain-words retake advice
+    mismatch: bool  # the label and the photo disagree about the eye
+    failure: str
+    sop_instance_uid: str
+    other_study: bool  # arrived with its own DICOM study, not the selection's
+    human_grading: tuple[str, ...] = ()  # why the models' results were withheld for a grader
+
+
+@dataclass(frozen=True)
+class EyeCheck:
+    eye: str  # "R" / "L"
+    status: str  # "graded", "ungradable", "missing", "checking"
+
+
+@dataclass(frozen=True)
+class StationVisit:
+    selection: Selection
+    captures: tuple[CaptureView, ...]
+    eyes: tuple[EyeCheck, ...]
+    outcome: dict[str, Any] | None  # pipeline/visit.py's outcome JSON
+    report_id: int | None  # derived_objects.id of the newest PDF report
+    digest: str  # changes whenever anything shown changes
+    visit_keys: tuple[str, ...] = ()  # the pipeline's visits these photographs belong to
+
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        return [c.sop_instance_uid for c in self.captures if c.sop_instance_uid]
+
+
+@dataclass(frozen=True)
+class Report:
+    pdf: bytes
+    document_id: int
+    sop_instance_uid: str
+    study_instance_uid: str
+    patient_id: str
+    created_at: str
+
+
+@contextmanager
+def _snapshot(store: Store) -> Iterator[None]:
+    """Reads inside see one state of the database."""
+    conn = store.reader().conn
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def read_visit(store: Store, selection: Selection) -> StationVisit:
+    """The selection's photographs (its study, and the patient's since it was chosen)."""
+    with _snapshot(store):
+        rows = store.query(
+            "SELECT c.id, c.source, c.status, c.status_reason, c.received_at, c.laterality, "
+            "c.sop_instance_uid, c.study_pk, c.patient_pk, s.study_instance_uid, "
+            "(SELECT r.payload FROM results r WHERE r.capture_pk = c.id AND r.kind = 'screening' "
+            " ORDER BY r.id DESC LIMIT 1) AS payload "
+            "FROM captures c LEFT JOIN studies s ON s.id = c.study_pk "
+            "LEFT JOIN patients p ON p.id = c.patient_pk "
+            "WHERE s.study_instance_uid = ? "
+            "OR (p.patient_id = ? AND p.issuer = ? AND c.received_at >= ?) ORDER BY c.id",
+            (
+                selection.study_instance_uid,
+                selection.patient_id,
+                selection.issuer,
+                selection.selected_at,
+            ),
+        )
+        keys = sorted({visit_key(row) for row in rows})
+        primary = next(
+            (visit_key(r) for r in rows if r["study_instance_uid"] == selection.study_instance_uid),
+            "",
+        )
+        outcome_row = report_row = None
+        if keys:  # the selection's own study first, then the newest
+            marks = ", ".join("?" for _ in keys)
+            outcome_row = store.one(
+                f"SELECT id, payload FROM visit_outcomes WHERE visit_key IN ({marks}) "
+                "ORDER BY visit_key = ? DESC, id DESC LIMIT 1",
+                (*keys, primary),
+            )
+            report_row = store.one(
+                f"SELECT id FROM derived_objects WHERE kind = 'pdf' AND visit_key IN ({marks}) "
+                "ORDER BY visit_key = ? DESC, id DESC LIMIT 1",
+                (*keys, primary),
+            )
+    captures = tuple(
+        _capture_view(n, row, selection.study_instance_uid) for n, row in enumerate(rows, 1)
+    )
+    outcome = json.loads(outcome_row["payload"]) if outcome_row else None
+    report_id = int(report_row["id"]) if report_row else None
+    shown = [
+        selection.id,
+        [(c.id, c.state) for c in captures],
+        outcome_row["id"] if outcome_row else None,
+        report_id,
+    ]
+    return StationVisit(
+        selection=selection,
+        captures=captures,
+        eyes=_checklist(captures, outcome),
+        outcome=outcome,
+        report_id=report_id,
+        digest=hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:32],
+        visit_keys=tuple(keys),
+    )
+
+
+def capture_identity(store: Store, capture_id: int) -> dict[str, str]:
+    """Whose photograph a capture is (for the audit event of whoever is shown it)."""
+    row = store.one(
+        "SELECT c.sop_instance_uid, p.patient_id, s.study_instance_uid FROM captures c "
+        "LEFT JOIN patients p ON p.id = c.patient_pk "
+        "LEFT JOIN studies s ON s.id = c.study_pk WHERE c.id = ?",
+        (capture_id,),
+    )
+    if row is None:
+        raise NotFound("there is no such photograph")
+    return {key: row[key] or "" for key in row}
+
+
+def thumbnail(
+    store: Store, blobs: BlobStore, limits: Limits, capture_id: int, size: int = THUMBNAIL_PX
+) -> bytes:
+    """A small JPEG of a stored photograph (any accepted format, DICOM included)."""
+    row = store.one("SELECT file_path, media_type FROM captures WHERE id = ?", (capture_id,))
+    if row is None:
+        raise NotFound("there is no such photograph")
+    data = blobs.read(row["file_path"])
+    if row["media_type"] == "image/jpeg":
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:
+            img.draft("RGB", (size, size))  # decode at a reduced scale: fast
+            picture = img.convert("RGB")
+    else:
+        picture = Image.fromarray(decode_rgb(data, limits))
+    picture.thumbnail((size, size))
+    out = io.BytesIO()
+    picture.save(out, "JPEG", quality=80)
+    return out.getvalue()
+
+
+def report(
+    store: Store, blobs: BlobStore, document_id: int, visit_keys: tuple[str, ...] | None = None
+) -> Report:
+    """The plain PDF inside a stored Encapsulated PDF report (of one of ``visit_keys``, if
+    given: a report of any other visit is "not found")."""
+    row = store.one("SELECT * FROM derived_objects WHERE id = ? AND kind = 'pdf'", (document_id,))
+    if row is None or (visit_keys is not None and row["visit_key"] not in visit_keys):
+        raise NotFound("there is no such report")
+    ds = pydicom.dcmread(io.BytesIO(blobs.read(row["file_path"])))
+    document = bytes(ds.EncapsulatedDocument)
+    length = ds.get("EncapsulatedDocumentLength")
+    pdf = document[: int(length)] if length else document.rstrip(b"\0")
+    return Report(
+        pdf=pdf,
+        document_id=int(row["id"]),
+        sop_instance_uid=row["sop_instance_uid"],
+        study_instance_uid=row["study_instance_uid"],
+        patient_id=str(ds.get("PatientID", "")),
+        created_at=row["created_at"],
+    )
+
+
+def _capture_view(number: int, row: dict[str, Any], study_uid: str) -> CaptureView:
+    record = ImageRecord.parse(row["payload"])
+    quality = record.quality
+    state = {"received": "checking", "processed": "checked"}.get(row["status"], "failed")
+    eye = record.laterality or row["laterality"]
+    return CaptureView(
+        id=int(row["id"]),
+        number=number,
+        received=datetime.fromisoformat(row["received_at"]).astimezone().strftime("%H:%M"),
+        source=row["source"],
+        state=state,
+        eye=eye if eye in EYES else None,
+        eye_detected=record.laterality_source == "detected",
+        field=record.field,
+        gradable=record.gradable,
+        reasons=tuple(quality.get("reasons") or ()),
+        guidance=tuple(quality.get("guidance") or ()),
+        mismatch=record.laterality_mismatch,
+        failure=(row["status_reason"] or "") if state == "failed" else "",
+        sop_instance_uid=row["sop_instance_uid"] or "",
+        other_study=row["study_instance_uid"] != study_uid,
+        human_grading=record.human_grading,
+    )
+
+
+def _checklist(
+    captures: tuple[CaptureView, ...], outcome: dict[str, Any] | None
+) -> tuple[EyeCheck, ...]:
+    """Per eye: the outcome stage's status, or "checking" while a photo of it is analysed."""
+    decided = {eye["eye"]: eye["status"] for eye in (outcome or {}).get("eyes", [])}
+    checks = []
+    for eye in EYES:
+        status = decided.get(eye, "missing")
+        checking = any(c.state == "checking" and c.eye == eye for c in captures)
+        if status != "graded" and checking:
+            status = "checking"
+        checks.append(EyeCheck(eye=eye, status=status))
+    return tuple(checks)

@@ -1,0 +1,1 @@
+"""Process wiring: the services, background loops, systemd notification."""

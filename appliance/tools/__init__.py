@@ -1,0 +1,1 @@
+"""Tools `serve` never uses: benchmarks and reference builders."""
