@@ -311,23 +311,7 @@ def draw_retina(
 
     findings = plan_findings(dr_grade, dme, plan_rng)
     painter = _Painter(layout, Placer(layout, model, segments, plan_rng), shape_rng)
-    if findings.beading_quadrants:
-        segments = _bead(segments, painter, findings.beading_quadrants)
-        beaded = {x.quadrant for x in painter.lesions if x.kind == "venous_beading"}
-        if len(beaded) < 2 and dr_grade == 3:  # too few veins to bead: IRMA instead
-            findings = _without_beading(findings)
-            painter.irma(1)
-    painter.microaneurysms(findings.microaneurysms)
-    painter.haemorrhages(findings.haemorrhages, findings.flame_fraction)
-    if findings.macular_exudates:
-        painter.exudate_cluster(macular=True)
-    for _ in range(findings.exudate_clusters):
-        painter.exudate_cluster(macular=False)
-    for kind in ("microaneurysm", "haemorrhage"):
-        if kind in painter.canvases:
-            painter.canvases[kind].absorb(img, les.ABSORPTION[kind])
-    if "hard_exudate" in painter.canvases:
-        painter.canvases["hard_exudate"].paint(img, les.PAINT["hard_exudate"], _light(rho))
+    segments, findings = _deep_lesions(img, rho, painter, findings, segments, dr_grade)
 
     veins, arteries, reflex = vessel_layers((layout.height, layout.width), segments)
     veins[window] *= 1.0 - 0.3 * cup_alpha
@@ -354,14 +338,7 @@ def draw_retina(
     if lens_yellowing > 0:
         img *= np.array([1.0, 1.0 - 0.3 * lens_yellowing, 1.0 - lens_yellowing], np.float32)
 
-    bits = np.zeros((layout.height, layout.width), np.uint16)
-    for kind, canvas in painter.canvases.items():
-        if (win := canvas.window) is not None:
-            bit = np.uint16(les.LESION_BITS[kind])
-            bits[win] |= np.where(canvas.alpha[win] > les.MASK_LEVEL, bit, np.uint16(0))
-    if (boat := painter.canvases.get("preretinal_haemorrhage")) is not None:
-        hidden = boat.alpha > 0.6  # what lies behind dense preretinal blood does not show
-        bits[hidden] = np.uint16(les.LESION_BITS["preretinal_haemorrhage"])
+    bits = _lesion_bits(painter, (layout.height, layout.width))
     disc_mask = np.zeros(bits.shape, bool)
     cup_mask = np.zeros(bits.shape, bool)
     disc_mask[window] = disc_alpha > 0.5
@@ -375,6 +352,48 @@ def draw_retina(
         disc_mask=disc_mask,
         cup_mask=cup_mask,
     )
+
+
+def _deep_lesions(
+    img: np.ndarray,
+    rho: np.ndarray,
+    painter: _Painter,
+    findings: Findings,
+    segments: list[VesselSegment],
+    dr_grade: int,
+) -> tuple[list[VesselSegment], Findings]:
+    """Beading, microaneurysms, haemorrhages and exudates: the lesions under the vessels."""
+    if findings.beading_quadrants:
+        segments = _bead(segments, painter, findings.beading_quadrants)
+        beaded = {x.quadrant for x in painter.lesions if x.kind == "venous_beading"}
+        if len(beaded) < 2 and dr_grade == 3:  # too few veins to bead: IRMA instead
+            findings = _without_beading(findings)
+            painter.irma(1)
+    painter.microaneurysms(findings.microaneurysms)
+    painter.haemorrhages(findings.haemorrhages, findings.flame_fraction)
+    if findings.macular_exudates:
+        painter.exudate_cluster(macular=True)
+    for _ in range(findings.exudate_clusters):
+        painter.exudate_cluster(macular=False)
+    for kind in ("microaneurysm", "haemorrhage"):
+        if kind in painter.canvases:
+            painter.canvases[kind].absorb(img, les.ABSORPTION[kind])
+    if "hard_exudate" in painter.canvases:
+        painter.canvases["hard_exudate"].paint(img, les.PAINT["hard_exudate"], _light(rho))
+    return segments, findings
+
+
+def _lesion_bits(painter: _Painter, shape: tuple[int, int]) -> np.ndarray:
+    """Per-pixel lesion bits (uint16, see ``les.LESION_BITS``) of what the painter drew."""
+    bits = np.zeros(shape, np.uint16)
+    for kind, canvas in painter.canvases.items():
+        if (win := canvas.window) is not None:
+            bit = np.uint16(les.LESION_BITS[kind])
+            bits[win] |= np.where(canvas.alpha[win] > les.MASK_LEVEL, bit, np.uint16(0))
+    if (boat := painter.canvases.get("preretinal_haemorrhage")) is not None:
+        hidden = boat.alpha > 0.6  # what lies behind dense preretinal blood does not show
+        bits[hidden] = np.uint16(les.LESION_BITS["preretinal_haemorrhage"])
+    return bits
 
 
 def _light(rho: np.ndarray) -> np.ndarray:
