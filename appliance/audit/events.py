@@ -154,9 +154,17 @@ def station_selection(
 
 
 def review_signed(who: Who, about: About, detail: Mapping[str, Any]) -> AuditEvent:
-    """A clinician's sign-off and the VERIFIED SR it issued."""
+    """A clinician's electronic signature (password re-entered) and the VERIFIED SR and signed
+    PDF it issued: ``detail`` names the meaning, the signer's printed name and credentials."""
     signed = {"stage": "review", **detail}
     return _event(EventID.INSTANCES_ACCESSED, Action.CREATE, who, signed, about=about)
+
+
+def signature_refused(who: Who, detail: Mapping[str, Any]) -> AuditEvent:
+    """A signature refused: the password re-entered to sign was wrong (counted toward the
+    lockout), or the account was locked or disabled (110114, minor failure)."""
+    refused = {"purpose": "signature", **detail}
+    return authentication(EventType.LOGIN, who, refused, Outcome.MINOR_FAILURE)
 
 
 def c_echo(who: Who, *, node: str, ok: bool, words: str) -> AuditEvent:

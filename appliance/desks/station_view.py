@@ -22,6 +22,7 @@ import pydicom
 from PIL import Image
 
 from appliance.capture.decode import Limits, decode_rgb
+from appliance.desks.signers import OUTCOME_WORDS
 from appliance.errors import ApplianceError
 from appliance.store import BlobStore, Store
 from appliance.visits import ImageRecord, visit_key
@@ -108,6 +109,7 @@ class StationVisit:
     report_id: int | None  # derived_objects.id of the newest PDF report
     digest: str  # changes whenever anything shown changes
     visit_keys: tuple[str, ...] = ()  # the pipeline's visits these photographs belong to
+    signed: str = ""  # the current signed decision: "Signed by Dr A. Grader, MD — Refer …"
 
     @property
     def sop_instance_uids(self) -> list[str]:
@@ -177,11 +179,13 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
     )
     outcome = json.loads(outcome_row["payload"]) if outcome_row else None
     report_id = int(report_row["id"]) if report_row else None
+    signed = _signed(store, outcome_row["id"]) if outcome_row else ""
     shown = [
         selection.id,
         [(c.id, c.state) for c in captures],
         outcome_row["id"] if outcome_row else None,
         report_id,
+        signed,
     ]
     return StationVisit(
         selection=selection,
@@ -191,7 +195,23 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
         report_id=report_id,
         digest=hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:32],
         visit_keys=tuple(keys),
+        signed=signed,
     )
+
+
+def _signed(store: Store, outcome_id: int) -> str:
+    """The newest sign-off of this very outcome (none once new photographs changed it)."""
+    row = store.one(
+        "SELECT r.outcome_code, r.signer_name, r.signer_credentials, u.username FROM reviews r "
+        "JOIN users u ON u.id = r.user_pk JOIN visit_outcomes vo ON vo.visit_key = r.visit_key "
+        "WHERE vo.id = ? AND json_extract(r.payload, '$.outcome_id') = ? ORDER BY r.id DESC",
+        (outcome_id, outcome_id),
+    )
+    if row is None:
+        return ""
+    name = row["signer_name"] or row["username"]
+    who = f"{name}, {row['signer_credentials']}" if row["signer_credentials"] else name
+    return f"Signed by {who} — {OUTCOME_WORDS.get(row['outcome_code'], row['outcome_code'])}"
 
 
 def capture_identity(store: Store, capture_id: int) -> dict[str, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +28,7 @@ from pydicom.dataset import Dataset
 from appliance import __version__
 from appliance.dicom.op import new_uid, to_bytes
 from appliance.dicom.pdf import encapsulated_pdf, report_pdf
-from appliance.dicom.report_pdf import Clinic, findings_in_words
+from appliance.dicom.report_pdf import Clinic, ReportSignature, findings_in_words
 from appliance.dicom.sc import heatmap_sc
 from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.domain import VisitOutcome as Outcome
@@ -149,6 +149,28 @@ def build_pdf(
 ) -> dict[str, Any]:
     """The preliminary PDF report (no signature) as Encapsulated PDF, stored; its
     ``derived_objects`` row. ``clinic``: the name and address printed on every page."""
+    pdf = report_document(
+        blobs, sources, outcome_json=outcome_json, uid_root=uid_root, clinic=clinic
+    )
+    return _row(blobs, "pdf", pdf, visit_key, sources)
+
+
+def report_document(
+    blobs: BlobStore,
+    sources: VisitSources,
+    *,
+    outcome_json: Mapping[str, Any],
+    uid_root: str,
+    clinic: Clinic | None = None,
+    signature: ReportSignature | None = None,
+    replaces: Sequence[Dataset] = (),
+    added_findings: Mapping[str, Sequence[str]] | None = None,
+) -> Dataset:
+    """The PDF report as Encapsulated PDF: preliminary (``signature`` None) or signed, then
+    VERIFIED, in the series of the newest report it ``replaces`` (next instance number), naming
+    them as predecessors. ``outcome_json``: what the report states as the outcome (``text``,
+    ``recall_months``, ``urgency``, ``prompts``) and the per-eye findings (``eyes``);
+    ``added_findings``: eye → further sentences after that eye's findings."""
     first = sources.headers[0]
     pdf_bytes = report_pdf(
         patient={
@@ -158,20 +180,26 @@ def build_pdf(
             "sex": str(first.get("PatientSex", "")),
         },
         study_date=str(first.get("StudyDate", "")),
-        eyes=[_eye_page(blobs, eye_outcome, sources.images) for eye_outcome in outcome.eyes],
+        eyes=[
+            _eye_page(blobs, eye, sources.images, (added_findings or {}).get(eye["eye"], ()))
+            for eye in outcome_json["eyes"]
+        ],
         outcome=outcome_json,
         models=sources.models,
         disclaimer="The models were trained on synthetic images.",
         clinic=clinic,
-        signature=None,
+        signature=signature,
     )
-    pdf = encapsulated_pdf(
+    newest = replaces[0] if replaces else None
+    return encapsulated_pdf(
         pdf_bytes,
         images=sources.headers,
-        series_instance_uid=new_uid(uid_root),
+        series_instance_uid=str(newest.SeriesInstanceUID) if newest else new_uid(uid_root),
         sop_instance_uid=new_uid(uid_root),
+        instance_number=int(newest.get("InstanceNumber") or 0) + 1 if newest else 1,
+        replaces=replaces,
+        verified=signature is not None,
     )
-    return _row(blobs, "pdf", pdf, visit_key, sources)
 
 
 BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {"sr": build_sr, "pdf": build_pdf}
@@ -267,8 +295,11 @@ def build_sc(
     }
 
 
-def _eye_page(blobs: BlobStore, eye: Any, images: list[dict[str, Any]]) -> dict[str, Any]:
-    mine = [i for i in images if (i["result"].get("finding") or {}).get("laterality") == eye.eye]
+def _eye_page(
+    blobs: BlobStore, eye: Mapping[str, Any], images: list[dict[str, Any]], added: Sequence[str]
+) -> dict[str, Any]:
+    """One eye of the report; ``eye``: a visit outcome's per-eye JSON."""
+    mine = [i for i in images if (i["result"].get("finding") or {}).get("laterality") == eye["eye"]]
     best = next((i for i in mine if i["result"].get("gradable")), mine[0] if mine else None)
     photo = heatmap = None
     reasons: list[str] = []
@@ -282,14 +313,18 @@ def _eye_page(blobs: BlobStore, eye: Any, images: list[dict[str, Any]]) -> dict[
             heatmap = blobs.read(best["result"]["heatmap"])
         quality = best["result"].get("quality") or {}
         reasons, guidance = list(quality.get("reasons", [])), list(quality.get("guidance", []))
+    findings = findings_in_words(
+        dr_grade=eye["dr_grade"],
+        dme=eye["dme"],
+        cdr=eye["cdr"],
+        glaucoma_suspect=eye["glaucoma_suspect"],
+    )
     return {
-        "eye": eye.eye,
+        "eye": eye["eye"],
         "photo_jpeg": photo,
         "heatmap_png": heatmap,
-        "gradable": eye.status == "graded",
+        "gradable": eye["status"] == "graded",
         "quality_reasons": reasons,
         "guidance": guidance,
-        "findings": findings_in_words(
-            dr_grade=eye.dr_grade, dme=eye.dme, cdr=eye.cdr, glaucoma_suspect=eye.glaucoma_suspect
-        ),
+        "findings": [*findings, *added],
     }

@@ -176,7 +176,9 @@ class Services:
 
     def _build_desks(self, settings: Settings) -> None:
         """The desks the web app reaches: one object each, built once."""
-        self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
+        self.review = ReviewDesk(
+            self.store, self.blobs, self.audit, settings, self.forwarder, accounts=self.accounts
+        )
         self.admin = AdminDesk(
             self.store,
             self.audit,

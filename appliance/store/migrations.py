@@ -294,4 +294,15 @@ MIGRATIONS: list[str] = [
         figures TEXT NOT NULL
     );
     """,
+    # 10: electronic signatures (21 CFR 11.50): a user's full name and credentials, printed on
+    #     the signed report and carried as the SR's Verifying Observer; each sign-off keeps what
+    #     it meant, the name and credentials as signed, and the signed PDF it issued
+    """
+    ALTER TABLE users ADD COLUMN full_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE users ADD COLUMN credentials TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reviews ADD COLUMN meaning TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reviews ADD COLUMN signer_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reviews ADD COLUMN signer_credentials TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reviews ADD COLUMN pdf_sop_instance_uid TEXT;
+    """,
 ]

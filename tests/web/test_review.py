@@ -15,7 +15,7 @@ from appliance.capture import Incoming
 from appliance.config import Destination, Settings
 from appliance.domain import Source
 from tests.conftest import free_port, jpeg_bytes, require_tool, wait_for
-from tests.web_helpers import csrf, logged_in
+from tests.web_helpers import PASSWORD, csrf, logged_in
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 OUTCOME_CODES = {
@@ -81,7 +81,8 @@ def _srs(services: Any, key: str) -> list[dict[str, Any]]:
 def _form(client: Any, key: str, **fields: str) -> dict[str, str]:
     html = client.get(f"/review/{key}").get_data(as_text=True)
     outcome_id = html.split('name="outcome_id" value="')[1].split('"')[0]
-    return {"csrf_token": csrf(client, f"/review/{key}"), "outcome_id": outcome_id, **fields}
+    token = csrf(client, f"/review/{key}")
+    return {"csrf_token": token, "outcome_id": outcome_id, "password": PASSWORD, **fields}
 
 
 def _read(services: Any, uid: str) -> pydicom.Dataset:
