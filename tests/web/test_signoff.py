@@ -155,7 +155,7 @@ def test_preliminary_then_signed_then_amended(app: Any, services: Any, tmp_path:
     opened = client.get(links[0])
     assert opened.status_code == 200 and opened.data.startswith(b"%PDF")
     viewed = services.store.one(
-        "SELECT * FROM audit_events WHERE detail LIKE '%review report%' ORDER BY id DESC"
+        "SELECT * FROM audit_events WHERE detail LIKE '%review report%' ORDER BY seq DESC"
     )
     assert viewed is not None and json.loads(viewed["sop_instance_uids"]) == [pdf2.SOPInstanceUID]
     other = client.get(links[0].replace(f"/review/{key}/", "/review/study:999/"))
@@ -185,7 +185,7 @@ def test_a_wrong_password_is_refused_audited_and_counts_toward_the_lockout(
         assert failures == attempt
     assert services.store.scalar("SELECT count(*) FROM reviews") == 0
     events = services.store.query(
-        "SELECT * FROM audit_events WHERE event_id = '110114' AND outcome = 4 ORDER BY id"
+        "SELECT * FROM audit_events WHERE event_id = '110114' AND outcome = 4 ORDER BY seq"
     )
     details = [json.loads(e["detail"]) for e in events]
     assert [d["cause"] for d in details] == ["wrong_password"] * 4
@@ -207,7 +207,7 @@ def test_a_wrong_password_is_refused_audited_and_counts_toward_the_lockout(
 
 def test_signing_needs_the_signers_full_name_and_credentials(app: Any, services: Any) -> None:
     key = _visit(services)
-    user = add_user(services, "bare", "clinician")
+    user = services.accounts.add("bare", "clinician", PASSWORD, actor="test")  # no profile
     assert services.accounts.get(user.id).can_sign is False
     client = app.test_client()
     login(client, "bare")
@@ -229,7 +229,7 @@ def test_signing_needs_the_signers_full_name_and_credentials(app: Any, services:
         "Dr B. Bare", "FRCOphth", True,
     )  # fmt: skip
     changed = services.store.one(
-        "SELECT * FROM audit_events WHERE detail LIKE '%profile_set%' ORDER BY id DESC"
+        "SELECT * FROM audit_events WHERE detail LIKE '%profile_set%' ORDER BY seq DESC"
     )
     assert json.loads(changed["detail"])["full_name"] == "Dr B. Bare"
     signed = client.post(f"/review/{key}/sign", data=_form(client, key, decision="accept"))
