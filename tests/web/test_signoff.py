@@ -131,6 +131,12 @@ def test_preliminary_then_signed_then_amended(app: Any, services: Any, tmp_path:
     for words in expected:
         assert words in text, words
     assert "Preliminary" not in text
+    path = tmp_path / "signed-sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    dump = subprocess.run([require_tool("dsrdump"), str(path)], capture_output=True, text=True)
+    assert dump.returncode == 0, dump.stderr
+    header = dump.stdout.split("<CONTAINER", 1)[0]
+    assert "VERIFIED" in header and "Grader" in header and "Northside Eye Clinic" in header
 
     # -- the amendment: accepted as it now stands, referencing the signed pair ---------------
     form = _form(client, key, decision="override", outcome_code="refer", reason="Amended.")
