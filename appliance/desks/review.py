@@ -53,6 +53,7 @@ from appliance.dicom.op import to_bytes
 from appliance.errors import ApplianceError, RejectedInput
 from appliance.inference.preprocess import field_crop, find_field
 from appliance.outbox import queue
+from appliance.pipeline import eyes
 from appliance.pipeline.documents import eye_findings, visit_images
 from appliance.pipeline.headers import read_header
 from appliance.pipeline.record import insert_derived
@@ -380,13 +381,15 @@ class ReviewDesk:
             params,
         )
         out = []
+        decided = eyes.in_force(self.store, where, params)  # filed under the decided eye
         for row in rows:
             record = ImageRecord.parse(row["payload"])
             dicom = row["media_type"] == "application/dicom"
             out.append(
                 ImageView(
                     capture_id=int(row["id"]),
-                    eye=record.laterality,
+                    eye=eyes.counted_eye(record, decided.get(row["id"])),
+                    decision=decided.get(row["id"]),
                     field=record.field,
                     received_at=row["received_at"],
                     sop_instance_uid=row["sop_instance_uid"] if dicom else row["op_uid"],
