@@ -57,7 +57,7 @@ function startUploads() {
         .then(function (res) {
           if (status) {
             status.textContent = res.ok
-              ? (res.body.duplicate ? "This photo was already received." : "Received. Checking quality…")
+              ? (res.body.duplicate ? "This photo was already received" + (res.body.patient_id ? " for patient " + res.body.patient_id : "") + "." : "Received. Checking quality…")
               : "Not accepted: " + (res.body.message || "unknown error");
           }
           if (res.ok) { form.reset(); }
