@@ -324,12 +324,14 @@ def test_an_upgrade_owes_the_documents_a_crash_lost_before_this_version(settings
     with closing(sqlite3.connect(settings.data_path / "appliance.db")) as conn:
         conn.execute("DROP TABLE documents_due")  # the database as version 7 left it
         conn.execute("DROP TABLE camera_qualifications")
+        conn.execute("DROP TABLE eye_decisions")
         conn.execute("PRAGMA user_version = 7")
         conn.commit()
 
     upgraded = _open(settings)
     try:
-        assert upgraded.store.schema_version == 9  # 8 (documents_due) and 9 (cameras) applied
+        # 8 (documents_due), 9 (cameras) and 10 (eye decisions) applied
+        assert upgraded.store.schema_version == 10
         owed = upgraded.store.query("SELECT kind, state, capture_pk FROM documents_due")
         assert sorted((r["kind"], r["state"], r["capture_pk"]) for r in owed) == [
             ("pdf", "due", ids[1]),
