@@ -2,7 +2,9 @@
 
 check → store the file atomically → in ONE transaction: patient, study, capture row and its
 audit event → tell the pipeline. Refusals raise an :class:`ApplianceError` after writing an
-audit event that names the reason; nothing is stored for a refused input.
+audit event that names the reason; nothing is stored for a refused input. Content already held
+(capture/duplicates.py): an identical resend for the same patient is "already received"; the
+same bytes for another patient, or other content under a held UID, are refused.
 
 Identity: a DICOM header is the authority on its own patient and study. Other files take it
 from their sidecar or upload form (patient fields, and the worklist step's Accession Number and
