@@ -79,6 +79,9 @@ def words() -> dict[str, Any]:
         "sex_words": lambda value: SEX.get(value or "", "Not stated"),
         "field_words": lambda value: FIELDS.get(value or "", "Field not recognised"),
         "source_words": lambda value: SOURCES.get(value, value),
+        # clinicians review every patient; an operator sees only the patient chosen here
+        "may_see_other_patients": current_user.is_authenticated
+        and current_user.role == Role.CLINICIAN,
     }
 
 

@@ -106,6 +106,17 @@ class EyeCheck:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """A photograph for this patient refused because the same bytes belong to another
+    patient (desks/station.py: shown since the patient was chosen)."""
+
+    at: str  # ISO 8601 UTC
+    source: str  # upload / hotfolder
+    capture_id: int  # the held copy
+    held_patient_id: str  # whose it is ('' when it has no patient); shown only to some roles
+
+
+@dataclass(frozen=True)
 class StationVisit:
     selection: Selection
     captures: tuple[CaptureView, ...]
@@ -114,6 +125,7 @@ class StationVisit:
     report_id: int | None  # derived_objects.id of the newest PDF report
     digest: str  # changes whenever anything shown changes
     visit_keys: tuple[str, ...] = ()  # the pipeline's visits these photographs belong to
+    refused: tuple[Refused, ...] = ()  # photographs refused as another patient's
 
     @property
     def sop_instance_uids(self) -> list[str]:
@@ -161,6 +173,7 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
             ),
         )
         decided = eyes.of_captures(store, [row["id"] for row in rows])
+        refused = _refused(store, selection)
         keys = sorted({visit_key(row) for row in rows})
         primary = next(
             (visit_key(r) for r in rows if r["study_instance_uid"] == selection.study_instance_uid),
@@ -190,6 +203,7 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
         [(c.id, c.state, c.decision.id if c.decision else None) for c in captures],
         outcome_row["id"] if outcome_row else None,
         report_id,
+        [r.at for r in refused],
     ]
     return StationVisit(
         selection=selection,
@@ -199,7 +213,30 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
         report_id=report_id,
         digest=hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:32],
         visit_keys=tuple(keys),
+        refused=refused,
     )
+
+
+def _refused(store: Store, selection: Selection) -> tuple[Refused, ...]:
+    """This patient's photographs refused since the selection as another patient's."""
+    rows = store.query(
+        "SELECT event_time, detail FROM audit_events WHERE patient_id = ? AND event_id = "
+        "'110113' AND json_extract(detail, '$.alert') = 'duplicate_other_patient' "
+        "AND event_time >= ? ORDER BY seq",
+        (selection.patient_id, selection.selected_at),
+    )
+    out = []
+    for row in rows:
+        detail = json.loads(row["detail"])
+        out.append(
+            Refused(
+                at=row["event_time"],
+                source=str(detail.get("source", "")),
+                capture_id=int(detail.get("capture_id") or 0),
+                held_patient_id=str(detail.get("held_patient_id") or ""),
+            )
+        )
+    return tuple(out)
 
 
 def capture_identity(store: Store, capture_id: int) -> dict[str, str]:

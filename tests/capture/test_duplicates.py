@@ -145,3 +145,26 @@ def test_dicom_same_uid_with_another_identity_is_the_uid_conflict(services: Serv
         if json.loads(r["detail"]).get("refused") == "uid_conflict"
     ]
     assert len(refused) == 1 and _alerts(services) == []
+
+
+def test_station_says_a_camera_folder_photo_was_another_patients(
+    app: Any, services: Services
+) -> None:
+    from tests.web.test_station import fragment, walk_in
+
+    inbox = services.settings.inbox_path
+    data = _image(25)
+    _drop(inbox, "HELD", data, "PAT-A")
+    wait_for(lambda: list((inbox / "processed").rglob("HELD.jpg")), SOON)
+    operator = logged_in(app, services, "operator")
+    assert walk_in(operator, patient_id="PAT-W").status_code == 302
+    (inbox / "CAMERA.jpg").write_bytes(data)  # no sidecar: the station's patient, PAT-W
+    wait_for(lambda: list((inbox / "rejected").rglob("CAMERA.jpg.reason.txt")), SOON)
+
+    shown = fragment(operator)
+    assert "was not filed" in shown and "already received for another patient." in shown
+    assert "PAT-A" not in shown
+    clinician = logged_in(app, services, "clinician")
+    assert "for another patient (Patient ID PAT-A)" in fragment(clinician)
+    (alert,) = _alerts(services)
+    assert alert["patient_id"] == "PAT-W" and alert["detail"]["held_patient_id"] == "PAT-A"
