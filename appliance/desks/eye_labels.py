@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from appliance.audit import AuditTrail, events
 from appliance.domain import CaptureStatus, VisitOutcome
 from appliance.errors import ApplianceError, RejectedInput
-from appliance.pipeline.eyes import ACTIONS, EyeDecision, of_captures
+from appliance.pipeline.eyes import ACTIONS, EyeDecision
 from appliance.store import Store, Tx, utcnow
 from appliance.visits import ImageRecord, scope_of
 
@@ -125,10 +125,6 @@ class EyeLabels:
         LOGGER.info("capture %d: eye decision %s (%s) by %s", capture_id, action, chosen, user)
         decision = EyeDecision(decision_id, capture_id, action, chosen, reason, user, role, now)
         return Decided(decision, outcome)
-
-    def decisions(self, capture_ids: list[int]) -> dict[int, EyeDecision]:
-        """The decision in force for each of ``capture_ids`` that has one."""
-        return of_captures(self.store, capture_ids)
 
     def _payload(self, capture_id: int) -> str | None:
         row = self.store.one(
