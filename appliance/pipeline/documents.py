@@ -280,7 +280,9 @@ def build_sc(
 
 
 def _eye_page(blobs: BlobStore, eye: Any, images: list[dict[str, Any]]) -> dict[str, Any]:
-    mine = [i for i in images if (i["result"].get("finding") or {}).get("laterality") == eye.eye]
+    # the photographs the outcome counted for this eye (a person's eye decision included; one
+    # whose label is in question is on no eye's page)
+    mine = [i for i in images if i["capture_id"] in eye.capture_ids]
     best = next((i for i in mine if i["result"].get("gradable")), mine[0] if mine else None)
     photo = heatmap = None
     reasons: list[str] = []
