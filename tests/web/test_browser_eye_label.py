@@ -168,6 +168,8 @@ def test_mislabelled_photo_is_shown_decided_and_counted_right(
     assert "Left eye: not counted" in checklist
     assert "Right eye: done" in checklist
     assert driver.find_element(By.ID, "outcome").get_attribute("data-code") != "rescreen"
+    shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS") or served["root"])
+    driver.save_screenshot(str(shots / "station-eye-conflict.png"))
 
     # decide: use the detected eye
     driver.find_element(By.ID, f"use-detected-{capture}").click()
