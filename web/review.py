@@ -65,7 +65,8 @@ OVERRIDE_CHOICES = (
     ("rescreen", "Rescreen at the routine interval"),
     ("retake", "Retake the photographs"),
 )
-EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph"}
+EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph",
+              "unresolved": "not counted: an eye label is in question"}  # fmt: skip
 
 
 def desk() -> ReviewDesk:

@@ -61,6 +61,7 @@ from appliance.dicom.report_pdf import Clinic
 from appliance.errors import ApplianceError, RejectedInput
 from appliance.inference.preprocess import field_crop, find_field
 from appliance.outbox import queue
+from appliance.pipeline import eyes
 from appliance.pipeline.documents import VisitSources, eye_findings, report_document
 from appliance.pipeline.documents import visit_sources as read_sources
 from appliance.pipeline.record import insert_derived
@@ -450,13 +451,15 @@ class ReviewDesk:
             params,
         )
         out = []
+        decided = eyes.in_force(self.store, where, params)  # filed under the decided eye
         for row in rows:
             record = ImageRecord.parse(row["payload"])
             dicom = row["media_type"] == "application/dicom"
             out.append(
                 ImageView(
                     capture_id=int(row["id"]),
-                    eye=record.laterality,
+                    eye=eyes.counted_eye(record, decided.get(row["id"])),
+                    decision=decided.get(row["id"]),
                     field=record.field,
                     received_at=row["received_at"],
                     sop_instance_uid=row["sop_instance_uid"] if dicom else row["op_uid"],

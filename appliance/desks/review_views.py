@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.dicom.sr import OUTCOMES
+from appliance.pipeline.eyes import EyeDecision
 
 EYES = ("R", "L")
 EYE_WORDS = {"R": "Right eye", "L": "Left eye"}
@@ -84,6 +85,7 @@ class ImageView:
     sop_instance_uid: str | None  # the DICOM image the SR references (received or OP)
     has_heatmap: bool
     result: dict[str, Any]  # the worker's stored per-image record
+    decision: EyeDecision | None = None  # a person's decision on its eye (pipeline/eyes.py)
 
 
 @dataclass(frozen=True)

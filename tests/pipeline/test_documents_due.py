@@ -333,13 +333,14 @@ def test_an_upgrade_owes_the_documents_a_crash_lost_before_this_version(settings
             ("reviews", "pdf_sop_instance_uid"),
         ):
             conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("DROP TABLE eye_decisions")
         conn.execute("PRAGMA user_version = 7")
         conn.commit()
 
     upgraded = _open(settings)
     try:
-        # 8 (documents_due), 9 (cameras) and 10 (signatures) applied
-        assert upgraded.store.schema_version == 10
+        # 8 (documents_due), 9 (cameras), 10 (signatures) and 11 (eye decisions) applied
+        assert upgraded.store.schema_version == 11
         owed = upgraded.store.query("SELECT kind, state, capture_pk FROM documents_due")
         assert sorted((r["kind"], r["state"], r["capture_pk"]) for r in owed) == [
             ("pdf", "due", ids[1]),
