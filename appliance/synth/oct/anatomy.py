@@ -25,7 +25,7 @@ LOGGER = logging.getLogger(__name__)
 # and the signal level). A layer of zero thickness simply does not show.
 LAYERS: tuple[tuple[str, float], ...] = (
     ("vitreous", 0.04),
-    ("rnfl", 0.78),  # retinal nerve fibre layer (includes the bright ILM line)
+    ("rnfl", 0.66),  # retinal nerve fibre layer (includes the bright ILM line)
     ("gcl_ipl", 0.50),  # ganglion cell + inner plexiform layers
     ("inl", 0.24),  # inner nuclear layer
     ("opl", 0.55),  # outer plexiform layer

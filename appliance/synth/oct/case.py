@@ -92,8 +92,8 @@ class DefectLevels:
 
 
 # What each strength means is in appliance/synth/oct/render.py (apply_* helpers) and
-# docs/synth/oct.md: low_signal scales the signal by 1 - 0.85 s; clipped cuts s x the retinal
-# thickness off the top at the highest point; decentred moves the fovea 1.5 s mm; motion
+# docs/synth/oct.md: low_signal scales the signal by 1 - 0.85 s; clipped puts the ILM of 0.5 s of the
+# A-scans above the frame; decentred moves the fovea 1.5 s mm; motion
 # makes axial jumps of up to 80 s µm between B-scans; blink blanks 40 s % of the B-scans.
 OCT_DEFECT_LEVELS: dict[str, DefectLevels] = {
     "low_signal": DefectLevels(usable=0.3, reject=0.6),

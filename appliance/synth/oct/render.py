@@ -7,8 +7,8 @@ by the signal level, the depth fall-off and gamma speckle (shape :data:`SPECKLE_
 additive Rayleigh noise floor is added; the result is stored as uint8 (display units, 0-255).
 
 Acquisition defects (``case.defect``): ``low_signal`` scales the signal by ``1 - 0.85 s``;
-``clipped`` places the retina so that ``s`` x its thickness at the highest point lies above the
-frame; ``decentred`` moved the fovea already (in the anatomy); ``motion`` adds axial jumps of up
+``clipped`` places the retina so that the ILM of a share ``0.5 s`` of the A-scans lies above
+the frame; ``decentred`` moved the fovea already (in the anatomy); ``motion`` adds axial jumps of up
 to ``80 s`` µm and lateral jumps of up to ``0.15 s`` mm at two to four B-scans plus a small
 tremor; ``blink`` blanks a run of ``round(0.4 s F)`` B-scans (noise floor only).
 
@@ -40,7 +40,7 @@ LOGGER = logging.getLogger(__name__)
 SPECKLE_LOOKS = 4.0  # gamma shape of the multiplicative speckle (frames averaged, roughly)
 NOISE_FLOOR = 0.03  # Rayleigh scale of the additive noise, display units 0-1
 DISPLAY_FULL_SCALE = 1.6  # display value mapped to 255
-FALL_OFF = 1.0  # signal at the bottom of the frame = exp(-FALL_OFF) of the top's
+FALL_OFF = 0.6  # signal at the bottom of the frame = exp(-FALL_OFF) of the top's
 
 _ILM, _RPE_OUTER, _BM = 0, 11, 12  # rows of surfaces(): see anatomy.surfaces
 _SRF_LAYER = LAYER_NAMES.index("srf")
@@ -122,11 +122,10 @@ def render_oct(case: OctCase) -> OctRendering:
     y = np.broadcast_to(y0, x.shape)
     tops = surfaces(anat, x, y) + acq.dz_um[None, :, None]  # (14, F, A) µm
     thickness = tops[_RPE_OUTER] - tops[_ILM]
-    highest = np.unravel_index(int(np.argmin(tops[_ILM])), tops[_ILM].shape)
-    top = acq.top_um
-    if case.defect == "clipped":
-        top = -case.defect_strength * float(thickness[highest])
-    shift = top - float(tops[_ILM][highest])
+    if case.defect == "clipped":  # a share 0.5 s of the A-scans has its ILM above the frame
+        shift = -float(np.quantile(tops[_ILM], 0.5 * case.defect_strength))
+    else:
+        shift = acq.top_um - float(tops[_ILM].min())
     tops = tops + shift
     shadow = vessel_shadow(case.eye, anat.fovea, np.random.default_rng(vessel_seed), x, y)
 
