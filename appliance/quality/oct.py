@@ -150,8 +150,10 @@ def _motion_um(smooth: np.ndarray, keep: np.ndarray, bg: float, axial_mm: float)
     steps = []
     for a, b in zip(profiles[:-1], profiles[1:], strict=True):
         corr = np.array(
-            [float(np.dot(a[reach : rows - reach], b[reach + d : rows - reach + d]))
-             for d in range(-reach, reach + 1)]
+            [
+                float(np.dot(a[reach : rows - reach], b[reach + d : rows - reach + d]))
+                for d in range(-reach, reach + 1)
+            ]
         )
         i = int(np.argmax(corr))
         delta = 0.0

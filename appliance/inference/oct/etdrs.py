@@ -94,9 +94,7 @@ def subfield_labels(dx: np.ndarray, dy: np.ndarray, eye: str) -> np.ndarray:
     return out
 
 
-def isotropic(
-    thickness: np.ndarray, spacing_mm: tuple[float, float]
-) -> tuple[np.ndarray, float]:
+def isotropic(thickness: np.ndarray, spacing_mm: tuple[float, float]) -> tuple[np.ndarray, float]:
     """(frames, A-scans) map resampled across B-scans to the lateral spacing; NaN rows filled."""
     frame_mm, lateral_mm = spacing_mm
     t = np.array(thickness, dtype=np.float64)

@@ -91,10 +91,10 @@ class DefectLevels:
             raise ValueError(f"need 0 < usable < reject < 1, got {self}")
 
 
-# What each strength means is in appliance/synth/oct/render.py (apply_* helpers) and
-# docs/synth/oct.md: low_signal scales the signal by 1 - 0.85 s; clipped puts the ILM of 0.5 s of the
-# A-scans above the frame; decentred moves the fovea 1.5 s mm; motion
-# makes axial jumps of up to 80 s µm between B-scans; blink blanks 40 s % of the B-scans.
+# What each strength means (appliance/synth/oct/render.py, docs/synth/oct.md): low_signal
+# scales the signal by 1 - 0.85 s; clipped puts the ILM of 0.5 s of the A-scans above the
+# frame; decentred moves the fovea 1.5 s mm; motion makes axial jumps of up to 80 s µm between
+# B-scans; blink blanks 40 s % of the B-scans.
 OCT_DEFECT_LEVELS: dict[str, DefectLevels] = {
     "low_signal": DefectLevels(usable=0.3, reject=0.6),
     "clipped": DefectLevels(usable=0.05, reject=0.2),
@@ -231,9 +231,9 @@ def draw_oct_case(rng: np.random.Generator, geometry: OctGeometry) -> OctCase:
     )
 
 
-def _spot(rng: np.random.Generator, fovea: tuple[float, float], lo: float, hi: float) -> tuple[
-    float, float
-]:
+def _spot(
+    rng: np.random.Generator, fovea: tuple[float, float], lo: float, hi: float
+) -> tuple[float, float]:
     """A point between ``lo`` and ``hi`` mm from the fovea (uniform over the annulus)."""
     r = math.sqrt(rng.uniform(lo * lo, hi * hi))
     a = rng.uniform(0.0, 2.0 * math.pi)
@@ -272,7 +272,9 @@ def anatomy_of(case: OctCase) -> Anatomy:
             x, y = _spot(rng, fovea, 0.6 + radius, 0.9 + radius)
         srf = Bump(x, y, radius, case.srf_um)
     drusen = tuple(
-        Bump(*_spot(rng, fovea, 0.0, 2.5), float(rng.uniform(0.08, 0.2)), float(rng.uniform(25, 80)))
+        Bump(
+            *_spot(rng, fovea, 0.0, 2.5), float(rng.uniform(0.08, 0.2)), float(rng.uniform(25, 80))
+        )
         for _ in range(case.drusen)
     )
     return Anatomy(
@@ -293,9 +295,9 @@ def anatomy_of(case: OctCase) -> Anatomy:
     )
 
 
-def central_disc(fovea: tuple[float, float], radius_mm: float = 0.5, step_mm: float = 0.01) -> tuple[
-    np.ndarray, np.ndarray
-]:
+def central_disc(
+    fovea: tuple[float, float], radius_mm: float = 0.5, step_mm: float = 0.01
+) -> tuple[np.ndarray, np.ndarray]:
     """Points of a fine grid (``step_mm``) inside the disc of ``radius_mm`` around ``fovea``."""
     n = int(math.ceil(radius_mm / step_mm))
     offsets = (np.arange(-n, n + 1) + 0.0) * step_mm

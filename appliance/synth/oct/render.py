@@ -104,7 +104,7 @@ def _choroid_texture(rng: np.random.Generator, shape: tuple[int, int]) -> np.nda
     """Choroidal stroma with darker vessel lumens: a multiplier in [0.5, 1]."""
     noise = rng.standard_normal(shape).astype(np.float32)
     smooth = cv2.GaussianBlur(noise, (0, 0), sigmaX=5.0, sigmaY=3.0)
-    smooth /= float(smooth.std()) + 1e-6
+    smooth = smooth / np.float32(float(smooth.std()) + 1e-6)
     return (1.0 - 0.5 / (1.0 + np.exp(-4.0 * (smooth - 0.8)))).astype(np.float32)
 
 
