@@ -2,7 +2,7 @@
 
 The thickness map is (frames, A-scans) in µm; frame 0 is superior and the A-scan index grows
 to the viewer's right, so nasal is +x for a right eye and -x for a left eye. The map is first
-resampled to an isotropic grid (the lateral spacing) by linear interpolation across B-scans.
+resampled to an isotropic grid (the lateral spacing) by cubic interpolation across B-scans.
 The fovea is the deepest point of a difference of Gaussians (0.1 mm minus 0.8 mm) of the map
 within 2 mm of the scan centre, so a broad dome of fluid does not move it. Subfields: the
 central 1 mm disc, the inner ring (1-3 mm) and outer ring (3-6 mm), each ring cut into
@@ -105,9 +105,19 @@ def isotropic(thickness: np.ndarray, spacing_mm: tuple[float, float]) -> tuple[n
     height = (frames - 1) * frame_mm
     n = int(round(height / lateral_mm)) + 1
     yq = np.linspace(0.0, frames - 1, n)
-    out = np.empty((n, t.shape[1]))
+    filled = np.empty_like(t)
     for a in range(t.shape[1]):
-        out[:, a] = np.interp(yq, good, t[good, a])
+        filled[:, a] = np.interp(np.arange(frames), good, t[good, a])
+    # cubic across B-scans: linear interpolation would fill the foveal pit in (biased thick)
+    map_x = np.broadcast_to(np.arange(t.shape[1], dtype=np.float32)[None, :], (n, t.shape[1]))
+    map_y = np.broadcast_to(yq.astype(np.float32)[:, None], (n, t.shape[1]))
+    out = cv2.remap(
+        filled.astype(np.float32),
+        np.ascontiguousarray(map_x),
+        np.ascontiguousarray(map_y),
+        interpolation=cv2.INTER_CUBIC,
+        borderMode=cv2.BORDER_REPLICATE,
+    ).astype(np.float64)
     return out, height / (n - 1) if n > 1 else lateral_mm
 
 

@@ -21,11 +21,12 @@ import numpy as np
 
 LOGGER = logging.getLogger(__name__)
 
-DARK_LEVEL = 0.1  # normalised (vitreous 0, RPE band 1)
+DARK_LEVEL = 0.08  # normalised (vitreous 0, RPE band 1)
 MIN_AREA_UM2 = 1500.0  # per B-scan component (e.g. 40 µm x 40 µm)
 AREA_SCALE_MM2 = 0.01  # en-face area for a score of 1 - 1/e
 TOP_MARGIN_UM = 15.0
 RPE_BAND_UM = 32.0
+SMOOTH_UM = (60.0, 11.0)  # Gaussian sigma along A-scans and along depth (speckle)
 
 
 @dataclass(frozen=True)
@@ -58,11 +59,14 @@ def detect_fluid(
     r = np.arange(rows, dtype=np.float64)[:, None]
     min_px = MIN_AREA_UM2 / (um * lateral_mm * 1000.0)
     kernel = np.ones((3, 3), np.uint8)
+    sigma = (SMOOTH_UM[0] / (lateral_mm * 1000.0), SMOOTH_UM[1] / um)
     for f in range(f_total):
         ilm, rpe = ilm_px[f], rpe_px[f]
         if not (np.isfinite(ilm).all() and np.isfinite(rpe).all()):
             continue
-        img = cv2.GaussianBlur(volume[f].astype(np.float32), (0, 0), sigmaX=1.5, sigmaY=1.5)
+        img = cv2.GaussianBlur(
+            volume[f].astype(np.float32), (0, 0), sigmaX=sigma[0], sigmaY=sigma[1]
+        )
         band = (r >= rpe[None, :] - 24.0 / um) & (r < rpe[None, :])
         level = np.where(band, img, np.nan)
         rpe_level = np.nanmedian(level, axis=0)

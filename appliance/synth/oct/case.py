@@ -259,7 +259,8 @@ def anatomy_of(case: OctCase) -> Anatomy:
             x, y = _spot(rng, fovea, 0.0, 1.2)
         else:
             x, y = _spot(rng, fovea, 0.85, 2.3)
-        radius = float(rng.uniform(0.05, 0.16))
+        # a cyst at the fovea is at least 160 µm across, so B-scans 125 µm apart see it
+        radius = float(rng.uniform(0.08 if case.fluid_in_centre and k == 0 else 0.05, 0.16))
         r = math.hypot(x - fovea[0], y - fovea[1])
         layer = "onl" if r < 0.6 or rng.random() < 0.5 else "inl"
         cysts.append(Cyst(x, y, radius, float(rng.uniform(25.0, 70.0)), layer))
