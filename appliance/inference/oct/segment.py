@@ -4,15 +4,17 @@ Each B-scan is smoothed along the A-scans, normalised between its background (10
 and its brightest tissue (99.5th percentile), and scored at every row boundary with box
 (matched) filters along depth:
 
-* outer RPE boundary: bright above minus dark below, plus the brightness above, so the bright
-  RPE band wins over the ellipsoid zone;
+* outer RPE boundary: bright above minus dark below, plus the brightness above and a small
+  bonus per mm of depth, so the bright RPE band wins over the ellipsoid zone and the RNFL;
 * ILM: bright below minus twice the mean over a longer window above, so only an edge with
   vitreous above it scores well.
 
-A dynamic-programming shortest path through each score (at most :data:`MAX_JUMP_PX` rows
-between neighbouring A-scans, a small penalty per row jumped) gives one boundary per A-scan,
-refined to sub-row precision by a parabola through a symmetric step filter. The RPE is found first; the
-ILM is searched between 1 mm and 80 µm above it. Boundaries use the generator's row
+Each A-scan's signal is first divided by its share of the lateral trend (vessel shadows). A
+dynamic-programming path through each score (at most :data:`MAX_JUMP_PX` rows between
+neighbouring A-scans, a penalty per row jumped) gives one boundary per A-scan, refined to
+sub-row precision by a parabola through a narrow symmetric step filter. The RPE is found
+first; the ILM is searched between 1 mm and 80 µm above it. A second pass searches each B-scan
+again within a band around what its neighbours found. Boundaries use the generator's row
 convention: row ``i`` lies below a boundary ``b`` when ``i >= b``. Blank (blink) B-scans get
 NaN.
 """
