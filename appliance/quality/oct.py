@@ -5,7 +5,7 @@
 * ``signal_db``: 10 log10 of bright tissue (99.5th percentile) over the background (10th
   percentile), median over the non-blank B-scans — a Q-index-like signal strength;
 * ``blank_fraction``: share of B-scans whose contrast is under 30 % of the median (blinks);
-* ``clipped_fraction``: share of A-scans with tissue in the top rows of the frame;
+* ``clipped_fraction``: share of A-scans with tissue in the first row of the frame;
 * ``decentration_mm``: fovea to scan centre, from ``fovea_mm`` when the measurement gives it,
   else from a cheap own estimate (brightest row minus first bright row, deepest smoothed pit);
 * ``motion_um``: largest axial jump between neighbouring B-scans beyond the typical step, from
@@ -76,11 +76,11 @@ METRIC_KEYS: tuple[str, ...] = (
 class OctQualityThresholds:
     """Pass marks for :func:`assess_oct`; measurements exactly at a threshold pass."""
 
-    min_signal_db: float = 14.5
+    min_signal_db: float = 15.3
     max_blank_fraction: float = 0.05
-    max_clipped_fraction: float = 0.12
-    max_decentration_mm: float = 0.55
-    max_motion_um: float = 20.0
+    max_clipped_fraction: float = 0.22
+    max_decentration_mm: float = 0.64
+    max_motion_um: float = 33.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -136,19 +136,26 @@ def _own_fovea(
     return float(xs[0, ix]), float(ys[iy, 0])
 
 
-def _motion_um(smooth: np.ndarray, keep: np.ndarray, bg: float, axial_mm: float) -> float:
+def _motion_um(
+    smooth: np.ndarray, keep: np.ndarray, cut: np.ndarray, bg: float, axial_mm: float
+) -> float:
     """Largest axial jump between neighbouring B-scans beyond the volume's typical step (µm).
 
-    Each B-scan's mean axial profile is cross-correlated with its neighbour's; the shift of the
-    best match (parabola-refined) is the step between them.
+    The mean axial profiles of two neighbouring B-scans (over the A-scans cut off at the top in
+    neither) are cross-correlated; the shift of the best match (parabola-refined) is the step.
     """
-    profiles = np.clip(smooth.mean(axis=2) - bg, 0.0, None)[keep]  # (F', R)
-    if profiles.shape[0] < 3:
+    frames = np.flatnonzero(keep)
+    if frames.size < 3:
         return 0.0
-    rows = profiles.shape[1]
+    rows = smooth.shape[1]
     reach = min(rows // 4, max(4, int(round(150.0 / (axial_mm * 1000.0)))))
     steps = []
-    for a, b in zip(profiles[:-1], profiles[1:], strict=True):
+    for f, g in zip(frames[:-1], frames[1:], strict=True):
+        cols = ~(cut[f] | cut[g])
+        if cols.sum() < 8:
+            continue
+        a = np.clip(smooth[f][:, cols].mean(axis=1) - bg, 0.0, None)
+        b = np.clip(smooth[g][:, cols].mean(axis=1) - bg, 0.0, None)
         corr = np.array(
             [
                 float(np.dot(a[reach : rows - reach], b[reach + d : rows - reach + d]))
@@ -161,6 +168,8 @@ def _motion_um(smooth: np.ndarray, keep: np.ndarray, bg: float, axial_mm: float)
             denom = corr[i - 1] - 2.0 * corr[i] + corr[i + 1]
             delta = 0.5 * (corr[i - 1] - corr[i + 1]) / denom if denom != 0 else 0.0
         steps.append(i - reach + delta)
+    if len(steps) < 2:
+        return 0.0
     step = np.asarray(steps)
     return float(np.max(np.abs(step - np.median(step))) * axial_mm * 1000.0)
 
@@ -182,11 +191,11 @@ def oct_metrics(
     bg = float(np.median(lo[keep]))
     bright = float(np.median(hi[keep]))
     signal_db = 20.0 * math.log10(max(bright - bg, 1e-3) / max(bg, 1e-3))
-    top_rows = smooth[keep][:, :3, :].mean(axis=1)  # (F', A)
-    clipped = float(np.mean(top_rows > bg + 0.25 * (bright - bg))) if keep.any() else 0.0
+    cut = smooth[:, 0, :] > bg + 0.25 * (bright - bg)  # tissue in the first row: cut off above
+    clipped = float(np.mean(cut[keep])) if keep.any() else 0.0
     if fovea_mm is None:
         fovea_mm = _own_fovea(smooth, keep, bright, bg, spacing_mm)
-    motion = _motion_um(smooth, keep, bg, axial_mm)
+    motion = _motion_um(smooth, keep, cut, bg, axial_mm)
     return {
         "signal_db": signal_db,
         "blank_fraction": float(1.0 - keep.mean()),

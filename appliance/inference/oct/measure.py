@@ -1,4 +1,4 @@
-"""One OCT volume measured: boundaries → thickness map → fovea → ETDRS grid, and fluid.
+"""One OCT volume measured: boundaries → thickness map, fovea (inner retina) → ETDRS grid, fluid.
 
 :func:`measure_oct` is pure (numpy/OpenCV, no model file); its :class:`OctMeasurement` is what
 the later pipeline will hand to the outcome stage and to the DICOM writers. Demonstration,
@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from appliance.inference.oct.etdrs import EtdrsGrid, etdrs_grid, find_fovea, isotropic
+from appliance.inference.oct.etdrs import EtdrsGrid, etdrs_grid, isotropic
 from appliance.inference.oct.fluid import FluidResult, detect_fluid
+from appliance.inference.oct.fovea import find_fovea_inner
 from appliance.inference.oct.segment import segment_volume
 
 LOGGER = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def measure_oct(
     bounds = segment_volume(volume, axial_mm)
     thickness = (bounds.rpe_px - bounds.ilm_px) * axial_mm * 1000.0
     iso, step = isotropic(thickness, (frame_mm, lateral_mm))
-    fovea = find_fovea(iso, step)
+    fovea = find_fovea_inner(volume, bounds.ilm_px, spacing_mm)
     grid = etdrs_grid(iso, step, eye, fovea)
     f_total, _, ascans = volume.shape
     index = (fovea[1] / frame_mm + (f_total - 1) / 2.0, fovea[0] / lateral_mm + (ascans - 1) / 2.0)

@@ -93,8 +93,8 @@ class DefectLevels:
 
 # What each strength means (appliance/synth/oct/render.py, docs/synth/oct.md): low_signal
 # scales the signal by 1 - 0.85 s; clipped puts the ILM of 0.5 s of the A-scans above the
-# frame; decentred moves the fovea 1.5 s mm; motion makes axial jumps of up to 80 s µm between
-# B-scans; blink blanks 40 s % of the B-scans.
+# frame; decentred moves the fovea 1.5 s mm; motion makes one axial jump of 80 s µm (and 1-3
+# smaller ones) between B-scans; blink blanks 40 s % of the B-scans.
 OCT_DEFECT_LEVELS: dict[str, DefectLevels] = {
     "low_signal": DefectLevels(usable=0.3, reject=0.6),
     "clipped": DefectLevels(usable=0.05, reject=0.2),

@@ -8,9 +8,9 @@ additive Rayleigh noise floor is added; the result is stored as uint8 (display u
 
 Acquisition defects (``case.defect``): ``low_signal`` scales the signal by ``1 - 0.85 s``;
 ``clipped`` places the retina so that the ILM of a share ``0.5 s`` of the A-scans lies above
-the frame; ``decentred`` moved the fovea already (in the anatomy); ``motion`` adds axial jumps of up
-to ``80 s`` µm and lateral jumps of up to ``0.15 s`` mm at two to four B-scans plus a small
-tremor; ``blink`` blanks a run of ``round(0.4 s F)`` B-scans (noise floor only).
+the frame; ``decentred`` moved the fovea already (in the anatomy); ``motion`` adds one axial
+jump of ``80 s`` µm and one to three of 30-80 % of it, lateral jumps of up to ``0.15 s`` mm
+and a small tremor; ``blink`` blanks a run of ``round(0.4 s F)`` B-scans (noise floor only).
 
 Truth boundaries are in row coordinates (row ``i`` is centred on ``i``): row ``i`` lies below a
 boundary ``b`` exactly when ``i >= b``. They follow what the image shows (motion included);
@@ -85,8 +85,9 @@ def _acquisition(case: OctCase, rng: np.random.Generator) -> _Acquisition:
         gain *= 1.0 - 0.85 * s
     elif case.defect == "motion":
         amp = 80.0 * s
-        for at in rng.choice(np.arange(1, f), size=int(rng.integers(2, 5)), replace=False):
-            dz[at:] += rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0) * amp
+        jumps = rng.choice(np.arange(1, f), size=int(rng.integers(2, 5)), replace=False)
+        for n, at in enumerate(jumps):  # the first jump is the full amplitude
+            dz[at:] += rng.choice([-1.0, 1.0]) * (1.0 if n == 0 else rng.uniform(0.3, 0.8)) * amp
             dx[at:] += rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.0) * 0.15 * s
         dz += rng.normal(0.0, 0.1 * amp, size=f)
         dz -= np.median(dz)
