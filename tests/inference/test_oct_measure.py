@@ -71,3 +71,21 @@ def test_bad_input_is_refused() -> None:
         measure_oct(np.zeros((10, 10)), (0.1, 0.004, 0.01), "R")
     with pytest.raises(ValueError, match="eye"):
         measure_oct(np.zeros((5, 64, 64), np.uint8), (0.1, 0.004, 0.01), "X")
+
+
+def test_fovea_is_found_when_cysts_fill_the_pit() -> None:
+    # B-scans 125 µm apart (compact): at 250 µm (small) this central cyst lies between B-scans
+    case = dataclasses.replace(
+        BASE,
+        geometry=GEOMETRIES["compact"],
+        seed=2024,
+        cysts=6,
+        fluid_in_centre=True,
+        thickening_um=30.0,
+    )
+    r = render_oct(case)
+    m = measure_oct(r.volume, r.spacing_mm, "R")
+    assert case.centre_fluid and case.ci_dme
+    assert float(np.hypot(*np.subtract(m.fovea_mm, case.fovea_mm))) <= 0.1
+    assert m.cst_um == pytest.approx(case.cst_um, abs=15.0)
+    assert m.fluid.p_centre >= 0.5
