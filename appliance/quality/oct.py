@@ -7,7 +7,7 @@
 * ``blank_fraction``: share of B-scans whose contrast is under 30 % of the median (blinks);
 * ``clipped_fraction``: share of A-scans with tissue in the first row of the frame;
 * ``decentration_mm``: fovea to scan centre, from ``fovea_mm`` when the measurement gives it,
-  else from a cheap own estimate (brightest row minus first bright row, deepest smoothed pit);
+  else from a cheap own estimate (darkest inner-retina band below the first bright row);
 * ``motion_um``: largest axial jump between neighbouring B-scans beyond the typical step, from
   the cross-correlation of their mean axial profiles.
 
@@ -113,26 +113,32 @@ def _smooth(volume: np.ndarray) -> np.ndarray:
 def _own_fovea(
     smooth: np.ndarray, keep: np.ndarray, bright: float, bg: float, spacing_mm: tuple[float, ...]
 ) -> tuple[float, float]:
-    """A cheap fovea estimate: brightest row minus first bright row, deepest pit."""
-    frame_mm, _, lateral_mm = spacing_mm
-    level = bg + 0.3 * (bright - bg)
-    first = np.argmax(smooth > level, axis=1).astype(np.float64)  # (F, A)
-    deepest = np.argmax(smooth, axis=1).astype(np.float64)
-    t = (deepest - first)[keep]
-    if t.size == 0:
+    """A cheap fovea estimate: where the band 15-60 µm below the first bright row (the ILM) is
+    darkest — the inner retinal layers are missing only at the fovea."""
+    frame_mm, axial_mm, lateral_mm = spacing_mm
+    if not keep.any():
         return 0.0, 0.0
-    img = cv2.resize(
-        t.astype(np.float32),
-        (t.shape[1], max(2, int(round((t.shape[0] - 1) * frame_mm / lateral_mm)) + 1)),
-        interpolation=cv2.INTER_LINEAR,
-    )
+    um = axial_mm * 1000.0
+    frames = smooth[keep]  # (F', R, A)
+    first = np.argmax(frames > bg + 0.3 * (bright - bg), axis=1)  # (F', A)
+    csum = np.concatenate([np.zeros_like(frames[:, :1]), np.cumsum(frames, axis=1)], axis=1)
+    rows = frames.shape[1]
+    top = np.clip(first + int(round(15.0 / um)), 0, rows)
+    bottom = np.clip(first + max(int(round(60.0 / um)), 1), 0, rows)
+    fi, ai = np.meshgrid(np.arange(frames.shape[0]), np.arange(frames.shape[2]), indexing="ij")
+    band = (csum[fi, bottom, ai] - csum[fi, top, ai]) / np.maximum(bottom - top, 1)
+    positions = np.flatnonzero(keep) * frame_mm
+    height = float(positions[-1] - positions[0]) if positions.size > 1 else 0.0
+    n = max(2, int(round(height / lateral_mm)) + 1)
+    yq = np.linspace(positions[0], positions[-1], n)
+    iso = np.stack([np.interp(yq, positions, band[:, a]) for a in range(band.shape[1])], axis=1)
     step = lateral_mm
-    pit = cv2.GaussianBlur(img, (0, 0), 0.1 / step) - cv2.GaussianBlur(img, (0, 0), 0.8 / step)
-    h, w = img.shape
-    ys = (np.arange(h) - (h - 1) / 2.0)[:, None] * (frame_mm * (t.shape[0] - 1) / max(h - 1, 1))
-    xs = (np.arange(w) - (w - 1) / 2.0)[None, :] * step
-    pit = np.where(np.hypot(xs, ys) <= 2.5, pit, np.inf)
-    iy, ix = np.unravel_index(int(np.argmin(pit)), pit.shape)
+    img = cv2.GaussianBlur(iso.astype(np.float32), (0, 0), 0.15 / step)
+    centre_y = (smooth.shape[0] - 1) * frame_mm / 2.0
+    ys = (yq - centre_y)[:, None]
+    xs = (np.arange(img.shape[1]) - (img.shape[1] - 1) / 2.0)[None, :] * step
+    img = np.where(np.hypot(xs, ys) <= 2.0, img, np.inf)
+    iy, ix = np.unravel_index(int(np.argmin(img)), img.shape)
     return float(xs[0, ix]), float(ys[iy, 0])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from appliance.quality.oct import OCT_GUIDANCE, OCT_REASON_ORDER, assess_oct
@@ -54,3 +55,20 @@ def test_each_defect_gives_its_reason_and_advice(defect: str, reason: str) -> No
 
 def test_every_reason_has_advice() -> None:
     assert set(OCT_GUIDANCE) == set(OCT_REASON_ORDER)
+
+
+@pytest.mark.parametrize(("strength", "flagged"), [(0.0, False), (0.9, True)])
+def test_own_fovea_estimate_without_a_measurement(strength: float, flagged: bool) -> None:
+    case = dataclasses.replace(
+        BASE, defect="decentred" if strength else None, defect_strength=strength
+    )
+    r = render_oct(case)
+    report = assess_oct(r.volume, r.spacing_mm)  # no fovea given: quality estimates its own
+    offset = float(np.hypot(*case.fovea_mm))
+    assert report.metrics["decentration_mm"] == pytest.approx(offset, abs=0.12)
+    assert ("oct_decentred" in report.reasons) == flagged
+
+
+def test_bad_volume_is_refused() -> None:
+    with pytest.raises(ValueError, match="volume"):
+        assess_oct(np.zeros((10, 10), np.uint8), (0.1, 0.004, 0.01))
