@@ -163,9 +163,8 @@ def render_oct(case: OctCase) -> OctRendering:
         out[list(acq.blank)] = np.nan
         return out
 
-    _, sp_ax, sp_lat = g.spacing_mm
+    sp_frame, _, sp_lat = g.spacing_mm
     fx, fy = anat.fovea
-    sp_frame = g.spacing_mm[0]
     fovea_index = ((fy + g.height_mm / 2) / sp_frame, (fx + g.width_mm / 2) / sp_lat)
     LOGGER.debug("rendered OCT case %d (%s)", case.seed, case.defect or "no defect")
     return OctRendering(
