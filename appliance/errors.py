@@ -55,3 +55,30 @@ class NotAuthorised(ApplianceError):
     http_status = 401
     dimse_status = 0x0124
     reason = "not_authorised"
+
+
+class OtherPatientsPhotograph(RejectedInput):
+    """The same bytes are already held for another patient (or for none): refused, not filed
+    silently as the first patient's copy. The message names no patient; ``held_patient_id``
+    is for whoever may see it (the web layer decides by role)."""
+
+    http_status = 409
+    reason = "duplicate_other_patient"
+
+    def __init__(self, *, capture_id: int, held_patient_id: str, patient_id: str) -> None:
+        whose = "for another patient" if held_patient_id else "with no patient identity"
+        super().__init__(
+            f"this photograph was already received {whose} (capture {capture_id}); it was not"
+            " filed for this patient — check which patient it belongs to"
+        )
+        self.capture_id = capture_id
+        self.held_patient_id = held_patient_id
+        self.patient_id = patient_id
+
+    def naming(self) -> str:
+        """The message for a person who may see the other patient's ID."""
+        if not self.held_patient_id:
+            return self.message
+        return self.message.replace(
+            "for another patient", f"for another patient (Patient ID {self.held_patient_id})"
+        )

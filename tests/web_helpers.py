@@ -17,7 +17,8 @@ def csrf_from(html: str) -> str:
 
 
 def add_user(services: Any, name: str, role: str, password: str = PASSWORD) -> Any:
-    return services.accounts.add(name, role, password, actor="test")
+    profile = {"full_name": "Dr A. Grader", "credentials": "MD"} if role == "clinician" else {}
+    return services.accounts.add(name, role, password, actor="test", **profile)
 
 
 def login(client: Any, name: str, password: str = PASSWORD) -> Any:

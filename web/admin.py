@@ -348,7 +348,26 @@ def users_add() -> ResponseReturnValue:
     return _user_action(
         f"User {name} added with the role {role}.",
         lambda: context.accounts().add(
-            name, role, form.get("password", ""), actor=current_user.username
+            name,
+            role,
+            form.get("password", ""),
+            actor=current_user.username,
+            full_name=form.get("full_name", ""),
+            credentials=form.get("credentials", ""),
+        ),
+    )
+
+
+@bp.post("/users/<int:user_id>/profile")
+@roles(Role.ADMIN)
+def users_profile(user_id: int) -> ResponseReturnValue:
+    """The full name and credentials a user's signature prints (needed to sign)."""
+    form = request.form
+    full_name, credentials = form.get("full_name", ""), form.get("credentials", "")
+    return _user_action(
+        f"The name and credentials of {_named(user_id)} are set.",
+        lambda: context.accounts().set_profile(
+            user_id, full_name, credentials, actor=current_user.username
         ),
     )
 

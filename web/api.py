@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
@@ -10,7 +11,7 @@ from flask_login import current_user
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from appliance.desks.accounts import Role
-from appliance.errors import NotAuthorised, RejectedInput, TooLarge
+from appliance.errors import NotAuthorised, OtherPatientsPhotograph, RejectedInput, TooLarge
 from web import context
 from web.auth import csrf, own_access, public, require
 
@@ -95,11 +96,28 @@ def upload() -> ResponseReturnValue:
         services.refuse_upload(missing, user_id=user, address=address)
         raise missing
     fields = {key: request.form[key] for key in request.form}
-    capture = services.ingest_upload(upload.read(), fields, user_id=user, address=address)
-    body = {
+    try:
+        capture = services.ingest_upload(upload.read(), fields, user_id=user, address=address)
+    except OtherPatientsPhotograph as exc:  # 409; the other patient named only to whom may see
+        message = exc.naming() if _may_see_other_patients() else exc.message
+        return jsonify(error=exc.reason, message=message, capture=exc.capture_id), 409
+    body: dict[str, Any] = {
         "id": capture.id,
         "sha256": capture.content_sha256,
         "media_type": capture.media_type,
         "duplicate": capture.duplicate,
     }
+    if capture.duplicate:  # already received: for this same patient (said, with the capture)
+        body["patient_id"] = capture.patient.patient_id
+        body["message"] = (
+            f"already received for patient {capture.patient.patient_id} (capture {capture.id})"
+            if capture.patient.patient_id
+            else f"already received (capture {capture.id})"
+        )
     return jsonify(body), 200 if capture.duplicate else 201
+
+
+def _may_see_other_patients() -> bool:
+    """Clinicians review every patient's visits; an operator sees only the patient chosen at
+    the station, and a token-holding script nobody's."""
+    return bool(current_user.is_authenticated and current_user.role == Role.CLINICIAN)

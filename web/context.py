@@ -1,8 +1,8 @@
 """Typed access to the core from the views: the services the app was given, and each desk.
 
 Views reach the core only through these: a desk (station, review, admin, monitoring, site
-settings, accounts) or the few process-wide answers of the services (health, metrics, the
-upload intake); never the store, the audit trail or a worker thread.
+settings, accounts, eye labels) or the few process-wide answers of the services (health,
+metrics, the upload intake); never the store, the audit trail or a worker thread.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from flask import current_app
 if TYPE_CHECKING:
     from appliance.desks.accounts import Accounts
     from appliance.desks.admin import AdminDesk
+    from appliance.desks.eye_labels import EyeLabels
     from appliance.desks.monitoring import MonitoringDesk
     from appliance.desks.review import ReviewDesk
     from appliance.desks.site_settings import SiteSettingsDesk
@@ -47,3 +48,7 @@ def site_settings() -> SiteSettingsDesk:
 
 def accounts() -> Accounts:
     return services().accounts
+
+
+def eye_labels() -> EyeLabels:
+    return services().eye_labels

@@ -1,12 +1,15 @@
 """Clinician review: what the model saw, its grades, accept or override (a VERIFIED SR).
 
 ``/review`` lists the visits (waiting ones first, refer first); ``/review/<visit>`` shows each
-eye's photographs with the heatmap toggle and zoom, the findings and the outcome, and the
-sign-off form; ``POST /review/<visit>/sign`` accepts or overrides. Everything comes from the
-review desk (``appliance/desks/review.py``) through ``context.review()``: the pictures are
-JPEG/PNG bytes the core produced, and the SQL lives there too. Every view of PHI is audited
-(110103): the list (naming the patients it shows), each visit page, and each photograph and
-heatmap served.
+eye's photographs with the heatmap toggle and zoom, the findings and the outcome, every version
+of the report (preliminary, signed, amended: SR and PDF) and the sign-off form with the meaning
+of the signature; ``POST /review/<visit>/sign`` accepts or overrides, signed with the password
+re-entered (a wrong one: 403, audited, counted toward the lockout);
+``/review/<visit>/documents/<id>/report.pdf`` opens one PDF version (audited). Everything
+comes from the review desk (``appliance/desks/review.py``) through ``context.review()``: the
+pictures are JPEG/PNG bytes the core produced, and the SQL lives there too. Every view of PHI
+is audited (110103): the list (naming the patients it shows), each visit page, each photograph
+and heatmap served, and each report version opened.
 
 Access is by role: a clinician may open every visit (the review desk is the clinic's list of
 visits to sign, not one patient's chart). Objects inside a visit are fetched by visit *and* id:
@@ -17,12 +20,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    Response,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from appliance.desks.accounts import Role
 from appliance.desks.review import ReviewDesk
+from appliance.desks.signers import MEANINGS
 from appliance.desks.signoff import Decision
 from appliance.errors import ApplianceError
 from web import context
@@ -52,7 +65,8 @@ OVERRIDE_CHOICES = (
     ("rescreen", "Rescreen at the routine interval"),
     ("retake", "Retake the photographs"),
 )
-EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph"}
+EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph",
+              "unresolved": "not counted: an eye label is in question"}  # fmt: skip
 
 
 def desk() -> ReviewDesk:
@@ -69,6 +83,7 @@ def review_helpers() -> dict[str, Any]:
         "when": _when,
         "percent": _percent,
         "person": _person,
+        "MEANINGS": MEANINGS,
     }
 
 
@@ -177,11 +192,34 @@ def sign(visit: str) -> ResponseReturnValue:
             user_pk=current_user.user.id,
             username=current_user.username,
             address=request.remote_addr or "",
+            password=form.get("password", ""),
         )
     except ApplianceError as exc:
         if exc.http_status == 404:
             raise
+        if context.accounts().resume(session.get("sid", ""), touch=False) is None:
+            session.clear()  # locked by wrong passwords: its sessions have ended
+            flash(exc.message)
+            return redirect(url_for("auth.login"), code=303)
         return _page(visit, exc.http_status, exc.message, form)
-    where = f"queued to {signed.queued} archive destination(s)" if signed.queued else "stored"
-    flash(f"Signed: the verified report was issued and {where}.")
+    jobs = f"{signed.queued} archive job(s) queued" if signed.queued else "stored"
+    flash(f"Signed ({signed.meaning}): the verified SR and the signed PDF were issued ({jobs}).")
     return redirect(url_for("review.visit", visit=visit), code=303)
+
+
+@bp.get("/<visit>/documents/<int:document_id>/report.pdf")
+@roles(Role.CLINICIAN)
+def document(visit: str, document_id: int) -> ResponseReturnValue:
+    """One version of the visit's PDF report, to read or print (404 for another visit's)."""
+    found = desk().document(visit, document_id)
+    audit_view(
+        "review report",
+        patient_id=found.patient_id,
+        study_instance_uid=found.study_instance_uid,
+        sop_instance_uids=[found.sop_instance_uid],
+        detail={"visit": visit, "document": document_id},
+    )
+    response = Response(found.pdf, mimetype="application/pdf")
+    response.headers["Content-Disposition"] = f'inline; filename="report-{document_id}.pdf"'
+    response.headers["Content-Security-Policy"] = "default-src 'none'; frame-ancestors 'none'"
+    return response

@@ -79,6 +79,9 @@ def words() -> dict[str, Any]:
         "sex_words": lambda value: SEX.get(value or "", "Not stated"),
         "field_words": lambda value: FIELDS.get(value or "", "Field not recognised"),
         "source_words": lambda value: SOURCES.get(value, value),
+        # clinicians review every patient; an operator sees only the patient chosen here
+        "may_see_other_patients": current_user.is_authenticated
+        and current_user.role == Role.CLINICIAN,
     }
 
 
@@ -175,6 +178,28 @@ def finish() -> ResponseReturnValue:
     context.station().finish(user=who["user"], address=who["address"])
     session.pop(SEEN, None)
     return redirect(url_for("station.index"))
+
+
+@bp.post("/captures/<int:capture_id>/eye")
+@roles(*STATION)
+def eye(capture_id: int) -> ResponseReturnValue:
+    """A person's decision on a photograph's eye: keep the label, use the detected eye,
+    relabel or exclude it (desks/eye_labels.py); only for a photograph of this station's visit."""
+    who = _who()
+    context.station().capture_identity(capture_id)  # NotFound unless it is shown here
+    try:
+        context.eye_labels().decide(
+            capture_id,
+            request.form.get("action", ""),
+            eye=request.form.get("eye", ""),
+            reason=request.form.get("reason", ""),
+            user=who["user"],
+            role=str(current_user.role),
+            address=who["address"],
+        )
+    except RejectedInput as exc:
+        return _page(error=exc.message, status=exc.http_status)
+    return redirect(url_for("station.index") + f"#capture-{capture_id}")
 
 
 @bp.get("/visit")

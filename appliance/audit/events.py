@@ -154,9 +154,42 @@ def station_selection(
 
 
 def review_signed(who: Who, about: About, detail: Mapping[str, Any]) -> AuditEvent:
-    """A clinician's sign-off and the VERIFIED SR it issued."""
+    """A clinician's electronic signature (password re-entered) and the VERIFIED SR and signed
+    PDF it issued: ``detail`` names the meaning, the signer's printed name and credentials."""
     signed = {"stage": "review", **detail}
     return _event(EventID.INSTANCES_ACCESSED, Action.CREATE, who, signed, about=about)
+
+
+def signature_refused(who: Who, detail: Mapping[str, Any]) -> AuditEvent:
+    """A signature refused: the password re-entered to sign was wrong (counted toward the
+    lockout), or the account was locked or disabled (110114, minor failure)."""
+    refused = {"purpose": "signature", **detail}
+    return authentication(EventType.LOGIN, who, refused, Outcome.MINOR_FAILURE)
+
+
+def eye_decision(
+    who: Who, about: About, *, capture_id: int, detail: Mapping[str, Any]
+) -> AuditEvent:
+    """A person decided which eye a photograph counts for, or excluded it (action U): the
+    ``capture_id``, the ``action``, the ``eye`` decided, the label given and the eye detected
+    before, the ``reason``, the user's ``role`` and the ``visit``."""
+    decided = {"stage": "eye_decision", CAPTURE_ID: capture_id, **detail}
+    return _event(EventID.INSTANCES_ACCESSED, Action.UPDATE, who, decided, about=about)
+
+
+def duplicate_for_other_patient(who: Who, about: About, detail: Mapping[str, Any]) -> AuditEvent:
+    """Bytes already held for one patient arrived for another: refused (a data-integrity
+    alert, 110113); ``detail`` names the held ``capture_id`` and both patients' IDs."""
+    alert = {"alert": "duplicate_other_patient", **detail}
+    return _event(
+        EventID.SECURITY_ALERT,
+        Action.CREATE,
+        who,
+        alert,
+        about=about,
+        outcome=Outcome.MINOR_FAILURE,
+        event_type=EventType.DATA_INTEGRITY_CHECK,
+    )
 
 
 def c_echo(who: Who, *, node: str, ok: bool, words: str) -> AuditEvent:

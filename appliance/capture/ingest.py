@@ -2,7 +2,9 @@
 
 check → store the file atomically → in ONE transaction: patient, study, capture row and its
 audit event → tell the pipeline. Refusals raise an :class:`ApplianceError` after writing an
-audit event that names the reason; nothing is stored for a refused input.
+audit event that names the reason; nothing is stored for a refused input. Content already held
+(capture/duplicates.py): an identical resend for the same patient is "already received"; the
+same bytes for another patient, or other content under a held UID, are refused.
 
 Identity: a DICOM header is the authority on its own patient and study. Other files take it
 from their sidecar or upload form (patient fields, and the worklist step's Accession Number and
@@ -23,11 +25,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from appliance.audit import AuditEvent, AuditTrail, EventID, Outcome, events
-from appliance.capture.decode import Inspection, Limits, dataset_identity, examine
+from appliance.audit.events import CAPTURE_ID
+from appliance.capture import duplicates
+from appliance.capture.decode import Inspection, Limits, examine
+from appliance.capture.duplicates import UIDConflict
 from appliance.domain import Capture, PatientInfo, Source
-from appliance.errors import ApplianceError, RejectedInput, TooLarge
+from appliance.errors import ApplianceError, OtherPatientsPhotograph, RejectedInput, TooLarge
 from appliance.metrics import Metrics
 from appliance.store import BlobStore, Store, Tx, utcnow
+from appliance.visits import visit_key
 
 LOGGER = logging.getLogger(__name__)
 _DATE = re.compile(r"\d{8}")
@@ -41,16 +47,6 @@ _LIMITS = {"patient_name": 320, "accession_number": 16, "study_instance_uid": 64
 # memory a check takes is bounded by the limits, this bounds how many run together.
 CHECK_SLOTS = 2
 IDENTITY_CHECKED = ("patient_name", "birth_date", "sex")
-
-
-class UIDConflict(RejectedInput):
-    """A SOP Instance UID already held for other content: refused, the first copy kept."""
-
-    reason = "uid_conflict"
-
-    def __init__(self, message: str, *, detail: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.detail = detail
 
 
 @dataclass(frozen=True)
@@ -182,9 +178,9 @@ class Ingestor:
         detail = dict(item.detail)
         found, patient, laterality, lat_source = self._identify(item, found, given, detail)
         digest = hashlib.sha256(item.data).hexdigest()
-        existing = self._existing(found, digest)
+        existing = duplicates.existing(self.store, found, digest)
         if existing is not None:
-            return self._duplicate(item, found, existing, digest)
+            return self._duplicate(item, found, existing, digest, patient)
         relative = self.blobs.put(item.data, found.media_type, digest)
         with self.store.write() as tx:
             patient_pk, conflict = _upsert_patient(tx, patient)
@@ -318,74 +314,31 @@ class Ingestor:
                 reason="identity_conflict",
             )
 
-    def _existing(self, found: Inspection, digest: str) -> dict[str, Any] | None:
-        if found.sop_instance_uid:
-            row = self.store.one(
-                "SELECT * FROM captures WHERE sop_instance_uid = ?", (found.sop_instance_uid,)
-            )
-            if row is not None:
-                return row
-        return self.store.one("SELECT * FROM captures WHERE content_sha256 = ?", (digest,))
-
-    def _same_object(self, item: Incoming, row: dict[str, Any], digest: str) -> bool:
-        """The held copy is this object: the same bytes, or the same dataset (meta aside)."""
-        if digest == row["content_sha256"]:
-            return True
-        if row["media_type"] != "application/dicom" or row.get("purged_at"):
-            return False
-        try:
-            held = self.blobs.read(row["file_path"])
-        except OSError:
-            return False
-        mine = dataset_identity(item.data)
-        return mine is not None and mine == dataset_identity(held)
-
     def _duplicate(
-        self, item: Incoming, found: Inspection, row: dict[str, Any], digest: str
+        self,
+        item: Incoming,
+        found: Inspection,
+        row: dict[str, Any],
+        digest: str,
+        patient: PatientInfo | None,
     ) -> Capture:
-        """Content or a SOP Instance UID we already hold: an identical resend is a success (the
-        first copy kept, as archives do); other content under a held UID is refused."""
-        if not self._same_object(item, row, digest):
-            raise UIDConflict(
-                "SOP Instance UID already held with other content (first kept)",
-                detail={
-                    "capture_id": row["id"],
-                    "sop_instance_uid": found.sop_instance_uid or "",
-                    "held_sha256": row["content_sha256"],
-                    "sha256": digest,
-                    "patient_id": found.patient.patient_id if found.patient else "",
-                    "study_instance_uid": found.study_instance_uid or "",
-                },
-            )
+        """Content or a SOP Instance UID we already hold (capture/duplicates.py): an identical
+        resend for the same patient is a success, "already received"; else refused."""
+        held = duplicates.check(self.store, self.blobs, item.data, found, row, digest, patient)
         self.audit.log(
             events.received(
                 _event_for(item.source),
                 _who(item),
                 events.About(
-                    found.patient.patient_id if found.patient else "",
+                    held.patient_id if held else "",
                     found.study_instance_uid or "",
                     [found.sop_instance_uid or ""],
                 ),
                 capture_id=row["id"],
-                detail={"duplicate": True, "note": "identical resend"},
+                detail={"duplicate": True, "note": "identical resend", "visit": visit_key(row)},
             )
         )
-        return Capture(
-            id=row["id"],
-            source=Source(row["source"]),
-            media_type=row["media_type"],
-            content_sha256=row["content_sha256"],
-            file_path=row["file_path"],
-            size_bytes=row["size_bytes"],
-            received_at=row["received_at"],
-            laterality=row["laterality"],
-            laterality_source=row["laterality_source"],
-            sop_class_uid=row["sop_class_uid"],
-            sop_instance_uid=row["sop_instance_uid"],
-            study_instance_uid=found.study_instance_uid,
-            calling_ae=row["calling_ae"],
-            duplicate=True,
-        )
+        return duplicates.again(row, found, held)
 
     def refuse(self, item: Incoming, exc: ApplianceError) -> None:
         """Audit a refused input (also for refusals decided before :meth:`ingest`)."""
@@ -394,6 +347,9 @@ class Ingestor:
             self.metrics.refused.labels(source=str(item.source), reason=exc.reason).inc()
         conflict = exc.detail if isinstance(exc, UIDConflict) else None
         try:
+            if isinstance(exc, OtherPatientsPhotograph):
+                self.audit.log(_other_patient(item, exc))
+                return
             self.audit.log(
                 events.refused(
                     # other content under a held UID is security-relevant: a spoofed or
@@ -422,6 +378,23 @@ class Ingestor:
             )
         except Exception:  # the refusal itself must still reach the sender
             LOGGER.exception("could not audit a refused input")
+
+
+def _other_patient(item: Incoming, exc: OtherPatientsPhotograph) -> AuditEvent:
+    return events.duplicate_for_other_patient(
+        _who(item),
+        events.About(exc.patient_id),
+        {
+            "refused": exc.reason,
+            "message": exc.message,
+            "source": str(item.source),
+            "size_bytes": len(item.data),
+            CAPTURE_ID: exc.capture_id,
+            "held_patient_id": exc.held_patient_id,
+            "patient_id": exc.patient_id,
+            **item.detail,
+        },
+    )
 
 
 def _event_for(source: Source) -> EventID:

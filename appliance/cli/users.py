@@ -44,7 +44,14 @@ def cmd_users_add(args: argparse.Namespace) -> int:
 
     accounts = _accounts(args)
     try:
-        user = accounts.add(args.name, args.role, _read_password(), actor=_cli_actor())
+        user = accounts.add(
+            args.name,
+            args.role,
+            _read_password(),
+            actor=_cli_actor(),
+            full_name=args.full_name,
+            credentials=args.credentials,
+        )
     except RejectedInput as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -60,6 +67,8 @@ def cmd_users_list(args: argparse.Namespace) -> int:
             "active": u.active,
             "locked_until": u.locked_until,
             "last_login_at": u.last_login_at,
+            "full_name": u.full_name,
+            "credentials": u.credentials,
         }
         for u in _accounts(args).list()
     ]
@@ -68,7 +77,8 @@ def cmd_users_list(args: argparse.Namespace) -> int:
     else:
         for row in rows:
             state = "active" if row["active"] else "disabled"
-            print(f"{row['username']:<24} {row['role']:<10} {state}")
+            signer = ", ".join(p for p in (row["full_name"], row["credentials"]) if p)
+            print(f"{row['username']:<24} {row['role']:<10} {state:<8} {signer}".rstrip())
     return 0
 
 
@@ -89,6 +99,26 @@ def cmd_users_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_profile(args: argparse.Namespace) -> int:
+    from appliance.errors import RejectedInput
+
+    accounts = _accounts(args)
+    found = [u for u in accounts.list() if u.username.lower() == args.name.lower()]
+    if not found:
+        print(f"error: no user {args.name!r}", file=sys.stderr)
+        return 2
+    user = found[0]
+    full_name = user.full_name if args.full_name is None else args.full_name
+    credentials = user.credentials if args.credentials is None else args.credentials
+    try:
+        accounts.set_profile(user.id, full_name, credentials, actor=_cli_actor())
+    except RejectedInput as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    print(f"{user.username}: full name {full_name!r}, credentials {credentials!r}")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     users = sub.add_parser("users", help="web user accounts").add_subparsers(
         dest="action", required=True
@@ -98,6 +128,10 @@ def add_parsers(sub: Any) -> None:
     )
     users_add.add_argument("name")
     users_add.add_argument("--role", required=True, choices=("operator", "clinician", "admin"))
+    users_add.add_argument(
+        "--full-name", default="", help="printed on what they sign (a clinician needs it to sign)"
+    )
+    users_add.add_argument("--credentials", default="", help='e.g. "MD, FRCOphth"')
     users_add.set_defaults(func=cmd_users_add)
     users_list = users.add_parser("list", help="list users, roles and state")
     users_list.add_argument("--json", action="store_true")
@@ -107,3 +141,10 @@ def add_parsers(sub: Any) -> None:
     )
     users_password.add_argument("name")
     users_password.set_defaults(func=cmd_users_password)
+    users_profile = users.add_parser(
+        "profile", help="set the full name and credentials a user's signature prints"
+    )
+    users_profile.add_argument("name")
+    users_profile.add_argument("--full-name", help="e.g. 'Dr A. Grader' (unchanged if omitted)")
+    users_profile.add_argument("--credentials", help="e.g. 'MD, FRCOphth' (unchanged if omitted)")
+    users_profile.set_defaults(func=cmd_users_profile)

@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from appliance.audit import AuditEvent, AuditTrail, EventType, Outcome, events
+from appliance.desks.signers import check_profile
 from appliance.errors import ApplianceError, RejectedInput
 from appliance.store import Store, Tx, utcnow
 
@@ -44,6 +45,13 @@ class User:
     locked_until: str | None = None
     last_login_at: str | None = None
     created_at: str = ""
+    full_name: str = ""  # printed on what they sign, e.g. "Dr A. Grader"
+    credentials: str = ""  # e.g. "MD, FRCOphth"
+
+    @property
+    def can_sign(self) -> bool:
+        """A signature needs the signer's printed name and credentials (21 CFR 11.50)."""
+        return bool(self.full_name.strip() and self.credentials.strip())
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,13 @@ class Session:
     user: User
     created_at: str
     last_seen_at: str
+
+
+class SignatureRefused(ApplianceError):
+    """The password re-entered to sign was wrong, or the account may not sign now."""
+
+    http_status = 403
+    reason = "signature_refused"
 
 
 class LoginRefused(ApplianceError):
@@ -86,6 +101,8 @@ def _user(row: dict[str, Any]) -> User:
         locked_until=row.get("locked_until"),
         last_login_at=row.get("last_login_at"),
         created_at=str(row.get("created_at") or ""),
+        full_name=str(row.get("full_name") or ""),
+        credentials=str(row.get("credentials") or ""),
     )
 
 
@@ -113,7 +130,16 @@ class Accounts:
         return self.hasher.hash(secrets.token_hex(16))
 
     # -- administration -----------------------------------------------------------------
-    def add(self, username: str, role: str, password: str, *, actor: str) -> User:
+    def add(
+        self,
+        username: str,
+        role: str,
+        password: str,
+        *,
+        actor: str,
+        full_name: str = "",
+        credentials: str = "",
+    ) -> User:
         if not USERNAME.match(username):
             raise RejectedInput(
                 "a user name starts with a letter and has 2-64 letters, digits, '.', '_' or '-'",
@@ -121,6 +147,7 @@ class Accounts:
             )
         self._check_role(role)
         self._check_password(password)
+        full_name, credentials = check_profile(full_name, credentials)
         with self.store.write() as tx:
             if tx.one("SELECT id FROM users WHERE username = ?", (username,)):
                 raise RejectedInput(f"the user {username!r} already exists", reason="user_exists")
@@ -131,11 +158,23 @@ class Accounts:
                     "username": username,
                     "role": role,
                     "password_hash": self.hasher.hash(password),
+                    "full_name": full_name,
+                    "credentials": credentials,
                     "created_at": now,
                     "updated_at": now,
                 },
             )
-            self._security(tx, actor, "user_added", {"user": username, "role": role})
+            self._security(
+                tx,
+                actor,
+                "user_added",
+                {
+                    "user": username,
+                    "role": role,
+                    "full_name": full_name,
+                    "credentials": credentials,
+                },
+            )
         found = self.get(pk)
         assert found is not None
         return found
@@ -181,6 +220,52 @@ class Accounts:
             )
             self._end_sessions(tx, user_pk, "password_changed")
             self._security(tx, actor, "password_set", {"user": user["username"]})
+
+    def set_profile(self, user_pk: int, full_name: str, credentials: str, *, actor: str) -> None:
+        """The name and credentials printed on what the user signs (audited)."""
+        full_name, credentials = check_profile(full_name, credentials)
+        with self.store.write() as tx:
+            user = self._row(tx, user_pk)
+            tx.execute(
+                "UPDATE users SET full_name = ?, credentials = ?, updated_at = ? WHERE id = ?",
+                (full_name, credentials, utcnow(), user_pk),
+            )
+            detail = {"user": user["username"], "full_name": full_name, "credentials": credentials}
+            self._security(tx, actor, "profile_set", detail)
+
+    def confirm_signature(self, user_pk: int, password: str, *, address: str, about: str) -> User:
+        """Check the password re-entered to sign (21 CFR 11.200): the user, or SignatureRefused.
+
+        A wrong password counts toward the login lockout; the failure that locks the account
+        also ends its sessions. Every refusal is audited (``events.signature_refused``); the
+        signature itself is audited by whoever records it. ``about``: what was to be signed.
+        """
+        row = self.store.one("SELECT * FROM users WHERE id = ?", (user_pk,))
+        if row is None:
+            raise SignatureRefused("There is no such user.")
+        right = len(password) <= MAX_PASSWORD and self._verify(row["password_hash"], password)
+        locked = bool(row["locked_until"]) and _parse(row["locked_until"]) > _now()
+        cause = "disabled" if not row["active"] else "locked" if locked else ""
+        cause = cause or ("" if right else "wrong_password")
+        if not cause:
+            return _user(row)
+        detail: dict[str, Any] = {"cause": cause, "signing": about}
+        with self.store.write() as tx:
+            if cause == "wrong_password":
+                failures, locked_until = self._count_failure(tx, row)
+                detail["failures"] = failures
+                if locked_until:
+                    detail["locked_until"] = locked_until
+                    self._end_sessions(tx, user_pk, "locked")
+            self.audit.record(
+                tx, events.signature_refused(events.Who(row["username"], address), detail)
+            )
+        if cause == "wrong_password" and "locked_until" not in detail:
+            raise SignatureRefused("The password is wrong: not signed.")
+        raise SignatureRefused(
+            "Your account is locked after too many wrong passwords: not signed. "
+            "Try again later, or ask an admin."
+        )
 
     def get(self, user_pk: int) -> User | None:
         row = self.store.one("SELECT * FROM users WHERE id = ?", (user_pk,))
@@ -324,22 +409,30 @@ class Accounts:
         detail: dict[str, Any] = {"cause": cause}
         with self.store.write() as tx:
             if row is not None and count:
-                failures = int(row["failed_logins"]) + 1
-                locked_until = None
-                if failures >= self.lockout_failures:
-                    locked_until = _stamp(_now() + self.lockout)
+                _, locked_until = self._count_failure(tx, row)
+                if locked_until:
                     detail["locked_until"] = locked_until
-                    failures = 0
-                tx.execute(
-                    "UPDATE users SET failed_logins = ?, locked_until = ? WHERE id = ?",
-                    (failures, locked_until, row["id"]),
-                )
             # an unknown name may be a mistyped password: never write it to the trail
             user_id = username if row is not None else "unknown"
             self._authentication(
                 tx, EventType.LOGIN, user_id, address, detail, Outcome.MINOR_FAILURE
             )
         raise LoginRefused("the user name or password is wrong, or the account is locked")
+
+    def _count_failure(self, tx: Tx, row: dict[str, Any]) -> tuple[int, str | None]:
+        """One more wrong password (login or signature); locks the account at the limit.
+        Returns the failures counted (0 once it locked) and when the lock ends."""
+        current = tx.one("SELECT failed_logins FROM users WHERE id = ?", (row["id"],))
+        failures = int(current["failed_logins"] if current else 0) + 1
+        locked_until = None
+        if failures >= self.lockout_failures:
+            locked_until = _stamp(_now() + self.lockout)
+            failures = 0
+        tx.execute(
+            "UPDATE users SET failed_logins = ?, locked_until = ? WHERE id = ?",
+            (failures, locked_until, row["id"]),
+        )
+        return failures, locked_until
 
     def _authentication(
         self,

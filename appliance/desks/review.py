@@ -5,11 +5,16 @@ one visit's photographs per eye with the model's findings, and the pictures them
 core produces them (the camera field as JPEG, the heatmap PNG the worker saved — both the same
 square crop, so the heatmap lies exactly over the photograph).
 
-Signing: a ``reviews`` row, a NEW Comprehensive 3D SR (VERIFIED, the clinician as Verifying
-Observer) for the same study with the clinician's values where overridden, saved as a derived
-object (kind ``sr``) and queued to every destination, and the audit event (who, decision,
-reason) — all in one transaction. The SR's Predecessor Documents Sequence names the visit's
-preliminary (UNVERIFIED) SR, and the previous VERIFIED SR when a sign-off is amended.
+Signing is an electronic signature (desks/signers.py): the clinician's full name and
+credentials must be set and their password re-entered (``Accounts.confirm_signature``: a wrong
+one is refused, audited and counted toward the lockout). It issues a ``reviews`` row, a NEW
+Comprehensive 3D SR (VERIFIED, the clinician as Verifying Observer) for the same study with the
+clinician's values where overridden, and a signed PDF report (the clinician's decision as the
+outcome, the signer block, VERIFIED) — both saved as derived objects (kinds ``sr``, ``pdf``),
+queued to every destination, with the audit event (who, meaning, decision, reason) — all in
+one transaction. Each names what it replaces in its Predecessor Documents Sequence: the visit's
+preliminary SR / PDF, and the previous signed one when a sign-off is amended
+(desks/report_versions.py). Every version stays listed on the visit.
 
 A visit with no preliminary SR yet (its protocol is incomplete) can still be signed, but only
 by overriding (there is no complete automated outcome to accept): the VERIFIED SR then has no
@@ -19,18 +24,18 @@ cannot be signed.
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import cv2
-import pydicom
 from pydicom.dataset import Dataset
 
 from appliance.audit import AuditTrail, events
 from appliance.capture import Limits, decode_rgb
 from appliance.config import Settings
+from appliance.desks import report_versions
+from appliance.desks.accounts import Accounts
 from appliance.desks.review_views import (
     EYES,
     EyeView,
@@ -41,6 +46,7 @@ from appliance.desks.review_views import (
     review_from_row,
     summary_from_row,
 )
+from appliance.desks.signers import meaning
 from appliance.desks.signoff import (
     Decision,
     Signature,
@@ -49,12 +55,15 @@ from appliance.desks.signoff import (
     signed_findings,
     verified_sr,
 )
+from appliance.desks.station_view import Report, report
 from appliance.dicom.op import to_bytes
+from appliance.dicom.report_pdf import Clinic
 from appliance.errors import ApplianceError, RejectedInput
 from appliance.inference.preprocess import field_crop, find_field
 from appliance.outbox import queue
-from appliance.pipeline.documents import eye_findings, visit_images
-from appliance.pipeline.headers import read_header
+from appliance.pipeline import eyes
+from appliance.pipeline.documents import VisitSources, eye_findings, report_document
+from appliance.pipeline.documents import visit_sources as read_sources
 from appliance.pipeline.record import insert_derived
 from appliance.store import BlobStore, Store
 from appliance.visits import DerivedObject, ImageRecord, VisitNotFound, scope
@@ -94,13 +103,19 @@ class ReviewDesk:
         audit: AuditTrail,
         settings: Settings,
         forwarder: Wakeable | None = None,
+        *,
+        accounts: Accounts,
     ) -> None:
         self.store = store
         self.blobs = blobs
         self.audit = audit
+        self.accounts = accounts
         self.destinations = tuple(d.name for d in settings.destinations)
         self.uid_root = settings.uid_root
-        self.organization = f"Retinal screening, station {settings.station_name}"[:64]
+        self.clinic = Clinic(settings.clinic_name, settings.clinic_address)
+        self.organization = (
+            settings.clinic_name.strip() or f"Retinal screening, station {settings.station_name}"
+        )[:64]
         self.limits = Limits(
             max_image_pixels=settings.max_image_pixels,
             max_inflated_bytes=settings.max_inflated_bytes,
@@ -174,9 +189,14 @@ class ReviewDesk:
                 {k: m.get(k) for k in ("name", "version", "task", "variant", "provider")}
                 for m in models
             ),
-            preliminary_sr=self._preliminary(visit_key),
+            preliminary_sr=report_versions.preliminary(self.store, visit_key),
             reviews=tuple(reviews),
+            versions=tuple(report_versions.versions(self.store, visit_key)),
         )
+
+    def document(self, visit_key: str, document_id: int) -> Report:
+        """One version of the visit's PDF report (any other visit's: not found)."""
+        return report(self.store, self.blobs, document_id, visit_keys=(visit_key,))
 
     def photo_jpeg(self, visit_key: str, capture_id: int) -> bytes:
         """A photograph as JPEG: the camera field (square crop, as the models saw it, so the
@@ -232,9 +252,17 @@ class ReviewDesk:
 
     # -- signing --------------------------------------------------------------------------
     def sign(
-        self, visit_key: str, choice: Decision, *, user_pk: int, username: str, address: str = ""
+        self,
+        visit_key: str,
+        choice: Decision,
+        *,
+        user_pk: int,
+        username: str,
+        address: str = "",
+        password: str = "",
     ) -> Signed:
-        """Accept or override the visit's result: review row + VERIFIED SR + outbox + audit."""
+        """Accept or override the visit's result, signed with the password re-entered:
+        review row + VERIFIED SR + signed PDF + outbox + audit."""
         detail = self.visit(visit_key)
         summary = detail.summary
         if choice.outcome_id is not None and choice.outcome_id != summary.outcome_id:
@@ -243,48 +271,62 @@ class ReviewDesk:
                 "Look at the visit again, then sign."
             )
         outcome_code, grades, reason = check(choice, detail)
-        signature = Signature(
-            visit_key, summary, choice.decision, outcome_code, grades, reason,
-            user_pk, username, address,
-        )  # fmt: skip
         found = scope(visit_key)
-        images = visit_images(self.store, visit_key, found.where, found.params)
-        if not images:
+        sources = read_sources(self.store, self.blobs, visit_key, found.where, found.params)
+        if sources is None:
             raise RejectedInput(
                 "This visit has no DICOM image for the signed report to reference, "
                 "so it cannot be signed.",
                 reason="nothing_to_sign",
             )
-        predecessors = self._predecessors(visit_key)
+        signer = self.accounts.get(user_pk)
+        if signer is None or not signer.can_sign:
+            raise RejectedInput(
+                "Your account has no full name or credentials to print with your signature. "
+                "Ask an admin to set them (Users page), then sign.",
+                reason="no_signer_profile",
+            )
+        self.accounts.confirm_signature(user_pk, password, address=address, about=visit_key)
+        signature = Signature(
+            visit_key, summary, choice.decision, outcome_code, grades, reason,
+            user_pk, username, address, signer_name=signer.full_name,
+            credentials=signer.credentials,
+            meaning=meaning(choice.decision, amendment=bool(detail.reviews)),
+        )  # fmt: skip
         moment = datetime.now(UTC)
-        sr = self._verified_sr(signature, images, predecessors, moment)
-        path = self.blobs.put(to_bytes(sr), "application/dicom")
-        previous = tuple(str(p.SOPInstanceUID) for p in predecessors)
+        srs = report_versions.predecessors(self.store, self.blobs, visit_key, "sr")
+        pdfs = report_versions.predecessors(self.store, self.blobs, visit_key, "pdf")
+        sr = self._verified_sr(signature, sources, srs, moment)
+        pdf = self._signed_pdf(signature, sources, pdfs, moment)
+        previous = tuple(str(p.SOPInstanceUID) for p in srs)
         review_id, queued = self._store_signature(
             signature,
-            sr,
-            path,
-            references=sorted(i["uid"] for i in images),
-            previous=previous,
+            (sr, pdf),
+            references=sources.uids,
+            previous=(previous, tuple(str(p.SOPInstanceUID) for p in pdfs)),
             now=moment.isoformat(timespec="microseconds"),
         )
-        return Signed(review_id, str(sr.SOPInstanceUID), previous, outcome_code, queued)
+        return Signed(
+            review_id, str(sr.SOPInstanceUID), previous, outcome_code, queued,
+            pdf_sop_instance_uid=str(pdf.SOPInstanceUID),
+            pdf_predecessors=tuple(str(p.SOPInstanceUID) for p in pdfs),
+            meaning=signature.meaning,
+        )  # fmt: skip
 
     def _verified_sr(
         self,
         signature: Signature,
-        images: list[dict[str, Any]],
+        sources: VisitSources,
         predecessors: list[Dataset],
         moment: datetime,
     ) -> Dataset:
-        datasets: list[Dataset] = [read_header(self.blobs.resolve(i["dicom_path"])) for i in images]
         eyes = json.loads(self._outcome_payload(signature.summary.outcome_id))["eyes"]
         return verified_sr(
-            images=images,
-            datasets=datasets,
+            images=sources.images,
+            datasets=sources.headers,
             findings=signed_findings(eyes_findings=eye_findings(eyes), grades=signature.grades),
             predecessors=predecessors,
-            username=signature.username,
+            signer_name=signature.signer_name,
             organization=self.organization,
             decision=signature.decision,
             outcome_code=signature.outcome_code,
@@ -293,20 +335,41 @@ class ReviewDesk:
             moment=moment,
         )
 
+    def _signed_pdf(
+        self,
+        signature: Signature,
+        sources: VisitSources,
+        predecessors: list[Dataset],
+        moment: datetime,
+    ) -> Dataset:
+        payload = self._outcome_payload(signature.summary.outcome_id)
+        outcome, added = report_versions.report_outcome(payload, signature)
+        return report_document(
+            self.blobs,
+            sources,
+            outcome_json=outcome,
+            uid_root=self.uid_root,
+            clinic=self.clinic,
+            signature=report_versions.report_signature(signature, moment),
+            replaces=predecessors,
+            added_findings=added,
+        )
+
     def _store_signature(
         self,
         signature: Signature,
-        sr: Dataset,
-        path: str,
+        documents: tuple[Dataset, Dataset],
         *,
         references: list[str],
-        previous: tuple[str, ...],
+        previous: tuple[tuple[str, ...], tuple[str, ...]],
         now: str,
     ) -> tuple[int, int]:
-        """One transaction: review row, the SR as a derived object, its jobs, the audit event.
-        Returns the review's id and how many jobs were queued."""
+        """One transaction: review row, the SR and PDF as derived objects, their jobs, the
+        audit event. Returns the review's id and how many jobs were queued."""
         key, summary = signature.visit_key, signature.summary
+        sr, pdf = documents
         sr_uid, study = str(sr.SOPInstanceUID), str(sr.StudyInstanceUID)
+        paths = [self.blobs.put(to_bytes(ds), "application/dicom") for ds in documents]
         with self.store.write() as tx:
             newest_outcome = tx.one(
                 "SELECT max(id) AS id FROM visit_outcomes WHERE visit_key = ?", (key,)
@@ -315,39 +378,47 @@ class ReviewDesk:
                 raise VisitChanged(
                     "New photographs arrived while signing. Look at the visit again, then sign."
                 )
-            review_id = tx.insert("reviews", signature.review_row(sr_uid, previous, now))
-            insert_derived(
-                tx,
-                DerivedObject(
-                    kind="sr",
-                    capture_pk=None,
-                    sop_class_uid=str(sr.SOPClassUID),
-                    sop_instance_uid=sr_uid,
-                    series_instance_uid=str(sr.SeriesInstanceUID),
-                    study_instance_uid=study,
-                    file_path=path,
-                    created_at=now,
-                    references_json=json.dumps(references),
-                ),
-                key,
-            )
-            queued = sum(
-                queue.enqueue(
+            row = signature.review_row(sr_uid, previous[0], now)
+            row["pdf_sop_instance_uid"] = str(pdf.SOPInstanceUID)
+            review_id = tx.insert("reviews", row)
+            queued = 0
+            for kind, ds, path in zip(("sr", "pdf"), documents, paths, strict=True):
+                uid = str(ds.SOPInstanceUID)
+                insert_derived(
                     tx,
-                    kind="sr",
-                    destination=name,
-                    sop_instance_uid=sr_uid,
-                    file_path=path,
-                    study=study,
-                )  # fmt: skip
-                for name in self.destinations
-            )
+                    DerivedObject(
+                        kind=kind,
+                        capture_pk=None,
+                        sop_class_uid=str(ds.SOPClassUID),
+                        sop_instance_uid=uid,
+                        series_instance_uid=str(ds.SeriesInstanceUID),
+                        study_instance_uid=study,
+                        file_path=path,
+                        created_at=now,
+                        references_json=json.dumps(references),
+                    ),
+                    key,
+                )
+                queued += sum(
+                    queue.enqueue(
+                        tx,
+                        kind=kind,
+                        destination=name,
+                        sop_instance_uid=uid,
+                        file_path=path,
+                        study=study,
+                    )  # fmt: skip
+                    for name in self.destinations
+                )
+            detail = signature.audit_detail(sr_uid, previous[0], queued)
+            detail.update(signed_pdf=str(pdf.SOPInstanceUID), pdf_predecessors=list(previous[1]))
+            every = (sr_uid, str(pdf.SOPInstanceUID), *previous[0], *previous[1])
             self.audit.record(
                 tx,
                 events.review_signed(
                     events.Who(signature.username, signature.address),
-                    events.About(summary.patient_id, study, (sr_uid, *previous)),
-                    signature.audit_detail(sr_uid, previous, queued),
+                    events.About(summary.patient_id, study, every),
+                    detail,
                 ),
             )
             if queued and self.forwarder is not None:
@@ -380,13 +451,15 @@ class ReviewDesk:
             params,
         )
         out = []
+        decided = eyes.in_force(self.store, where, params)  # filed under the decided eye
         for row in rows:
             record = ImageRecord.parse(row["payload"])
             dicom = row["media_type"] == "application/dicom"
             out.append(
                 ImageView(
                     capture_id=int(row["id"]),
-                    eye=record.laterality,
+                    eye=eyes.counted_eye(record, decided.get(row["id"])),
+                    decision=decided.get(row["id"]),
                     field=record.field,
                     received_at=row["received_at"],
                     sop_instance_uid=row["sop_instance_uid"] if dicom else row["op_uid"],
@@ -423,28 +496,3 @@ class ReviewDesk:
         return str(
             self.store.scalar("SELECT payload FROM visit_outcomes WHERE id = ?", (outcome_id,))
         )
-
-    def _srs(self, visit_key: str) -> list[dict[str, Any]]:
-        """The visit's SRs, newest first, each marked verified (a sign-off made it) or not."""
-        return self.store.query(
-            "SELECT d.*, EXISTS (SELECT 1 FROM reviews r "
-            "WHERE r.sr_sop_instance_uid = d.sop_instance_uid) AS verified "
-            "FROM derived_objects d WHERE d.visit_key = ? AND d.kind = 'sr' ORDER BY d.id DESC",
-            (visit_key,),
-        )
-
-    def _preliminary(self, visit_key: str) -> str | None:
-        row = next((r for r in self._srs(visit_key) if not r["verified"]), None)
-        return str(row["sop_instance_uid"]) if row else None
-
-    def _predecessors(self, visit_key: str) -> list[Dataset]:
-        """Newest preliminary SR, and the newest VERIFIED one if it came after it (amendment)."""
-        srs = self._srs(visit_key)
-        chosen = []
-        preliminary = next((r for r in srs if not r["verified"]), None)
-        signed = next((r for r in srs if r["verified"]), None)
-        if signed is not None and (preliminary is None or signed["id"] > preliminary["id"]):
-            chosen.append(signed)
-        if preliminary is not None:
-            chosen.append(preliminary)
-        return [pydicom.dcmread(io.BytesIO(self.blobs.read(r["file_path"]))) for r in chosen]

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.dicom.sr import OUTCOMES
+from appliance.pipeline.eyes import EyeDecision
 
 EYES = ("R", "L")
 EYE_WORDS = {"R": "Right eye", "L": "Left eye"}
@@ -26,6 +27,32 @@ class ReviewRecord:
     sr_sop_instance_uid: str | None
     outcome_id: int | None  # the visit outcome row that was reviewed
     grades: dict[str, int] = field(default_factory=dict)  # the clinician's DR grades
+    meaning: str = ""
+    signer_name: str = ""  # as printed on the signed report
+    credentials: str = ""
+    pdf_sop_instance_uid: str | None = None
+
+    @property
+    def signer(self) -> str:
+        """Who signed, as printed: "Dr A. Grader, MD" (the user name before full names)."""
+        name = self.signer_name or self.username
+        return f"{name}, {self.credentials}" if self.credentials else name
+
+
+@dataclass(frozen=True)
+class DocumentVersion:
+    """One issued version of a visit's report: an SR or a PDF, preliminary (automated),
+    signed (the first sign-off) or amended (a later one); every version is kept."""
+
+    id: int  # derived_objects.id
+    kind: str  # "sr" / "pdf"
+    sop_instance_uid: str
+    status: str  # "preliminary", "signed", "amended"
+    created_at: str
+    signer: str  # "Dr A. Grader, MD" for a signed one; "" for a preliminary one
+    meaning: str
+    current: bool  # the newest of its kind: what the station prints
+    purged: bool  # its file was deleted after delivery (retention)
 
 
 @dataclass(frozen=True)
@@ -58,6 +85,7 @@ class ImageView:
     sop_instance_uid: str | None  # the DICOM image the SR references (received or OP)
     has_heatmap: bool
     result: dict[str, Any]  # the worker's stored per-image record
+    decision: EyeDecision | None = None  # a person's decision on its eye (pipeline/eyes.py)
 
 
 @dataclass(frozen=True)
@@ -91,6 +119,7 @@ class VisitDetail:
     models: tuple[dict[str, Any], ...]
     preliminary_sr: str | None  # newest UNVERIFIED SR of the visit
     reviews: tuple[ReviewRecord, ...]  # newest first
+    versions: tuple[DocumentVersion, ...] = ()  # every SR and PDF issued, newest first
 
     @property
     def can_accept(self) -> bool:
@@ -136,4 +165,8 @@ def review_from_row(row: dict[str, Any]) -> ReviewRecord:
         sr_sop_instance_uid=row["sr_sop_instance_uid"],
         outcome_id=payload.get("outcome_id"),
         grades={k: int(v) for k, v in (payload.get("grades") or {}).items()},
+        meaning=row.get("meaning") or "",
+        signer_name=row.get("signer_name") or "",
+        credentials=row.get("signer_credentials") or "",
+        pdf_sop_instance_uid=row.get("pdf_sop_instance_uid"),
     )

@@ -5,8 +5,9 @@ a message a person can act on: accept needs a complete automated outcome (refer,
 retake, glaucoma_refer) and no changes; override needs a reason and an outcome (refer, rescreen
 or retake; glaucoma_refer may be kept), a grade only for an eye that has a photograph, and
 never "rescreen" next to a referable grade. ``verified_sr`` builds the re-issue (dicom/sr.py):
-same study, the clinician as Verifying Observer, the predecessors' series, the next instance
-number and the same Device Observer UID.
+same study, the clinician as Verifying Observer (their full name as a PN, the clinic as
+Verifying Organization), the predecessors' series, the next instance number and the same
+Device Observer UID. What a signature means and who may sign: desks/signers.py.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydicom.dataset import Dataset
 
 from appliance import __version__
 from appliance.desks.review_views import ACCEPTABLE, EYE_WORDS, VisitDetail, VisitSummary
+from appliance.desks.signers import OUTCOME_WORDS, person_name
 from appliance.dicom.op import new_uid
 from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.errors import RejectedInput
@@ -46,9 +48,12 @@ class Decision:
 class Signed:
     review_id: int
     sr_sop_instance_uid: str
-    predecessors: tuple[str, ...]
+    predecessors: tuple[str, ...]  # the SRs the verified SR replaces
     outcome_code: str
-    queued: int  # outbox jobs added
+    queued: int  # outbox jobs added (SR and PDF, per destination)
+    pdf_sop_instance_uid: str = ""
+    pdf_predecessors: tuple[str, ...] = ()
+    meaning: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,15 +69,29 @@ class Signature:
     user_pk: int
     username: str
     address: str
+    signer_name: str = ""  # the full name printed (21 CFR 11.50)
+    credentials: str = ""
+    meaning: str = ""  # desks/signers.py MEANINGS
+
+    @property
+    def decision_words(self) -> str:
+        """The clinician's decision as printed in the signed report's signer block."""
+        if self.decision == "accept":
+            return f"Accepted the automated result: {self.summary.text.rstrip('.')}."
+        words = f"Overrode the automated result: {OUTCOME_WORDS.get(self.outcome_code, '')}."
+        return f"{words} Reason: {self.reason}" if self.reason else words
 
     def review_row(self, sr_uid: str, previous: tuple[str, ...], now: str) -> dict[str, Any]:
-        """The ``reviews`` row."""
+        """The ``reviews`` row (the signed PDF's UID is added by the caller)."""
         return {
             "visit_key": self.visit_key,
             "user_pk": self.user_pk,
             "decision": self.decision,
             "outcome_code": self.outcome_code,
             "reason": self.reason,
+            "meaning": self.meaning,
+            "signer_name": self.signer_name,
+            "signer_credentials": self.credentials,
             "payload": json.dumps(
                 {
                     "outcome_id": self.summary.outcome_id,
@@ -97,12 +116,11 @@ class Signature:
             "verified_sr": sr_uid,
             "predecessors": list(previous),
             "queued": queued,
+            "meaning": self.meaning,
+            "signer_name": self.signer_name,
+            "signer_credentials": self.credentials,
+            "password_reentered": True,
         }
-
-
-def person_name(username: str) -> str:
-    """A user name as a DICOM person name (one component: the family name)."""
-    return username if "^" in username else f"{username}^"
 
 
 def check(choice: Decision, detail: VisitDetail) -> tuple[str, dict[str, int], str]:
@@ -173,7 +191,7 @@ def verified_sr(
     datasets: list[Dataset],
     findings: dict[str, dict[str, Any]],
     predecessors: Sequence[Dataset],
-    username: str,
+    signer_name: str,
     organization: str,
     decision: str,
     outcome_code: str,
@@ -200,7 +218,7 @@ def verified_sr(
         sop_instance_uid=new_uid(uid_root),
         uid_root=uid_root,
         outcome=outcome_code if outcome_code in OUTCOMES else None,
-        verified_by=person_name(username),
+        verified_by=person_name(signer_name),
         verified_at=moment or datetime.now(UTC),
         decision=decision,
         comment=reason,

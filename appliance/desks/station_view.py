@@ -22,7 +22,10 @@ import pydicom
 from PIL import Image
 
 from appliance.capture.decode import Limits, decode_rgb
+from appliance.desks.signers import OUTCOME_WORDS
 from appliance.errors import ApplianceError
+from appliance.pipeline import eyes
+from appliance.pipeline.eyes import EyeDecision
 from appliance.store import BlobStore, Store
 from appliance.visits import ImageRecord, visit_key
 
@@ -80,23 +83,38 @@ class CaptureView:
     received: str  # local HH:MM
     source: str
     state: str  # "checking", "checked", "failed"
-    eye: str | None  # "R" / "L" (as labelled, else as detected)
+    eye: str | None  # "R" / "L" it counts for: decided, else labelled, else detected; None
+    # while the label is in question or when excluded
     eye_detected: bool  # True when the eye came from the photo, not a label
     field: str | None  # "macula" / "disc"
     gradable: bool | None
     reasons: tuple[str, ...]
     guidance: tuple[str, ...]  # the quality gate's plain-words retake advice
-    mismatch: bool  # the label and the photo disagree about the eye
+    mismatch: bool  # the label and the photo disagree about the eye, and nobody decided yet
     failure: str
     sop_instance_uid: str
     other_study: bool  # arrived with its own DICOM study, not the selection's
     human_grading: tuple[str, ...] = ()  # why the models' results were withheld for a grader
+    label: str | None = None  # the eye label given (form, sidecar, DICOM), None when none
+    detected: str | None = None  # the eye the photo looks like (a confident detection)
+    decision: EyeDecision | None = None  # a person's decision on its eye, in force
 
 
 @dataclass(frozen=True)
 class EyeCheck:
     eye: str  # "R" / "L"
     status: str  # "graded", "ungradable", "missing", "checking"
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A photograph for this patient refused because the same bytes belong to another
+    patient (desks/station.py: shown since the patient was chosen)."""
+
+    at: str  # ISO 8601 UTC
+    source: str  # upload / hotfolder
+    capture_id: int  # the held copy
+    held_patient_id: str  # whose it is ('' when it has no patient); shown only to some roles
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,8 @@ class StationVisit:
     report_id: int | None  # derived_objects.id of the newest PDF report
     digest: str  # changes whenever anything shown changes
     visit_keys: tuple[str, ...] = ()  # the pipeline's visits these photographs belong to
+    signed: str = ""  # the current signed decision: "Signed by Dr A. Grader, MD — Refer …"
+    refused: tuple[Refused, ...] = ()  # photographs refused as another patient's
 
     @property
     def sop_instance_uids(self) -> list[str]:
@@ -154,6 +174,8 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
                 selection.selected_at,
             ),
         )
+        decided = eyes.of_captures(store, [row["id"] for row in rows])
+        refused = _refused(store, selection)
         keys = sorted({visit_key(row) for row in rows})
         primary = next(
             (visit_key(r) for r in rows if r["study_instance_uid"] == selection.study_instance_uid),
@@ -173,15 +195,19 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
                 (*keys, primary),
             )
     captures = tuple(
-        _capture_view(n, row, selection.study_instance_uid) for n, row in enumerate(rows, 1)
+        _capture_view(n, row, selection.study_instance_uid, decided.get(row["id"]))
+        for n, row in enumerate(rows, 1)
     )
     outcome = json.loads(outcome_row["payload"]) if outcome_row else None
     report_id = int(report_row["id"]) if report_row else None
+    signed = _signed(store, outcome_row["id"]) if outcome_row else ""
     shown = [
         selection.id,
-        [(c.id, c.state) for c in captures],
+        [(c.id, c.state, c.decision.id if c.decision else None) for c in captures],
         outcome_row["id"] if outcome_row else None,
         report_id,
+        signed,
+        [r.at for r in refused],
     ]
     return StationVisit(
         selection=selection,
@@ -191,7 +217,46 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
         report_id=report_id,
         digest=hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:32],
         visit_keys=tuple(keys),
+        signed=signed,
+        refused=refused,
     )
+
+
+def _signed(store: Store, outcome_id: int) -> str:
+    """The newest sign-off of this very outcome (none once new photographs changed it)."""
+    row = store.one(
+        "SELECT r.outcome_code, r.signer_name, r.signer_credentials, u.username FROM reviews r "
+        "JOIN users u ON u.id = r.user_pk JOIN visit_outcomes vo ON vo.visit_key = r.visit_key "
+        "WHERE vo.id = ? AND json_extract(r.payload, '$.outcome_id') = ? ORDER BY r.id DESC",
+        (outcome_id, outcome_id),
+    )
+    if row is None:
+        return ""
+    name = row["signer_name"] or row["username"]
+    who = f"{name}, {row['signer_credentials']}" if row["signer_credentials"] else name
+    return f"Signed by {who} — {OUTCOME_WORDS.get(row['outcome_code'], row['outcome_code'])}"
+
+
+def _refused(store: Store, selection: Selection) -> tuple[Refused, ...]:
+    """This patient's photographs refused since the selection as another patient's."""
+    rows = store.query(
+        "SELECT event_time, detail FROM audit_events WHERE patient_id = ? AND event_id = "
+        "'110113' AND json_extract(detail, '$.alert') = 'duplicate_other_patient' "
+        "AND event_time >= ? ORDER BY seq",
+        (selection.patient_id, selection.selected_at),
+    )
+    out = []
+    for row in rows:
+        detail = json.loads(row["detail"])
+        out.append(
+            Refused(
+                at=row["event_time"],
+                source=str(detail.get("source", "")),
+                capture_id=int(detail.get("capture_id") or 0),
+                held_patient_id=str(detail.get("held_patient_id") or ""),
+            )
+        )
+    return tuple(out)
 
 
 def capture_identity(store: Store, capture_id: int) -> dict[str, str]:
@@ -249,11 +314,13 @@ def report(
     )
 
 
-def _capture_view(number: int, row: dict[str, Any], study_uid: str) -> CaptureView:
+def _capture_view(
+    number: int, row: dict[str, Any], study_uid: str, decision: EyeDecision | None
+) -> CaptureView:
     record = ImageRecord.parse(row["payload"])
     quality = record.quality
     state = {"received": "checking", "processed": "checked"}.get(row["status"], "failed")
-    eye = record.laterality or row["laterality"]
+    eye = eyes.counted_eye(record, decision) if record.data else row["laterality"]
     return CaptureView(
         id=int(row["id"]),
         number=number,
@@ -261,16 +328,19 @@ def _capture_view(number: int, row: dict[str, Any], study_uid: str) -> CaptureVi
         source=row["source"],
         state=state,
         eye=eye if eye in EYES else None,
-        eye_detected=record.laterality_source == "detected",
+        eye_detected=decision is None and record.laterality_source == "detected",
         field=record.field,
         gradable=record.gradable,
         reasons=tuple(quality.get("reasons") or ()),
         guidance=tuple(quality.get("guidance") or ()),
-        mismatch=record.laterality_mismatch,
+        mismatch=eyes.in_question(record, decision),
         failure=(row["status_reason"] or "") if state == "failed" else "",
         sop_instance_uid=row["sop_instance_uid"] or "",
         other_study=row["study_instance_uid"] != study_uid,
         human_grading=record.human_grading,
+        label=row["laterality"],
+        detected=record.data.get("laterality_detected"),
+        decision=decision,
     )
 
 

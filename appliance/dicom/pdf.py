@@ -2,8 +2,11 @@
 
 ``encapsulated_pdf`` builds the Encapsulated PDF IOD (PS3.3 A.45.1) with pydicom: Modality DOC,
 SC Equipment (Conversion Type WSD), Burned In Annotation YES, the PDF padded to even length,
-and a Source Instance Sequence naming the OP images the report was made from. It passes
-``dciodvfy`` with zero errors (tests/dicom/test_pdf.py).
+and a Source Instance Sequence naming the OP images the report was made from. A signed report
+(``verified``) carries Verification Flag VERIFIED, and the reports it replaces (``replaces``:
+the preliminary one, or the earlier signed one it amends) in its Predecessor Documents
+Sequence (Encapsulated Document Module). It passes ``dciodvfy`` with zero errors
+(tests/dicom/test_pdf.py).
 """
 
 from __future__ import annotations
@@ -52,8 +55,11 @@ def encapsulated_pdf(
     title: str = "Retinal screening report",
     manufacturer: str = MANUFACTURER,
     instance_number: int = 1,
+    replaces: Sequence[Dataset] = (),
+    verified: bool = False,
 ) -> Dataset:
-    """Wrap ``pdf`` as an Encapsulated PDF in the study of ``images`` (the OP sources)."""
+    """Wrap ``pdf`` as an Encapsulated PDF in the study of ``images`` (the OP sources);
+    ``replaces``: the earlier reports this one supersedes; ``verified``: a signed report."""
     if not pdf.startswith(b"%PDF"):
         raise ValueError("not a PDF document (no %PDF header)")
     if not images:
@@ -101,6 +107,10 @@ def encapsulated_pdf(
     ds.CodingSchemeIdentificationSequence = DicomSequence([codes.coding_scheme_item()])
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     ds.SourceInstanceSequence = DicomSequence([_reference(image) for image in images])
+    if verified:
+        ds.VerificationFlag = "VERIFIED"
+    if replaces:
+        ds.PredecessorDocumentsSequence = predecessor_documents(replaces)
     ds.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)
     # SOP Common
@@ -115,3 +125,24 @@ def _reference(image: Dataset) -> Dataset:
     item.ReferencedSOPClassUID = image.SOPClassUID
     item.ReferencedSOPInstanceUID = image.SOPInstanceUID
     return item
+
+
+def predecessor_documents(documents: Sequence[Dataset]) -> DicomSequence:
+    """Hierarchical SOP Instance Reference items (study → series → instance) for ``documents``."""
+    studies: dict[str, dict[str, list[Dataset]]] = {}
+    for document in documents:
+        series = studies.setdefault(str(document.StudyInstanceUID), {})
+        series.setdefault(str(document.SeriesInstanceUID), []).append(_reference(document))
+    out = []
+    for study_uid, by_series in studies.items():
+        study = Dataset()
+        study.StudyInstanceUID = study_uid
+        items = []
+        for series_uid, references in by_series.items():
+            item = Dataset()
+            item.SeriesInstanceUID = series_uid
+            item.ReferencedSOPSequence = DicomSequence(references)
+            items.append(item)
+        study.ReferencedSeriesSequence = DicomSequence(items)
+        out.append(study)
+    return DicomSequence(out)

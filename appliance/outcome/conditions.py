@@ -37,7 +37,7 @@ class Facts:
     dme: bool  # a gradable photograph shows diabetic macular oedema
     glaucoma_suspect: bool  # a gradable photograph is a glaucoma suspect
     ungradable: bool  # a required eye has only ungradable photographs of the required field
-    missing: bool  # a required eye has no photograph of the required field
+    missing: bool  # a required eye has no photograph of the required field (or is unresolved)
     retakes_exhausted: bool  # an ungradable eye has failed more than max_retakes retakes
     all_graded: bool  # every required eye is graded and has a screening result
     human_grading: bool  # a gradable photograph's model results were withheld for a person

@@ -2,11 +2,13 @@
 
 How photographs are counted:
 
-* **Side.** A photograph belongs to the eye it is labelled with. When the models say the
-  label is wrong (``laterality_mismatch``), it is counted for the *detected* side (the other
-  one) and a prompt asks the operator to check the label; the referral decision never depends
-  on the side, only completeness does. A photograph with no usable label (``None`` or anything
-  but ``"L"``/``"R"``) completes no eye and gets a prompt to label it.
+* **Side.** A photograph belongs to the eye it is labelled with. When a confident detection
+  contradicts the label (``laterality_mismatch``), it counts for *neither* eye until a person
+  decides (the pipeline then hands it over with the decided eye and no mismatch): an eye with
+  nothing else is ``unresolved`` (never graded, so never a rescreen) and the prompts say so;
+  the referral decision never depends on the side, only completeness does. A photograph with
+  no usable label (``None`` or anything but ``"L"``/``"R"``) completes no eye and gets a prompt
+  to label it.
 * **Findings.** The worst gradable finding wins, per eye and for the visit: the highest DR
   grade, referable if any photograph is (its flag, DME, or grade >= 2), DME if any, the
   largest cup-to-disc ratio, glaucoma suspect if any. Findings on ungradable photographs are
@@ -43,11 +45,16 @@ def _label(finding: ImageFinding) -> str | None:
 
 
 def _side(finding: ImageFinding) -> str | None:
-    """The eye a photograph counts for: the detected side when the label looks wrong."""
+    """The eye a photograph counts for: none while its label contradicts the detected eye."""
     label = _label(finding)
     if label is not None and finding.laterality_mismatch:
-        return _OTHER_SIDE[label]
+        return None
     return label
+
+
+def _in_question(findings: Sequence[ImageFinding]) -> bool:
+    """Some photograph's label contradicts its detected eye and nobody has decided yet."""
+    return any(_label(f) is not None and f.laterality_mismatch for f in findings)
 
 
 def _without_models(finding: ImageFinding) -> ImageFinding:
@@ -119,14 +126,18 @@ def _by_eye(findings: Sequence[ImageFinding], rules: RuleSet) -> dict[str, list[
     return groups
 
 
-def _combine(eye: str, images: Sequence[ImageFinding], rules: RuleSet) -> EyeOutcome:
+def _combine(
+    eye: str, images: Sequence[ImageFinding], rules: RuleSet, in_question: bool = False
+) -> EyeOutcome:
+    """One eye's summary; ``in_question``: a photograph that may be of this eye awaits a
+    decision on its label, so an eye with nothing else is ``unresolved``, not ``missing``."""
     gradable = [f for f in images if f.gradable]
     if any(_completes(f, rules) for f in images):
         status = "graded"
     elif any(_failed_attempt(f, rules) for f in images):
         status = "ungradable"
     else:
-        status = "missing"
+        status = "unresolved" if in_question else "missing"
     grades = [f.dr_grade for f in gradable if f.dr_grade is not None]
     ratios = [f.cdr for f in gradable if f.cdr is not None]
     return EyeOutcome(
@@ -146,7 +157,8 @@ def per_eye(findings: Sequence[ImageFinding], rules: RuleSet) -> tuple[EyeOutcom
     findings = tuple(findings)
     _check(findings)
     groups = _by_eye(findings, rules)
-    return tuple(_combine(eye, groups[eye], rules) for eye in rules.eyes)
+    doubt = _in_question(findings)
+    return tuple(_combine(eye, groups[eye], rules, doubt) for eye in rules.eyes)
 
 
 def _exhausted(images: Sequence[ImageFinding], status: str, rules: RuleSet) -> bool:
@@ -170,7 +182,7 @@ def _facts(
         dme=any(f.dme for f in gradable),
         glaucoma_suspect=any(f.glaucoma_suspect for f in gradable),
         ungradable=any(e.status == "ungradable" for e in eyes),
-        missing=any(e.status == "missing" for e in eyes),
+        missing=any(e.status in ("missing", "unresolved") for e in eyes),
         retakes_exhausted=any(_exhausted(groups[e.eye], e.status, rules) for e in eyes),
         all_graded=not no_model
         and all(e.status == "graded" and _has_result(groups[e.eye]) for e in eyes),
@@ -188,6 +200,8 @@ def _reasons(images: Sequence[ImageFinding]) -> list[str]:
 def _eye_prompt(
     eye: EyeOutcome, images: Sequence[ImageFinding], rules: RuleSet, no_model: bool
 ) -> str | None:
+    if eye.status == "unresolved":
+        return prompts.unresolved(eye.eye)
     if eye.status == "missing":
         return prompts.missing(eye.eye, rules.required_field, has_other_photos=bool(images))
     if eye.status == "ungradable":
@@ -240,7 +254,8 @@ def decide(
     if not models_installed:
         findings = tuple(_without_models(f) for f in findings)
     groups = _by_eye(findings, rules)
-    eyes = tuple(_combine(eye, groups[eye], rules) for eye in rules.eyes)
+    doubt = _in_question(findings)
+    eyes = tuple(_combine(eye, groups[eye], rules, doubt) for eye in rules.eyes)
     facts = _facts(findings, groups, eyes, rules, no_model=not models_installed)
     found = first_match(rules, facts)
     if found is None:

@@ -97,11 +97,23 @@ def unlabelled(count: int) -> str:
     )
 
 
+LABEL_WORDS: dict[str, str] = {"R": "Right (OD)", "L": "Left (OS)"}
+
+
 def label_mismatch(labelled: str) -> str:
+    """``labelled``: the eye the photograph was labelled with (the detection says the other)."""
     detected = "right" if labelled == "L" else "left"
     return (
-        f"Check the eye label: the photograph labelled {_eye(labelled).capitalize()} looks like"
-        f" a {detected} eye."
+        f"Check the eye label: the photograph labelled {LABEL_WORDS.get(labelled, labelled)}"
+        f" looks like a {detected} eye — keep the label or use the detected eye; until then it"
+        " counts for neither eye."
+    )
+
+
+def unresolved(eye: str) -> str:
+    return (
+        f"{_eye(eye).capitalize()} eye: not counted yet — a photograph's eye label is in"
+        " question; decide which eye it shows."
     )
 
 

@@ -2,10 +2,12 @@
 
 Issued once the visit's protocol is complete (or after its quiet period); images that arrive
 later produce a new SR and PDF for the whole visit. Never a second copy of the same content: a
-visit whose set of images has not changed since its last document of a kind gets none
-(``owed``). Each builder writes its object's file and returns its ``derived_objects`` row; the
-caller records it with its outbox jobs in one transaction (UIDs saved before any send), the one
-that also clears what the visit owed (pipeline/due.py). Received headers are read defensively
+visit whose set of images has not changed since its last document of a kind, and whose
+photographs no person has re-decided the eye of since (pipeline/eyes.py), gets none
+(``owed``); an excluded photograph is in none of them. Each builder writes its object's file
+and returns its ``derived_objects`` row; the caller records it with its outbox jobs in one
+transaction (UIDs saved before any send), the one that also clears what the visit owed
+(pipeline/due.py). Received headers are read defensively
 (pipeline/headers.py), so an odd camera file still gets its documents.
 
 The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (desks/review.py)
@@ -17,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +30,11 @@ from pydicom.dataset import Dataset
 from appliance import __version__
 from appliance.dicom.op import new_uid, to_bytes
 from appliance.dicom.pdf import encapsulated_pdf, report_pdf
-from appliance.dicom.report_pdf import Clinic, findings_in_words
+from appliance.dicom.report_pdf import Clinic, ReportSignature, findings_in_words
 from appliance.dicom.sc import heatmap_sc
 from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.domain import VisitOutcome as Outcome
+from appliance.pipeline import eyes
 from appliance.pipeline.headers import read_header
 from appliance.store import BlobStore, Store, utcnow
 
@@ -47,7 +50,8 @@ DEVICE = {
 def visit_images(
     store: Store, visit_key: str, where: str, params: tuple[Any, ...]
 ) -> list[dict[str, Any]]:
-    """Every DICOM image of the visit: received DICOM captures and OPs made from camera JPEGs."""
+    """Every DICOM image of the visit: received DICOM captures and OPs made from camera JPEGs;
+    not the photographs a person excluded."""
     rows = store.query(
         "SELECT c.id AS capture_id, c.file_path, c.sop_instance_uid, c.media_type, r.payload "
         "FROM captures c JOIN results r ON r.capture_pk = c.id AND r.kind = 'screening' "
@@ -60,8 +64,11 @@ def visit_images(
             "SELECT * FROM derived_objects WHERE visit_key = ? AND kind = 'op'", (visit_key,)
         )
     }
+    excluded = {k for k, d in eyes.in_force(store, where, params).items() if d.eye is None}
     images = []
     for row in rows:
+        if row["capture_id"] in excluded:
+            continue
         payload = json.loads(row["payload"])
         if row["media_type"] == "application/dicom":
             dicom_path, uid = row["file_path"], row["sop_instance_uid"]
@@ -82,6 +89,7 @@ class VisitSources:
     headers: list[Dataset]  # read defensively (pipeline/headers.py)
     uids: list[str]  # the referenced SOP Instance UIDs, sorted
     models: list[dict[str, Any]]
+    decided_at: str = ""  # the newest eye decision on the visit's photographs ('' when none)
 
 
 def visit_sources(
@@ -99,17 +107,21 @@ def visit_sources(
         headers=[read_header(blobs.resolve(i["dicom_path"])) for i in images],
         uids=sorted(image["uid"] for image in images),
         models=models,
+        decided_at=eyes.latest(store, where, params),
     )
 
 
-def owed(store: Store, visit_key: str, kind: str, uids: list[str]) -> bool:
-    """True unless the visit's newest document of ``kind`` already references exactly ``uids``."""
+def owed(store: Store, visit_key: str, kind: str, uids: list[str], decided_at: str = "") -> bool:
+    """True unless the visit's newest document of ``kind`` already references exactly ``uids``
+    and was made after the newest eye decision on its photographs (``decided_at``)."""
     last = store.one(
-        "SELECT references_json FROM derived_objects WHERE visit_key = ? AND kind = ? "
-        "ORDER BY id DESC LIMIT 1",
+        "SELECT references_json, created_at FROM derived_objects WHERE visit_key = ? "
+        "AND kind = ? ORDER BY id DESC LIMIT 1",
         (visit_key, kind),
     )
-    return last is None or json.loads(last["references_json"]) != uids
+    if last is None or json.loads(last["references_json"]) != uids:
+        return True
+    return bool(decided_at) and decided_at >= last["created_at"]
 
 
 def build_sr(
@@ -149,6 +161,28 @@ def build_pdf(
 ) -> dict[str, Any]:
     """The preliminary PDF report (no signature) as Encapsulated PDF, stored; its
     ``derived_objects`` row. ``clinic``: the name and address printed on every page."""
+    pdf = report_document(
+        blobs, sources, outcome_json=outcome_json, uid_root=uid_root, clinic=clinic
+    )
+    return _row(blobs, "pdf", pdf, visit_key, sources)
+
+
+def report_document(
+    blobs: BlobStore,
+    sources: VisitSources,
+    *,
+    outcome_json: Mapping[str, Any],
+    uid_root: str,
+    clinic: Clinic | None = None,
+    signature: ReportSignature | None = None,
+    replaces: Sequence[Dataset] = (),
+    added_findings: Mapping[str, Sequence[str]] | None = None,
+) -> Dataset:
+    """The PDF report as Encapsulated PDF: preliminary (``signature`` None) or signed, then
+    VERIFIED, in the series of the newest report it ``replaces`` (next instance number), naming
+    them as predecessors. ``outcome_json``: what the report states as the outcome (``text``,
+    ``recall_months``, ``urgency``, ``prompts``) and the per-eye findings (``eyes``);
+    ``added_findings``: eye → further sentences after that eye's findings."""
     first = sources.headers[0]
     pdf_bytes = report_pdf(
         patient={
@@ -158,20 +192,26 @@ def build_pdf(
             "sex": str(first.get("PatientSex", "")),
         },
         study_date=str(first.get("StudyDate", "")),
-        eyes=[_eye_page(blobs, eye_outcome, sources.images) for eye_outcome in outcome.eyes],
+        eyes=[
+            _eye_page(blobs, eye, sources.images, (added_findings or {}).get(eye["eye"], ()))
+            for eye in outcome_json["eyes"]
+        ],
         outcome=outcome_json,
         models=sources.models,
         disclaimer="The models were trained on synthetic images.",
         clinic=clinic,
-        signature=None,
+        signature=signature,
     )
-    pdf = encapsulated_pdf(
+    newest = replaces[0] if replaces else None
+    return encapsulated_pdf(
         pdf_bytes,
         images=sources.headers,
-        series_instance_uid=new_uid(uid_root),
+        series_instance_uid=str(newest.SeriesInstanceUID) if newest else new_uid(uid_root),
         sop_instance_uid=new_uid(uid_root),
+        instance_number=int(newest.get("InstanceNumber") or 0) + 1 if newest else 1,
+        replaces=replaces,
+        verified=signature is not None,
     )
-    return _row(blobs, "pdf", pdf, visit_key, sources)
 
 
 BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {"sr": build_sr, "pdf": build_pdf}
@@ -206,7 +246,7 @@ def eye_findings(eyes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "glaucoma_suspect": eye["glaucoma_suspect"],
         }
         for eye in eyes
-        if eye["status"] != "missing"
+        if eye["status"] not in ("missing", "unresolved")
     }
 
 
@@ -267,8 +307,20 @@ def build_sc(
     }
 
 
-def _eye_page(blobs: BlobStore, eye: Any, images: list[dict[str, Any]]) -> dict[str, Any]:
-    mine = [i for i in images if (i["result"].get("finding") or {}).get("laterality") == eye.eye]
+def _eye_page(
+    blobs: BlobStore, eye: Mapping[str, Any], images: list[dict[str, Any]], added: Sequence[str]
+) -> dict[str, Any]:
+    """One eye of the report; ``eye``: a visit outcome's per-eye JSON. Its photographs are the
+    ones the outcome counted for this eye (a person's eye decision included; one whose label is
+    in question is on no eye's page); an outcome stored before outcomes listed them falls back
+    to the photographs' laterality."""
+    counted = eye.get("capture_ids")
+    if counted is not None:
+        mine = [i for i in images if i["capture_id"] in counted]
+    else:
+        mine = [
+            i for i in images if (i["result"].get("finding") or {}).get("laterality") == eye["eye"]
+        ]
     best = next((i for i in mine if i["result"].get("gradable")), mine[0] if mine else None)
     photo = heatmap = None
     reasons: list[str] = []
@@ -282,14 +334,18 @@ def _eye_page(blobs: BlobStore, eye: Any, images: list[dict[str, Any]]) -> dict[
             heatmap = blobs.read(best["result"]["heatmap"])
         quality = best["result"].get("quality") or {}
         reasons, guidance = list(quality.get("reasons", [])), list(quality.get("guidance", []))
+    findings = findings_in_words(
+        dr_grade=eye["dr_grade"],
+        dme=eye["dme"],
+        cdr=eye["cdr"],
+        glaucoma_suspect=eye["glaucoma_suspect"],
+    )
     return {
-        "eye": eye.eye,
+        "eye": eye["eye"],
         "photo_jpeg": photo,
         "heatmap_png": heatmap,
-        "gradable": eye.status == "graded",
+        "gradable": eye["status"] == "graded",
         "quality_reasons": reasons,
         "guidance": guidance,
-        "findings": findings_in_words(
-            dr_grade=eye.dr_grade, dme=eye.dme, cdr=eye.cdr, glaucoma_suspect=eye.glaucoma_suspect
-        ),
+        "findings": [*findings, *added],
     }

@@ -168,9 +168,9 @@ def laterality(analysis: ImageAnalysis, given: str | None) -> tuple[str | None, 
 
 
 def finding(analysis: ImageAnalysis, capture_id: int | None, given: str | None) -> ImageFinding:
+    # a label the detection contradicts is kept as given (``laterality_mismatch``): the photograph
+    # counts for neither eye until a person decides (pipeline/eyes.py)
     side, _, mismatch = laterality(analysis, given)
-    if mismatch and analysis.anatomy is not None:
-        side = analysis.anatomy.laterality  # counted for the eye it shows; the prompt says so
     found = analysis.screening.get("findings") or {}
     report = analysis.quality
     return ImageFinding(

@@ -22,6 +22,7 @@ from appliance.domain import VisitOutcome
 from appliance.pipeline import due
 from appliance.pipeline.documents import BUILDERS, build_sc, owed, visit_images, visit_sources
 from appliance.pipeline.due import Due
+from appliance.pipeline.eyes import latest as decided
 from appliance.pipeline.record import insert_derived
 from appliance.pipeline.visit import outcome_json
 from appliance.store import BlobStore, Store, Tx
@@ -93,7 +94,9 @@ class DocumentIssuer:
             sources = None
         else:
             for document in group:
-                if sources is None or not owed(self.store, key, document.kind, sources.uids):
+                if sources is None or not owed(
+                    self.store, key, document.kind, sources.uids, sources.decided_at
+                ):
                     nothing_new.append(document)
                     continue
                 try:
@@ -269,7 +272,10 @@ class DocumentIssuer:
                 f"FROM captures c WHERE {where}",
                 params,
             )
-            latest = state["latest"] if state else None
+            latest = max(
+                (state["latest"] if state else None) or "", decided(self.store, where, params)
+            )
+            latest = latest or None  # a person's eye decision counts as a change, like a photo
             if (state and state["pending"]) or (latest and latest > cutoff):
                 continue  # still being photographed or analysed
             if due.is_owed(self.store, key):
@@ -283,7 +289,8 @@ class DocumentIssuer:
             if made and made["kinds"] == 2 and latest and made["oldest"] > latest:
                 continue  # both were made after its last photograph
             uids = sorted(i["uid"] for i in visit_images(self.store, key, where, params))
-            kinds = tuple(k for k in ("sr", "pdf") if uids and owed(self.store, key, k, uids))
+            when = decided(self.store, where, params)
+            kinds = tuple(k for k in ("sr", "pdf") if uids and owed(self.store, key, k, uids, when))
             if not kinds:
                 continue  # its documents reference every image it has
             complete = self.outcome_of(self.store.reader(), where, params).complete

@@ -28,7 +28,7 @@ from appliance.loops import BackgroundLoop
 from appliance.metrics import Metrics
 from appliance.outbox import queue
 from appliance.outcome import RuleSet
-from appliance.pipeline import cameras, due
+from appliance.pipeline import cameras, due, eyes
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
@@ -315,7 +315,7 @@ class Pipeline(BackgroundLoop):
                     },
                 ),
             )
-            visit = self._decide_visit(tx, row)
+            visit = self.decide_visit(tx, row)
             self._forward_as_received(tx, row)
             key = scope_of(row).key
             for made in (derived, sc):
@@ -338,19 +338,25 @@ class Pipeline(BackgroundLoop):
 
     def _outcome(self, db: Any, where: str, params: tuple[Any, ...]) -> VisitOutcome:
         results = db.query(
-            "SELECT r.payload FROM results r JOIN captures c ON c.id = r.capture_pk "
+            "SELECT c.id, r.payload FROM results r JOIN captures c ON c.id = r.capture_pk "
             f"WHERE r.kind = 'screening' AND {where} ORDER BY c.id",
             params,
         )
+        decided = eyes.in_force(db, where, params)  # a person's word on a photograph's eye
         findings = []
         for result in results:
             record = ImageRecord.parse(result["payload"])
             if record.finding is not None:
-                findings.append(finding_from_json(record.finding))
+                counted = eyes.apply(finding_from_json(record.finding), decided.get(result["id"]))
+                if counted is not None:
+                    findings.append(counted)
         installed = self.screener is not None and self.screener.screening_available
         return visit_outcome(findings, self.rules, installed)
 
-    def _decide_visit(self, tx: Tx, row: dict[str, Any]) -> VisitOutcome:
+    def decide_visit(self, tx: Tx, row: dict[str, Any], trigger: str = "complete") -> VisitOutcome:
+        """The visit's outcome again, stored and audited in ``tx``; a complete visit owes its
+        SR and PDF. Another ``trigger`` (a person's eye decision) also renews the documents of
+        a visit that has had any, so they say what the visit now is."""
         visit: Scope = scope_of(row)
         key = visit.key
         outcome = self._outcome(tx.db, visit.where, visit.params)
@@ -379,10 +385,11 @@ class Pipeline(BackgroundLoop):
                 },
             ),
         )
-        if outcome.complete:  # owed from this transaction on: a crash cannot lose them
-            due.owe(
-                tx, visit_key=key, kinds=("sr", "pdf"), capture_pk=row["id"], trigger="complete"
-            )
+        issued = trigger != "complete" and tx.one(
+            "SELECT 1 FROM derived_objects WHERE visit_key = ? AND kind IN ('sr', 'pdf')", (key,)
+        )
+        if outcome.complete or issued:  # owed from this transaction on: a crash cannot lose them
+            due.owe(tx, visit_key=key, kinds=("sr", "pdf"), capture_pk=row["id"], trigger=trigger)
         if self.metrics is not None:
             self.metrics.outcomes.labels(code=outcome.code).inc()
         return outcome

@@ -21,6 +21,7 @@ from appliance.capture.scp import StorageSCP
 from appliance.config import Destination, Settings
 from appliance.desks.accounts import Accounts
 from appliance.desks.admin import AdminDesk
+from appliance.desks.eye_labels import EyeLabels
 from appliance.desks.monitoring import MonitoringDesk
 from appliance.desks.review import ReviewDesk
 from appliance.desks.site_settings import SiteSettingsDesk
@@ -176,7 +177,9 @@ class Services:
 
     def _build_desks(self, settings: Settings) -> None:
         """The desks the web app reaches: one object each, built once."""
-        self.review = ReviewDesk(self.store, self.blobs, self.audit, settings, self.forwarder)
+        self.review = ReviewDesk(
+            self.store, self.blobs, self.audit, settings, self.forwarder, accounts=self.accounts
+        )
         self.admin = AdminDesk(
             self.store,
             self.audit,
@@ -188,6 +191,7 @@ class Services:
         self.monitoring = MonitoringDesk(self.store, settings)
         self.site_settings = SiteSettingsDesk(self.store, self.audit, settings)
         self.station = Station.build(settings, self.store, self.blobs, self.audit, self.limits)
+        self.eye_labels = EyeLabels(self.store, self.audit, self.pipeline, self.pipeline.notify)
 
     def _load_models(self) -> tuple[Screener | None, str]:
         """The installed models, hash-checked; a mismatch is refused, audited and reported."""

@@ -294,4 +294,37 @@ MIGRATIONS: list[str] = [
         figures TEXT NOT NULL
     );
     """,
+    # 10: electronic signatures (21 CFR 11.50): a user's full name and credentials, printed on
+    #     the signed report and carried as the SR's Verifying Observer; each sign-off keeps what
+    #     it meant, the name and credentials as signed, and the signed PDF it issued
+    """
+    ALTER TABLE users ADD COLUMN full_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE users ADD COLUMN credentials TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reviews ADD COLUMN meaning TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reviews ADD COLUMN signer_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reviews ADD COLUMN signer_credentials TEXT NOT NULL DEFAULT '';
+    ALTER TABLE reviews ADD COLUMN pdf_sop_instance_uid TEXT;
+    """,
+    # 11: a person's decision on a
+    #    photograph's eye: keep the given label, use the detected eye, relabel, or exclude it;
+    #    who (user, role), why and when. Append-only; the newest row per capture is in force.
+    """
+    CREATE TABLE eye_decisions (
+        id INTEGER PRIMARY KEY,
+        capture_pk INTEGER NOT NULL REFERENCES captures(id),
+        action TEXT NOT NULL
+            CHECK (action IN ('keep_label', 'use_detected', 'relabel', 'exclude')),
+        eye TEXT CHECK (eye IN ('L', 'R')),
+        reason TEXT NOT NULL DEFAULT '',
+        decided_by TEXT NOT NULL,
+        role TEXT NOT NULL,
+        decided_at TEXT NOT NULL,
+        CHECK ((action = 'exclude') = (eye IS NULL))
+    );
+    CREATE INDEX eye_decisions_capture ON eye_decisions(capture_pk, id);
+    CREATE TRIGGER eye_decisions_no_update BEFORE UPDATE ON eye_decisions
+    BEGIN SELECT RAISE(ABORT, 'eye decisions are append-only'); END;
+    CREATE TRIGGER eye_decisions_no_delete BEFORE DELETE ON eye_decisions
+    BEGIN SELECT RAISE(ABORT, 'eye decisions are append-only'); END;
+    """,
 ]

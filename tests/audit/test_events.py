@@ -43,3 +43,25 @@ def test_an_access_refused_is_a_minor_failure_read_by_whoever_asked() -> None:
     )
     assert event.detail == {"alert": "access_denied", "path": "/admin", "why": "no role"}
     assert event.patient_id == "" and list(event.sop_instance_uids) == []
+
+
+def test_a_refused_signature_is_a_failed_authentication_for_a_signature() -> None:
+    detail = {"cause": "wrong_password", "signing": "study:1", "failures": 2}
+    event = events.signature_refused(events.Who("grader", "10.0.0.7"), detail)
+    assert (event.event_id, event.event_type, event.outcome) == (
+        EventID.USER_AUTHENTICATION,
+        str(EventType.LOGIN),
+        Outcome.MINOR_FAILURE,
+    )
+    assert event.detail == {"purpose": "signature", **detail}
+    assert (event.user_id, event.source_address) == ("grader", "10.0.0.7")
+
+
+def test_a_signature_names_its_meaning_and_signer() -> None:
+    detail = {"meaning": "amended", "signer_name": "Dr A. Grader", "signer_credentials": "MD"}
+    event = events.review_signed(
+        events.Who("grader"), events.About("P1", "1.2.3", ["1.2.3.9", "1.2.3.8"]), detail
+    )
+    assert (event.event_id, event.action) == (EventID.INSTANCES_ACCESSED, Action.CREATE)
+    assert event.detail == {"stage": "review", **detail}
+    assert list(event.sop_instance_uids) == ["1.2.3.9", "1.2.3.8"]

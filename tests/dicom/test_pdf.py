@@ -155,6 +155,48 @@ def test_encapsulated_pdf_round_trip_and_dciodvfy(images: list[Dataset], tmp_pat
     assert [line for line in output.splitlines() if line.startswith("Error")] == [], output
 
 
+def test_a_signed_report_names_the_reports_it_replaces(
+    images: list[Dataset], tmp_path: Path
+) -> None:
+    """VERIFIED, and a Predecessor Documents Sequence (study → series → instance) that names
+    the preliminary report and the signed one it amends; dciodvfy zero errors, no warning."""
+    series = new_uid()
+    preliminary = encapsulated_pdf(
+        _pdf(), images=images, series_instance_uid=series, sop_instance_uid=new_uid()
+    )
+    assert "VerificationFlag" not in preliminary
+    assert "PredecessorDocumentsSequence" not in preliminary
+    signed = encapsulated_pdf(
+        _pdf(), images=images, series_instance_uid=series, sop_instance_uid=new_uid(),
+        instance_number=2, replaces=[preliminary], verified=True,
+    )  # fmt: skip
+    amended = encapsulated_pdf(
+        _pdf(), images=images, series_instance_uid=series, sop_instance_uid=new_uid(),
+        instance_number=3, replaces=[signed, preliminary], verified=True,
+    )  # fmt: skip
+    back = pydicom.dcmread(io.BytesIO(to_bytes(amended)))
+    assert back.VerificationFlag == "VERIFIED"
+    (study,) = back.PredecessorDocumentsSequence
+    assert study.StudyInstanceUID == images[0].StudyInstanceUID
+    (in_series,) = study.ReferencedSeriesSequence
+    assert in_series.SeriesInstanceUID == series
+    assert [
+        (r.ReferencedSOPClassUID, r.ReferencedSOPInstanceUID)
+        for r in in_series.ReferencedSOPSequence
+    ] == [
+        (ENCAPSULATED_PDF, signed.SOPInstanceUID),
+        (ENCAPSULATED_PDF, preliminary.SOPInstanceUID),
+    ]
+    path = tmp_path / "amended.dcm"
+    path.write_bytes(to_bytes(amended))
+    run = subprocess.run(
+        [require_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60
+    )
+    output = run.stdout + run.stderr
+    assert [line for line in output.splitlines() if line.startswith("Error")] == [], output
+    assert "not present in standard" not in output, output
+
+
 def test_encapsulated_pdf_rejects_non_pdf(images: list[Dataset]) -> None:
     with pytest.raises(ValueError, match="not a PDF"):
         encapsulated_pdf(

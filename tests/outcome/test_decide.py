@@ -221,14 +221,48 @@ def test_unlabelled_photographs_complete_nothing_but_still_refer() -> None:
     assert "2 photographs have no eye label" in outcome.prompts[1]
 
 
-def test_label_mismatch_counts_for_the_detected_side_and_prompts() -> None:
-    findings = [photo("L", 0, cid=1), photo("L", 0, cid=2, laterality_mismatch=True)]
+CONFLICT_R = (
+    "Check the eye label: the photograph labelled Right (OD) looks like a left eye — keep the"
+    " label or use the detected eye; until then it counts for neither eye."
+)
+UNRESOLVED_L = (
+    "Left eye: not counted yet — a photograph's eye label is in question; decide which eye it"
+    " shows."
+)
+
+
+def test_label_mismatch_counts_for_neither_eye_until_decided() -> None:
+    """A right-labelled photograph that looks like a left eye: neither eye is done, never a
+    rescreen, and the prompt names the label and the detected eye the right way round."""
+    findings = [photo("R", 0, cid=1, laterality_mismatch=True)]
     outcome = decide(findings, RULES)
-    assert outcome.code == "rescreen"
+    assert outcome.code == "incomplete" and not outcome.complete
+    assert [(e.eye, e.status, e.capture_ids) for e in outcome.eyes] == [
+        ("L", "unresolved", ()),
+        ("R", "unresolved", ()),
+    ]
     assert outcome.prompts == (
-        "Check the eye label: the photograph labelled Left looks like a right eye.",
+        UNRESOLVED_L,
+        UNRESOLVED_L.replace("Left", "Right"),
+        CONFLICT_R,
     )
-    assert [e.capture_ids for e in outcome.eyes] == [(1,), (2,)]
+
+
+def test_label_mismatch_beside_a_graded_eye_leaves_the_other_unresolved() -> None:
+    findings = [photo("L", 0, cid=1), photo("R", 0, cid=2, laterality_mismatch=True)]
+    outcome = decide(findings, RULES)
+    assert outcome.code == "incomplete"
+    assert [(e.eye, e.status) for e in outcome.eyes] == [("L", "graded"), ("R", "unresolved")]
+    assert outcome.prompts == (UNRESOLVED_L.replace("Left", "Right"), CONFLICT_R)
+    # a person's decision hands the photograph over with its eye and no mismatch: complete
+    decided = [findings[0], replace(findings[1], laterality="R", laterality_mismatch=False)]
+    assert decide(decided, RULES).code == "rescreen"
+
+
+def test_label_mismatch_never_hides_a_referral() -> None:
+    outcome = decide([photo("L", 0, cid=1), photo("L", 3, cid=2, laterality_mismatch=True)], RULES)
+    assert (outcome.code, outcome.urgency) == ("refer", "soon")
+    assert "labelled Left (OS) looks like a right eye" in outcome.prompts[-1]
 
 
 def test_per_eye_worst_gradable_finding_wins() -> None:

@@ -324,12 +324,23 @@ def test_an_upgrade_owes_the_documents_a_crash_lost_before_this_version(settings
     with closing(sqlite3.connect(settings.data_path / "appliance.db")) as conn:
         conn.execute("DROP TABLE documents_due")  # the database as version 7 left it
         conn.execute("DROP TABLE camera_qualifications")
+        for table, column in (  # migration 10 (signatures)
+            ("users", "full_name"),
+            ("users", "credentials"),
+            ("reviews", "meaning"),
+            ("reviews", "signer_name"),
+            ("reviews", "signer_credentials"),
+            ("reviews", "pdf_sop_instance_uid"),
+        ):
+            conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.execute("DROP TABLE eye_decisions")
         conn.execute("PRAGMA user_version = 7")
         conn.commit()
 
     upgraded = _open(settings)
     try:
-        assert upgraded.store.schema_version == 9  # 8 (documents_due) and 9 (cameras) applied
+        # 8 (documents_due), 9 (cameras), 10 (signatures) and 11 (eye decisions) applied
+        assert upgraded.store.schema_version == 11
         owed = upgraded.store.query("SELECT kind, state, capture_pk FROM documents_due")
         assert sorted((r["kind"], r["state"], r["capture_pk"]) for r in owed) == [
             ("pdf", "due", ids[1]),

@@ -282,5 +282,7 @@ def test_users_add_reads_the_password_from_stdin(tmp_path: Path) -> None:
         "active": True,
         "locked_until": None,
         "last_login_at": None,
+        "full_name": "",
+        "credentials": "",
     }
     assert PASSWORD not in (tmp_path / "data" / "appliance.db").read_bytes().decode("latin-1")

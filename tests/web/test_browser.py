@@ -8,6 +8,7 @@ driven through chromium-driver (Selenium). Screenshots of the main pages are wri
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -28,8 +30,12 @@ from tests.conftest import free_port, fundus, jpeg_bytes, require_tool
 from tests.orthanc_server import Orthanc
 from tests.web_helpers import PASSWORD
 
+ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
+COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
 REPO = Path(__file__).resolve().parents[2]
 PATIENT = ("E2E-0001", "Rivera^Ana", "19580412", "F")
+SIGNER = ("Dr Chen Li", "MD, FRCOphth")
+REFER = "Refer to an eye care professional"
 WAIT = 90.0
 
 
@@ -88,8 +94,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     env = {**os.environ, "APPLIANCE_CONFIG": str(config)}
     cli = [sys.executable, "-m", "appliance.cli"]
     for name, role in (("olivia", "operator"), ("chen", "clinician"), ("ada", "admin")):
+        profile = ["--full-name", SIGNER[0], "--credentials", SIGNER[1]] if name == "chen" else []
         subprocess.run(
-            [*cli, "users", "add", name, "--role", role],
+            [*cli, "users", "add", name, "--role", role, *profile],
             input=PASSWORD + "\n",
             text=True,
             env=env,
@@ -246,11 +253,19 @@ def test_operator_then_clinician_then_admin(site: dict[str, Any], browser: Any) 
     _shot(driver, site, "review-visit")
     form = driver.find_element(By.ID, "decision")
     form.find_element(By.CSS_SELECTOR, "input[name=decision][value=override]").click()
-    Select(form.find_element(By.NAME, "outcome_code")).select_by_index(1)
+    Select(form.find_element(By.NAME, "outcome_code")).select_by_value("refer")
     form.find_element(By.NAME, "reason").send_keys("Haemorrhage seen nasally on the right.")
+    meaning = form.find_element(By.ID, "signature-meaning").text
+    assert "reviewed and overridden" in meaning and "Dr Chen Li, MD, FRCOphth" in meaning
+    form.find_element(By.NAME, "password").send_keys(PASSWORD)
     form.find_element(By.XPATH, ".//button[normalize-space()='Sign']").click()
     _wait(driver, lambda d: d.find_elements(By.ID, "last-review"))
-    assert "chen" in driver.find_element(By.ID, "last-review").text
+    assert "Dr Chen Li, MD, FRCOphth" in driver.find_element(By.ID, "last-review").text
+    statuses = [
+        r.get_attribute("data-status")
+        for r in driver.find_elements(By.CSS_SELECTOR, "#versions tr.version")
+    ]
+    assert statuses.count("signed") == 2, statuses  # the signed SR and PDF, next to the others
     _logout(driver)
 
     # -- admin: the audit trail shows who saw what ----------------------------------------------
@@ -267,3 +282,93 @@ def test_operator_then_clinician_then_admin(site: dict[str, Any], browser: Any) 
     driver.get(f"{base}/admin")
     _shot(driver, site, "admin")
     _logout(driver)
+
+
+def _archived(orthanc: Orthanc) -> dict[str, pydicom.Dataset]:
+    """Everything in the archive, by SOP Instance UID."""
+    return {uid: pydicom.dcmread(io.BytesIO(orthanc.file(uid))) for uid in orthanc.sop_uids()}
+
+
+def _signed_pair(orthanc: Orthanc) -> tuple[pydicom.Dataset, pydicom.Dataset] | None:
+    found = _archived(orthanc).values()
+    verified = [ds for ds in found if ds.get("VerificationFlag") == "VERIFIED"]
+    pdf = next((ds for ds in verified if ds.SOPClassUID == ENCAPSULATED_PDF), None)
+    sr = next((ds for ds in verified if ds.SOPClassUID == COMPREHENSIVE_3D_SR), None)
+    return (pdf, sr) if pdf is not None and sr is not None else None
+
+
+def _check_dicom(ds: pydicom.Dataset, folder: Path) -> None:
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    run = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True)
+    errors = [line for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+    assert errors == [], errors
+
+
+def _check_signed_pdf(pdf: bytes, folder: Path) -> None:
+    """Fonts embedded, every page identified, the signer and the decision printed."""
+    path = folder / "signed.pdf"
+    path.write_bytes(pdf)
+    fonts = subprocess.run(
+        [require_tool("pdffonts"), str(path)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[2:]
+    assert fonts and all(line.split()[-5] == "yes" for line in fonts), fonts  # "emb" column
+    text = subprocess.run(
+        [require_tool("pdftotext"), "-layout", str(path), "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    pages = [page for page in text.split("\f") if page.strip()]
+    for number, page in enumerate(pages, 1):
+        assert f"Page {number} of {len(pages)}" in page and PATIENT[0] in page
+        assert "Signed" in page and "Preliminary" not in page
+    flat = " ".join(text.split())
+    for words in (SIGNER[0], SIGNER[1], "reviewed and overridden", REFER):
+        assert words in flat, words
+
+
+def test_the_signed_report_reaches_the_archive_and_the_station(
+    site: dict[str, Any], browser: Any
+) -> None:
+    """After the override above: signed PDF + VERIFIED SR in Orthanc, valid, replacing the
+    preliminary ones; the station shows the signed decision and prints the signed PDF."""
+    from selenium.webdriver.common.by import By
+
+    base, driver, orthanc = site["base"], browser, site["orthanc"]
+    pair = _wait_for(lambda: _signed_pair(orthanc))
+    pdf, sr = pair
+    archived = _archived(orthanc)
+    for ds in (pdf, sr):
+        _check_dicom(ds, site["root"])
+        replaced = {
+            ref.ReferencedSOPInstanceUID
+            for study in ds.PredecessorDocumentsSequence
+            for series in study.ReferencedSeriesSequence
+            for ref in series.ReferencedSOPSequence
+        }
+        assert replaced and replaced <= set(archived)  # the preliminary one, archived too
+        assert all(archived[uid].SOPClassUID == ds.SOPClassUID for uid in replaced)
+    assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Li^Chen^^Dr"
+    length = int(pdf.EncapsulatedDocumentLength)
+    signed = bytes(pdf.EncapsulatedDocument[:length])
+    _check_signed_pdf(signed, site["root"])
+
+    _login(driver, base, "olivia")
+    line = _wait(driver, lambda d: (el := d.find_elements(By.ID, "signed-decision")) and el[0])
+    assert f"Signed by {SIGNER[0]}, {SIGNER[1]} \u2014 {REFER}" in line.text
+    href = driver.find_element(By.ID, "report-print").get_attribute("href")
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in driver.get_cookies())
+    request = urllib.request.Request(href, headers={"Cookie": cookies})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.read() == signed  # the station prints the signed report
+    _shot(driver, site, "station-signed")
+    _logout(driver)
+
+
+def _wait_for(predicate: Any, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.5)
+    return found

@@ -15,7 +15,7 @@ from appliance.capture import Incoming
 from appliance.config import Destination, Settings
 from appliance.domain import Source
 from tests.conftest import free_port, jpeg_bytes, require_tool, wait_for
-from tests.web_helpers import csrf, logged_in
+from tests.web_helpers import PASSWORD, csrf, logged_in
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
 OUTCOME_CODES = {
@@ -81,7 +81,8 @@ def _srs(services: Any, key: str) -> list[dict[str, Any]]:
 def _form(client: Any, key: str, **fields: str) -> dict[str, str]:
     html = client.get(f"/review/{key}").get_data(as_text=True)
     outcome_id = html.split('name="outcome_id" value="')[1].split('"')[0]
-    return {"csrf_token": csrf(client, f"/review/{key}"), "outcome_id": outcome_id, **fields}
+    token = csrf(client, f"/review/{key}")
+    return {"csrf_token": token, "outcome_id": outcome_id, "password": PASSWORD, **fields}
 
 
 def _read(services: Any, uid: str) -> pydicom.Dataset:
@@ -229,7 +230,8 @@ def test_accept_issues_a_verified_sr_that_replaces_the_preliminary(
     ds = _read(services, review["sr_sop_instance_uid"])
     assert ds.VerificationFlag == "VERIFIED" and ds.PreliminaryFlag == "FINAL"
     observer = ds.VerifyingObserverSequence[0]
-    assert observer.VerifyingObserverName.family_name == "clinician1"
+    name = observer.VerifyingObserverName  # the full name as a PN
+    assert (name.family_name, name.given_name, name.name_prefix) == ("Grader", "A.", "Dr")
     assert observer.VerifyingOrganization == "Retinal screening, station STATION1"
     assert observer.VerificationDateTime.endswith("+0000")
     assert _predecessors(ds) == {preliminary["sop_instance_uid"]}
@@ -248,14 +250,30 @@ def test_accept_issues_a_verified_sr_that_replaces_the_preliminary(
         "SELECT * FROM outbox_jobs WHERE sop_instance_uid = ?", (ds.SOPInstanceUID,)
     )
     assert [(j["kind"], j["destination"]) for j in jobs] == [("sr", "pacs")]
+    pdf = _read(services, review["pdf_sop_instance_uid"])
+    assert pdf.VerificationFlag == "VERIFIED"
+    first_pdf = services.store.one(
+        "SELECT sop_instance_uid FROM derived_objects WHERE visit_key = ? AND kind = 'pdf' "
+        "ORDER BY id LIMIT 1",
+        (key,),
+    )["sop_instance_uid"]
+    assert _predecessors(pdf) == {first_pdf}
+    pdf_jobs = services.store.query(
+        "SELECT kind, destination FROM outbox_jobs WHERE sop_instance_uid = ?",
+        (pdf.SOPInstanceUID,),
+    )
+    assert [(j["kind"], j["destination"]) for j in pdf_jobs] == [("pdf", "pacs")]
     event = services.store.one(
         "SELECT * FROM audit_events WHERE action = 'C' AND user_id = 'clinician1'"
     )
-    assert json.loads(event["detail"])["decision"] == "accept"
+    detail = json.loads(event["detail"])
+    assert detail["decision"] == "accept" and detail["meaning"] == "reviewed and approved"
+    assert detail["signer_name"] == "Dr A. Grader" and detail["signer_credentials"] == "MD"
+    assert detail["signed_pdf"] == pdf.SOPInstanceUID
     assert ds.SOPInstanceUID in json.loads(event["sop_instance_uids"])
 
     page = client.get("/review").get_data(as_text=True)
-    assert "accepted" in page and "clinician1" in page
+    assert "accepted" in page and "Dr A. Grader, MD" in page
     assert services.audit.verify().ok
 
 

@@ -308,7 +308,7 @@ def test_upload_shows_verdicts_and_outcome_live_audited_once_per_change(
     assert event["study_instance_uid"] == selection.study_instance_uid
 
     # ... a new photo (here a blurred one, with its retake advice) is a new view
-    blurred = jpeg_bytes(defocus(fundus(seed=8, size=SMALL), 0.9))
+    blurred = jpeg_bytes(defocus(fundus(seed=8, size=SMALL, eye="L"), 0.9))  # a left eye
     assert upload(client, page, blurred, "L").status_code == 201
     later = wait_for(
         lambda: (lambda f: f.count('data-state="checked"') == 2 and f)(fragment(client)), timeout=30

@@ -16,6 +16,11 @@ function send(url, options) {
 // Live regions: <div data-refresh="/url" data-every="2000"> is re-filled from a server-rendered
 // fragment. Refreshes are "passive" on the server, so they never keep an idle session alive.
 function refresh(el) {
+  // Someone is deciding a photograph's eye in this region: do not pull the form from under them.
+  const active = document.activeElement;
+  if (el.querySelector("details[open]") || (active && active.form && el.contains(active))) {
+    return Promise.resolve();
+  }
   return fetch(el.dataset.refresh, { credentials: "same-origin", headers: { "Accept": "text/html" } })
     .then(function (r) {
       if (r.status === 401 || r.redirected) { window.location.reload(); return null; }
@@ -52,7 +57,7 @@ function startUploads() {
         .then(function (res) {
           if (status) {
             status.textContent = res.ok
-              ? (res.body.duplicate ? "This photo was already received." : "Received. Checking quality…")
+              ? (res.body.duplicate ? "This photo was already received" + (res.body.patient_id ? " for patient " + res.body.patient_id : "") + "." : "Received. Checking quality…")
               : "Not accepted: " + (res.body.message || "unknown error");
           }
           if (res.ok) { form.reset(); }
@@ -86,6 +91,21 @@ document.addEventListener("click", function (event) {
       target.setAttribute("aria-pressed", zoomed ? "true" : "false");
     }
   }
+});
+
+// Forms inside refreshed fragments carry no token of their own (it would change every poll):
+// <form data-csrf> gets the page's token as it is submitted.
+document.addEventListener("submit", function (event) {
+  const form = event.target;
+  if (!form.matches || !form.matches("form[data-csrf]")) { return; }
+  let field = form.querySelector("input[name=csrf_token]");
+  if (!field) {
+    field = document.createElement("input");
+    field.type = "hidden";
+    field.name = "csrf_token";
+    form.appendChild(field);
+  }
+  field.value = csrfToken();
 });
 
 document.addEventListener("DOMContentLoaded", function () {
