@@ -229,7 +229,8 @@ def test_operator_then_clinician_then_admin(site: dict[str, Any], browser: Any) 
     )
     _wait(driver, lambda d: "refer" in d.find_element(By.ID, "outcome").text.lower()
           or "rescreen" in d.find_element(By.ID, "outcome").text.lower()
-          or "again" in d.find_element(By.ID, "outcome").text.lower())  # fmt: skip
+          or "again" in d.find_element(By.ID, "outcome").text.lower()
+          or "human grading" in d.find_element(By.ID, "outcome").text.lower())  # fmt: skip
     assert driver.execute_script("return window.__sameDocument;") == "yes"  # no reload
     captures = driver.find_elements(By.CSS_SELECTOR, "#visit .capture")
     assert all(c.find_elements(By.TAG_NAME, "img") for c in captures)
