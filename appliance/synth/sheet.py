@@ -22,6 +22,7 @@ from PIL import Image
 from appliance.synth.camera import CAMERAS
 from appliance.synth.case import Case, Rendering, render_layers
 from appliance.synth.gradability import DEFECT_LEVELS, DEFECTS
+from appliance.synth.look import Look
 from appliance.synth.retinopathy import Lesion
 
 LOGGER = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ def _rows() -> list[list[np.ndarray]]:
         for name, profile in CAMERAS.items()
     ]
     cameras.append(_whole(replace(_BASE, seed=5, age_band="80+", dr_grade=1), "age 80+ lens"))
+    cameras.append(_whole(replace(_BASE, seed=5, dr_grade=1, look=_LOOK), "a drawn look"))
 
     defects = []
     for defect in DEFECTS:
@@ -129,7 +131,20 @@ def _rows() -> list[list[np.ndarray]]:
         defects.append(_whole(case, f"{defect} {strength:.2f}"))
 
     closeups = _closeups()
-    return [grades, discs, looks, cameras, defects, closeups[:6], closeups[6:12]]
+    return [grades, discs, looks, cameras[:6], cameras[6:], defects, closeups[:6], closeups[6:12]]
+
+
+# One look with every optional feature, to show them (appliance.synth.look).
+_LOOK = Look(
+    cast=(1.08, 0.9, 0.75),
+    gamma=0.95,
+    pupil=0.25,
+    lashes=0.4,
+    flashes=2,
+    sheen=0.8,
+    black_level=9.0,
+    surround_noise=2.5,
+)
 
 
 def _isolation(r: Rendering, lesion: Lesion) -> float:
