@@ -324,7 +324,9 @@ class ReviewDesk:
         return verified_sr(
             images=sources.images,
             datasets=sources.headers,
-            findings=signed_findings(eyes_findings=eye_findings(eyes), grades=signature.grades),
+            findings=signed_findings(
+                eyes_findings=eye_findings(eyes, sources.images), grades=signature.grades
+            ),
             predecessors=predecessors,
             signer_name=signature.signer_name,
             organization=self.organization,

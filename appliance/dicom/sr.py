@@ -172,6 +172,27 @@ def _dicom_datetime(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S.%f+0000")
 
 
+def _images_of(eye: str, findings: Mapping[str, Any], images: Sequence[Dataset]) -> list[Dataset]:
+    """The source images of one eye's group: those the outcome counted for it when named (a
+    person's eye decision included), else those whose ImageLaterality says so."""
+    counted = findings.get("sop_instance_uids")
+    if counted is not None:
+        return [ds for ds in images if str(ds.SOPInstanceUID) in set(counted)]
+    return [ds for ds in images if getattr(ds, "ImageLaterality", None) == eye]
+
+
+def _check_codes(
+    outcome: str | None, decision: str | None, findings_by_eye: Mapping[str, Any]
+) -> None:
+    if outcome is not None and outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {sorted(OUTCOMES)} or None, got {outcome!r}")
+    if decision is not None and decision not in DECISIONS:
+        raise ValueError(f"decision must be 'accept' or 'override', got {decision!r}")
+    unknown = set(findings_by_eye) - {"R", "L"}
+    if unknown:
+        raise ValueError(f"findings_by_eye keys must be 'R' or 'L', got {sorted(unknown)}")
+
+
 def screening_sr(
     *,
     images: list[Dataset],
@@ -194,7 +215,9 @@ def screening_sr(
 
     ``images`` are the OP source instances (both eyes); ``findings_by_eye`` maps "R"/"L" to
     ``dr_grade``, ``referable``, ``dme``, ``cdr``, ``gradable``, ``glaucoma_suspect`` (each may
-    be None) and optionally ``overridden`` (the clinician set this eye's DR grade). ``outcome``
+    be None) and optionally ``overridden`` (the clinician set this eye's DR grade) and
+    ``sop_instance_uids`` (the photographs counted for this eye, e.g. after a person decided a
+    photograph's eye; without it, ``images`` are grouped by ImageLaterality). ``outcome``
     is the visit outcome code (refer, rescreen, retake, glaucoma_refer, human_grading) or None.
 
     ``verified_by`` (a DICOM person name) makes the document VERIFIED at ``verified_at`` (now
@@ -206,19 +229,13 @@ def screening_sr(
         raise ValueError("screening_sr needs at least one source image")
     if verified_by is None and (previous or decision is not None or comment):
         raise ValueError("a predecessor, decision or comment belongs to a verified re-issue only")
-    if outcome is not None and outcome not in OUTCOMES:
-        raise ValueError(f"outcome must be one of {sorted(OUTCOMES)} or None, got {outcome!r}")
-    if decision is not None and decision not in DECISIONS:
-        raise ValueError(f"decision must be 'accept' or 'override', got {decision!r}")
-    unknown = set(findings_by_eye) - {"R", "L"}
-    if unknown:
-        raise ValueError(f"findings_by_eye keys must be 'R' or 'L', got {sorted(unknown)}")
+    _check_codes(outcome, decision, findings_by_eye)
     algorithm = _algorithm(models)
     groups = []
     for eye in ("R", "L"):
         if eye not in findings_by_eye:
             continue
-        eye_images = [ds for ds in images if getattr(ds, "ImageLaterality", None) == eye]
+        eye_images = _images_of(eye, findings_by_eye[eye], images)
         groups.append(_eye_group(eye, findings_by_eye[eye], eye_images, algorithm, uid_root))
 
     report = hd.sr.MeasurementReport(

@@ -138,7 +138,7 @@ def build_sr(
     series, uid = new_uid(uid_root), new_uid(uid_root)
     sr = screening_sr(
         images=sources.headers,
-        findings_by_eye=eye_findings(outcome_json["eyes"]),
+        findings_by_eye=eye_findings(outcome_json["eyes"], sources.images),
         models=sources.models,
         device=device,
         series_instance_uid=series,
@@ -234,10 +234,19 @@ def _row(
     }
 
 
-def eye_findings(eyes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The SR's per-eye findings from a visit outcome's ``eyes`` (JSON); missing eyes left out."""
-    return {
-        eye["eye"]: {
+def eye_findings(
+    eyes: list[dict[str, Any]], images: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, dict[str, Any]]:
+    """The SR's per-eye findings from a visit outcome's ``eyes`` (JSON); missing eyes left out.
+
+    With the visit's ``images`` (``visit_images`` rows), each eye also names the SOP Instance
+    UIDs of the photographs the outcome counted for it (``sop_instance_uids``), so the SR files
+    a photograph under the eye a person decided, not the eye its header was labelled with."""
+    out = {}
+    for eye in eyes:
+        if eye["status"] in ("missing", "unresolved"):
+            continue
+        found = {
             "dr_grade": eye["dr_grade"],
             "referable": eye["referable"],
             "dme": eye["dme"],
@@ -245,9 +254,11 @@ def eye_findings(eyes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "gradable": eye["status"] == "graded",
             "glaucoma_suspect": eye["glaucoma_suspect"],
         }
-        for eye in eyes
-        if eye["status"] not in ("missing", "unresolved")
-    }
+        if images and eye.get("capture_ids") is not None:
+            counted = set(eye["capture_ids"])
+            found["sop_instance_uids"] = [i["uid"] for i in images if i["capture_id"] in counted]
+        out[eye["eye"]] = found
+    return out
 
 
 def _camera_jpeg(blobs: BlobStore, path: str) -> bytes | None:

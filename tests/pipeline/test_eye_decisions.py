@@ -110,6 +110,41 @@ def documents(services: Any, kind: str) -> list[dict[str, Any]]:
     return services.store.query("SELECT * FROM derived_objects WHERE kind = ? ORDER BY id", (kind,))
 
 
+def sr_eyes(services: Any, row: dict[str, Any]) -> dict[str, set[str]]:
+    """The SR's per-eye groups: the group's tracking identifier text ("... right eye") → the SOP
+    Instance UIDs of its source images."""
+    import pydicom
+
+    ds = pydicom.dcmread(services.blobs.resolve(row["file_path"]))
+    out: dict[str, set[str]] = {}
+
+    def walk(items: Any) -> None:
+        for item in items:
+            content = list(getattr(item, "ContentSequence", []))
+            texts = [c.TextValue for c in content if getattr(c, "ValueType", "") == "TEXT"]
+            eye = next(("R" if "right" in t else "L" for t in texts if "eye" in t), None)
+            if eye is not None:
+                out[eye] = {
+                    str(ref.ReferencedSOPInstanceUID)
+                    for c in content
+                    if getattr(c, "ValueType", "") == "IMAGE"
+                    for ref in c.ReferencedSOPSequence
+                }
+            walk(content)
+
+    walk(ds.ContentSequence)
+    return out
+
+
+def capture_uid(services: Any, capture_id: int) -> str:
+    row = services.store.one(
+        "SELECT c.sop_instance_uid AS own, d.sop_instance_uid AS op FROM captures c "
+        "LEFT JOIN derived_objects d ON d.capture_pk = c.id AND d.kind = 'op' WHERE c.id = ?",
+        (capture_id,),
+    )
+    return str(row["op"] or row["own"])
+
+
 def decision_events(services: Any) -> list[dict[str, Any]]:
     rows = services.store.query(
         "SELECT * FROM audit_events WHERE json_extract(detail, '$.stage') = 'eye_decision' "
@@ -164,6 +199,9 @@ def test_contradicted_label_counts_for_neither_eye_until_decided(
     assert next(e for e in found["eyes"] if e["eye"] == "L")["capture_ids"] == [wrong]
     assert not any("label" in p for p in found["prompts"])
     wait_for(settled(services, 1), SLOW)
+    # the SR files the photograph under the eye decided, whatever its header says
+    filed = sr_eyes(services, documents(services, "sr")[-1])
+    assert filed == {"R": {capture_uid(services, good)}, "L": {capture_uid(services, wrong)}}
     (event,) = decision_events(services)
     assert event["patient_id"] == PATIENT and event["user_id"] == "op1"
     assert event["detail"]["capture_id"] == wrong
