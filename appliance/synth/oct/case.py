@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from appliance.synth.gradability import DefectLevels
 from appliance.synth.oct.anatomy import Anatomy, Bump, Cyst, fluid_footprint, thickness_um
 
 LOGGER = logging.getLogger(__name__)
@@ -79,18 +80,6 @@ GEOMETRIES: dict[str, OctGeometry] = {
 }
 
 
-@dataclass(frozen=True)
-class DefectLevels:
-    """Strengths at which a defect makes a volume ``usable`` and then ``reject``."""
-
-    usable: float
-    reject: float
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.usable < self.reject < 1.0:
-            raise ValueError(f"need 0 < usable < reject < 1, got {self}")
-
-
 # What each strength means (appliance/synth/oct/render.py, docs/synth/oct.md): low_signal
 # scales the signal by 1 - 0.85 s; clipped puts the ILM of 0.5 s of the A-scans above the
 # frame; decentred moves the fovea 1.5 s mm; motion makes one axial jump of 80 s µm (and 1-3
@@ -103,7 +92,6 @@ OCT_DEFECT_LEVELS: dict[str, DefectLevels] = {
     "blink": DefectLevels(usable=0.05, reject=0.15),
 }
 OCT_DEFECTS = tuple(OCT_DEFECT_LEVELS)
-QUALITIES = ("good", "usable", "reject")
 
 OCT_PREVALENCE: dict[str, dict[str, float]] = {
     "pathology": {"normal": 0.45, "thickening": 0.12, "cysts": 0.25, "srf": 0.10, "both": 0.08},
