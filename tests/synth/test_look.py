@@ -9,26 +9,11 @@ import numpy as np
 import pytest
 
 from appliance.synth.camera import CAMERAS
-from appliance.synth.case import Case, draw_case, render_case, render_layers
+from appliance.synth.case import draw_case, render_case, render_layers
 from appliance.synth.look import LOOK_MIX, NEUTRAL, Look, draw_look
+from tests.synth.test_case import BASE as CASE_BASE
 
-BASE = Case(
-    seed=202,
-    size=(480, 640),
-    eye="R",
-    field="macula",
-    dr_grade=0,
-    dme=False,
-    cdr=0.3,
-    notch=False,
-    ppa=False,
-    pigmentation="medium",
-    camera="desktop45",
-    defect=None,
-    defect_strength=0.0,
-    age_band="40-59",
-    sex="F",
-)
+BASE = replace(CASE_BASE, seed=202, size=(480, 640))
 
 
 def _lit(img: np.ndarray) -> np.ndarray:
