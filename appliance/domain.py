@@ -107,6 +107,47 @@ class ImageFinding:
     human_grading: tuple[str, ...] = ()
 
 
+# The ETDRS 9-subfield grid (central 1 mm disc, inner ring 1-3 mm, outer ring 3-6 mm, each ring
+# cut into superior / nasal / inferior / temporal quadrants), in the order reports list them.
+ETDRS_SUBFIELDS: tuple[str, ...] = (
+    "central",
+    "inner_superior",
+    "inner_nasal",
+    "inner_inferior",
+    "inner_temporal",
+    "outer_superior",
+    "outer_nasal",
+    "outer_inferior",
+    "outer_temporal",
+)
+
+
+@dataclass(frozen=True)
+class OctFinding:
+    """What the OCT quality check and measurement found in one macular volume, as the outcome
+    stage and the DICOM writers see it. Measurements are None when the volume was not measured
+    (not gradable, or nothing to measure); a subfield not scanned is None.
+
+    Whether this amounts to centre-involving DME is the outcome rules' decision (the central
+    subfield thickness threshold depends on the device), not the measurement's.
+    """
+
+    capture_id: int | None
+    laterality: str | None  # "L" / "R"
+    gradable: bool
+    quality_reasons: tuple[str, ...] = ()
+    device: str = ""  # "<Manufacturer> <ManufacturerModelName>", as the object names it
+    cst_um: float | None = None  # central subfield (1 mm) mean thickness, ILM to RPE/BM
+    subfield_um: dict[str, float | None] = field(default_factory=dict)  # ETDRS_SUBFIELDS
+    macular_volume_mm3: float | None = None  # within the 6 mm disc
+    fovea_mm: tuple[float, float] | None = None  # (x, y) from the scan centre, x to the right
+    p_fluid_centre: float | None = None  # fluid within the central subfield
+    p_fluid_any: float | None = None
+    fluid_volume_mm3: float | None = None
+    signal_db: float | None = None
+    human_grading: tuple[str, ...] = ()  # why a person must grade it, as for photographs
+
+
 @dataclass(frozen=True)
 class EyeOutcome:
     eye: str  # "L" / "R"

@@ -20,20 +20,12 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from appliance.domain import ETDRS_SUBFIELDS
+
 LOGGER = logging.getLogger(__name__)
 
 RADII_MM = (0.5, 1.5, 3.0)
-SUBFIELDS = (
-    "central",
-    "inner_superior",
-    "inner_nasal",
-    "inner_inferior",
-    "inner_temporal",
-    "outer_superior",
-    "outer_nasal",
-    "outer_inferior",
-    "outer_temporal",
-)
+SUBFIELDS = ETDRS_SUBFIELDS
 FOVEA_SEARCH_MM = 2.0
 
 
