@@ -52,8 +52,9 @@ def create_app(settings: Settings, services: Services) -> Flask:
     from web.api import bp as api_bp
     from web.review import bp as review_bp
     from web.station import bp as station_bp
+    from web.station_history import bp as station_history_bp
 
-    for blueprint in (auth.bp, api_bp, station_bp, review_bp, admin_bp):
+    for blueprint in (auth.bp, api_bp, station_bp, station_history_bp, review_bp, admin_bp):
         app.register_blueprint(blueprint)
     auth.rate_limit_logins(app)
 

@@ -28,7 +28,8 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from appliance.desks.accounts import Role
-from appliance.desks.station_view import StationVisit
+from appliance.desks.station_history import VisitLine
+from appliance.desks.station_view import Report, StationVisit
 from appliance.errors import RejectedInput
 from web import context
 from web.auth import audit_view, passive, roles
@@ -64,6 +65,10 @@ def local_time(stamp: str) -> str:
     return datetime.fromisoformat(stamp).astimezone().strftime("%H:%M") if stamp else ""
 
 
+def local_day_time(stamp: str) -> str:
+    return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M") if stamp else ""
+
+
 def eye_name(eye: str | None) -> str:
     return {"R": "Right eye", "L": "Left eye"}.get(eye or "", "Eye not known")
 
@@ -75,6 +80,7 @@ def words() -> dict[str, Any]:
         "dicom_date": dicom_date,
         "dicom_time": dicom_time,
         "local_time": local_time,
+        "local_day_time": local_day_time,
         "eye_name": eye_name,
         "sex_words": lambda value: SEX.get(value or "", "Not stated"),
         "field_words": lambda value: FIELDS.get(value or "", "Field not recognised"),
@@ -94,8 +100,11 @@ def _who() -> dict[str, Any]:
     }
 
 
-def _audit_visit(visit: StationVisit, what: str, *, always: bool) -> None:
-    """The visit was shown: audit it (always for the page; on change for the polled fragment)."""
+def _audit_visit(
+    visit: StationVisit, what: str, *, always: bool, earlier: tuple[VisitLine, ...] = ()
+) -> None:
+    """The visit was shown: audit it (always for the page, with the patient's earlier visits
+    listed beside it; on change for the polled fragment)."""
     shown = f"{visit.selection.id}:{visit.digest}"
     if not always and session.get(SEEN) == shown:
         return
@@ -109,6 +118,7 @@ def _audit_visit(visit: StationVisit, what: str, *, always: bool) -> None:
             "captures": [c.id for c in visit.captures],
             "outcome": (visit.outcome or {}).get("code"),
             "report": visit.report_id,
+            **({"earlier_visits": [line.visit_key for line in earlier]} if earlier else {}),
         },
     )
     session[SEEN] = shown
@@ -121,9 +131,12 @@ def _page(
     selection = station.current()
     if selection is not None:
         visit = station.visit(selection)
-        _audit_visit(visit, "station", always=True)
+        earlier = station.history.of_patient(
+            selection.patient_id, selection.issuer, leave_out=visit.visit_keys
+        )
+        _audit_visit(visit, "station", always=True, earlier=earlier)
         return render_template(
-            "station/index.html", selection=selection, visit=visit, error=error
+            "station/index.html", selection=selection, visit=visit, earlier=earlier, error=error
         ), status
     who = _who()
     worklist = station.worklist(user=who["user"], address=who["address"])
@@ -132,13 +145,22 @@ def _page(
             "station_worklist",
             detail={"worklist_patients": [entry.item.patient_id for entry in worklist.entries]},
         )
+    finished = station.history.finished_today(station.station, station.today())
+    if finished:
+        audit_view(
+            "station_finished_today",
+            detail={
+                "patients": sorted({line.patient_id for line in finished}),
+                "visits": [line.visit_key for line in finished],
+            },
+        )
     return render_template(
         "station/index.html",
         selection=None,
         worklist=worklist,
+        finished=finished,
         error=error,
         form=form or {},
-        today=station.today().isoformat(),
     ), status
 
 
@@ -242,7 +264,12 @@ def _report(document_id: int, disposition: str) -> ResponseReturnValue:
         sop_instance_uids=[report.sop_instance_uid],
         detail={"document": document_id, "disposition": disposition},
     )
-    name = f"screening-report-{report.created_at[:10]}-{document_id}.pdf"
+    return pdf_response(report, disposition)
+
+
+def pdf_response(report: Report, disposition: str) -> Response:
+    """A report PDF to read or print in the browser (``inline``) or to save (``attachment``)."""
+    name = f"screening-report-{report.created_at[:10]}-{report.document_id}.pdf"
     response = Response(report.pdf, mimetype="application/pdf")
     response.headers["Content-Disposition"] = f'{disposition}; filename="{name}"'
     # Chromium shows a PDF in a synthetic page that embeds its viewer with inline styles: the

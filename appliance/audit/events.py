@@ -146,6 +146,12 @@ def worklist_query(who: Who, detail: Mapping[str, Any], outcome: Outcome) -> Aud
     return _event(EventID.QUERY, Action.EXECUTE, who, detail, outcome=outcome)
 
 
+def patient_query(who: Who, detail: Mapping[str, Any]) -> AuditEvent:
+    """A person searched the stored patients and visits (110112): ``detail`` names the
+    ``query``, the number of ``matches`` and the ``patients`` found (their IDs)."""
+    return _event(EventID.QUERY, Action.EXECUTE, who, {"query_kind": "patient_search", **detail})
+
+
 def station_selection(
     action: Action, who: Who, about: About, detail: Mapping[str, Any]
 ) -> AuditEvent:

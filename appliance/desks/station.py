@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from appliance.audit import Action, AuditTrail, Outcome, events
 from appliance.capture.decode import Limits
 from appliance.capture.ingest import Identity, identity_from_fields
 from appliance.config import Settings
+from appliance.desks.station_history import History
 from appliance.desks.station_view import (
     NotFound,
     Report,
@@ -47,6 +49,8 @@ from appliance.tls import worklist_tls
 
 LOGGER = logging.getLogger(__name__)
 WORKLIST_TIMEOUT = 5.0  # seconds: the page waits no longer than this for the RIS
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # what the walk-in form's date field takes
+EARLIEST_BIRTH_YEAR = 1900
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class Station:
         self.uid_root = uid_root
         self.today = today
         self._offered: dict[str, WorklistItem] = {}  # the last worklist shown, by key
+        self.history = History(store, blobs, audit, limits, station_ae)
         self._lock = threading.Lock()
 
     @classmethod
@@ -194,7 +199,7 @@ class Station:
         patient_id = (form.get("patient_id") or "").strip()
         family = (form.get("family_name") or "").strip()
         given = (form.get("given_name") or "").strip()
-        born = (form.get("birth_date") or "").strip().replace("-", "")
+        born = (form.get("birth_date") or "").strip()
         if not patient_id:
             raise RejectedInput("Enter the patient's ID.", reason="walk_in_incomplete")
         if not family:
@@ -203,15 +208,7 @@ class Station:
             raise RejectedInput("Enter the patient's birth date.", reason="walk_in_incomplete")
         if any(ch in family + given for ch in "^=\\"):
             raise RejectedInput("Names must not contain ^, = or \\.", reason="bad_sidecar")
-        try:
-            birth = datetime.strptime(born, "%Y%m%d").date()
-        except ValueError:
-            raise RejectedInput(
-                "The birth date is not a real date (use the date picker or YYYY-MM-DD).",
-                reason="bad_sidecar",
-            ) from None
-        if birth > self.today():
-            raise RejectedInput("The birth date is in the future.", reason="bad_sidecar")
+        born = self._birth_date(born)
         fields = {
             "patient_id": patient_id,
             "patient_name": f"{family}^{given}" if given else family,
@@ -235,6 +232,29 @@ class Station:
                 reason="identity_conflict",
             )
         return self._select(identity, "walk-in", (), user, user_pk, address)
+
+    def _birth_date(self, text: str) -> str:
+        """A birth date typed as YYYY-MM-DD (whatever the browser's locale) → DICOM DA."""
+        if not ISO_DATE.fullmatch(text):
+            raise RejectedInput(
+                f"Enter the birth date as YYYY-MM-DD (year, month, day), e.g. 1958-04-12; "
+                f"“{text[:20]}” is not in that form.",
+                reason="bad_sidecar",
+            )
+        try:
+            birth = date.fromisoformat(text)
+        except ValueError:
+            raise RejectedInput(
+                f"The birth date {text} is not a real date (YYYY-MM-DD).", reason="bad_sidecar"
+            ) from None
+        if birth > self.today():
+            raise RejectedInput("The birth date is in the future.", reason="bad_sidecar")
+        if birth.year < EARLIEST_BIRTH_YEAR:
+            raise RejectedInput(
+                f"The birth date {text} is before {EARLIEST_BIRTH_YEAR}: check the year.",
+                reason="bad_sidecar",
+            )
+        return birth.strftime("%Y%m%d")
 
     # -- the current selection ---------------------------------------------------------------
     def _select(

@@ -14,7 +14,7 @@ import io
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -98,6 +98,8 @@ class CaptureView:
     label: str | None = None  # the eye label given (form, sidecar, DICOM), None when none
     detected: str | None = None  # the eye the photo looks like (a confident detection)
     decision: EyeDecision | None = None  # a person's decision on its eye, in force
+    superseded: bool = False  # not gradable, but a later gradable photo of its eye counts
+    purged: bool = False  # its file was deleted under the retention policy
 
 
 @dataclass(frozen=True)
@@ -194,13 +196,16 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
                 "ORDER BY visit_key = ? DESC, id DESC LIMIT 1",
                 (*keys, primary),
             )
-    captures = tuple(
-        _capture_view(n, row, selection.study_instance_uid, decided.get(row["id"]))
-        for n, row in enumerate(rows, 1)
-    )
     outcome = json.loads(outcome_row["payload"]) if outcome_row else None
+    captures = mark_superseded(
+        tuple(
+            capture_view(n, row, selection.study_instance_uid, decided.get(row["id"]))
+            for n, row in enumerate(rows, 1)
+        ),
+        outcome,
+    )
     report_id = int(report_row["id"]) if report_row else None
-    signed = _signed(store, outcome_row["id"]) if outcome_row else ""
+    signed = signed_line(store, outcome_row["id"]) if outcome_row else ""
     shown = [
         selection.id,
         [(c.id, c.state, c.decision.id if c.decision else None) for c in captures],
@@ -212,7 +217,7 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
     return StationVisit(
         selection=selection,
         captures=captures,
-        eyes=_checklist(captures, outcome),
+        eyes=checklist(captures, outcome),
         outcome=outcome,
         report_id=report_id,
         digest=hashlib.sha256(json.dumps(shown).encode()).hexdigest()[:32],
@@ -222,7 +227,7 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
     )
 
 
-def _signed(store: Store, outcome_id: int) -> str:
+def signed_line(store: Store, outcome_id: int) -> str:
     """The newest sign-off of this very outcome (none once new photographs changed it)."""
     row = store.one(
         "SELECT r.outcome_code, r.signer_name, r.signer_credentials, u.username FROM reviews r "
@@ -314,7 +319,7 @@ def report(
     )
 
 
-def _capture_view(
+def capture_view(
     number: int, row: dict[str, Any], study_uid: str, decision: EyeDecision | None
 ) -> CaptureView:
     record = ImageRecord.parse(row["payload"])
@@ -344,7 +349,7 @@ def _capture_view(
     )
 
 
-def _checklist(
+def checklist(
     captures: tuple[CaptureView, ...], outcome: dict[str, Any] | None
 ) -> tuple[EyeCheck, ...]:
     """Per eye: the outcome stage's status, or "checking" while a photo of it is analysed."""
@@ -357,3 +362,20 @@ def _checklist(
             status = "checking"
         checks.append(EyeCheck(eye=eye, status=status))
     return tuple(checks)
+
+
+def mark_superseded(
+    captures: tuple[CaptureView, ...], outcome: dict[str, Any] | None
+) -> tuple[CaptureView, ...]:
+    """A not-gradable photo of an eye that is done, with a gradable photo of that eye taken
+    after it, is superseded: it needs no retake (the checklist and the outcome agree)."""
+    done = {eye["eye"] for eye in (outcome or {}).get("eyes", []) if eye["status"] == "graded"}
+    out = []
+    for c in captures:
+        later = any(
+            d.number > c.number and d.eye == c.eye and d.state == "checked" and d.gradable
+            for d in captures
+        )
+        replaced = c.state == "checked" and c.gradable is False and c.eye in done and not c.mismatch
+        out.append(replace(c, superseded=True) if replaced and later else c)
+    return tuple(out)

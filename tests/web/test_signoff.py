@@ -168,7 +168,7 @@ def test_preliminary_then_signed_then_amended(app: Any, services: Any, tmp_path:
     assert other.status_code == 404
 
     # -- the station's decision line follows the newest sign-off of the current outcome ----
-    from appliance.desks.station_view import _signed
+    from appliance.desks.station_view import signed_line as _signed
 
     outcome_id = services.store.scalar(
         "SELECT max(id) FROM visit_outcomes WHERE visit_key = ?", (key,)

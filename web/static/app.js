@@ -31,6 +31,7 @@ function refresh(el) {
         el.dataset.last = html;
         el.innerHTML = html;
       }
+      settleUploadStatus();
     })
     .catch(function () { /* offline for a moment: try again next tick */ });
 }
@@ -43,6 +44,20 @@ function startRefresh() {
   });
 }
 
+// An upload's status line says "Checking quality…" only until the live visit shows the photo's
+// verdict: then the line says that verdict instead (it never stays beside it).
+function settleUploadStatus() {
+  document.querySelectorAll("[data-status][data-capture]").forEach(function (status) {
+    const item = document.getElementById("capture-" + status.dataset.capture);
+    if (!item || item.dataset.state === "checking") { return; }
+    const title = item.querySelector(".capture-title strong");
+    const verdict = item.querySelector(".verdict");
+    status.textContent = "Received. " + (title ? title.textContent + ": " : "") +
+      (verdict ? verdict.textContent.replace(/\s+/g, " ").trim() : "checked");
+    delete status.dataset.capture;
+  });
+}
+
 // Upload forms: <form data-upload> posts the file with fetch and reports in its status line.
 function startUploads() {
   document.querySelectorAll("form[data-upload]").forEach(function (form) {
@@ -51,7 +66,7 @@ function startUploads() {
       const status = form.querySelector("[data-status]");
       const button = form.querySelector("button[type=submit]");
       if (button) { button.disabled = true; }
-      if (status) { status.textContent = "Sending…"; }
+      if (status) { status.textContent = "Sending…"; delete status.dataset.capture; }
       send(form.action, { method: "POST", body: new FormData(form), headers: { "Accept": "application/json" } })
         .then(function (r) { return r.json().then(function (body) { return { ok: r.ok, body: body }; }); })
         .then(function (res) {
@@ -59,6 +74,9 @@ function startUploads() {
             status.textContent = res.ok
               ? (res.body.duplicate ? "This photo was already received" + (res.body.patient_id ? " for patient " + res.body.patient_id : "") + "." : "Received. Checking quality…")
               : "Not accepted: " + (res.body.message || "unknown error");
+          }
+          if (status && res.ok && !res.body.duplicate && res.body.id) {
+            status.dataset.capture = String(res.body.id);
           }
           if (res.ok) { form.reset(); }
           document.querySelectorAll("[data-refresh]").forEach(refresh);
