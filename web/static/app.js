@@ -77,6 +77,7 @@ function startUploads() {
           }
           if (status && res.ok && !res.body.duplicate && res.body.id) {
             status.dataset.capture = String(res.body.id);
+            settleUploadStatus();  // the live visit may show its verdict already
           }
           if (res.ok) { form.reset(); }
           document.querySelectorAll("[data-refresh]").forEach(refresh);
