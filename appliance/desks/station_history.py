@@ -94,14 +94,13 @@ class PastVisit:
         return [c.sop_instance_uid for c in self.captures if c.sop_instance_uid]
 
 
-def _like(term: str) -> str:
-    """``term`` as a LIKE pattern matching it anywhere, its wildcards taken literally."""
-    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
+def _casefold(value: object) -> str:
+    return str(value or "").casefold()
 
 
 def search_terms(query: str) -> tuple[str, ...]:
-    """The words of a search (commas and ``^`` count as spaces); refused when too short."""
+    """The words of a search (commas and ``^`` count as spaces); refused when too short or
+    too long."""
     text = " ".join(query.replace(",", " ").replace("^", " ").split())
     if len(text) < MIN_QUERY:
         raise RejectedInput(
@@ -193,10 +192,14 @@ class History:
         of it (case-insensitive); audited as a query with the patients found."""
         terms = search_terms(query)
         text = " ".join(terms)
-        by_name = " AND ".join("p.patient_name LIKE ? ESCAPE '\\'" for _ in terms)
-        where = f"(p.patient_id LIKE ? ESCAPE '\\' OR ({by_name}))"
-        prefix = _like(text)[1:]  # the ID from its start
-        lines = self._lines(where, (prefix, *(_like(t) for t in terms)), SEARCH_LIMIT + 1)
+        # Unicode case folding (SQLite's own LIKE and lower() fold ASCII only), and no pattern
+        # language at all: the words are compared as they are, as parameters.
+        self.store.reader().conn.create_function("casefold", 1, _casefold, deterministic=True)
+        by_name = " AND ".join("instr(casefold(p.patient_name), ?) > 0" for _ in terms)
+        where = f"(substr(casefold(p.patient_id), 1, ?) = ? OR ({by_name}))"
+        folded = text.casefold()
+        params = (len(folded), folded, *(t.casefold() for t in terms))
+        lines = self._lines(where, params, SEARCH_LIMIT + 1)
         found = tuple(lines[:SEARCH_LIMIT])
         patients = sorted({line.patient_id for line in found})
         self.audit.log(
