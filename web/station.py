@@ -8,9 +8,11 @@ patient, an upload form and the live visit (``/station/visit``, re-fetched every
 PHI-view audit (110103), decided per response:
 
 * the full page, a thumbnail and a report are audited every time they are served;
-* a thumbnail or a report is served only when it belongs to the visit of the patient chosen
-  at this station (``appliance/desks/station.py``): any other id answers 404, so the station never
-  shows another patient's photograph or report (other visits are the clinician review's);
+* a thumbnail or a report under these routes is served only when it belongs to the visit of
+  the patient chosen at this station (``appliance/desks/station.py``): any other id answers
+  404, so ids cannot be walked. Earlier visits (the patient's, today's finished ones, those a
+  patient search found) are reopened read-only by their visit key in
+  ``web/station_history.py``, each view and reprint audited there;
 * the polled visit fragment is audited when what it shows changes (a new photograph, a verdict,
   an outcome, a report) and once per patient selection in each browser session — a digest of
   the shown content is kept in the signed session cookie, so an unchanged poll every 2 s adds

@@ -10,7 +10,7 @@ for a photograph or the newest report of the visit named in its URL.
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template, request
+from flask import Blueprint, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
@@ -66,7 +66,28 @@ def visit(visit_key: str) -> ResponseReturnValue:
             "report": shown.report_id,
         },
     )
-    return render_template("station/past.html", visit=shown, past=shown)
+    free = context.station().current() is None
+    return render_template("station/past.html", visit=shown, past=shown, station_free=free)
+
+
+@bp.post("/visits/<visit_key>/choose")
+@roles(*STATION)
+def choose(visit_key: str) -> ResponseReturnValue:
+    """The returning patient of that visit becomes the patient chosen here (a new visit)."""
+    try:
+        context.station().returning(
+            visit_key,
+            user=current_user.username,
+            user_pk=current_user.user.id,
+            address=request.remote_addr or "",
+        )
+    except RejectedInput as exc:
+        shown = context.station().history.visit(visit_key)
+        page = render_template(
+            "station/past.html", visit=shown, past=shown, station_free=False, error=exc.message
+        )
+        return page, exc.http_status
+    return redirect(url_for("station.index"))
 
 
 @bp.get("/visits/<visit_key>/captures/<int:capture_id>/thumbnail.jpg")

@@ -256,6 +256,31 @@ class Station:
             )
         return birth.strftime("%Y%m%d")
 
+    def returning(
+        self, visit_key: str, *, user: str, user_pk: int | None, address: str = ""
+    ) -> Selection:
+        """Choose the patient of an earlier visit (found by search) for a new visit, with the
+        identity held for them; only while no patient is chosen here."""
+        if self.current() is not None:
+            raise RejectedInput(
+                "Another patient is chosen at this station. Finish that visit first.",
+                reason="station_busy",
+            )
+        line = self.history.visit(visit_key).line
+        row = self.store.one(
+            "SELECT sex FROM patients WHERE patient_id = ? AND issuer = ?",
+            (line.patient_id, line.issuer),
+        )
+        fields = {
+            "patient_id": line.patient_id,
+            "issuer": line.issuer,
+            "patient_name": line.patient_name,
+            "birth_date": line.birth_date,
+            "sex": row["sex"] if row else "",
+            "study_instance_uid": new_uid(self.uid_root),
+        }
+        return self._select(identity_from_fields(fields), "walk-in", (), user, user_pk, address)
+
     # -- the current selection ---------------------------------------------------------------
     def _select(
         self,

@@ -131,7 +131,11 @@ def test_finished_visits_reopen_read_only_audited_and_listed_for_the_patient(
     assert "Read-only: this visit is finished" in text and "Lovelace, Ada" in text
     assert "✓</span> Gradable" in text and "Right eye:</strong> done" in text
     assert "/station/captures/" not in text  # no forms and no live-visit URLs
-    assert "data-refresh" not in text and 'action="/station' not in text.split("</header>")[1]
+    assert "data-refresh" not in text
+    forms = re.findall(r'<form [^>]*action="([^"]+)"', text.split("</header>")[1])
+    assert [html.unescape(f).replace("%3A", ":") for f in forms] == [
+        f"/station/visits/{key}/choose"  # the only action: a new visit for this patient
+    ]
     [opened] = views(quiet, "station_past_visit")
     assert opened["patient_id"] == "WALK-1" and opened["detail"]["visit"] == key
     assert opened["detail"]["captures"] == [capture] and opened["user_id"] == "operator1"
@@ -145,8 +149,19 @@ def test_finished_visits_reopen_read_only_audited_and_listed_for_the_patient(
     assert client.get("/station/visits/study:99999").status_code == 404
     assert client.get(f"/station/visits/{key}/report.pdf").status_code == 404  # no model: none
 
-    # the same patient again: the earlier visit is listed beside the new one
-    walk_in(client)
+    # the same patient again (chosen from the earlier visit): it is listed beside the new one
+    token = csrf_from(text)
+    assert (
+        client.post(f"/station/visits/{key}/choose", data={"csrf_token": token}).status_code == 302
+    )
+    selection = quiet.station.current()
+    assert selection is not None and selection.source == "walk-in"
+    assert (selection.patient_id, selection.patient_name, selection.birth_date, selection.sex) == (
+        "WALK-1", "Lovelace^Ada", "19501210", "F")  # fmt: skip
+    assert selection.study_instance_uid != opened["study_instance_uid"]  # a new study
+    busy = client.post(f"/station/visits/{key}/choose", data={"csrf_token": token})
+    assert busy.status_code == 422 and "Finish that visit first" in busy.get_data(as_text=True)
+    assert 'id="station-busy"' in client.get(f"/station/visits/{key}").get_data(as_text=True)
     page = client.get("/station").get_data(as_text=True)
     earlier = re.search(r'id="earlier-visits">.*?</table>', page, re.S)
     assert earlier and f"/station/visits/{key}" in html.unescape(earlier.group(0)).replace(
