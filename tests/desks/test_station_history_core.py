@@ -208,3 +208,26 @@ def test_search_lists_at_most_the_limit_and_says_there_are_more(quiet: Services)
     result = station.history.search("many", user="op")
     assert len(result.visits) == SEARCH_LIMIT and result.more
     assert not station.history.search("MANY-000", user="op").more
+
+
+def test_a_returning_patient_is_chosen_again_from_an_earlier_visit(quiet: Services) -> None:
+    station = quiet.station
+    key = _finished_visit(quiet, WALK_IN, 41)
+    busy = station.walk_in({**WALK_IN, "patient_id": "H9"}, user="t", user_pk=None)
+    with pytest.raises(RejectedInput, match="Finish that visit first"):
+        station.returning(key, user="t", user_pk=None)
+    assert station.current() == busy  # untouched
+    station.finish(user="t")
+    with pytest.raises(NotFound):
+        station.returning("study:99999", user="t", user_pk=None)
+    again = station.returning(key, user="t", user_pk=None)
+    assert (again.patient_id, again.patient_name, again.birth_date, again.sex) == (
+        "H1", "Lovelace^Ada", "19501210", "F")  # fmt: skip
+    assert (
+        again.source == "walk-in"
+        and again.study_instance_uid != station.history.visit(key).study_instance_uid
+    )
+    chosen = [
+        r for r in quiet.audit.rows() if r["event_id"] == "110103" and r["patient_id"] == "H1"
+    ]
+    assert json.loads(chosen[-1]["detail"])["station_selection"] == again.id

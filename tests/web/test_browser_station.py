@@ -212,3 +212,11 @@ def test_station_walk_in_iso_date_live_verdicts_history_and_search(
     results[0].find_element(By.LINK_TEXT, "Open").click()
     _wait(driver, lambda d: d.find_elements(By.ID, "read-only"))
     assert "Lovelace, Ada" in driver.find_element(By.ID, "patient").text
+
+    # -- the returning patient: a new visit, the earlier one listed beside it ---------------------
+    driver.find_element(By.CSS_SELECTOR, "#choose-returning button").click()
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "form[data-upload]"))
+    assert "B-100" in driver.find_element(By.ID, "patient").text
+    [earlier] = driver.find_elements(By.CSS_SELECTOR, "#earlier-visits tbody tr")
+    assert "Lovelace, Ada" in earlier.text and "2" in earlier.text  # its two photos
+    assert "No photos yet" in driver.find_element(By.ID, "visit").text
