@@ -34,11 +34,12 @@ def _audit(shown: PastVisit, what: str, sops: list[str], detail: dict[str, objec
     )
 
 
-@bp.get("/search")
+@bp.route("/search", methods=["GET", "POST"])
 @roles(*STATION)
 def search() -> ResponseReturnValue:
-    """Find a patient by ID (from its start) or name (any part), over every stored visit."""
-    query = request.args.get("q", "")[: MAX_QUERY * 2]
+    """Find a patient by ID (from its start) or name (any part), over every stored visit. The
+    words are posted, never put in the URL: names stay out of access logs and browser history."""
+    query = request.form.get("q", "")[: MAX_QUERY * 2] if request.method == "POST" else ""
     if not query.strip():
         return render_template("station/search.html", query="", result=None, error="")
     try:

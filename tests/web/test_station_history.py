@@ -178,27 +178,39 @@ def test_search_finds_the_patient_links_the_visit_and_is_audited(web: Any, quiet
     _process(quiet)  # today's visit, not finished: found too
     form = client.get("/station/search").get_data(as_text=True)
     assert 'id="patient-search"' in form and audit(quiet, "110112") == []
+    assert 'method="post"' in form and 'type="search"' in form
+    token = csrf_from(form)
+    ignored = client.get("/station/search", query_string={"q": "lovel"})  # never from the URL
+    assert "visit-line" not in ignored.get_data(as_text=True)
 
-    found = client.get("/station/search", query_string={"q": "lovel"}).get_data(as_text=True)
+    found = client.post("/station/search", data={"q": "lovel", "csrf_token": token}).get_data(
+        as_text=True
+    )
     rows = re.findall(r'<tr class="visit-line"[^>]*data-patient-id="([^"]+)"', found)
     assert rows == ["WALK-1"] and "/station/visits/study" in found
-    none = client.get("/station/search", query_string={"q": "' OR '1'='1"})
+    none = client.post("/station/search", data={"q": "' OR '1'='1", "csrf_token": token})
     assert 'id="search-none"' in none.get_data(as_text=True)
-    short = client.get("/station/search", query_string={"q": "a"})
+    short = client.post("/station/search", data={"q": "a", "csrf_token": token})
     assert short.status_code == 422 and "at least 2 characters" in short.get_data(as_text=True)
     queries = audit(quiet, "110112")
     assert [q["detail"]["query"] for q in queries] == ["lovel", "' OR '1'='1"]
     assert queries[0]["detail"]["patients"] == ["WALK-1"] and queries[0]["user_id"] == "clinician1"
-    assert client.get("/station/search", query_string={"q": "lovel"}).status_code == 200
+    assert (
+        client.post("/station/search", data={"q": "lovel", "csrf_token": token}).status_code == 200
+    )
 
 
 def test_an_admin_may_not_search_or_reopen_visits(web: Any, quiet: Services) -> None:
     client = logged_in(web, quiet, "admin")
-    for path in ("/station/search?q=lovelace", "/station/visits/study:1",
-                 "/station/visits/study:1/report.pdf"):  # fmt: skip
+    token = csrf(client, "/admin")
+    searched = client.post("/station/search", data={"q": "lovelace", "csrf_token": token})
+    assert searched.status_code == 403
+    for path in ("/station/visits/study:1", "/station/visits/study:1/report.pdf"):
         assert client.get(path).status_code == 403, path
+    chose = client.post("/station/visits/study:1/choose", data={"csrf_token": token})
+    assert chose.status_code == 403
     denied = [r for r in audit(quiet, "110113") if r["detail"].get("alert") == "access_denied"]
-    assert len(denied) == 3 and audit(quiet, "110112") == []
+    assert len(denied) == 4 and audit(quiet, "110112") == []
 
 
 @pytest.fixture
