@@ -234,24 +234,24 @@ class Station:
         return self._select(identity, "walk-in", (), user, user_pk, address)
 
     def _birth_date(self, text: str) -> str:
-        """A birth date typed as YYYY-MM-DD (whatever the browser's locale) → DICOM DA."""
+        """A birth date typed as YYYY-MM-DD (whatever the browser's locale) → DICOM DA. The
+        messages never repeat what was typed (a birth date is PHI; the form keeps it)."""
         if not ISO_DATE.fullmatch(text):
             raise RejectedInput(
-                f"Enter the birth date as YYYY-MM-DD (year, month, day), e.g. 1958-04-12; "
-                f"“{text[:20]}” is not in that form.",
+                "Enter the birth date as YYYY-MM-DD (year, month, day), e.g. 1958-04-12.",
                 reason="bad_sidecar",
             )
         try:
             birth = date.fromisoformat(text)
         except ValueError:
             raise RejectedInput(
-                f"The birth date {text} is not a real date (YYYY-MM-DD).", reason="bad_sidecar"
+                "The birth date is not a real date (YYYY-MM-DD).", reason="bad_sidecar"
             ) from None
         if birth > self.today():
             raise RejectedInput("The birth date is in the future.", reason="bad_sidecar")
         if birth.year < EARLIEST_BIRTH_YEAR:
             raise RejectedInput(
-                f"The birth date {text} is before {EARLIEST_BIRTH_YEAR}: check the year.",
+                f"The birth date is before {EARLIEST_BIRTH_YEAR}: check the year.",
                 reason="bad_sidecar",
             )
         return birth.strftime("%Y%m%d")
