@@ -65,3 +65,15 @@ def test_a_signature_names_its_meaning_and_signer() -> None:
     assert (event.event_id, event.action) == (EventID.INSTANCES_ACCESSED, Action.CREATE)
     assert event.detail == {"stage": "review", **detail}
     assert list(event.sop_instance_uids) == ["1.2.3.9", "1.2.3.8"]
+
+
+def test_a_patient_search_is_a_query_naming_what_was_asked_and_who_was_found() -> None:
+    detail = {"query": "lovelace", "matches": 2, "patients": ["P1", "P2"]}
+    event = events.patient_query(events.Who("olivia", "10.0.0.8", "SCREENING"), detail)
+    assert (event.event_id, event.action, event.outcome) == (
+        EventID.QUERY,
+        Action.EXECUTE,
+        Outcome.SUCCESS,
+    )
+    assert event.detail == {"query_kind": "patient_search", **detail}
+    assert (event.user_id, event.ae_title) == ("olivia", "SCREENING")
