@@ -416,8 +416,10 @@ def _settings_page(
     pasted: str = "", check: site_settings.Check | None = None, saved_now: bool = False
 ) -> str:
     desk = context.site_settings()
+    pasted, secrets_left_out = site_settings.without_secrets(pasted)
     return render_template(
         "admin/settings.html",
+        secrets_left_out=secrets_left_out,
         settings=desk.effective(),
         destinations=desk.destinations(),
         worklist=context.admin().echo_nodes().get("worklist"),

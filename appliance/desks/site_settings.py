@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -76,6 +77,22 @@ def shown(name: str, value: Any) -> str:
     if value == "":
         return "(empty)"
     return str(value)
+
+
+SETTING_LINE = re.compile(r"""^\s*["']?([A-Za-z0-9_-]+)["']?\s*=""")
+
+
+def without_secrets(text: str) -> tuple[str, bool]:
+    """Pasted TOML as the page may show it again: every line that sets a token, password or
+    secret left out; and whether one was."""
+    kept, dropped = [], False
+    for line in text.splitlines():
+        found = SETTING_LINE.match(line)
+        if found and is_secret(found.group(1)):
+            dropped = True
+        else:
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept and text.endswith("\n") else ""), dropped
 
 
 def effective(settings: Settings) -> list[dict[str, Any]]:
@@ -317,11 +334,10 @@ def save(
 ) -> Check:
     """Pasted settings merged into ``<data_dir>/settings.toml`` (the settings not pasted stay),
     checked, written with the audit events in one transaction."""
-    result, merged = check_paste(text, current)
-    if merged is None:
+    result = check(text, current)
+    if not result.ok:
         return result
-    changed = tomllib.loads(text)
-    return _write(merged, sorted(changed), current, store, audit, user, address, result)
+    return _write(tomllib.loads(text), current, store, audit, user, address)
 
 
 def edit(
@@ -335,9 +351,6 @@ def edit(
 ) -> Check:
     """Settings edited one by one (``name`` → the text typed), each read with its declared
     type and merged into the saved file; a secret left empty is kept; unknown names refused."""
-    table, problem = saved_table(current)
-    if problem:
-        return Check(False, [problem])
     if not values:
         return Check(True, note="Nothing was changed: every value is as it was.")
     kinds = {f.name: f.type for f in fields(Settings)}
@@ -359,37 +372,43 @@ def edit(
                 changes[name] = settings_file.toml_value(value)
     if errors:
         return Check(False, errors, keys=sorted(values))
-    merged = settings_file.merged(table, changes)
-    result = check(settings_file.dumps(merged), current)
-    if not result.ok:
-        return result
-    return _write(merged, sorted(changes), current, store, audit, user, address, result)
+    return _write(changes, current, store, audit, user, address)
 
 
 def _write(
-    merged: dict[str, Any],
-    names: list[str],
+    changes: dict[str, Any],
     current: Settings,
     store: Store,
     audit: AuditTrail,
     user: str,
     address: str,
-    result: Check,
 ) -> Check:
-    """Write the merged file and audit each setting whose next-start value changed."""
-    table, _ = saved_table(current)
-    before, after = pending(current, table), pending(current, merged)
-    edited = [
-        (name, shown(name, getattr(before, name)), _changed_to(name, *_pair(before, after, name)))
-        for name in names
-        if getattr(before, name) != getattr(after, name)
-    ]
-    if not edited:
-        note = "Nothing was changed: the values given are the ones already in use at next start."
-        return Check(True, [], result.warnings, result.changes, result.keys, [], note)
-    text = settings_file.dumps(merged)
-    who = events.Who(user, address)
+    """Merge ``changes`` into the saved file, check it, write it and audit each setting whose
+    next-start value changed — all under the store's one writer, so two saves never lose
+    each other's settings."""
     with store.write() as tx:
+        table, problem = saved_table(current)
+        if problem:
+            return Check(False, [problem], keys=sorted(changes))
+        merged = settings_file.merged(table, changes)
+        text = settings_file.dumps(merged)
+        result = check(text, current)
+        if not result.ok:
+            return result
+        before, after = pending(current, table), pending(current, merged)
+        edited = [
+            (
+                name,
+                shown(name, getattr(before, name)),
+                _changed_to(name, *_pair(before, after, name)),
+            )
+            for name in sorted(changes)
+            if getattr(before, name) != getattr(after, name)
+        ]
+        if not edited:
+            note = "Nothing was changed: the values given are the ones the next start uses."
+            return Check(True, [], result.warnings, result.changes, result.keys, [], note)
+        who = events.Who(user, address)
         for name, old, new in edited:
             audit.record(tx, events.setting_changed(who, setting=name, old=old, new=new))
         changed = [name for name, _, _ in edited]

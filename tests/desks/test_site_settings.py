@@ -246,3 +246,13 @@ def test_the_saved_file_is_written_back_as_toml_that_reads_the_same() -> None:
         "destinations": [{"name": "pacs", "kind": "stow", "url": "http://a/", "timeout": 5.0}],
     }
     assert tomllib.loads(settings_file.dumps(table)) == table
+
+
+def test_pasted_secrets_are_not_shown_again() -> None:
+    pasted = (
+        'station_name = "A"\napi_token = "t-1"\n[[destinations]]\nname = "p"\n'
+        'password = "pw"\n"web_secret" = "x"\n'
+    )
+    shown, dropped = site_settings.without_secrets(pasted)
+    assert dropped and shown == 'station_name = "A"\n[[destinations]]\nname = "p"\n'
+    assert site_settings.without_secrets("web_port = 1") == ("web_port = 1", False)

@@ -158,6 +158,8 @@ def test_valid_settings_are_saved_for_the_next_start_and_audited(
     assert "api_token •••••• (set) •••••• (set)" in said
     changes = re.search(r'<table id="settings-changes">.*?</table>', saved.get_data(True), re.S)
     assert changes and "s3cret" not in changes.group(0)
+    assert "s3cret" not in saved.get_data(True) and "s3cret" not in checked.get_data(True)
+    assert "are not shown again" in said and 'station_name = "EYE-CLINIC-2"' in said
     file = settings.data_path / "settings.toml"
     assert file.read_text() == pasted and (file.stat().st_mode & 0o777) == 0o600
     assert "waiting for a restart" in text(admin.get("/admin/settings"))
