@@ -298,8 +298,8 @@ def _eye_decision(r: Row) -> str:
     eye = EYES.get(r.get("eye"), "")
     reason = f": “{r.get('reason')}”" if r.detail.get("reason") else ""
     said = {
-        "keep_label": f"{by} kept the eye label of {photo} ({eye})",
-        "use_detected": f"{by} used the detected eye for {photo} ({eye})",
+        "keep_label": f"{by} kept the eye label of {photo}: {eye}",
+        "use_detected": f"{by} used the detected eye for {photo}: {eye}",
         "relabel": f"{by} relabelled {photo} as the {eye}{reason}",
         "exclude": f"{by} excluded {photo} from the screening{reason}",
     }

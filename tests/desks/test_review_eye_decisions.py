@@ -5,6 +5,7 @@ review again) and the SR and PDF are issued again. Real services with the shippe
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -76,5 +77,12 @@ def test_the_review_desk_reflects_a_clinicians_eye_decision(screening: Any) -> N
     assert not any("label" in p for p in after.prompts)
     wait_for(lambda: len(documents(services, "pdf")) > signed_pdfs, SLOW)
     (event,) = decision_events(services)
+    from appliance.audit import words
+
+    said = words.sentence(event | {"detail": json.dumps(event["detail"])}, {"EYE-01": "Eye^Test"})
+    assert said.text == (
+        f"dr1 (clinician) used the detected eye for photograph {wrong} of patient EYE-01 "
+        "(Test Eye): left eye."
+    )
     assert event["user_id"] == "dr1" and event["detail"]["role"] == "clinician"
     assert event["detail"]["visit"] == key and event["detail"]["capture_id"] == wrong != good

@@ -219,7 +219,7 @@ def test_review_eye_decision_then_one_setting_then_the_audit_in_words(
     )
     assert (
         f"chen (clinician) used the detected eye for photograph {capture} of patient EYE-WEB-2 "
-        "(Jane Doe) (left eye)." in said
+        "(Jane Doe): left eye." in said
     )
     assert "ada opened the audit log." in said
     driver.save_screenshot(str(shots / "admin-audit-words.png"))
