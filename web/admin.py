@@ -416,8 +416,10 @@ def _settings_page(
     pasted: str = "", check: site_settings.Check | None = None, saved_now: bool = False
 ) -> str:
     desk = context.site_settings()
+    pasted, secrets_left_out = site_settings.without_secrets(pasted)
     return render_template(
         "admin/settings.html",
+        secrets_left_out=secrets_left_out,
         settings=desk.effective(),
         destinations=desk.destinations(),
         worklist=context.admin().echo_nodes().get("worklist"),
@@ -426,6 +428,7 @@ def _settings_page(
         pasted=pasted,
         check=check,
         saved_now=saved_now,
+        restart=site_settings.RESTART,
     )
 
 
@@ -438,14 +441,39 @@ def settings_page() -> ResponseReturnValue:
 @bp.post("/settings")
 @roles(Role.ADMIN)
 def settings_check() -> ResponseReturnValue:
+    """Pasted TOML: checked, or checked and merged into the saved file."""
     desk = context.site_settings()
     text = request.form.get("toml", "")
     if request.form.get("action") == "save":
         result = desk.save(text, **_who())
         saved_now = result.ok
     else:
-        result, saved_now = desk.check(text), False
+        result, saved_now = desk.check_paste(text), False
     page = _settings_page(text, result, saved_now)
+    return page, (200 if result.ok else 422)
+
+
+def _edited() -> dict[str, str]:
+    """The settings whose field differs from the value the page was drawn with (``was.*``);
+    a field without one (not drawn by the page) counts as edited and is checked by name."""
+    form = request.form
+
+    def typed(text: str | None) -> str | None:
+        return None if text is None else text.replace("\r\n", "\n")
+
+    return {
+        key.removeprefix("set."): value.replace("\r\n", "\n")
+        for key, value in form.items()
+        if key.startswith("set.") and typed(value) != typed(form.get("was." + key[4:]))
+    }
+
+
+@bp.post("/settings/edit")
+@roles(Role.ADMIN)
+def settings_edit() -> ResponseReturnValue:
+    """Settings edited one by one: only those changed are merged into the saved file."""
+    result = context.site_settings().edit(_edited(), **_who())
+    page = _settings_page(check=result, saved_now=bool(result.edited))
     return page, (200 if result.ok else 422)
 
 

@@ -5,7 +5,10 @@ eye's photographs with the heatmap toggle and zoom, the findings and the outcome
 of the report (preliminary, signed, amended: SR and PDF) and the sign-off form with the meaning
 of the signature; ``POST /review/<visit>/sign`` accepts or overrides, signed with the password
 re-entered (a wrong one: 403, audited, counted toward the lockout);
-``/review/<visit>/documents/<id>/report.pdf`` opens one PDF version (audited). Everything
+``/review/<visit>/documents/<id>/report.pdf`` opens one PDF version (audited);
+``POST /review/<visit>/captures/<id>/eye`` decides a photograph's eye (keep the label, use the
+detected eye, relabel or exclude with a reason) through the same desk as the station
+(``appliance/desks/eye_labels.py``: decision, audit, outcome and documents re-derived). Everything
 comes from the review desk (``appliance/desks/review.py``) through ``context.review()``: the
 pictures are JPEG/PNG bytes the core produced, and the SQL lives there too. Every view of PHI
 is audited (110103): the list (naming the patients it shows), each visit page, each photograph
@@ -37,7 +40,7 @@ from appliance.desks.accounts import Role
 from appliance.desks.review import ReviewDesk
 from appliance.desks.signers import MEANINGS
 from appliance.desks.signoff import Decision
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, RejectedInput
 from web import context
 from web.auth import audit_view, roles
 
@@ -118,7 +121,13 @@ def index() -> ResponseReturnValue:
     return render_template("review/index.html", visits=visits)
 
 
-def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) -> tuple[str, int]:
+def _page(
+    visit_key: str,
+    status: int = 200,
+    error: str = "",
+    form: Any = None,
+    error_title: str = "Not signed",
+) -> tuple[str, int]:
     detail = desk().visit(visit_key)
     audit_view(
         "review visit",
@@ -127,7 +136,9 @@ def _page(visit_key: str, status: int = 200, error: str = "", form: Any = None) 
         sop_instance_uids=detail.sop_instance_uids,
         detail={"visit": visit_key},
     )
-    html = render_template("review/visit.html", v=detail, error=error, form=form or {})
+    html = render_template(
+        "review/visit.html", v=detail, error=error, error_title=error_title, form=form or {}
+    )
     return html, status
 
 
@@ -205,6 +216,41 @@ def sign(visit: str) -> ResponseReturnValue:
     jobs = f"{signed.queued} archive job(s) queued" if signed.queued else "stored"
     flash(f"Signed ({signed.meaning}): the verified SR and the signed PDF were issued ({jobs}).")
     return redirect(url_for("review.visit", visit=visit), code=303)
+
+
+EYE_ACTIONS = {
+    "keep_label": "the label kept",
+    "use_detected": "the detected eye used",
+    "relabel": "relabelled",
+    "exclude": "excluded from the screening",
+}
+
+
+@bp.post("/<visit>/captures/<int:capture_id>/eye")
+@roles(Role.CLINICIAN)
+def eye(visit: str, capture_id: int) -> ResponseReturnValue:
+    """A clinician decides a photograph's eye, as the station does (desks/eye_labels.py): the
+    decision, its audit event, the outcome decided again and the documents due again."""
+    desk().image_owner(visit, capture_id)  # 404 unless the photograph is this visit's
+    action = request.form.get("action", "")
+    try:
+        decided = context.eye_labels().decide(
+            capture_id,
+            action,
+            eye=request.form.get("eye", ""),
+            reason=request.form.get("reason", ""),
+            user=current_user.username,
+            role=str(current_user.role),
+            address=request.remote_addr or "",
+        )
+    except RejectedInput as exc:
+        return _page(visit, exc.http_status, exc.message, error_title="Eye not decided")
+    side = {"R": ": right eye", "L": ": left eye"}.get(decided.decision.eye or "", "")
+    flash(
+        f"Photograph {capture_id}: {EYE_ACTIONS.get(action, action)}{side}. The outcome was "
+        f"decided again: {decided.outcome.text}"
+    )
+    return redirect(url_for("review.visit", visit=visit) + f"#photo-{capture_id}", code=303)
 
 
 @bp.get("/<visit>/documents/<int:document_id>/report.pdf")

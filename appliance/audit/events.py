@@ -106,6 +106,13 @@ def configuration_changed(who: Who, change: str, detail: Mapping[str, Any]) -> A
     )
 
 
+def setting_changed(who: Who, *, setting: str, old: str, new: str) -> AuditEvent:
+    """One setting changed in the saved settings file (applies at the next start): its name and
+    its old and new value as the console shows them (a secret's value masked)."""
+    detail = {"setting": setting, "old": old, "new": new, "restart_required": True}
+    return configuration_changed(who, "setting_changed", detail)
+
+
 def authentication(
     event_type: EventType, who: Who, detail: Mapping[str, Any], outcome: Outcome = Outcome.SUCCESS
 ) -> AuditEvent:

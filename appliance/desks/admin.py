@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from typing import Any, Protocol, TextIO
 
-from appliance.audit import AuditTrail, VerifyResult, events, export_jsonl
+from appliance.audit import AuditTrail, VerifyResult, events, export_jsonl, words
 from appliance.audit.codes import NAMES
 from appliance.config import Settings
 from appliance.dicom.worklist import Node, NodeUnreachable, echo
@@ -244,12 +244,27 @@ def search_audit(store: Store, f: AuditFilter, page: int = 1, per_page: int = 50
         "ORDER BY seq DESC LIMIT ? OFFSET ?",
         (*params, per_page, (page - 1) * per_page),
     )
+    names = patient_names(store, {row["patient_id"] for row in rows if row["patient_id"]})
     for row in rows:
+        said = words.sentence(row, names)
+        row["words"], row["kind"] = said.text, said.kind
         row["event_name"] = NAMES.get(row["event_id"], "")
         row["type_name"] = NAMES.get(row["event_type"], row["event_type"])
         row["outcome_words"] = OUTCOME_WORDS.get(row["outcome"], str(row["outcome"]))
         row["action_words"] = ACTION_WORDS.get(row["action"], row["action"])
     return AuditPage(rows, total, page, per_page)
+
+
+def patient_names(store: Store, patient_ids: set[str]) -> dict[str, str]:
+    """Patient ID → the name held for it (the audit page's sentences name the patient)."""
+    if not patient_ids:
+        return {}
+    marks = ", ".join("?" * len(patient_ids))
+    rows = store.query(
+        f"SELECT patient_id, patient_name FROM patients WHERE patient_id IN ({marks}) ORDER BY id",
+        tuple(sorted(patient_ids)),
+    )
+    return {row["patient_id"]: row["patient_name"] for row in rows if row["patient_name"]}
 
 
 def event_choices() -> list[tuple[str, str]]:

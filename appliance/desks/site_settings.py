@@ -4,18 +4,26 @@ Shown: every effective setting, secrets masked (``api_token``, destination passw
 setting named ``*_token``, ``*_password`` or ``*_secret``); a secret is only ever said to be
 "set" or "not set".
 
-Saved: an admin pastes settings in TOML (top-level ``name = value`` and ``[[destinations]]``
-tables, as in the appliance's configuration file). They are checked the way the appliance
-checks them at start — TOML syntax, known names, types, destination tables — plus what would
-otherwise only fail later (the guideline rule file loads and passes its safety check, the TLS
-certificate and key come as a pair and exist, the model folder exists, the login rate limit
-parses, the monitoring reference loads). Only a file that passes is written, atomically, to
-``<data_dir>/settings.toml`` (:data:`appliance.config.SAVED_SETTINGS`), which
-:func:`appliance.config.load` reads at the next start, after the ``--config`` file and before
-``APPLIANCE_*`` environment variables (those still win). Nothing changes in the running
-process: the console says "restart to apply". ``data_dir`` cannot be set there (the file lives
-in it). Saving and removing the file are audited as configuration changes (110113 / 110131),
-naming the settings changed but never their values.
+Saved: an admin edits settings one by one in a form pre-filled with what the next start will
+use (the running value, or the value already saved and waiting for a restart; a secret's field
+is left empty and the secret kept unless a new value is typed), or pastes settings in TOML
+(top-level ``name = value`` and ``[[destinations]]`` tables, as in the appliance's
+configuration file). Either way only the settings edited change: they are merged into the
+saved file and every other saved setting stays. Each value is read with the setting's declared
+type (:mod:`appliance.config`); unknown names are refused. The merged file is checked the way
+the appliance checks its settings at start — TOML syntax, known names, types, destination
+tables — plus what would otherwise only fail later (the guideline rule file loads and passes
+its safety check, the TLS certificate and key come as a pair and exist, the model folder
+exists, the login rate limit parses, the monitoring reference loads). Only a file that passes
+is written, atomically, to ``<data_dir>/settings.toml`` (:data:`appliance.config.SAVED_SETTINGS`),
+which :func:`appliance.config.load` reads at the next start, after the ``--config`` file and
+before ``APPLIANCE_*`` environment variables (those still win).
+
+Every setting is read once, at start (:func:`appliance.config.load`): none changes in the
+running process, so every saved change needs a restart and the console says so. ``data_dir``
+cannot be set there (the file lives in it). Each changed setting is audited as a configuration
+change (110113 / 110131) with its name and old → new value, a secret's value masked; the save
+as a whole is audited with the names it changed, and removing the file with the names it held.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +43,7 @@ from typing import Any
 from appliance import config
 from appliance.audit import AuditEvent, AuditTrail, events
 from appliance.config import SAVED_SETTINGS, Settings
+from appliance.desks import settings_file
 from appliance.store import Store
 from appliance.store.blobs import write_atomic
 
@@ -44,6 +55,11 @@ NOT_HERE = {
     "own configuration file"
 }
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+MULTILINE = ("clinic_address",)
+RESTART = (
+    "Every setting is read once, at start: a saved change takes effect after the appliance "
+    "restarts."
+)
 
 
 def is_secret(name: str) -> bool:
@@ -63,11 +79,31 @@ def shown(name: str, value: Any) -> str:
     return str(value)
 
 
+SETTING_LINE = re.compile(r"""^\s*["']?([A-Za-z0-9_-]+)["']?\s*=""")
+
+
+def without_secrets(text: str) -> tuple[str, bool]:
+    """Pasted TOML as the page may show it again: every line that sets a token, password or
+    secret left out; and whether one was."""
+    kept, dropped = [], False
+    for line in text.splitlines():
+        found = SETTING_LINE.match(line)
+        if found and is_secret(found.group(1)):
+            dropped = True
+        else:
+            kept.append(line)
+    return "\n".join(kept) + ("\n" if kept and text.endswith("\n") else ""), dropped
+
+
 def effective(settings: Settings) -> list[dict[str, Any]]:
-    """Every setting: name, value as shown, default as shown, whether changed, help."""
+    """Every setting: name, value as shown, default as shown, whether changed, help; and for
+    the form: the value the next start uses (``field``, empty for a secret), the field's kind,
+    whether the saved file sets it and, when it differs from the running value, ``next``."""
+    table, _ = saved_table(settings)
+    upcoming = pending(settings, table)
     out = []
     for f in fields(Settings):
-        value = getattr(settings, f.name)
+        value, later = getattr(settings, f.name), getattr(upcoming, f.name)
         out.append(
             {
                 "name": f.name,
@@ -76,9 +112,33 @@ def effective(settings: Settings) -> list[dict[str, Any]]:
                 "changed": value != f.default,
                 "help": f.metadata["help"],
                 "secret": is_secret(f.name),
+                "field": "" if is_secret(f.name) else settings_file.field_text(later),
+                "kind": _kind(f.name, later),
+                "saved": f.name in table,
+                "next": _changed_to(f.name, value, later) if later != value else "",
             }
         )
     return out
+
+
+def _kind(name: str, value: Any) -> str:
+    if name == "destinations":
+        return "table"
+    if name in NOT_HERE:
+        return "fixed"
+    if is_secret(name):
+        return "secret"
+    if isinstance(value, bool):
+        return "bool"
+    if name in MULTILINE or (isinstance(value, str) and "\n" in value):
+        return "multiline"
+    return "text"
+
+
+def _changed_to(name: str, old: Any, new: Any) -> str:
+    """The new value as shown; "(changed)" added where the old one is shown alike (secrets)."""
+    before, after = shown(name, old), shown(name, new)
+    return f"{after} (changed)" if before == after and old != new else after
 
 
 def destinations(settings: Settings) -> list[dict[str, Any]]:
@@ -104,6 +164,8 @@ class Check:
     warnings: list[str] = field(default_factory=list)
     changes: list[tuple[str, str, str]] = field(default_factory=list)  # name, now, at restart
     keys: list[str] = field(default_factory=list)
+    edited: list[tuple[str, str, str]] = field(default_factory=list)  # saved now: name, old, new
+    note: str = ""
 
 
 def check(text: str, current: Settings, environ: dict[str, str] | None = None) -> Check:
@@ -227,20 +289,138 @@ def saved(settings: Settings) -> Saved | None:
     )
 
 
+def saved_table(settings: Settings) -> tuple[dict[str, Any], str]:
+    """The saved file's table (empty without a file) and, if it cannot be read, why."""
+    try:
+        return settings_file.read(saved_path(settings)), ""
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        return {}, (
+            f"the saved settings file cannot be read ({exc}): remove it below before saving"
+        )
+
+
+def pending(current: Settings, table: Mapping[str, Any]) -> Settings:
+    """What the next start uses: the running settings with the saved file's values (those
+    that do not read as their type are left out: :func:`saved` reports them)."""
+    kinds = {f.name: f.type for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in kinds and key not in NOT_HERE:
+            try:
+                values[key] = config._coerce(key, kinds[key], value)
+            except (TypeError, ValueError):
+                continue
+    return current.replace(**values)
+
+
+def check_paste(
+    text: str, current: Settings, environ: dict[str, str] | None = None
+) -> tuple[Check, dict[str, Any] | None]:
+    """Pasted settings checked alone, then merged into the saved file and checked again; the
+    merged table comes back when both pass."""
+    result = check(text, current, environ)
+    if not result.ok:
+        return result, None
+    table, problem = saved_table(current)
+    if problem:
+        return Check(False, [problem], keys=result.keys), None
+    merged = settings_file.merged(table, tomllib.loads(text))
+    result = check(settings_file.dumps(merged), current, environ)
+    return result, (merged if result.ok else None)
+
+
 def save(
     text: str, current: Settings, store: Store, audit: AuditTrail, *, user: str, address: str = ""
 ) -> Check:
-    """Check, then write ``<data_dir>/settings.toml`` with an audit event in one transaction."""
+    """Pasted settings merged into ``<data_dir>/settings.toml`` (the settings not pasted stay),
+    checked, written with the audit events in one transaction."""
     result = check(text, current)
     if not result.ok:
         return result
-    data = text.encode("utf-8")
+    return _write(tomllib.loads(text), current, store, audit, user, address)
+
+
+def edit(
+    values: Mapping[str, str],
+    current: Settings,
+    store: Store,
+    audit: AuditTrail,
+    *,
+    user: str,
+    address: str = "",
+) -> Check:
+    """Settings edited one by one (``name`` → the text typed), each read with its declared
+    type and merged into the saved file; a secret left empty is kept; unknown names refused."""
+    if not values:
+        return Check(True, note="Nothing was changed: every value is as it was.")
+    kinds = {f.name: f.type for f in fields(Settings)}
+    errors: list[str] = []
+    changes: dict[str, Any] = {}
+    for name, text in values.items():
+        if name in NOT_HERE:
+            errors.append(f"{name} cannot be set here: {NOT_HERE[name]}")
+        elif name == "destinations":
+            errors.append("destinations are tables: paste them as [[destinations]] in TOML")
+        elif name not in kinds:
+            errors.append(f"unknown setting {name!r}: nothing was saved (docs/settings.md)")
+        elif not (is_secret(name) and text == ""):  # a secret left empty is kept
+            try:
+                value = config._coerce(name, kinds[name], text.replace("\r\n", "\n"))
+            except (TypeError, ValueError) as exc:
+                errors.append(str(exc))
+            else:
+                changes[name] = settings_file.toml_value(value)
+    if errors:
+        return Check(False, errors, keys=sorted(values))
+    return _write(changes, current, store, audit, user, address)
+
+
+def _write(
+    changes: dict[str, Any],
+    current: Settings,
+    store: Store,
+    audit: AuditTrail,
+    user: str,
+    address: str,
+) -> Check:
+    """Merge ``changes`` into the saved file, check it, write it and audit each setting whose
+    next-start value changed — all under the store's one writer, so two saves never lose
+    each other's settings."""
     with store.write() as tx:
+        table, problem = saved_table(current)
+        if problem:
+            return Check(False, [problem], keys=sorted(changes))
+        merged = settings_file.merged(table, changes)
+        text = settings_file.dumps(merged)
+        result = check(text, current)
+        if not result.ok:
+            return result
+        before, after = pending(current, table), pending(current, merged)
+        edited = [
+            (
+                name,
+                shown(name, getattr(before, name)),
+                _changed_to(name, *_pair(before, after, name)),
+            )
+            for name in sorted(changes)
+            if getattr(before, name) != getattr(after, name)
+        ]
+        if not edited:
+            note = "Nothing was changed: the values given are the ones the next start uses."
+            return Check(True, [], result.warnings, result.changes, result.keys, [], note)
+        who = events.Who(user, address)
+        for name, old, new in edited:
+            audit.record(tx, events.setting_changed(who, setting=name, old=old, new=new))
+        changed = [name for name, _, _ in edited]
         digest = _masked_digest(text)
-        audit.record(tx, _event(user, address, "settings_saved", result.keys, sha256_masked=digest))
-        write_atomic(saved_path(current), data)  # mkstemp: readable by the service only
-    LOGGER.info("settings saved by %s for the next start: %s", user, ", ".join(result.keys))
-    return result
+        audit.record(tx, _event(user, address, "settings_saved", changed, sha256_masked=digest))
+        write_atomic(saved_path(current), text.encode("utf-8"))  # mkstemp: the service's only
+    LOGGER.info("settings saved by %s for the next start: %s", user, ", ".join(changed))
+    return Check(True, [], result.warnings, result.changes, result.keys, edited)
+
+
+def _pair(before: Settings, after: Settings, name: str) -> tuple[Any, Any]:
+    return getattr(before, name), getattr(after, name)
 
 
 def remove(
@@ -298,8 +478,15 @@ class SiteSettingsDesk:
     def check(self, text: str) -> Check:
         return check(text, self.settings)
 
+    def check_paste(self, text: str) -> Check:
+        """Pasted settings checked as they would be saved (merged into the saved file)."""
+        return check_paste(text, self.settings)[0]
+
     def save(self, text: str, *, user: str, address: str = "") -> Check:
         return save(text, self.settings, self.store, self.audit, user=user, address=address)
+
+    def edit(self, values: Mapping[str, str], *, user: str, address: str = "") -> Check:
+        return edit(values, self.settings, self.store, self.audit, user=user, address=address)
 
     def remove(self, *, user: str, address: str = "") -> bool:
         return remove(self.settings, self.store, self.audit, user=user, address=address)

@@ -139,8 +139,11 @@ def test_audit_filters_paging_and_its_own_use_is_audited(admin: Any, services: S
     rows = _rows(html)
     # carl is odd i, PAT1 is i % 3 == 1: i = 1, 7, 13, ... 55 → 10 events
     assert len(rows) == 10
-    assert all(r[2].startswith("110103 DICOM Instances Accessed") for r in rows)
-    assert all(r[5] == "carl" and r[7] == "PAT1" for r in rows)
+    assert all(r[3].startswith("110103 DICOM Instances Accessed") for r in rows)
+    assert all(r[6] == "carl" and r[8] == "PAT1" for r in rows)
+    assert all(
+        r[2] == "carl: DICOM Instances Accessed read for patient PAT1 — succeeded." for r in rows
+    )
     assert "10 events match the filter" in text(page)
 
     everything = admin.get("/admin/audit").get_data(as_text=True)
@@ -167,7 +170,43 @@ def test_audit_filters_paging_and_its_own_use_is_audited(admin: Any, services: S
     assert [v["detail"]["view"] for v in views] == ["audit_log"] * 6
     # the newest row on the first page is this very view
     newest = _rows(admin.get("/admin/audit").get_data(as_text=True))[0]
-    assert newest[2].startswith("110101 Audit Log Used") and newest[5] == "ann"
+    assert newest[3].startswith("110101 Audit Log Used") and newest[6] == "ann"
+    assert newest[2].startswith("ann opened the audit log. Technical details {")
+
+
+def test_audit_events_read_as_sentences_naming_the_patient(admin: Any, services: Services) -> None:
+    from appliance.audit import events as audit_events
+    from appliance.store import utcnow
+
+    with services.store.write() as tx:
+        tx.insert(
+            "patients",
+            {"patient_id": "12345", "patient_name": "Doe^Jane", "created_at": utcnow()},
+        )
+    services.audit.log(
+        audit_events.review_signed(
+            audit_events.Who("dr.smith"),
+            audit_events.About("12345"),
+            {"meaning": "reviewed and approved", "outcome": "rescreen"},
+        )
+    )
+    services.audit.log(AuditEvent(event_id=EventID.EXPORT, action=Action.EXECUTE, user_id="x"))
+    html = admin.get("/admin/audit").get_data(as_text=True)
+    said = [row[2] for row in _rows(html)]
+    assert said[1].startswith("x: Export executed — succeeded.")  # no phrasing: generic
+    assert said[2].startswith(
+        "dr.smith signed the report for patient 12345 (Jane Doe) — reviewed and approved "
+        "(outcome: rescreen). Technical details {"
+    )
+    assert 'data-kind="review_signed"' in html and '<details class="detail">' in html
+    # the page view itself stays audited (110101), the stored detail untouched
+    assert events(services, "110101")[-1]["detail"]["view"] == "audit_log"
+    signed = [e for e in events(services, "110103") if e["detail"].get("stage") == "review"]
+    assert signed[0]["detail"] == {
+        "stage": "review",
+        "meaning": "reviewed and approved",
+        "outcome": "rescreen",
+    }
 
 
 @pytest.mark.parametrize(

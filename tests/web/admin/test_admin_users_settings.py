@@ -158,6 +158,8 @@ def test_valid_settings_are_saved_for_the_next_start_and_audited(
     assert "api_token •••••• (set) •••••• (set)" in said
     changes = re.search(r'<table id="settings-changes">.*?</table>', saved.get_data(True), re.S)
     assert changes and "s3cret" not in changes.group(0)
+    assert "s3cret" not in saved.get_data(True) and "s3cret" not in checked.get_data(True)
+    assert "are not shown again" in said and 'station_name = "EYE-CLINIC-2"' in said
     file = settings.data_path / "settings.toml"
     assert file.read_text() == pasted and (file.stat().st_mode & 0o777) == 0o600
     assert "waiting for a restart" in text(admin.get("/admin/settings"))
@@ -184,3 +186,107 @@ def test_valid_settings_are_saved_for_the_next_start_and_audited(
     assert "saved settings file is removed" in notice(admin, "/admin/settings")
     assert not file.exists()
     assert config.load(environ={}, data_dir=settings.data_dir).station_name == "STATION1"
+
+
+def _form_fields(html: str, form_id: str) -> dict[str, str]:
+    """What a browser would submit from the form ``form_id`` untouched."""
+    from html.parser import HTMLParser
+
+    class Form(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inside, self.fields = False, {}
+            self.select: str | None = None
+            self.area: str | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = {k: v or "" for k, v in attrs}
+            if tag == "form":
+                self.inside = a.get("id") == form_id
+            elif self.inside and tag == "input" and a.get("name"):
+                self.fields[a["name"]] = a.get("value", "")
+            elif self.inside and tag == "select":
+                self.select = a["name"]
+            elif self.inside and tag == "option" and self.select and "selected" in a:
+                self.fields[self.select] = a["value"]
+            elif self.inside and tag == "textarea":
+                self.area = a["name"]
+                self.fields[self.area] = ""
+
+        def handle_data(self, data: str) -> None:
+            if self.area:
+                self.fields[self.area] += data.removeprefix("\n")
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "form":
+                self.inside = False
+            self.select = None if tag == "select" else self.select
+            self.area = None if tag == "textarea" else self.area
+
+    parser = Form()
+    parser.feed(html)
+    return parser.fields
+
+
+def test_settings_form_is_prefilled_and_a_save_changes_only_what_was_edited(
+    admin: Any, services: Services, settings: Settings
+) -> None:
+    from appliance import config
+
+    file = settings.data_path / "settings.toml"
+    file.write_text('clinic_name = "North Clinic"\nmonitoring_days = 60\n')
+    html = admin.get("/admin/settings").get_data(as_text=True)
+    fields = _form_fields(html, "settings-edit")
+    assert fields["set.clinic_name"] == "North Clinic"  # the saved value, pre-filled
+    assert fields["set.monitoring_days"] == "60" and fields["set.web_port"] == str(
+        settings.web_port
+    )
+    assert fields["set.api_token"] == "" and settings.api_token not in html
+    assert fields["set.trt_fp16"] == "true"
+    assert "Every setting is read once, at start" in text(admin.get("/admin/settings"))
+
+    fields["set.station_name"] = "EYE-CLINIC-7"  # the one edit
+    response = admin.post("/admin/settings/edit", data=fields)
+    said = text(response)
+    assert response.status_code == 200 and "Valid and saved." in said
+    assert "station_name STATION1 EYE-CLINIC-7" in said
+    again = config.load(environ={}, data_dir=settings.data_dir)
+    assert (again.station_name, again.clinic_name, again.monitoring_days) == (
+        "EYE-CLINIC-7",
+        "North Clinic",
+        60,
+    )
+    changed = [
+        e["detail"]
+        for e in events(services, "110113")
+        if e["detail"].get("change") == "setting_changed"
+    ]
+    assert [(c["setting"], c["old"], c["new"]) for c in changed] == [
+        ("station_name", "STATION1", "EYE-CLINIC-7")
+    ]
+    # the page drawn again shows the new saved value, waiting for a restart
+    fields = _form_fields(admin.get("/admin/settings").get_data(as_text=True), "settings-edit")
+    assert fields["set.station_name"] == "EYE-CLINIC-7"
+    assert services.settings.station_name == "STATION1"
+
+
+def test_settings_edit_refuses_unknown_and_mistyped_values_and_needs_csrf(
+    app: Any, admin: Any, services: Services, settings: Settings
+) -> None:
+    token = csrf(admin, "/admin/settings")
+    response = admin.post(
+        "/admin/settings/edit", data={"csrf_token": token, "set.web_prot": "1", "set.web_port": "x"}
+    )
+    said = text(response)
+    assert response.status_code == 422 and "Not valid — nothing was saved." in said
+    assert "unknown setting 'web_prot'" in said and "cannot use 'x' as int" in said
+    assert admin.post("/admin/settings/edit", data={"set.web_port": "8443"}).status_code == 400
+    assert not (settings.data_path / "settings.toml").exists()
+    add_user(services, "olga", "operator")
+    operator = app.test_client()
+    login(operator, "olga")
+    refused = operator.post(
+        "/admin/settings/edit",
+        data={"csrf_token": csrf(operator, "/station"), "set.web_port": "8443"},
+    )
+    assert refused.status_code == 403 and not (settings.data_path / "settings.toml").exists()
