@@ -165,6 +165,10 @@ KINDS: tuple[tuple[str, Callable[[Row], bool]], ...] = (
     ),
     ("authentication", lambda r: r.event_id == EventID.USER_AUTHENTICATION),
     ("viewed", lambda r: r.action == Action.READ and "view" in r.detail),
+    (
+        "patient_query",
+        lambda r: r.event_id == EventID.QUERY and r.detail.get("query_kind") == "patient_search",
+    ),
     ("worklist_query", lambda r: r.event_id == EventID.QUERY),
     ("review_signed", lambda r: r.detail.get("stage") == "review"),
     ("eye_decision", lambda r: r.detail.get("stage") == "eye_decision"),
@@ -388,6 +392,10 @@ PHRASES: dict[str, Callable[[Row], str]] = {
     "authentication": _authentication,
     "signature_refused": _signature_refused,
     "viewed": _viewed,
+    "patient_query": lambda r: (
+        f'{r.user} searched the patients for "{r.get("query")}": '
+        f"{r.get('matches', '?')} visit(s) found"
+    ),
     "worklist_query": _worklist,
     "station_selection": _station,
     "review_signed": _signed,

@@ -94,6 +94,10 @@ SAMPLES: dict[str, tuple[Callable[[], AuditEvent], str]] = {
         ),
         "dr.smith viewed the review visit for patient 12345 (Jane Doe).",
     ),
+    "patient_query": (
+        lambda: events.patient_query(WHO, {"query": "doe", "matches": 2, "patients": ["12345"]}),
+        'dr.smith searched the patients for "doe": 2 visit(s) found.',
+    ),
     "worklist_query": (
         lambda: events.worklist_query(WHO, {"matches": 3}, Outcome.SUCCESS),
         "dr.smith asked the worklist: 3 patient(s) found.",
