@@ -107,7 +107,7 @@ def etdrs_drawing(finding: OctFinding, size: float = GRID_SIZE) -> Drawing:
         x = centre + share * radius * math.cos(math.radians(angle))
         y = centre + share * radius * math.sin(math.radians(angle))
         value = values.get(name)
-        text = "-" if value is None else f"{float(value):.0f}"
+        text = "-" if value is None or not math.isfinite(value) else f"{float(value):.0f}"
         size_pt = 8 if name == "central" else 7.5
         drawing.add(
             String(x, y - 3, text, fontName=FONT_BOLD, fontSize=size_pt, textAnchor="middle")
@@ -142,6 +142,10 @@ def _picture(picture: Picture, width: float, caption: str, style: ParagraphStyle
     return [image, Paragraph(safe(caption), style)]
 
 
+def _known(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def oct_words(page: OctPage) -> list[str]:
     """The OCT's results in plain sentences."""
     finding = page.finding
@@ -150,9 +154,9 @@ def oct_words(page: OctPage) -> list[str]:
         words += [f"Reason: {reason}" for reason in finding.quality_reasons]
         return words
     words = ["OCT quality: good enough to grade."]
-    if finding.cst_um is not None:
+    if _known(finding.cst_um):
         words.append(f"Central subfield thickness (CST): {finding.cst_um:.0f} \u00b5m")
-    if finding.macular_volume_mm3 is not None:
+    if _known(finding.macular_volume_mm3):
         words.append(f"Macular volume (6 mm): {finding.macular_volume_mm3:.2f} mm\u00b3")
     fluid = []
     if finding.p_fluid_centre is not None:

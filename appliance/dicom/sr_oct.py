@@ -7,12 +7,13 @@ outer subfields (57110-9 … 57117-4); the macular volume within the 6 mm disc (
 fluid as probabilities (local codes, unit "no units"), fluid volume (``mm3``) and, when the
 outcome decided it, fluid in the central subfield (Yes / No); the OCT signal strength (``dB``);
 and the volume's gradability (the same local concept as the photographs). What the finding
-lacks (None: not measured, e.g. a volume not gradable) is left out. Measurements come from the
-demonstration classical baseline, not clinically validated.
+lacks (None or NaN: not measured, e.g. a volume not gradable) is left out. Measurements come
+from the demonstration classical baseline, not clinically validated.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -49,6 +50,11 @@ def _num(name: hd.sr.CodedConcept, value: float, unit: hd.sr.CodedConcept) -> hd
     return hd.sr.Measurement(name=name, value=round(float(value), 3), unit=unit)
 
 
+def _known(value: float | None) -> bool:
+    """Measured: not None and not NaN (a subfield outside the scan may come as NaN)."""
+    return value is not None and math.isfinite(float(value))
+
+
 def _measurements(finding: OctFinding) -> list[hd.sr.Measurement]:
     out: list[hd.sr.Measurement] = []
     subfields = dict(finding.subfield_um)
@@ -56,7 +62,7 @@ def _measurements(finding: OctFinding) -> list[hd.sr.Measurement]:
         subfields["central"] = finding.cst_um
     for name in ETDRS_SUBFIELDS:
         value = subfields.get(name)
-        if value is not None:
+        if value is not None and _known(value):
             out.append(_num(codes.MACULAR_THICKNESS[name], value, codes.MICROMETER))
     for concept, value, unit in (
         (codes.MACULAR_VOLUME, finding.macular_volume_mm3, codes.CUBIC_MILLIMETER),
@@ -65,7 +71,7 @@ def _measurements(finding: OctFinding) -> list[hd.sr.Measurement]:
         (codes.FLUID_VOLUME, finding.fluid_volume_mm3, codes.CUBIC_MILLIMETER),
         (codes.OCT_SIGNAL, finding.signal_db, codes.DECIBEL),
     ):
-        if value is not None:
+        if value is not None and _known(value):
             out.append(_num(concept, value, unit))
     return out
 
