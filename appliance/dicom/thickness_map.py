@@ -191,9 +191,12 @@ def _equipment(ds: Dataset, source: Dataset, device: Mapping[str, str]) -> None:
     ds.DeviceSerialNumber = device.get("serial") or "unknown"
     ds.SoftwareVersions = device.get("version") or "unknown"
     ds.add_new(0x00280120, "US", NOT_MEASURED)  # Pixel Padding Value
+    if not str(source.get("Manufacturer") or "").strip():
+        return  # Manufacturer is Type 1 in a Contributing Equipment item
     oct_device = Dataset()
-    oct_device.Manufacturer = source.get("Manufacturer", "")
-    oct_device.ManufacturerModelName = source.get("ManufacturerModelName", "")
+    oct_device.Manufacturer = str(source.Manufacturer)
+    if source.get("ManufacturerModelName"):
+        oct_device.ManufacturerModelName = source.ManufacturerModelName
     oct_device.PurposeOfReferenceCodeSequence = _seq(
         _code("109101", "DCM", "Acquisition Equipment")
     )

@@ -90,6 +90,16 @@ def test_identity_and_references_come_from_the_opt() -> None:
     assert back.ContributingEquipmentSequence[0].ManufacturerModelName == "OCT-9000"
 
 
+def test_a_bare_opt_header_still_gives_a_complete_object() -> None:
+    """A camera's OPT without frame of reference, acquisition time or manufacturer."""
+    source = opt_header("R")
+    for keyword in ("FrameOfReferenceUID", "AcquisitionDateTime", "Manufacturer", "StudyID"):
+        del source[keyword]
+    back = _round_trip(_build(source, _map(frames=9, ascans=8), laterality="R"))
+    assert "FrameOfReferenceUID" not in back and "ContributingEquipmentSequence" not in back
+    assert len(back.AcquisitionDateTime) >= 14 and back.StudyID == ""
+
+
 def test_bad_input_is_refused() -> None:
     source = opt_header("R")
     with pytest.raises(ValueError, match="2-D"):
