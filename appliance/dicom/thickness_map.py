@@ -216,7 +216,7 @@ def _image(
     ds.InstanceNumber = instance_number
     ds.PatientOrientation = ""
     ds.ContentDate, ds.ContentTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    ds.AcquisitionDateTime = source.get("AcquisitionDateTime") or now.strftime("%Y%m%d%H%M%S")
+    ds.AcquisitionDateTime = _acquired(source) or now.strftime("%Y%m%d%H%M%S")
     ds.BurnedInAnnotation = "NO"
     ds.RecognizableVisualFeatures = "NO"
     ds.LossyImageCompression = "00"
@@ -231,6 +231,16 @@ def _image(
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
     ds.PixelRepresentation = 0
     ds.PixelData = stored.astype("<u2").tobytes()
+
+
+def _acquired(source: Dataset) -> str:
+    """When the OCT was taken: its Acquisition DateTime, else its content or study date and time."""
+    if source.get("AcquisitionDateTime"):
+        return str(source.AcquisitionDateTime)
+    for date, time in (("ContentDate", "ContentTime"), ("StudyDate", "StudyTime")):
+        if source.get(date):
+            return str(source.get(date)) + str(source.get(time) or "")
+    return ""
 
 
 def _aspect(row_mm: float, column_mm: float) -> list[int]:
