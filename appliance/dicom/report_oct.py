@@ -60,12 +60,14 @@ Picture = bytes | np.ndarray | None
 class OctPage:
     """One eye's OCT for the report: the ``OctFinding``, and pictures as image bytes (any
     format Pillow reads) or RGB uint8 arrays, None for "No image". ``fluid_centre``: the
-    outcome's decision on fluid in the central subfield, when made."""
+    outcome's decision on fluid in the central subfield, when made; ``guidance``: the quality
+    check's retake advice (``QualityReport.guidance``), printed for a scan not gradable."""
 
     finding: OctFinding
     thickness_map: Picture = None
     bscan: Picture = None
     fluid_centre: bool | None = None
+    guidance: tuple[str, ...] = ()  # retake advice, one plain sentence per quality reason
 
     @property
     def eye(self) -> str:
@@ -152,7 +154,7 @@ def oct_words(page: OctPage) -> list[str]:
     if not finding.gradable:
         words = ["OCT quality: not gradable \u2014 the scan should be repeated."]
         words += [f"Reason: {reason}" for reason in finding.quality_reasons]
-        return words
+        return words + [f"Advice: {advice}" for advice in page.guidance]
     words = ["OCT quality: good enough to grade."]
     if _known(finding.cst_um):
         words.append(f"Central subfield thickness (CST): {finding.cst_um:.0f} \u00b5m")

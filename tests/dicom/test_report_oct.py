@@ -182,8 +182,10 @@ def test_an_oct_only_report_and_an_ungradable_scan(tmp_path: Path) -> None:
     ungradable = OctFinding(
         capture_id=3, laterality="R", gradable=False, quality_reasons=("Blink during the scan",)
     )
-    pdf = _report([OctPage(finding=ungradable, thickness_map=b"not an image")], eyes=[])
-    text = _text(pdf, tmp_path)
+    advice = ("Ask the patient to keep the eye open and repeat the scan.",)
+    page = OctPage(finding=ungradable, thickness_map=b"not an image", guidance=advice)
+    text = _text(_report([page], eyes=[]), tmp_path)
     assert "Right eye (OD) \u2014 macular OCT" in text
     assert "OCT quality: not gradable" in text and "Blink during the scan" in text
+    assert "Advice: Ask the patient to keep the eye open and repeat the scan." in text
     assert "No image" in text and "CST" not in text
