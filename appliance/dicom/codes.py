@@ -74,3 +74,47 @@ def coding_scheme_item() -> Dataset:
     item.CodingSchemeName = PRIVATE_SCHEME_NAME
     item.CodingSchemeResponsibleOrganization = PRIVATE_SCHEME_RESPONSIBLE
     return item
+
+
+# Macular OCT (ETDRS grid) measurements: the LOINC "Macular grid" terms (class EYE.OCT, each
+# "mean ILM-RPE measurement of all A-scans within ..., see ETDRS", example unit um), checked
+# against LOINC's term pages and HL7's eye-care IG value set observation-oct-macula.
+MACULAR_THICKNESS = {
+    "central": CodedConcept("57109-1", "LN", "Macular grid.center subfield thickness by OCT"),
+    "inner_superior": CodedConcept(
+        "57110-9", "LN", "Macular grid.inner superior subfield thickness by OCT"
+    ),
+    "inner_nasal": CodedConcept(
+        "57111-7", "LN", "Macular grid.inner nasal subfield thickness by OCT"
+    ),
+    "inner_inferior": CodedConcept(
+        "57112-5", "LN", "Macular grid.inner inferior subfield thickness by OCT"
+    ),
+    "inner_temporal": CodedConcept(
+        "57113-3", "LN", "Macular grid.inner temporal subfield thickness by OCT"
+    ),
+    "outer_superior": CodedConcept(
+        "57114-1", "LN", "Macular grid.outer superior subfield thickness by OCT"
+    ),
+    "outer_nasal": CodedConcept(
+        "57115-8", "LN", "Macular grid.outer nasal subfield thickness by OCT"
+    ),
+    "outer_inferior": CodedConcept(
+        "57116-6", "LN", "Macular grid.outer inferior subfield thickness by OCT"
+    ),
+    "outer_temporal": CodedConcept(
+        "57117-4", "LN", "Macular grid.outer temporal subfield thickness by OCT"
+    ),
+}
+MACULAR_VOLUME = CodedConcept("57118-2", "LN", "Macular grid.total volume by OCT")
+MICROMETER = CodedConcept("um", "UCUM", "micrometer")
+CUBIC_MILLIMETER = CodedConcept("mm3", "UCUM", "cubic millimeter")
+DECIBEL = CodedConcept("dB", "UCUM", "decibel")
+# Local (99RETSCR): what LOINC and PS3.16 have no term for
+FLUID_CENTRE_PROBABILITY = CodedConcept(
+    "RS019", PRIVATE_SCHEME, "Probability of retinal fluid in the central subfield"
+)
+FLUID_ANY_PROBABILITY = CodedConcept("RS020", PRIVATE_SCHEME, "Probability of retinal fluid")
+FLUID_VOLUME = CodedConcept("RS021", PRIVATE_SCHEME, "Retinal fluid volume")
+OCT_SIGNAL = CodedConcept("RS022", PRIVATE_SCHEME, "OCT signal strength")
+FLUID_CENTRE = CodedConcept("RS023", PRIVATE_SCHEME, "Retinal fluid in the central subfield")

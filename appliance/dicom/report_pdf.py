@@ -41,6 +41,7 @@ from reportlab.platypus import (  # type: ignore[import-untyped]
     TableStyle,
 )
 
+from appliance.dicom.report_oct import OctPage, oct_section
 from appliance.dicom.report_page import (
     BOTTOM,
     FONT,
@@ -59,6 +60,7 @@ from appliance.dicom.report_page import (
 )
 
 DEMONSTRATION = "Demonstration model \u2014 not clinically validated"
+DEMONSTRATION_OCT = " (photograph and OCT results)"
 PRELIMINARY = "Preliminary \u2014 automated result awaiting review"
 DR_WORDS = (
     "No diabetic retinopathy",
@@ -224,6 +226,20 @@ def _eye_section(eye: Mapping[str, Any], pictures: tuple[Any, Any]) -> KeepToget
     return KeepTogether(parts)
 
 
+def _sections(
+    ordered: Sequence[Mapping[str, Any]], pictures: Sequence[Any], oct_pages: Sequence[OctPage]
+) -> list[Flowable]:
+    """Each eye's photograph section(s), then its OCT section(s): right eye first."""
+    octs = sorted(oct_pages, key=lambda p: EYE_ORDER.get(p.eye, len(EYE_ORDER)))
+    out: list[Flowable] = []
+    for eye, pair in zip(ordered, pictures, strict=True):
+        rank = EYE_ORDER.get(str(eye.get("eye", "")), len(EYE_ORDER))
+        while octs and EYE_ORDER.get(octs[0].eye, len(EYE_ORDER)) < rank:
+            out.append(oct_section(octs.pop(0), STYLES))
+        out.append(_eye_section(eye, pair))
+    return out + [oct_section(page, STYLES) for page in octs]
+
+
 def _boxed(flowables: list[Flowable], background: Any, border: Any) -> Table:
     """A box the width of the page's text; its row may split across pages, so any content fits."""
     return _table(
@@ -322,6 +338,7 @@ def report_pdf(
     disclaimer: str = "",
     clinic: Clinic | None = None,
     signature: ReportSignature | None = None,
+    oct_pages: Sequence[OctPage] = (),
 ) -> bytes:
     """The A4 report: see the module docstring for what is on it.
 
@@ -331,9 +348,11 @@ def report_pdf(
     first whatever their order. ``outcome``: ``text``, ``recall_months``, ``urgency``,
     ``prompts``. ``disclaimer``: a further sentence for the small print (the demonstration
     statement itself is printed once, by this function). ``signature``: None for the
-    preliminary (automated) report.
+    preliminary (automated) report. ``oct_pages``: one ``report_oct.OctPage`` per eye with an
+    OCT, each printed after that eye's photograph section (``report_oct.oct_section``).
     """
     fonts()  # registered before any style is used
+    banner = DEMONSTRATION_OCT if oct_pages else ""
     frame = _page_frame(patient, study_date, clinic or Clinic(), signature)
     ordered = sorted(eyes, key=lambda e: EYE_ORDER.get(str(e.get("eye", "")), len(EYE_ORDER)))
     pictures = [
@@ -344,7 +363,7 @@ def report_pdf(
         parts: list[Flowable] = [_patient_table(patient, study_date), Spacer(1, 3 * mm)]
         parts.append(
             _boxed(
-                [Paragraph(safe(DEMONSTRATION + "."), STYLES["banner"])],
+                [Paragraph(safe(DEMONSTRATION + banner + "."), STYLES["banner"])],
                 colors.darkred,
                 colors.darkred,
             )
@@ -360,7 +379,7 @@ def report_pdf(
             _boxed(result, colors.HexColor("#eef3fb"), colors.HexColor("#36c")),
             Spacer(1, 2 * mm),
         ]
-        parts += [_eye_section(eye, pair) for eye, pair in zip(ordered, pictures, strict=True)]
+        parts += _sections(ordered, pictures, oct_pages)
         if signature is not None:
             parts += [_signer_block(signature), Spacer(1, 3 * mm)]
         if models:

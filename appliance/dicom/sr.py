@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 
 from appliance.dicom import codes
 from appliance.dicom.op import new_uid
+from appliance.dicom.sr_oct import OctReport, eye_of, oct_group
 
 MANUFACTURER = "Demonstration"
 _EYE_NAMES = {"R": "right eye", "L": "left eye"}
@@ -193,6 +194,23 @@ def _check_codes(
         raise ValueError(f"findings_by_eye keys must be 'R' or 'L', got {sorted(unknown)}")
 
 
+def _groups(
+    images: Sequence[Dataset],
+    findings_by_eye: Mapping[str, Any],
+    algorithm: hd.sr.AlgorithmIdentification | None,
+    oct: Sequence[OctReport],
+    uid_root: str,
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    """Right eye, then left: the photographs' group, then each OCT volume's."""
+    groups = []
+    for eye in ("R", "L"):
+        if eye in findings_by_eye:
+            eye_images = _images_of(eye, findings_by_eye[eye], images)
+            groups.append(_eye_group(eye, findings_by_eye[eye], eye_images, algorithm, uid_root))
+        groups.extend(oct_group(r, new_uid(uid_root)) for r in oct if eye_of(r) == eye)
+    return groups
+
+
 def screening_sr(
     *,
     images: list[Dataset],
@@ -210,6 +228,7 @@ def screening_sr(
     predecessor: Dataset | Sequence[Dataset] | None = None,
     verifying_organization: str = "Screening service",
     instance_number: int = 1,
+    oct: Sequence[OctReport] = (),
 ) -> Dataset:
     """Build the screening result SR for one visit (see module docstring).
 
@@ -223,21 +242,19 @@ def screening_sr(
     ``verified_by`` (a DICOM person name) makes the document VERIFIED at ``verified_at`` (now
     if None); ``decision`` ("accept" / "override") and ``comment`` record the clinician's
     review; pass the earlier SR(s) it replaces as ``predecessor`` (None when there was none).
+
+    ``oct``: one ``OctReport`` per measured OCT volume (its ``OctFinding`` and OPT header); each
+    adds a measurement group after that eye's photograph group (``sr_oct``), and its OPT joins
+    the evidence. Without it the SR is exactly the photographs' one. A visit with OCT only may
+    pass no ``images``.
     """
     previous = [predecessor] if isinstance(predecessor, Dataset) else list(predecessor or [])
-    if not images:
+    if not images and not oct:
         raise ValueError("screening_sr needs at least one source image")
     if verified_by is None and (previous or decision is not None or comment):
         raise ValueError("a predecessor, decision or comment belongs to a verified re-issue only")
     _check_codes(outcome, decision, findings_by_eye)
-    algorithm = _algorithm(models)
-    groups = []
-    for eye in ("R", "L"):
-        if eye not in findings_by_eye:
-            continue
-        eye_images = _images_of(eye, findings_by_eye[eye], images)
-        groups.append(_eye_group(eye, findings_by_eye[eye], eye_images, algorithm, uid_root))
-
+    groups = _groups(images, findings_by_eye, _algorithm(models), oct, uid_root)
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(device, verified_by, verifying_organization),
         procedure_reported=codes.RETINAL_SCREENING,
@@ -246,9 +263,10 @@ def screening_sr(
     evaluations = _evaluations(outcome, decision, comment)
     if evaluations is not None:
         report[0].ContentSequence.append(evaluations)
-    first = images[0]
+    evidence = [*images, *(r.source for r in oct)]
+    first = evidence[0]
     sr = hd.sr.Comprehensive3DSR(
-        evidence=images,
+        evidence=evidence,
         content=report[0],
         series_instance_uid=series_instance_uid,
         series_number=900,
