@@ -58,7 +58,9 @@ def _ints(path: Path, fields: dict[str, str], key: str, count: int) -> list[int]
     try:
         values = [int(v) for v in fields[key].split()]
     except (KeyError, ValueError):
-        raise ValueError(f"{path}: {key} must be {count} integers, got {fields.get(key)!r}")
+        raise ValueError(
+            f"{path}: {key} must be {count} integers, got {fields.get(key)!r}"
+        ) from None
     if len(values) != count or min(values) < 1:
         raise ValueError(f"{path}: {key} must be {count} integers >= 1, got {fields[key]!r}")
     return values
@@ -69,7 +71,7 @@ def _spacing(path: Path, fields: dict[str, str], ndims: int) -> tuple[float, ...
     try:
         values = tuple(float(v) for v in text.split())
     except ValueError:
-        raise ValueError(f"{path}: ElementSpacing must be numbers, got {text!r}")
+        raise ValueError(f"{path}: ElementSpacing must be numbers, got {text!r}") from None
     if len(values) != ndims or not all(math.isfinite(v) and v > 0 for v in values):
         raise ValueError(f"{path}: ElementSpacing must be {ndims} positive numbers, got {text!r}")
     return values
@@ -102,7 +104,7 @@ def read_mhd(path: Path, max_bytes: int = MAX_DATA_BYTES) -> MetaImage:
     kind = fields.get("ElementType", "")
     if kind not in ELEMENT_TYPES:
         raise ValueError(f"{path}: ElementType {kind!r} is not one of {sorted(ELEMENT_TYPES)}")
-    msb = (fields.get("BinaryDataByteOrderMSB") or fields.get("ElementByteOrderMSB") or "False")
+    msb = fields.get("BinaryDataByteOrderMSB") or fields.get("ElementByteOrderMSB") or "False"
     dtype = np.dtype(ELEMENT_TYPES[kind]).newbyteorder(">" if msb.lower() in _TRUE else "<")
     count = math.prod(dims)
     wanted = count * dtype.itemsize
@@ -119,4 +121,6 @@ def read_mhd(path: Path, max_bytes: int = MAX_DATA_BYTES) -> MetaImage:
         raw = handle.read(wanted)
     array = np.frombuffer(raw, dtype=dtype, count=count).reshape(dims[::-1])
     LOGGER.debug("read %s: %s %s", path, kind, array.shape)
-    return MetaImage(array.astype(dtype.newbyteorder("=")), _spacing(path, fields, ndims), fields, data)
+    return MetaImage(
+        array.astype(dtype.newbyteorder("=")), _spacing(path, fields, ndims), fields, data
+    )

@@ -223,6 +223,20 @@ def _proportion_of(values: np.ndarray) -> Block | None:
     return proportion(int((values[known] == 1).sum()), int(known.sum()), "no volumes")
 
 
+def _quality(cols: _Columns, n_bootstrap: int) -> Block | None:
+    """The quality check as a detector of ungradable volumes (score: 1 - quality score)."""
+    ungradable = 1.0 - cols.gradable_t
+    if np.isnan(ungradable).all():
+        return None
+    block = _binary(
+        cols, "quality", ungradable, 1.0 - cols.gradable_p, 1.0 - cols.quality,
+        ~np.isnan(ungradable), n_bootstrap,
+    )  # fmt: skip
+    block["positive_class"] = "ungradable"
+    block["population"] = "every volume with a reference gradability label"
+    return block
+
+
 def compute_oct_report(
     items: Sequence[OctItem], results: Sequence[OctResult], *,
     cst_threshold_um: float = DEFAULT_CST_THRESHOLD_UM,
@@ -240,13 +254,6 @@ def compute_oct_report(
         ((cols.cst_t >= cst_threshold_um) | (cols.centre_t == 1)).astype(np.float64),
     )
     called = (cols.cst_p >= cst_threshold_um) | (cols.p_centre >= fluid_threshold)
-    ungradable_t = 1.0 - cols.gradable_t
-    quality = _binary(cols, "quality", ungradable_t, 1.0 - cols.gradable_p,
-                      1.0 - cols.quality, ~np.isnan(ungradable_t), n_bootstrap)  # fmt: skip
-    quality.update(positive_class="ungradable", population="every volume with a reference "
-                   "gradability label")  # fmt: skip
-    if np.isnan(ungradable_t).all():
-        quality = None
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "n": len(items),
@@ -259,7 +266,7 @@ def compute_oct_report(
         "ci_dme": None,
         "fluid_centre": None,
         "fluid_any": None,
-        "quality": quality,
+        "quality": _quality(cols, n_bootstrap),
     }
     if not np.isnan(derived).all():
         report["ci_dme"] = _binary(cols, "ci_dme", derived, called.astype(np.float64),

@@ -64,9 +64,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _boundary_error(
-    truth: np.ndarray | None, measured: np.ndarray, rows: int
-) -> tuple[float, int]:
+def _boundary_error(truth: np.ndarray | None, measured: np.ndarray, rows: int) -> tuple[float, int]:
     if truth is None:
         return 0.0, 0
     valid = np.isfinite(truth) & np.isfinite(measured) & (truth >= 0) & (truth < rows)
@@ -142,7 +140,9 @@ def _dataset(root: Path, fmt: str, labels: Path, items: list[OctItem]) -> dict[s
             if path not in seen:
                 seen.add(path)
                 files.append({"path": str(path), "sha256": sha256_file(path)})
-    listing = "".join(f"{f['sha256']}  {f['path']}\n" for f in sorted(files, key=lambda f: f["path"]))
+    listing = "".join(
+        f"{f['sha256']}  {f['path']}\n" for f in sorted(files, key=lambda f: f["path"])
+    )
     return {
         "format": fmt,
         "dir": str(root),

@@ -72,7 +72,9 @@ class OctItem:
 
 def check_spacing(spacing: tuple[float, float, float], where: str) -> tuple[float, float, float]:
     if len(spacing) != 3 or not all(np.isfinite(s) and 0 < s < 10 for s in spacing):
-        raise ValueError(f"{where}: spacing must be three positive millimetre values, got {spacing}")
+        raise ValueError(
+            f"{where}: spacing must be three positive millimetre values, got {spacing}"
+        )
     return (float(spacing[0]), float(spacing[1]), float(spacing[2]))
 
 

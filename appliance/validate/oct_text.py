@@ -76,7 +76,8 @@ def render_text(report: Block) -> str:
     rule = (report.get("ci_dme") or {}).get("rule") or {}
     dme = "Centre-involving DME"
     if rule:
-        dme += f" (CST >= {rule['cst_threshold_um']:g} µm or central fluid >= {rule['fluid_threshold']:g})"
+        cst, fluid = rule["cst_threshold_um"], rule["fluid_threshold"]
+        dme += f" (CST >= {cst:g} µm or central fluid score >= {fluid:g})"
     lines += _binary(dme, report.get("ci_dme"))
     lines += _binary("Fluid in the central subfield", report.get("fluid_centre"))
     lines += _binary("Fluid anywhere in the scan", report.get("fluid_any"))
