@@ -90,8 +90,8 @@ def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_oct_arguments(validate: argparse.ArgumentParser) -> None:
+    from appliance.validate.oct_formats import OCT_FORMATS
     from appliance.validate.oct_report import DEFAULT_CST_THRESHOLD_UM, DEFAULT_FLUID_THRESHOLD
-    from appliance.validate.oct_set import OCT_FORMATS
 
     validate.add_argument("--oct-format", choices=OCT_FORMATS, default="synth")
     validate.add_argument(

@@ -4,12 +4,13 @@ enough for the Duke DME set: numeric arrays by name. (scipy.io is not in the app
 Layout (MathWorks, "MAT-File Format", level 5): a 128-byte header (text, subsystem offset,
 version 0x0100, endian indicator ``IM`` / ``MI``), then data elements, each an 8-byte tag
 (type, byte count; the "small element" form packs both in 4 bytes with the data after) padded
-to 8 bytes. ``miCOMPRESSED`` (15) holds one zlib-compressed element; ``miMATRIX`` (14) holds
-array flags (class), dimensions, the name and the real part (stored in any numeric type, e.g.
-a double array written as uint8). Only the names asked for are decompressed past their first
-bytes; numeric classes only (cell, struct, sparse, char and complex arrays are refused by name
-when asked for); every array is bounded by ``max_bytes`` before it is inflated. MATLAB 7.3
-files are HDF5 and refused (no HDF5 reader in the lock).
+to 8 bytes inside a matrix (top-level elements are not). ``miCOMPRESSED`` (15) holds one
+zlib-compressed element; ``miMATRIX`` (14) holds array flags (class), dimensions, the name
+and the real part (stored in any numeric type, e.g. a double array written as uint8). Only
+the names asked for are decompressed past their first bytes; numeric classes only (cell,
+struct, sparse, char and complex arrays are refused by name when asked for); every array is
+bounded by ``max_bytes`` before it is inflated. MATLAB 7.3 files are HDF5 and refused (no HDF5
+reader in the lock).
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ _PEEK = 512  # bytes inflated to learn an element's name
 
 
 class _Reader:
-    def __init__(self, data: bytes, order: str, where: str):
-        self.data, self.order, self.where, self.pos = data, order, where, 0
+    def __init__(self, data: bytes, order: str, where: str, pad: bool = True):
+        self.data, self.order, self.where, self.pos, self.pad = data, order, where, 0, pad
 
     def tag(self) -> tuple[int, int, int]:
         """(type, byte count, where its data starts); advances past the whole element."""
@@ -46,7 +47,7 @@ class _Reader:
             self.pos += 8
             return kind, size, start
         start = self.pos + 8
-        self.pos = start + second + (-second % 8)
+        self.pos = start + second + (-second % 8 if self.pad else 0)
         return first, second, start
 
     def element(self) -> tuple[int, bytes]:
@@ -114,8 +115,9 @@ def read_mat(
     """The numeric arrays of a level-5 MAT-file (only ``names`` when given)."""
     path = Path(path)
     where = str(path)
-    if path.stat().st_size > 4 * max_bytes:
-        raise ValueError(f"{where}: over {4 * max_bytes} bytes")
+    limit = max(4 * max_bytes, 1 << 20)  # the file: a few arrays of at most max_bytes each
+    if path.stat().st_size > limit:
+        raise ValueError(f"{where}: over {limit} bytes")
     data = path.read_bytes()
     if len(data) < 128:
         raise ValueError(f"{where}: not a MAT-file (shorter than its 128-byte header)")
@@ -125,7 +127,7 @@ def read_mat(
     if indicator not in (b"IM", b"MI") or not data.startswith(b"MATLAB 5.0"):
         raise ValueError(f"{where}: not a level-5 MAT-file")
     order = "<" if indicator == b"IM" else ">"
-    reader = _Reader(data[128:], order, where)
+    reader = _Reader(data[128:], order, where, pad=False)  # top-level elements are not padded
     found: dict[str, np.ndarray] = {}
     while reader.pos < len(reader.data) and (names is None or len(found) < len(names)):
         kind, body = reader.element()

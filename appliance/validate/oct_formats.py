@@ -29,9 +29,11 @@ import numpy as np
 
 from appliance.validate.matv5 import read_mat
 from appliance.validate.mhd import read_header, read_mhd
-from appliance.validate.oct_set import OctItem, OctSample, check_spacing
+from appliance.validate.oct_set import OctItem, OctSample, check_spacing, read_synth
 
 LOGGER = logging.getLogger(__name__)
+
+OCT_FORMATS = ("synth", "retouch", "duke")
 
 RETOUCH_FLUID_LABELS = (1, 2)  # IRF, SRF (3 = PED, below the RPE)
 DUKE_SPACING_MM = (0.123, 0.00387, 0.0115)  # between B-scans, axial, lateral
@@ -152,3 +154,23 @@ def read_duke(root: Path) -> list[OctItem]:
         for path in sorted(root.glob("*.mat"))
         if path.is_file()
     ]
+
+
+def read_oct_set(root: Path, fmt: str, labels: Path | None = None) -> tuple[list[OctItem], Path]:
+    """Every volume of the set in ``root`` in format ``fmt`` (one of :data:`OCT_FORMATS`),
+    and the file that holds its labels (the set's folder when there is none)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder")
+    if fmt == "synth":
+        items, where = read_synth(root, labels)
+    elif fmt == "retouch":
+        items, where = read_retouch(root), root
+    elif fmt == "duke":
+        items, where = read_duke(root), root
+    else:
+        raise ValueError(f"OCT format must be one of {', '.join(OCT_FORMATS)}, got {fmt!r}")
+    if not items:
+        raise ValueError(f"{root}: no {fmt} OCT volume found")
+    LOGGER.info("read %d %s OCT volumes from %s", len(items), fmt, root)
+    return items, where

@@ -25,13 +25,14 @@ import numpy as np
 from appliance import __version__
 from appliance.inference.oct.measure import OctMeasurement, measure_oct
 from appliance.quality.oct import assess_oct
+from appliance.validate.oct_formats import read_oct_set
 from appliance.validate.oct_report import (
     DEFAULT_CST_THRESHOLD_UM,
     DEFAULT_FLUID_THRESHOLD,
     OctResult,
     compute_oct_report,
 )
-from appliance.validate.oct_set import OctItem, OctSample, read_oct_set
+from appliance.validate.oct_set import OctItem, OctSample
 from appliance.validate.oct_text import render_text
 from appliance.validate.plots import roc_png
 from appliance.validate.run import _atomic_write
@@ -99,7 +100,7 @@ def _cell(value: object) -> str:
     if isinstance(value, bool):
         return str(int(value))
     if isinstance(value, float):
-        return "" if not np.isfinite(value) else f"{value:.4g}"
+        return "" if not np.isfinite(value) else f"{value:.7g}"
     return str(value)
 
 

@@ -5,9 +5,9 @@ spacing, CST, per-volume fluid and quality labels); :meth:`OctItem.load` reads t
 the array truth (:class:`OctSample`: ILM / RPE boundaries in pixels, the fluid mask). Every
 field the format does not give is None, and the report leaves that figure out.
 
-:func:`read_oct_set` reads the appliance's own layout (``synth``, written by
-``appliance synth --oct``) or, through :mod:`appliance.validate.oct_formats`, the public
-layouts sites use (``retouch``, ``duke``). The synth layout::
+:func:`read_synth` reads the appliance's own layout (``synth``, written by
+``appliance synth --oct``); :func:`appliance.validate.oct_formats.read_oct_set` reads it or
+the public layouts sites use (``retouch``, ``duke``). The synth layout::
 
     labels.csv            one line per volume (columns: appliance.synth.oct.dataset.COLUMNS)
     volumes/NNNNNN.npy    uint8 (frames, rows, A-scans), display units
@@ -31,7 +31,6 @@ from appliance.validate.table import Cells, read_table
 
 LOGGER = logging.getLogger(__name__)
 
-OCT_FORMATS = ("synth", "retouch", "duke")
 MAX_VOLUME_BYTES = 1 << 30  # a volume larger than this is refused, not read
 _SYNTH_COLUMNS = (
     "volume", "truth", "eye", "spacing_frame_mm", "spacing_axial_mm", "spacing_lateral_mm",
@@ -145,25 +144,3 @@ def read_synth(root: Path, labels: Path | None = None) -> tuple[list[OctItem], P
         _synth_item(Path(root), cells, f"{path}: line {cells.line}") for cells in table.cells()
     ]
     return items, path
-
-
-def read_oct_set(root: Path, fmt: str, labels: Path | None = None) -> tuple[list[OctItem], Path]:
-    """Every volume of the set in ``root`` in format ``fmt`` (one of :data:`OCT_FORMATS`),
-    and the file that holds its labels (the set's folder when there is none)."""
-    from appliance.validate import oct_formats
-
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"{root} is not a folder")
-    if fmt == "synth":
-        items, where = read_synth(root, labels)
-    elif fmt == "retouch":
-        items, where = oct_formats.read_retouch(root), root
-    elif fmt == "duke":
-        items, where = oct_formats.read_duke(root), root
-    else:
-        raise ValueError(f"OCT format must be one of {', '.join(OCT_FORMATS)}, got {fmt!r}")
-    if not items:
-        raise ValueError(f"{root}: no {fmt} OCT volume found")
-    LOGGER.info("read %d %s OCT volumes from %s", len(items), fmt, root)
-    return items, where
