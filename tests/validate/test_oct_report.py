@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from appliance.synth.oct import GEOMETRIES
 from appliance.validate.oct_report import OctResult, compute_oct_report
 from appliance.validate.oct_set import OctItem, OctSample
 from appliance.validate.oct_text import render_text
@@ -114,3 +115,12 @@ def test_bootstrap_ratio_brackets_the_pooled_value() -> None:
     low, high = bootstrap_ratio(sums, counts, 500, np.random.default_rng(0)) or (0, 0)
     assert low <= sums.sum() / counts.sum() <= high
     assert bootstrap_ratio(sums, counts, 0, np.random.default_rng(0)) is None
+
+
+def test_phase_one_measure_report_goes_through_the_harness() -> None:
+    from appliance.synth.oct.measure_report import compute_figures
+
+    f = compute_figures(3, 101, "small")
+    assert f.n == 3 and 0 < f.gradable <= 3
+    assert 0 < f.ilm_mae_px < 2 and 0 < f.rpe_mae_px < 2
+    assert f.ilm_mae_um == pytest.approx(f.ilm_mae_px * GEOMETRIES["small"].spacing_mm[1] * 1000)
