@@ -35,7 +35,7 @@ from appliance.validate.oct_report import (
 from appliance.validate.oct_set import OctItem, OctSample
 from appliance.validate.oct_text import render_text
 from appliance.validate.plots import roc_png
-from appliance.validate.run import _atomic_write
+from appliance.validate.run import atomic_write
 
 LOGGER = logging.getLogger(__name__)
 
@@ -202,8 +202,8 @@ def run_oct_validation(
     out.mkdir(parents=True, exist_ok=True)
     report["figures"] = _plots(report, out)
     text = json.dumps(report, indent=2, allow_nan=False, default=str)
-    _atomic_write(out / "predictions.csv", _predictions_csv(kept, results))
-    _atomic_write(out / "report.json", text.encode() + b"\n")
-    _atomic_write(out / "report.txt", render_text(json.loads(text)).encode())
+    atomic_write(out / "predictions.csv", _predictions_csv(kept, results))
+    atomic_write(out / "report.json", text.encode() + b"\n")
+    atomic_write(out / "report.txt", render_text(json.loads(text)).encode())
     LOGGER.info("wrote the OCT validation report to %s", out)
     return report
