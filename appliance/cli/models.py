@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +14,49 @@ from appliance.cli import common
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    if args.oct:
+        return _synth_oct(args)
     from appliance.synth import dataset
 
     return int(dataset.run(args))
 
 
+def _synth_oct(args: argparse.Namespace) -> int:
+    from appliance.synth.oct.dataset import write_oct_dataset
+
+    labels = write_oct_dataset(Path(args.out), args.n, args.seed, args.geometry)
+    with labels.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    quality = Counter(row["quality"] for row in rows)
+    print(f"wrote {len(rows)} OCT volumes ({args.geometry}) and {labels}")
+    print(f"ci_dme {sum(row['ci_dme'] == '1' for row in rows)} of {len(rows)}")
+    print("quality " + " ".join(f"{q}:{quality[q]}" for q in ("good", "usable", "reject")))
+    return 0
+
+
+def _validate_oct(args: argparse.Namespace) -> int:
+    from appliance.validate.oct_run import run_oct_validation
+
+    report = run_oct_validation(
+        Path(args.oct),
+        args.oct_format,
+        Path(args.report),
+        labels=Path(args.labels) if args.labels else None,
+        cst_threshold_um=args.cst_threshold_um,
+        fluid_threshold=args.fluid_threshold,
+        n_bootstrap=args.bootstrap,
+    )
+    summary = {t["key"]: {"value": t["value"], "met": t["met"]} for t in report["targets"]}
+    print(json.dumps({"n": report["n"], "targets": summary}, default=str))
+    print(f"report written to {Path(args.report) / 'report.txt'}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from appliance.validate import run_validation
 
+    if args.oct:
+        return _validate_oct(args)
     settings = common.settings(args)
     screener = common.screener(args, settings)
     if not screener.sessions:
@@ -41,8 +78,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     from appliance.synth import dataset
+    from appliance.synth.oct import GEOMETRIES
 
     dataset.add_arguments(parser)
+    parser.add_argument(
+        "--oct", action="store_true", help="write macular OCT volumes (docs/synth/oct.md) instead"
+    )
+    parser.add_argument(
+        "--geometry", choices=sorted(GEOMETRIES), default="compact", help="OCT scan pattern"
+    )
+
+
+def _add_oct_arguments(validate: argparse.ArgumentParser) -> None:
+    from appliance.validate.oct_formats import OCT_FORMATS
+    from appliance.validate.oct_report import DEFAULT_CST_THRESHOLD_UM, DEFAULT_FLUID_THRESHOLD
+
+    validate.add_argument("--oct-format", choices=OCT_FORMATS, default="synth")
+    validate.add_argument(
+        "--cst-threshold-um",
+        type=float,
+        default=DEFAULT_CST_THRESHOLD_UM,
+        help="centre-involving DME when CST >= this (the device's rule-file value)",
+    )
+    validate.add_argument(
+        "--fluid-threshold",
+        type=float,
+        default=DEFAULT_FLUID_THRESHOLD,
+        help="fluid called when its score >= this",
+    )
+    validate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
 
 
 def add_parsers(sub: Any) -> None:
@@ -50,8 +114,10 @@ def add_parsers(sub: Any) -> None:
     _add_synth_arguments(synth)
     synth.set_defaults(func=cmd_synth)
 
-    validate = sub.add_parser("validate", help="measure models against labelled images")
-    validate.add_argument("--dataset", required=True, help="folder of images")
+    validate = sub.add_parser("validate", help="measure models against labelled images / OCT")
+    what = validate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--dataset", help="folder of images")
+    what.add_argument("--oct", metavar="DIR", help="folder of labelled OCT volumes")
     validate.add_argument("--labels", help="label file (default: the format's usual name)")
     validate.add_argument(
         "--format",
@@ -61,4 +127,5 @@ def add_parsers(sub: Any) -> None:
     validate.add_argument("--report", required=True, help="output folder for report.json/.html")
     validate.add_argument("--models", help="models folder (default: the installed models)")
     validate.add_argument("--variant", choices=["int8", "fp32"], help="model file variant")
+    _add_oct_arguments(validate)
     validate.set_defaults(func=cmd_validate)

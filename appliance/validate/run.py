@@ -52,7 +52,7 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -113,8 +113,8 @@ def write_report(
         "figures": figures,
     }
     text = json.dumps(document, indent=2, allow_nan=False, default=str)
-    _atomic_write(out / "report.json", text.encode() + b"\n")
-    _atomic_write(out / "report.html", render(json.loads(text), figures).encode())
+    atomic_write(out / "report.json", text.encode() + b"\n")
+    atomic_write(out / "report.html", render(json.loads(text), figures).encode())
     LOGGER.info("wrote the validation report to %s", out)
 
 
@@ -192,7 +192,7 @@ def run_validation(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     images = [row.image for row in kept]
-    _atomic_write(out / "predictions.csv", _predictions_csv(images, checked))
+    atomic_write(out / "predictions.csv", _predictions_csv(images, checked))
     title = f"Validation of {_model_name(model_info)} on {dataset_dir.name or dataset_dir} ({fmt})"
     write_report(report, out, title=title, model_info=model_info)
     return report

@@ -225,3 +225,20 @@ def calibration_bins(
             }
         )
     return bins, (float(ece) if p.size else None)
+
+
+def bootstrap_ratio(
+    sums: npt.ArrayLike, counts: npt.ArrayLike, n_bootstrap: int, rng: np.random.Generator
+) -> tuple[float, float] | None:
+    """Percentile 95 % CI of ``sum(sums) / sum(counts)`` resampling the units (e.g. volumes,
+    each with the summed error over its A-scans and how many there were) with replacement."""
+    s = np.asarray(sums, dtype=np.float64)
+    c = np.asarray(counts, dtype=np.float64)
+    if n_bootstrap <= 0 or s.size == 0:
+        return None
+    samples = []
+    for size in _chunks(n_bootstrap, s.size):
+        weights = rng.multinomial(s.size, np.full(s.size, 1.0 / s.size), size=size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            samples.append((weights @ s) / (weights @ c))
+    return percentile_ci(np.concatenate(samples))

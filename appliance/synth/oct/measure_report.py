@@ -1,11 +1,14 @@
 """Target figures of the OCT baseline on held-out synthetic volumes, for one seed.
 
 ``python -m appliance.synth.oct.measure_report --n 40 --seed S [--geometry small]`` draws ``n``
-cases, renders them, measures them (:func:`appliance.inference.oct.measure.measure_oct`) and
-grades their quality (:func:`appliance.quality.oct.assess_oct`, with the measured fovea), then
-prints: ILM / RPE boundary MAE (px and µm) and CST MAE (µm) over the gradable volumes,
-centre-involving DME sensitivity and specificity (measured CST >= ``CI_DME_CST_UM`` or fluid
-score >= 0.5 in the central subfield) and the quality AUROC (score vs the gradable label).
+cases in memory (no files), renders them and hands them to the validation harness
+(:func:`appliance.validate.oct_run.measure_item`: :func:`measure_oct` and :func:`assess_oct`
+with the measured fovea; :func:`appliance.validate.oct_report.compute_oct_report`), then
+prints: ILM / RPE boundary MAE (px and µm) and CST MAE (µm), centre-involving DME sensitivity
+and specificity (measured CST >= ``CI_DME_CST_UM`` or fluid score >= 0.5 in the central
+subfield) and centre fluid sensitivity / specificity — over the gradable volumes the quality
+check also passed — and the quality AUROC (score vs the gradable label, every volume). For
+sets written to disk, ``appliance validate --oct DIR`` gives the full report.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ import argparse
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from appliance.inference.oct.measure import measure_oct
-from appliance.quality.oct import assess_oct
-from appliance.synth.oct.case import CI_DME_CST_UM, GEOMETRIES, draw_oct_case
+from appliance.synth.oct.case import CI_DME_CST_UM, GEOMETRIES, OctCase, draw_oct_case
 from appliance.synth.oct.render import render_oct
+from appliance.validate.oct_report import OctResult, compute_oct_report
+from appliance.validate.oct_run import measure_item
+from appliance.validate.oct_set import OctItem, OctSample
 
 LOGGER = logging.getLogger(__name__)
 
@@ -28,7 +33,7 @@ LOGGER = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Figures:
     n: int
-    gradable: int
+    gradable: int  # reference-gradable volumes the quality check also passed
     ilm_mae_px: float
     rpe_mae_px: float
     ilm_mae_um: float
@@ -42,70 +47,51 @@ class Figures:
     quality_auroc: float
 
 
-def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float:
-    """Mann-Whitney AUROC: chance that a positive scores higher than a negative (ties 1/2)."""
-    s = np.asarray(scores, dtype=np.float64)
-    p = np.asarray(positive, dtype=bool)
-    pos, neg = s[p], s[~p]
-    if pos.size == 0 or neg.size == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (pos.size * neg.size))
+def _sample(case: OctCase) -> OctSample:
+    r = render_oct(case)
+    return OctSample(r.volume, r.ilm_px, r.rpe_px, r.fluid_mask)
 
 
-def _rate(hits: list[bool]) -> float:
-    return float(np.mean(hits)) if hits else float("nan")
+def _value(block: dict[str, Any] | None, *path: str) -> float:
+    node: Any = block
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return float("nan") if node is None else float(node)
 
 
 def compute_figures(n: int, seed: int, geometry: str = "small") -> Figures:
     """Render, measure and grade ``n`` cases of ``seed``; see the module docstring."""
     g = GEOMETRIES[geometry]
     rng = np.random.default_rng([seed, 1016])
-    ilm_err: list[np.ndarray] = []
-    rpe_err: list[np.ndarray] = []
-    cst_err: list[float] = []
-    dme_pos: list[bool] = []
-    dme_neg: list[bool] = []
-    fluid_pos: list[bool] = []
-    fluid_neg: list[bool] = []
-    scores: list[float] = []
-    labels: list[bool] = []
-    for _ in range(n):
+    items: list[OctItem] = []
+    results: list[OctResult] = []
+    for i in range(n):
         case = draw_oct_case(rng, g)
-        r = render_oct(case)
-        m = measure_oct(r.volume, r.spacing_mm, case.eye)
-        q = assess_oct(r.volume, r.spacing_mm, m.fovea_mm)
-        scores.append(q.score)
-        labels.append(case.gradable)
-        if not case.gradable:
-            continue
-        valid = np.isfinite(r.ilm_px) & np.isfinite(m.ilm_px) & (r.ilm_px >= 0)
-        ilm_err.append(np.abs(m.ilm_px - r.ilm_px)[valid])
-        rpe_err.append(np.abs(m.rpe_px - r.rpe_px)[valid])
-        cst_err.append(abs(m.cst_um - case.cst_um))
-        called = m.cst_um >= CI_DME_CST_UM or m.fluid.p_centre >= 0.5
-        (dme_pos if case.ci_dme else dme_neg).append(called if case.ci_dme else not called)
-        found = m.fluid.p_centre >= 0.5
-        (fluid_pos if case.centre_fluid else fluid_neg).append(
-            found if case.centre_fluid else not found
-        )
-    axial_um = g.spacing_mm[1] * 1000.0
-    ilm = float(np.mean(np.concatenate(ilm_err))) if ilm_err else float("nan")
-    rpe = float(np.mean(np.concatenate(rpe_err))) if rpe_err else float("nan")
+        item = OctItem(
+            name=f"case {i}", files=(), eye=case.eye, spacing_mm=g.spacing_mm,
+            loader=lambda case=case: _sample(case),  # type: ignore[misc]
+            cst_um=case.cst_um, centre_fluid=case.centre_fluid, ci_dme=case.ci_dme,
+            gradable=case.gradable,
+        )  # fmt: skip
+        items.append(item)
+        results.append(measure_item(item, item.load())[0])
+    report = compute_oct_report(items, results, cst_threshold_um=CI_DME_CST_UM, n_bootstrap=0)
+    ilm, rpe = report["boundaries"]["ilm"], report["boundaries"]["rpe"]
+    dme, fluid = report["ci_dme"], report["fluid_centre"]
     return Figures(
         n=n,
-        gradable=len(cst_err),
-        ilm_mae_px=ilm,
-        rpe_mae_px=rpe,
-        ilm_mae_um=ilm * axial_um,
-        rpe_mae_um=rpe * axial_um,
-        cst_mae_um=float(np.mean(cst_err)) if cst_err else float("nan"),
-        dme_sensitivity=_rate(dme_pos),
-        dme_specificity=_rate(dme_neg),
-        dme_positives=len(dme_pos),
-        fluid_sensitivity=_rate(fluid_pos),
-        fluid_specificity=_rate(fluid_neg),
-        quality_auroc=auroc(scores, labels),
+        gradable=int(report["cst"]["mae_um"]["n"]),
+        ilm_mae_px=_value(ilm, "mae_px", "value"),
+        rpe_mae_px=_value(rpe, "mae_px", "value"),
+        ilm_mae_um=_value(ilm, "mae_um", "value"),
+        rpe_mae_um=_value(rpe, "mae_um", "value"),
+        cst_mae_um=_value(report["cst"], "mae_um", "value"),
+        dme_sensitivity=_value(dme, "sensitivity", "value"),
+        dme_specificity=_value(dme, "specificity", "value"),
+        dme_positives=int(_value(dme, "sensitivity", "denominator")),
+        fluid_sensitivity=_value(fluid, "sensitivity", "value"),
+        fluid_specificity=_value(fluid, "specificity", "value"),
+        quality_auroc=_value(report["quality"], "auroc", "value"),
     )
 
 
@@ -116,7 +102,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--geometry", choices=sorted(GEOMETRIES), default="small")
     args = parser.parse_args(argv)
     f = compute_figures(args.n, args.seed, args.geometry)
-    print(f"OCT baseline, seed {args.seed}, {args.geometry}: {f.n} volumes, {f.gradable} gradable")
+    print(
+        f"OCT baseline, seed {args.seed}, {args.geometry}: {f.n} volumes,"
+        f" {f.gradable} gradable and passed by the quality check"
+    )
     print(f"  ILM MAE {f.ilm_mae_px:.2f} px ({f.ilm_mae_um:.1f} µm)   target <= 2 px")
     print(f"  RPE MAE {f.rpe_mae_px:.2f} px ({f.rpe_mae_um:.1f} µm)   target <= 2 px")
     print(f"  CST MAE {f.cst_mae_um:.1f} µm   target <= 10 µm")
