@@ -138,8 +138,9 @@ class ImageRecord:
 class OctRecord:
     """What the worker stored for one OCT volume (``ImageRecord.oct``): the ``OctFinding`` as a
     dict (None when the volume was not analysed), the spacing, and the blob paths of the
-    thickness map (``.npy``, float32 µm, frames x A-scans) and the central B-scan (PNG, plain
-    and with the ILM / RPE drawn). The source OPT object is the capture's own file."""
+    thickness map (``.npy``, float32 µm, frames x measured A-scans, spaced ``map_spacing_mm``)
+    and the central B-scan as received (PNG, plain and with the ILM / RPE drawn). The source
+    OPT object is the capture's own file."""
 
     data: dict[str, Any] = field(default_factory=dict)
 
@@ -162,6 +163,13 @@ class OctRecord:
     @property
     def central_frame(self) -> int | None:
         return self.data.get("central_frame")
+
+    @property
+    def map_spacing_mm(self) -> tuple[float, float] | None:
+        """(between B-scans, between A-scans) of the thickness map, in mm: the volume is
+        measured binned to at most 256 A-scans (inference/oct/prepare.py)."""
+        value = self.data.get("map_spacing_mm")
+        return (float(value[0]), float(value[1])) if value else None
 
     @property
     def thickness_map(self) -> str | None:

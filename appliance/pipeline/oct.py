@@ -25,6 +25,7 @@ from appliance.capture.pixels import Limits
 from appliance.domain import ETDRS_SUBFIELDS, OctFinding, QualityReport
 from appliance.inference.oct.bscan import draw_layers
 from appliance.inference.oct.measure import OctMeasurement, measure_oct
+from appliance.inference.oct.prepare import bin_volume
 from appliance.quality.oct import assess_oct
 from appliance.store import BlobStore
 
@@ -45,10 +46,11 @@ class OctAnalysis:
     message: str
     finding: OctFinding | None = None
     quality: QualityReport | None = None
-    spacing_mm: tuple[float, float, float] | None = None
-    shape: tuple[int, int, int] | None = None
+    spacing_mm: tuple[float, float, float] | None = None  # of the volume as received
+    shape: tuple[int, int, int] | None = None  # of the volume as received
     central_frame: int | None = None
     thickness_um: np.ndarray | None = None  # float32 (frames, A-scans), gradable volumes only
+    map_spacing_mm: tuple[float, float] | None = None  # (between B-scans, between its A-scans)
     bscan: np.ndarray | None = None  # uint8 (rows, A-scans): the central B-scan
     bscan_layers: np.ndarray | None = None  # RGB thumbnail with the ILM / RPE drawn
     timings_ms: dict[str, float] = field(default_factory=dict)
@@ -120,22 +122,27 @@ def analyse_oct(data: bytes, limits: Limits, capture_id: int | None) -> OctAnaly
         return _not_analysed(vol.problem or "no volume", timings, vol)
     assert vol.laterality is not None
     started = time.perf_counter()
+    binned = bin_volume(vol.volume, vol.spacing_mm)  # the resolution the baseline was validated at
     try:
-        m = measure_oct(vol.volume, vol.spacing_mm, vol.laterality)
+        m = measure_oct(binned.volume, binned.spacing_mm, vol.laterality)
     except Exception as exc:  # a volume the baseline cannot follow is said, not crashed on
         LOGGER.exception("OCT capture %s: measurement failed", capture_id)
         return _not_analysed(f"the measurement failed ({type(exc).__name__})", timings, vol)
     timings["oct_measure_ms"] = _ms(started)
     started = time.perf_counter()
     fovea = m.fovea_mm if all(math.isfinite(v) for v in m.fovea_mm) else None
-    quality = assess_oct(vol.volume, vol.spacing_mm, fovea)
+    quality = assess_oct(binned.volume, binned.spacing_mm, fovea)
     timings["oct_quality_ms"] = _ms(started)
     finding = _finding(capture_id, vol, m, quality)
-    frames = vol.volume.shape[0]
+    frames, rows, ascans = vol.volume.shape
     centre = _central_frame(m, frames)
     bscan = vol.volume[centre]
-    layers = draw_layers(bscan, m.ilm_px[centre], m.rpe_px[centre], THUMBNAIL_WIDTH)
-    shape = (int(frames), int(vol.volume.shape[1]), int(vol.volume.shape[2]))
+    ilm, rpe = (
+        binned.to_original_ascans(binned.to_original_rows(line[centre]), ascans)
+        for line in (m.ilm_px, m.rpe_px)
+    )
+    layers = draw_layers(bscan, ilm, rpe, THUMBNAIL_WIDTH)
+    shape = (int(frames), int(rows), int(ascans))
     return OctAnalysis(
         status="measured",
         message=(
@@ -149,6 +156,7 @@ def analyse_oct(data: bytes, limits: Limits, capture_id: int | None) -> OctAnaly
         shape=shape,
         central_frame=centre,
         thickness_um=m.thickness_um.astype(np.float32) if quality.gradable else None,
+        map_spacing_mm=(binned.spacing_mm[0], binned.spacing_mm[2]),
         bscan=np.ascontiguousarray(bscan),
         bscan_layers=layers,
         timings_ms=timings,
@@ -165,8 +173,9 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def save_arrays(blobs: BlobStore, analysis: OctAnalysis) -> dict[str, str | None]:
-    """The thickness map (``.npy``, float32 µm, frames x A-scans), the central B-scan (PNG,
-    greyscale) and its thumbnail with the layers drawn (PNG, RGB) as blobs; their paths."""
+    """The thickness map (``.npy``, float32 µm, frames x the measured A-scans: spacing in
+    ``map_spacing_mm``), the central B-scan as received (PNG, greyscale) and its thumbnail with
+    the layers drawn (PNG, RGB) as blobs; their paths."""
     paths: dict[str, str | None] = {"thickness_map": None, "bscan": None, "bscan_layers": None}
     if analysis.thickness_um is not None:
         buffer = io.BytesIO()
@@ -213,6 +222,7 @@ def oct_json(analysis: OctAnalysis, paths: dict[str, str | None]) -> dict[str, A
             "spacing_mm": list(analysis.spacing_mm) if analysis.spacing_mm else None,
             "shape": list(analysis.shape) if analysis.shape else None,
             "central_frame": analysis.central_frame,
+            "map_spacing_mm": list(analysis.map_spacing_mm) if analysis.map_spacing_mm else None,
             **paths,
         },
     }
