@@ -87,3 +87,31 @@ def test_storescu_oct_and_photograph_make_one_outcome(
     assert right["oct_capture_ids"] == [oct_row["id"]]
     assert right["oct_dme"] is True and right["dme"] is True and right["cst_um"] > 330
     assert right["status"] == "graded"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "option"), [("jpeg", "-xy"), ("jpegls", "-xt"), ("j2k", "-xv")]
+)
+def test_storescu_sends_compressed_volumes_that_are_kept_and_measured(
+    settings: Settings, services: Any, tmp_path: Path, encoding: str, option: str
+) -> None:
+    import io
+
+    import pydicom
+
+    from appliance.synth.oct.dicom import ENCODINGS
+
+    storescu = require_tool("storescu")
+    path = tmp_path / f"oct-{encoding}.dcm"
+    path.write_bytes(opt_bytes("L", encoding=encoding))
+    _send(storescu, settings, path, "OCTCAM", option)
+    row = wait_for(
+        lambda: services.store.one(
+            "SELECT c.file_path, r.payload FROM captures c JOIN results r ON r.capture_pk = c.id"
+        ),
+        timeout=120,
+    )
+    stored = pydicom.dcmread(io.BytesIO(services.blobs.read(row["file_path"])))
+    assert stored.file_meta.TransferSyntaxUID == ENCODINGS[encoding]  # kept as sent
+    record = ImageRecord.parse(row["payload"])
+    assert record.data["status"] == "measured" and record.gradable is True
