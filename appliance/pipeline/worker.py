@@ -384,7 +384,11 @@ class Pipeline(BackgroundLoop):
             record = ImageRecord.parse(result["payload"])
             scan = record.oct
             if scan is not None and scan.finding is not None:
-                octs.append(oct_finding_from_json(scan.finding))
+                volume = eyes.apply_oct(
+                    oct_finding_from_json(scan.finding), decided.get(result["id"])
+                )
+                if volume is not None:
+                    octs.append(volume)
             if record.finding is not None:
                 counted = eyes.apply(finding_from_json(record.finding), decided.get(result["id"]))
                 if counted is not None:

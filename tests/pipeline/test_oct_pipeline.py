@@ -135,3 +135,22 @@ def test_a_volume_without_spacing_is_stored_forwarded_and_not_analysed(
         assert record.data["status"] == "measured"
     finally:
         services.stop()
+
+
+def test_a_persons_eye_decision_moves_or_excludes_an_oct(services: Any) -> None:
+    capture_id = _ingest(services, opt_bytes("R"))
+    _record(services, capture_id)
+
+    def oct_eyes() -> dict[str, list[int]]:
+        row = services.store.one("SELECT payload FROM visit_outcomes ORDER BY id DESC LIMIT 1")
+        return {e["eye"]: e["oct_capture_ids"] for e in json.loads(row["payload"])["eyes"]}
+
+    assert wait_for(lambda: oct_eyes()["R"] == [capture_id])
+    services.eye_labels.decide(
+        capture_id, "relabel", eye="L", reason="scanned the left eye", user="op1", role="operator"
+    )
+    assert oct_eyes() == {"L": [capture_id], "R": []}
+    services.eye_labels.decide(
+        capture_id, "exclude", reason="another patient's scan", user="op1", role="operator"
+    )
+    assert oct_eyes() == {"L": [], "R": []}
