@@ -188,6 +188,11 @@ def per_eye(
     return tuple(_combine(eye, groups[eye], rules, doubt, scans[eye]) for eye in rules.eyes)
 
 
+def _oct_exhausted(eye: EyeOutcome, rules: RuleSet) -> bool:
+    """The eye's OCT scans all failed, the first and ``max_retakes`` retakes."""
+    return eye.oct_status == "ungradable" and len(eye.oct_capture_ids) > rules.max_retakes
+
+
 def _exhausted(images: Sequence[ImageFinding], status: str, rules: RuleSet) -> bool:
     failed = sum(1 for f in images if _failed_attempt(f, rules))
     return status == "ungradable" and failed > rules.max_retakes
@@ -213,7 +218,8 @@ def _facts(
         glaucoma_suspect=any(f.glaucoma_suspect for f in gradable),
         ungradable=any(e.status == "ungradable" for e in eyes),
         missing=any(e.status in ("missing", "unresolved") for e in eyes),
-        retakes_exhausted=any(_exhausted(groups[e.eye], e.status, rules) for e in eyes),
+        retakes_exhausted=any(_exhausted(groups[e.eye], e.status, rules) for e in eyes)
+        or any(_oct_exhausted(e, rules) for e in eyes),
         all_graded=not no_model
         and all(e.status == "graded" and _has_result(groups[e.eye]) for e in eyes),
         human_grading=not no_model
@@ -253,7 +259,11 @@ def _eye_prompt(
     return None
 
 
-def _oct_prompt(eye: EyeOutcome, octs: Sequence[OctFinding], no_model: bool) -> str | None:
+def _oct_prompt(
+    eye: EyeOutcome, octs: Sequence[OctFinding], no_model: bool, rules: RuleSet
+) -> str | None:
+    if eye.oct_status == "ungradable" and _oct_exhausted(eye, rules):
+        return prompts.oct_retakes_exhausted(eye.eye, len(octs), _reasons(octs))
     if eye.oct_status == "ungradable":
         return prompts.oct_ungradable(eye.eye, _reasons(octs))
     if eye.oct_status == "human_grading" and not no_model:
@@ -279,7 +289,7 @@ def _prompts(
 
     for eye in eyes:
         say(_eye_prompt(eye, groups[eye.eye], rules, facts.no_model))
-        say(_oct_prompt(eye, scans.get(eye.eye, ()), facts.no_model))
+        say(_oct_prompt(eye, scans.get(eye.eye, ()), facts.no_model, rules))
     unlabelled = sum(1 for f in findings if _label(f) is None)
     if unlabelled:
         say(prompts.unlabelled(unlabelled))

@@ -140,3 +140,12 @@ def oct_human_grading(eye: str) -> str:
         f"{_eye(eye).capitalize()} eye OCT: no automated macular oedema answer — a grader "
         "will review the scan."
     )
+
+
+def oct_retakes_exhausted(eye: str, count: int, reasons: Sequence[str]) -> str:
+    words = reason_words(reasons)
+    because = f" ({words})" if words else ""
+    return (
+        f"{_eye(eye).capitalize()} eye OCT: {count} scans were not gradable{because} — "
+        "retakes have not worked; refer to an eye care professional."
+    )

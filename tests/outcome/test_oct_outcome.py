@@ -127,3 +127,21 @@ def test_bad_oct_tables_are_refused(tmp_path: Path, old: str, new: str, message:
     assert old in TEXT
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_rules(_write(tmp_path, TEXT.replace(old, new, 1)))
+
+
+def test_an_oct_that_stays_ungradable_after_the_retakes_is_referred() -> None:
+    failed = [
+        scan(gradable=False, cst=None, quality_reasons=("oct_motion",), capture_id=i)
+        for i in (11, 12)
+    ]
+    assert decide(both(), RULES, octs=failed).code == "retake"  # first scan and one retake
+    third = scan(gradable=False, cst=None, quality_reasons=("oct_motion",), capture_id=13)
+    outcome = decide(both(), RULES, octs=[*failed, third])  # max_retakes = 2 spent
+    assert outcome.code == "refer"
+    assert outcome.text == (
+        "Images could not be graded after retakes — refer to an eye care professional"
+    )
+    assert outcome.prompts == (
+        "Right eye OCT: 3 scans were not gradable (eye movement) — retakes have not worked; "
+        "refer to an eye care professional.",
+    )
