@@ -223,7 +223,7 @@ def oct_json(analysis: OctAnalysis, paths: dict[str, str | None]) -> dict[str, A
             "shape": list(analysis.shape) if analysis.shape else None,
             "central_frame": analysis.central_frame,
             "map_spacing_mm": list(analysis.map_spacing_mm) if analysis.map_spacing_mm else None,
-            **paths,
+            **{"thickness_map": None, "bscan": None, "bscan_layers": None, **paths},
         },
     }
 
