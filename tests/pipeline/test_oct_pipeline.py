@@ -87,6 +87,12 @@ def test_an_oct_volume_is_measured_and_its_arrays_kept(services: Any, settings: 
     outcome = wait_for(lambda: services.store.one("SELECT payload FROM visit_outcomes"))
     left = next(e for e in json.loads(outcome["payload"])["eyes"] if e["eye"] == "L")
     assert left["oct_capture_ids"] == [capture_id]
+    exposition = wait_for(
+        lambda: (lambda text: 'screening="oct_measured"' in text and text)(
+            services.metrics.exposition().decode()
+        )
+    )  # observed just after the result's transaction
+    assert 'stage="oct_measure"' in exposition
 
 
 def test_an_ungradable_volume_gets_its_retake_advice(services: Any) -> None:
