@@ -120,20 +120,23 @@ def analyse_oct(data: bytes, limits: Limits, capture_id: int | None) -> OctAnaly
     timings["oct_read_ms"] = _ms(started)
     if vol.problem is not None or vol.volume is None or vol.spacing_mm is None:
         return _not_analysed(vol.problem or "no volume", timings, vol)
-    assert vol.laterality is not None
-    started = time.perf_counter()
-    binned = bin_volume(vol.volume, vol.spacing_mm)  # the resolution the baseline was validated at
     try:
-        m = measure_oct(binned.volume, binned.spacing_mm, vol.laterality)
+        return _analyse(vol, capture_id, timings)
     except Exception as exc:  # a volume the baseline cannot follow is said, not crashed on
         LOGGER.exception("OCT capture %s: measurement failed", capture_id)
         return _not_analysed(f"the measurement failed ({type(exc).__name__})", timings, vol)
+
+
+def _analyse(vol: OctVolume, capture_id: int | None, timings: dict[str, float]) -> OctAnalysis:
+    assert vol.volume is not None and vol.spacing_mm is not None and vol.laterality is not None
+    started = time.perf_counter()
+    binned = bin_volume(vol.volume, vol.spacing_mm)  # the resolution the baseline was validated at
+    m = measure_oct(binned.volume, binned.spacing_mm, vol.laterality)
     timings["oct_measure_ms"] = _ms(started)
     started = time.perf_counter()
     fovea = m.fovea_mm if all(math.isfinite(v) for v in m.fovea_mm) else None
     quality = assess_oct(binned.volume, binned.spacing_mm, fovea)
     timings["oct_quality_ms"] = _ms(started)
-    finding = _finding(capture_id, vol, m, quality)
     frames, rows, ascans = vol.volume.shape
     centre = _central_frame(m, frames)
     bscan = vol.volume[centre]
@@ -141,24 +144,23 @@ def analyse_oct(data: bytes, limits: Limits, capture_id: int | None) -> OctAnaly
         binned.to_original_ascans(binned.to_original_rows(line[centre]), ascans)
         for line in (m.ilm_px, m.rpe_px)
     )
-    layers = draw_layers(bscan, ilm, rpe, THUMBNAIL_WIDTH)
-    shape = (int(frames), int(rows), int(ascans))
+    reasons = ", ".join(r.removeprefix("oct_").replace("_", " ") for r in quality.reasons)
     return OctAnalysis(
         status="measured",
         message=(
             f"OCT measured ({ALGORITHM}; {DEMONSTRATION})."
             if quality.gradable
-            else "OCT not gradable: " + ", ".join(quality.reasons).replace("_", " ") + "."
+            else f"OCT not gradable ({reasons}): retake the OCT scan."
         ),
-        finding=finding,
+        finding=_finding(capture_id, vol, m, quality),
         quality=quality,
         spacing_mm=vol.spacing_mm,
-        shape=shape,
+        shape=(int(frames), int(rows), int(ascans)),
         central_frame=centre,
         thickness_um=m.thickness_um.astype(np.float32) if quality.gradable else None,
         map_spacing_mm=(binned.spacing_mm[0], binned.spacing_mm[2]),
         bscan=np.ascontiguousarray(bscan),
-        bscan_layers=layers,
+        bscan_layers=draw_layers(bscan, ilm, rpe, THUMBNAIL_WIDTH),
         timings_ms=timings,
     )
 
