@@ -26,6 +26,8 @@ from appliance.domain import ETDRS_SUBFIELDS, OctFinding, QualityReport
 from appliance.inference.oct.bscan import draw_layers
 from appliance.inference.oct.measure import OctMeasurement, measure_oct
 from appliance.inference.oct.prepare import bin_volume
+from appliance.metrics import Metrics
+from appliance.pipeline.image import quality_json
 from appliance.quality.oct import assess_oct
 from appliance.store import BlobStore
 
@@ -190,15 +192,6 @@ def save_arrays(blobs: BlobStore, analysis: OctAnalysis) -> dict[str, str | None
     return paths
 
 
-def quality_json(report: QualityReport) -> dict[str, Any]:
-    return {
-        "score": round(report.score, 4),
-        "reasons": list(report.reasons),
-        "guidance": list(report.guidance),
-        "metrics": {key: round(float(value), 5) for key, value in report.metrics.items()},
-    }
-
-
 def oct_json(analysis: OctAnalysis, paths: dict[str, str | None]) -> dict[str, Any]:
     """The stored record of an OPT capture (``results.payload``, kind ``screening``; read back by
     ``visits.ImageRecord`` / ``visits.OctRecord``)."""
@@ -242,3 +235,11 @@ def audit_detail(analysis: OctAnalysis) -> dict[str, Any]:
         "cst_um": None if finding is None else finding.cst_um,
         "p_fluid_centre": None if finding is None else finding.p_fluid_centre,
     }
+
+
+def observe(metrics: Metrics, analysis: OctAnalysis) -> None:
+    """Stage timings and the analysed counter (``screening`` = ``oct_<status>``)."""
+    for key, value in analysis.timings_ms.items():
+        metrics.stage_seconds.labels(stage=key.removesuffix("_ms")).observe(value / 1000)
+    gradable = "unknown" if analysis.quality is None else str(analysis.quality.gradable).lower()
+    metrics.analysed.labels(gradable=gradable, screening=f"oct_{analysis.status}").inc()

@@ -150,18 +150,22 @@ class Pipeline(BackgroundLoop):
         row = self.capture_row(capture_id)
         if row is None or row["status"] != CaptureStatus.RECEIVED:
             return
+        scan: oct.OctAnalysis | None = None
         try:
             data = self.blobs.read(row["file_path"])
             if row["sop_class_uid"] == OPT_SOP_CLASS:
-                self._process_oct(row, oct.analyse_oct(data, self.limits, row["id"]))
-                return
-            analysis = analyse(data, self.limits, self.thresholds, screener=self.screener)
+                scan = oct.analyse_oct(data, self.limits, row["id"])
+            else:
+                analysis = analyse(data, self.limits, self.thresholds, screener=self.screener)
         except ApplianceError as exc:
             self._fail(row, exc.reason, exc.message)
             return
         except Exception as exc:  # a damaged file must not stop the worker
             LOGGER.exception("capture %d could not be analysed", capture_id)
             self._fail(row, "analysis_error", f"{type(exc).__name__}: {exc}"[:300])
+            return
+        if scan is not None:
+            self._process_oct(row, scan)
             return
         self._camera(row, data, analysis)
         self.step_hook("analysed")
@@ -196,14 +200,7 @@ class Pipeline(BackgroundLoop):
         self.step_hook("outcome")
         self.issue_due()
         if self.metrics is not None:
-            for key, value in analysis.timings_ms.items():
-                self.metrics.stage_seconds.labels(stage=key.removesuffix("_ms")).observe(
-                    value / 1000
-                )
-            gradable = "unknown" if analysis.quality is None else str(analysis.quality.gradable)
-            self.metrics.analysed.labels(
-                gradable=gradable.lower(), screening=f"oct_{analysis.status}"
-            ).inc()
+            oct.observe(self.metrics, analysis)
         self._tell(row["id"])
 
     def _tell(self, capture_id: int) -> None:
