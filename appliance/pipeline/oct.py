@@ -5,7 +5,8 @@ documents and the station.
 Pure apart from the blob store it is given in :func:`save_arrays`. A volume that cannot be
 measured (no spacing, absurd geometry, no eye, a measurement that fails) is answered with a
 ``not_analysed`` record that says why; the object itself is stored and forwarded as received.
-What the stored record holds is read back by ``visits.OctRecord``.
+What the stored record holds is read back by ``visits.OctRecord``; :func:`visit_scans` and
+:func:`thickness_map` give a visit's volumes to whoever builds its documents.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from appliance.inference.oct.measure import OctMeasurement, measure_oct
 from appliance.inference.oct.prepare import bin_volume
 from appliance.metrics import Metrics
 from appliance.pipeline.image import quality_json
+from appliance.pipeline.visit import oct_finding_from_json
 from appliance.quality.oct import assess_oct
 from appliance.store import BlobStore
+from appliance.visits import ImageRecord, OctRecord
 
 LOGGER = logging.getLogger(__name__)
 
@@ -243,3 +246,43 @@ def observe(metrics: Metrics, analysis: OctAnalysis) -> None:
         metrics.stage_seconds.labels(stage=key.removesuffix("_ms")).observe(value / 1000)
     gradable = "unknown" if analysis.quality is None else str(analysis.quality.gradable).lower()
     metrics.analysed.labels(gradable=gradable, screening=f"oct_{analysis.status}").inc()
+
+
+@dataclass(frozen=True)
+class OctScan:
+    """One OCT volume of a visit, as the documents need it: the capture (its file is the OPT
+    object as received), the stored record and its finding (None when not analysed)."""
+
+    capture_id: int
+    sop_instance_uid: str | None
+    file_path: str  # the source OPT object, relative to the data directory
+    record: OctRecord
+    finding: OctFinding | None
+
+
+def visit_scans(db: Any, where: str, params: tuple[Any, ...]) -> list[OctScan]:
+    """The OCT volumes among a visit's captures (``where``/``params``: ``visits.Scope``),
+    oldest first. ``db`` is the store or a transaction's connection wrapper (``query``)."""
+    rows = db.query(
+        "SELECT c.id, c.sop_instance_uid, c.file_path, r.payload FROM captures c "
+        "JOIN results r ON r.id = (SELECT max(id) FROM results WHERE capture_pk = c.id "
+        f"AND kind = 'screening') WHERE {where} ORDER BY c.id",
+        params,
+    )
+    out = []
+    for row in rows:
+        record = ImageRecord.parse(row["payload"]).oct
+        if record is None:
+            continue
+        finding = oct_finding_from_json(record.finding) if record.finding else None
+        out.append(OctScan(int(row["id"]), row["sop_instance_uid"], row["file_path"], record,
+                           finding))  # fmt: skip
+    return out
+
+
+def thickness_map(blobs: BlobStore, record: OctRecord) -> np.ndarray | None:
+    """The stored thickness map (float32 µm, frames x A-scans, spaced
+    ``record.map_spacing_mm``), or None for a volume not measured or not gradable."""
+    if not record.thickness_map:
+        return None
+    return np.asarray(np.load(io.BytesIO(blobs.read(record.thickness_map)), allow_pickle=False))

@@ -160,3 +160,22 @@ def test_a_persons_eye_decision_moves_or_excludes_an_oct(services: Any) -> None:
         capture_id, "exclude", reason="another patient's scan", user="op1", role="operator"
     )
     assert oct_eyes() == {"L": [], "R": []}
+
+
+def test_a_visits_oct_scans_for_the_documents(services: Any) -> None:
+    from appliance.pipeline.oct import thickness_map, visit_scans
+    from appliance.visits import scope_of
+
+    header = OptHeader(patient_id="DOCS-1", study_instance_uid="1.2.826.0.1.3680043.8.498.77")
+    measured = _ingest(services, opt_bytes("R", header=header))
+    _record(services, measured)
+    row = services.pipeline.capture_row(measured)
+    visit = scope_of(row)
+    [scan] = visit_scans(services.store, visit.where, visit.params)
+    assert scan.capture_id == measured and scan.file_path == row["file_path"]
+    assert scan.sop_instance_uid == row["sop_instance_uid"]
+    assert scan.finding is not None and scan.finding.laterality == "R"
+    thickness = thickness_map(services.blobs, scan.record)
+    assert thickness is not None and thickness.shape == (25, 256)
+    assert scan.record.map_spacing_mm == pytest.approx((0.25, 6.0 / 255), rel=1e-4)
+    assert float(np.nanmedian(thickness)) > 200  # µm
