@@ -2,12 +2,12 @@
 
 :func:`read_oct` runs on the pipeline worker, after ingest accepted the object (limits,
 codestreams, every frame decoded: ``capture/pixels.py``). It reads defensively: the decoded
-volume must fit ``Limits.max_inflated_bytes``; the spacing comes from the Pixel Measures
-functional group (shared or first frame, else the top level), the distance between B-scans
-from Spacing Between Slices, else the frames' Plane Positions, else Slice Thickness; the eye
-from Image Laterality, else Frame Laterality. What cannot be measured is said, not raised:
-:class:`OctVolume` carries ``problem`` (a plain sentence) and the volume stays stored and is
-forwarded as received.
+volume must fit ``Limits.max_inflated_bytes`` (and ``MAX_MEASURED_BYTES`` to be measured); the
+spacing comes from the Pixel Measures functional group (shared or first frame, else the top
+level), the distance between B-scans from Spacing Between Slices, else the frames' Plane
+Positions, else Slice Thickness; the eye from Image Laterality, else Frame Laterality. What
+cannot be measured is said, not raised: :class:`OctVolume` carries ``problem`` (a plain
+sentence) and the volume stays stored and is forwarded as received.
 """
 
 from __future__ import annotations
@@ -38,6 +38,9 @@ LATERAL_MM = (0.001, 0.2)
 FRAME_MM = (0.005, 1.0)
 MIN_EXTENT_MM = 1.0
 MAX_EXTENT_MM = 20.0
+# Decoded size measured at most (a 128 x 1024 x 512 volume is 64 MiB at 8 bits); a larger one
+# is stored and forwarded but not measured, so the worker stays within the device's memory.
+MAX_MEASURED_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,11 @@ def read_oct(data: bytes, limits: Limits) -> OctVolume:
         return unmeasurable(
             f"the volume ({frames} B-scans of {columns}x{rows}) is too small to measure: "
             f"at least {MIN_FRAMES} B-scans of {MIN_SIZE}x{MIN_SIZE}"
+        )
+    if decoded > MAX_MEASURED_BYTES:
+        return unmeasurable(
+            f"the volume ({decoded // (1024 * 1024)} MiB decoded) is larger than the "
+            f"{MAX_MEASURED_BYTES // (1024 * 1024)} MiB this appliance measures"
         )
     spacing, problem = _geometry(ds, frames, rows, columns)
     if problem is not None:

@@ -106,3 +106,14 @@ def test_a_photograph_is_not_read_as_an_oct() -> None:
     with pytest.raises(RejectedInput) as refused:
         read_oct(op_bytes(), Limits())
     assert refused.value.reason == "not_oct"
+
+
+def test_a_volume_too_large_to_measure_is_kept_but_not_measured(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import appliance.capture.oct as oct_read
+
+    monkeypatch.setattr(oct_read, "MAX_MEASURED_BYTES", 5 * 96 * 96 - 1)
+    read = read_oct(_bytes(opt_dataset(_volume(), SPACING, "R")), Limits())
+    assert read.volume is None and read.problem is not None
+    assert "MiB this appliance measures" in read.problem

@@ -38,15 +38,13 @@ class Binned:
         return np.interp(np.arange(ascans), binned, values)
 
 
-def _bin(volume: np.ndarray, axis: int, factor: int) -> np.ndarray:
-    if factor == 1:
-        return volume
-    keep = (volume.shape[axis] // factor) * factor
-    start = (volume.shape[axis] - keep) // 2  # an odd remainder is cut evenly from both sides
-    cut = np.take(volume, np.arange(start, start + keep), axis=axis).astype(np.float32)
-    shape = list(cut.shape)
-    shape[axis : axis + 1] = [keep // factor, factor]
-    return cut.reshape(shape).mean(axis=axis + 1)
+def _bin_frame(frame: np.ndarray, row_factor: int, ascan_factor: int) -> np.ndarray:
+    rows = (frame.shape[0] // row_factor) * row_factor
+    ascans = (frame.shape[1] // ascan_factor) * ascan_factor
+    top, left = (frame.shape[0] - rows) // 2, (frame.shape[1] - ascans) // 2  # even cut
+    cut = frame[top : top + rows, left : left + ascans].astype(np.float32)
+    shape = (rows // row_factor, row_factor, ascans // ascan_factor, ascan_factor)
+    return np.asarray(cut.reshape(shape).mean(axis=(1, 3)))
 
 
 def bin_volume(
@@ -63,8 +61,12 @@ def bin_volume(
     ascan_factor = max(1, math.ceil(volume.shape[2] / max_ascans))
     if row_factor == ascan_factor == 1:
         return Binned(volume, spacing_mm, 1, 1)
-    binned = _bin(_bin(volume, 1, row_factor), 2, ascan_factor)
-    out = np.clip(np.round(binned), 0, 255).astype(np.uint8)
+    out = np.empty(
+        (volume.shape[0], volume.shape[1] // row_factor, volume.shape[2] // ascan_factor),
+        dtype=np.uint8,
+    )
+    for index, frame in enumerate(volume):  # one frame at a time: memory stays small
+        out[index] = np.clip(np.round(_bin_frame(frame, row_factor, ascan_factor)), 0, 255)
     frame_mm, axial_mm, lateral_mm = spacing_mm
     return Binned(out, (frame_mm, axial_mm * row_factor, lateral_mm * ascan_factor),
                   row_factor, ascan_factor)  # fmt: skip
