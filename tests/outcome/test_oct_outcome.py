@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from appliance.domain import OctFinding
 from appliance.outcome import decide, load_rules
 from appliance.outcome.oct import verdict
 from appliance.outcome.rules import DEFAULT_RULES
-from tests.outcome.test_decide import RESCREEN, both
+from tests.outcome.test_decide import RESCREEN, both, visits
 
 RULES = load_rules()
 TEXT = DEFAULT_RULES.read_text(encoding="utf-8")
@@ -145,3 +147,33 @@ def test_an_oct_that_stays_ungradable_after_the_retakes_is_referred() -> None:
         "Right eye OCT: 3 scans were not gradable (eye movement) — retakes have not worked; "
         "refer to an eye care professional.",
     )
+
+
+# --- properties -----------------------------------------------------------------------------
+octs_st = st.builds(
+    OctFinding,
+    capture_id=st.none() | st.integers(51, 60),
+    laterality=st.sampled_from(["L", "R", None]),
+    gradable=st.booleans(),
+    quality_reasons=st.lists(st.sampled_from(["oct_blink", "oct_motion"]), max_size=2).map(tuple),
+    device=st.sampled_from([SPECTRALIS, "Carl Zeiss Meditec Cirrus", "Other OCT"]),
+    cst_um=st.none() | st.floats(150, 600),
+    p_fluid_centre=st.none() | st.floats(0, 1),
+    human_grading=st.sampled_from([(), ("central_subfield_not_measured",)]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(visit=visits, octs=st.lists(octs_st, max_size=4))
+def test_an_oct_never_lets_a_patient_go_home_unjudged(
+    visit: list[Any], octs: list[OctFinding]
+) -> None:
+    outcome = decide(visit, RULES, octs=octs)
+    judged = [verdict(f, RULES.oct) for f in octs if f.laterality in ("L", "R")]
+    if any(v.ci_dme for v in judged):
+        assert outcome.code == "refer"  # centre-involving DME always refers
+    if any(v.status != "graded" for v in judged):
+        assert outcome.code != "rescreen"  # ungradable or unanswered: never a negative
+    for eye in outcome.eyes:
+        mine = [f for f in octs if f.laterality == eye.eye]
+        assert (eye.oct_status is None) == (not mine)
