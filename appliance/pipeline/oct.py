@@ -101,7 +101,9 @@ def _finding(
         cst_um=cst,
         subfield_um={n: _value(m.etdrs.thickness_um.get(n, math.nan)) for n in ETDRS_SUBFIELDS},
         macular_volume_mm3=_value(m.etdrs.volume_mm3),
-        fovea_mm=(round(m.fovea_mm[0], 3), round(m.fovea_mm[1], 3)),
+        fovea_mm=(round(m.fovea_mm[0], 3), round(m.fovea_mm[1], 3))
+        if all(math.isfinite(v) for v in m.fovea_mm)
+        else None,
         p_fluid_centre=round(float(m.fluid.p_centre), 4),
         p_fluid_any=round(float(m.fluid.p_any), 4),
         fluid_volume_mm3=round(float(m.fluid.volume_mm3), 5),
