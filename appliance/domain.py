@@ -157,7 +157,15 @@ class EyeOutcome:
     dme: bool | None = None
     cdr: float | None = None
     glaucoma_suspect: bool | None = None
-    capture_ids: tuple[int, ...] = ()
+    capture_ids: tuple[int, ...] = ()  # the photographs counted for this eye
+    # The eye's OCT volumes as the rules judged them (None / empty without an OCT): status
+    # "graded", "ungradable" or "human_grading"; centre-involving DME; the CST of the volume
+    # that decided and the device threshold it was held against. ``dme`` above includes it.
+    oct_status: str | None = None
+    oct_dme: bool | None = None
+    cst_um: float | None = None
+    cst_threshold_um: float | None = None
+    oct_capture_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,62 @@ class ImageRecord:
     def human_grading(self) -> tuple[str, ...]:
         return tuple(self.data.get("human_grading") or ())
 
+    @property
+    def oct(self) -> OctRecord | None:
+        """The OCT part of the record, for an Ophthalmic Tomography capture."""
+        data = self.data.get("oct")
+        return OctRecord(data) if isinstance(data, dict) else None
+
+
+@dataclass(frozen=True)
+class OctRecord:
+    """What the worker stored for one OCT volume (``ImageRecord.oct``): the ``OctFinding`` as a
+    dict (None when the volume was not analysed), the spacing, and the blob paths of the
+    thickness map (``.npy``, float32 µm, frames x measured A-scans, spaced ``map_spacing_mm``)
+    and the central B-scan as received (PNG, plain and with the ILM / RPE drawn). The source
+    OPT object is the capture's own file."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finding(self) -> dict[str, Any] | None:
+        return self.data.get("finding")
+
+    @property
+    def spacing_mm(self) -> tuple[float, float, float] | None:
+        """(between B-scans, axial, lateral) in mm."""
+        value = self.data.get("spacing_mm")
+        return (float(value[0]), float(value[1]), float(value[2])) if value else None
+
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        """(frames, rows, A-scans) of the volume."""
+        value = self.data.get("shape")
+        return (int(value[0]), int(value[1]), int(value[2])) if value else None
+
+    @property
+    def central_frame(self) -> int | None:
+        return self.data.get("central_frame")
+
+    @property
+    def map_spacing_mm(self) -> tuple[float, float] | None:
+        """(between B-scans, between A-scans) of the thickness map, in mm: the volume is
+        measured binned to at most 256 A-scans (inference/oct/prepare.py)."""
+        value = self.data.get("map_spacing_mm")
+        return (float(value[0]), float(value[1])) if value else None
+
+    @property
+    def thickness_map(self) -> str | None:
+        return self.data.get("thickness_map") or None
+
+    @property
+    def bscan(self) -> str | None:
+        return self.data.get("bscan") or None
+
+    @property
+    def bscan_layers(self) -> str | None:
+        return self.data.get("bscan_layers") or None
+
 
 @dataclass(frozen=True)
 class DerivedObject:

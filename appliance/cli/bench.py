@@ -1,4 +1,4 @@
-"""``appliance bench models / screen / ingest / forward``: the benchmarks (appliance/tools/)."""
+"""``appliance bench models / screen / oct / ingest / forward``: the benchmarks (tools/)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,12 @@ def cmd_bench_screen(args: argparse.Namespace) -> int:
     from appliance.tools.bench_screen import bench_screen
 
     return bench_screen(n=args.n, as_json=args.json)
+
+
+def cmd_bench_oct(args: argparse.Namespace) -> int:
+    from appliance.tools.bench_oct import bench_oct
+
+    return bench_oct(n=args.n, geometry=args.geometry, as_json=args.json)
 
 
 def cmd_bench_ingest(args: argparse.Namespace) -> int:
@@ -46,6 +52,11 @@ def add_parsers(sub: Any) -> None:
     bench_screen.add_argument("--n", type=int, default=30, help="photos per variant")
     bench_screen.add_argument("--json", action="store_true")
     bench_screen.set_defaults(func=cmd_bench_screen)
+    oct_bench = bench.add_parser("oct", help="OCT volume: C-STORE to stored result, RSS")
+    oct_bench.add_argument("--n", type=int, default=10, help="volumes")
+    oct_bench.add_argument("--geometry", default="spectralis49", help="synthetic scan pattern")
+    oct_bench.add_argument("--json", action="store_true")
+    oct_bench.set_defaults(func=cmd_bench_oct)
     ingest = bench.add_parser("ingest", help="C-STORE throughput: appliance SCP vs dcmtk storescp")
     ingest.add_argument("--n", type=int, default=50, help="OP files per round")
     ingest.add_argument("--width", type=int, default=1632)

@@ -28,6 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from appliance.capture.decode import OPT_SOP_CLASS
 from appliance.config import Settings
 from appliance.store import Store
 
@@ -150,7 +151,8 @@ def camera_of(source: str, calling_ae: str | None) -> str:
 
 
 def photos(store: Store, since: str, until: str) -> list[Photo]:
-    """Photographs received on days ``since``..``until`` (inclusive, YYYY-MM-DD, UTC)."""
+    """Photographs received on days ``since``..``until`` (inclusive, YYYY-MM-DD, UTC); OCT
+    volumes are left out (their quality is not a photograph's)."""
     after, before = since, (date.fromisoformat(until) + timedelta(days=1)).isoformat()
     rows = store.query(
         "SELECT c.id, c.received_at, c.source, c.calling_ae, q.gradable, "
@@ -163,8 +165,9 @@ def photos(store: Store, since: str, until: str) -> list[Photo]:
         "FROM captures c LEFT JOIN quality_reports q ON q.capture_pk = c.id "
         "LEFT JOIN results r ON r.id = (SELECT max(id) FROM results "
         "  WHERE capture_pk = c.id AND kind = 'screening') "
-        "WHERE c.received_at >= ? AND c.received_at < ? ORDER BY c.id",
-        (after, before),
+        "WHERE c.received_at >= ? AND c.received_at < ? "
+        "AND coalesce(c.sop_class_uid, '') != ? ORDER BY c.id",  # photographs; OCT: not yet
+        (after, before, OPT_SOP_CLASS),
     )
     ids = [int(row["id"]) for row in rows]
     senders = _senders(store, after, min(ids), max(ids)) if ids else {}

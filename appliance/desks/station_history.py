@@ -237,7 +237,7 @@ class History:
         outcome = json.loads(outcome_row["payload"]) if outcome_row else None
         views = tuple(
             replace(
-                capture_view(n, row, study_uid, decided.get(row["id"])),
+                capture_view(n, row, study_uid, decided.get(row["id"]), outcome),
                 other_study=False,
                 purged=row["purged_at"] is not None,
             )

@@ -100,6 +100,7 @@ class CaptureView:
     decision: EyeDecision | None = None  # a person's decision on its eye, in force
     superseded: bool = False  # not gradable, but a later gradable photo of its eye counts
     purged: bool = False  # its file was deleted under the retention policy
+    oct: str | None = None  # an OCT's verdict line (CST, DME yes/no, or why not analysed)
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
     outcome = json.loads(outcome_row["payload"]) if outcome_row else None
     captures = mark_superseded(
         tuple(
-            capture_view(n, row, selection.study_instance_uid, decided.get(row["id"]))
+            capture_view(n, row, selection.study_instance_uid, decided.get(row["id"]), outcome)
             for n, row in enumerate(rows, 1)
         ),
         outcome,
@@ -280,12 +281,23 @@ def capture_identity(store: Store, capture_id: int) -> dict[str, str]:
 def thumbnail(
     store: Store, blobs: BlobStore, limits: Limits, capture_id: int, size: int = THUMBNAIL_PX
 ) -> bytes:
-    """A small JPEG of a stored photograph (any accepted format, DICOM included)."""
+    """A small JPEG of a stored photograph (any accepted format, DICOM included); of an OCT,
+    its central B-scan with the measured layers drawn."""
     row = store.one("SELECT file_path, media_type FROM captures WHERE id = ?", (capture_id,))
     if row is None:
         raise NotFound("there is no such photograph")
-    data = blobs.read(row["file_path"])
-    if row["media_type"] == "image/jpeg":
+    result = store.one(
+        "SELECT payload FROM results WHERE capture_pk = ? AND kind = 'screening' "
+        "ORDER BY id DESC LIMIT 1",
+        (capture_id,),
+    )
+    scan = ImageRecord.parse(result["payload"] if result else None).oct
+    bscan = scan.bscan_layers if scan is not None else None
+    data = blobs.read(bscan or row["file_path"])
+    if bscan:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
+            picture = img.convert("RGB")
+    elif row["media_type"] == "image/jpeg":
         with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:
             img.draft("RGB", (size, size))  # decode at a reduced scale: fast
             picture = img.convert("RGB")
@@ -319,8 +331,38 @@ def report(
     )
 
 
+def oct_line(record: ImageRecord, capture_id: int, outcome: dict[str, Any] | None) -> str | None:
+    """An OCT capture's verdict in one line: its CST and the rules' DME answer for the eye."""
+    scan = record.oct
+    if scan is None:
+        return None
+    finding = scan.finding
+    if finding is None:
+        return str(record.data.get("message") or "OCT received and stored; not analysed.")
+    if not finding.get("gradable"):
+        return "OCT not gradable — no macular oedema answer; retake the OCT scan."
+    eyes_of: list[dict[str, Any]] = (outcome or {}).get("eyes", [])
+    eye = next((e for e in eyes_of if capture_id in e.get("oct_capture_ids", [])), {})
+    cst = finding.get("cst_um")
+    line = f"OCT: central subfield {cst:.0f} µm" if cst is not None else "OCT: centre not measured"
+    threshold = eye.get("cst_threshold_um")
+    if eye.get("oct_dme") is True:
+        line += " — centre-involving macular oedema: yes"
+    elif eye.get("oct_dme") is False:
+        line += " — centre-involving macular oedema: no"
+    elif outcome is not None and outcome.get("code") != "no_model":
+        line += " — no automated macular oedema answer: a grader will review it"
+    if threshold is not None:
+        line += f" (threshold {threshold:.0f} µm for this device)"
+    return line
+
+
 def capture_view(
-    number: int, row: dict[str, Any], study_uid: str, decision: EyeDecision | None
+    number: int,
+    row: dict[str, Any],
+    study_uid: str,
+    decision: EyeDecision | None,
+    outcome: dict[str, Any] | None = None,
 ) -> CaptureView:
     record = ImageRecord.parse(row["payload"])
     quality = record.quality
@@ -346,6 +388,7 @@ def capture_view(
         label=row["laterality"],
         detected=record.data.get("laterality_detected"),
         decision=decision,
+        oct=oct_line(record, int(row["id"]), outcome),
     )
 
 
@@ -373,7 +416,11 @@ def mark_superseded(
     out = []
     for c in captures:
         later = any(
-            d.number > c.number and d.eye == c.eye and d.state == "checked" and d.gradable
+            d.number > c.number
+            and d.eye == c.eye
+            and d.state == "checked"
+            and d.gradable
+            and d.oct is None  # an OCT never stands in for a photograph
             for d in captures
         )
         replaced = c.state == "checked" and c.gradable is False and c.eye in done and not c.mismatch

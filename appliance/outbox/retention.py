@@ -1,6 +1,7 @@
 """Retention: local PHI files deleted a set number of days after confirmed delivery, audited.
 
-A capture's files — the image as received, its heatmap, the objects made from it (OP, SC) —
+A capture's files — the image as received, its heatmap (an OCT: thickness map, B-scans), the
+objects made from it (OP, SC) —
 are deleted once every outbox job of every object that came from it (the capture itself when
 it arrived as DICOM, and each object made from it) is ``delivered`` — and, for a destination
 with ``storage_commitment`` on, ``committed`` by the archive's Storage Commitment answer — and
@@ -263,8 +264,14 @@ class Retention(BackgroundLoop):
 
 
 def _heatmaps(payload: str | None) -> list[str]:
+    """The files the pipeline made from a capture: its heatmap; of an OCT, its thickness map
+    and central B-scan pictures."""
     try:
-        heatmap = ImageRecord.parse(payload).heatmap
-    except (ValueError, AttributeError):
+        record = ImageRecord.parse(payload)
+        scan = record.oct
+        made = [record.heatmap]
+        if scan is not None:
+            made += [scan.thickness_map, scan.bscan, scan.bscan_layers]
+    except (ValueError, AttributeError, TypeError):
         return []
-    return [heatmap] if isinstance(heatmap, str) and heatmap else []
+    return [path for path in made if isinstance(path, str) and path]

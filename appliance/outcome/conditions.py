@@ -38,9 +38,12 @@ class Facts:
     glaucoma_suspect: bool  # a gradable photograph is a glaucoma suspect
     ungradable: bool  # a required eye has only ungradable photographs of the required field
     missing: bool  # a required eye has no photograph of the required field (or is unresolved)
-    retakes_exhausted: bool  # an ungradable eye has failed more than max_retakes retakes
+    retakes_exhausted: bool  # an ungradable eye (photographs or OCT) failed more than max_retakes
     all_graded: bool  # every required eye is graded and has a screening result
-    human_grading: bool  # a gradable photograph's model results were withheld for a person
+    human_grading: bool  # a gradable photograph's (or OCT's) results were withheld for a person
+    ci_dme: bool  # a gradable OCT shows centre-involving DME (CST over the device threshold, or
+    #              fluid in the central subfield)
+    oct_ungradable: bool  # an eye's OCT volumes are all ungradable
 
 
 # Condition name -> (Facts attribute, type of the value in the rule file).
@@ -55,6 +58,8 @@ CONDITIONS: dict[str, tuple[str, type]] = {
     "retakes_exhausted": ("retakes_exhausted", bool),
     "all_eyes_graded": ("all_graded", bool),
     "any_image_needs_human_grading": ("human_grading", bool),
+    "any_eye_ci_dme": ("ci_dme", bool),
+    "any_oct_ungradable": ("oct_ungradable", bool),
 }
 
 
@@ -77,7 +82,8 @@ def consistent(facts: Facts) -> bool:
     return not (
         (facts.worst_grade is not None and facts.worst_grade >= 2 and not facts.referable)
         or (facts.dme and not facts.referable)
-        or (facts.retakes_exhausted and not facts.ungradable)
+        or (facts.ci_dme and not facts.dme)
+        or (facts.retakes_exhausted and not (facts.ungradable or facts.oct_ungradable))
         or (facts.all_graded and (facts.ungradable or facts.missing))
         or (facts.no_model and facts.human_grading)
         or (
@@ -86,6 +92,7 @@ def consistent(facts: Facts) -> bool:
                 facts.worst_grade is not None
                 or facts.referable
                 or facts.dme
+                or facts.ci_dme
                 or facts.glaucoma_suspect
                 or facts.all_graded
             )

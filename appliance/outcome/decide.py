@@ -21,6 +21,12 @@ How photographs are counted:
   screening result.
 * **No model.** With ``models_installed=False`` the model fields are ignored and the decision
   is the rule file's ``no_model`` decision; quality prompts are still given.
+* **OCT.** Each OCT volume (``OctFinding``) counts for the eye it names; the rule file's
+  ``[oct]`` table judges it (``appliance/outcome/oct.py``): centre-involving DME makes the eye
+  DME and the visit referable, even with no photograph of that eye; an eye whose volumes are
+  all ungradable is ``oct_ungradable`` (retake); a gradable volume without an automated answer
+  counts as human grading. An OCT neither completes nor replaces the photographs. Without a
+  model installed the OCT answers are ignored too (quality prompts remain).
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
-from appliance.domain import EyeOutcome, ImageFinding, VisitOutcome
+from appliance.domain import EyeOutcome, ImageFinding, OctFinding, VisitOutcome
 from appliance.outcome import prompts
 from appliance.outcome.conditions import Facts, describe
+from appliance.outcome.oct import eye_summary, verdict
 from appliance.outcome.rules import Decision, RuleSet, first_match
 
 LOGGER = logging.getLogger(__name__)
@@ -126,8 +133,22 @@ def _by_eye(findings: Sequence[ImageFinding], rules: RuleSet) -> dict[str, list[
     return groups
 
 
+def _octs_by_eye(octs: Sequence[OctFinding], rules: RuleSet) -> dict[str, list[OctFinding]]:
+    groups: dict[str, list[OctFinding]] = {eye: [] for eye in rules.eyes}
+    for finding in octs:
+        if not isinstance(finding, OctFinding):
+            raise TypeError(f"octs must hold OctFinding, not {type(finding).__name__}")
+        if finding.laterality in groups:
+            groups[finding.laterality].append(finding)
+    return groups
+
+
 def _combine(
-    eye: str, images: Sequence[ImageFinding], rules: RuleSet, in_question: bool = False
+    eye: str,
+    images: Sequence[ImageFinding],
+    rules: RuleSet,
+    in_question: bool = False,
+    octs: Sequence[OctFinding] = (),
 ) -> EyeOutcome:
     """One eye's summary; ``in_question``: a photograph that may be of this eye awaits a
     decision on its label, so an eye with nothing else is ``unresolved``, not ``missing``."""
@@ -140,25 +161,36 @@ def _combine(
         status = "unresolved" if in_question else "missing"
     grades = [f.dr_grade for f in gradable if f.dr_grade is not None]
     ratios = [f.cdr for f in gradable if f.cdr is not None]
+    scans = eye_summary(octs, rules.oct)
+    oct_dme = scans.get("oct_dme")
     return EyeOutcome(
         eye=eye,
         status=status,
         dr_grade=max(grades) if grades else None,
-        referable=_any(_image_referable(f) for f in gradable),
-        dme=_any(f.dme for f in gradable),
+        referable=_any([*(_image_referable(f) for f in gradable), oct_dme]),
+        dme=_any([*(f.dme for f in gradable), oct_dme]),
         cdr=max(ratios) if ratios else None,
         glaucoma_suspect=_any(f.glaucoma_suspect for f in gradable),
         capture_ids=tuple(f.capture_id for f in images if f.capture_id is not None),
+        **scans,
     )
 
 
-def per_eye(findings: Sequence[ImageFinding], rules: RuleSet) -> tuple[EyeOutcome, ...]:
+def per_eye(
+    findings: Sequence[ImageFinding], rules: RuleSet, octs: Sequence[OctFinding] = ()
+) -> tuple[EyeOutcome, ...]:
     """One summary per eye the protocol requires, in the protocol's order."""
     findings = tuple(findings)
     _check(findings)
     groups = _by_eye(findings, rules)
+    scans = _octs_by_eye(octs, rules)
     doubt = _in_question(findings)
-    return tuple(_combine(eye, groups[eye], rules, doubt) for eye in rules.eyes)
+    return tuple(_combine(eye, groups[eye], rules, doubt, scans[eye]) for eye in rules.eyes)
+
+
+def _oct_exhausted(eye: EyeOutcome, rules: RuleSet) -> bool:
+    """The eye's OCT scans all failed, the first and ``max_retakes`` retakes."""
+    return eye.oct_status == "ungradable" and len(eye.oct_capture_ids) > rules.max_retakes
 
 
 def _exhausted(images: Sequence[ImageFinding], status: str, rules: RuleSet) -> bool:
@@ -172,25 +204,35 @@ def _facts(
     eyes: Sequence[EyeOutcome],
     rules: RuleSet,
     no_model: bool,
+    octs: Sequence[OctFinding] = (),
 ) -> Facts:
     gradable = [f for f in findings if f.gradable]
     grades = [f.dr_grade for f in gradable if f.dr_grade is not None]
+    judged = [] if no_model else [verdict(f, rules.oct) for f in octs]
+    ci_dme = any(v.ci_dme for v in judged)
     return Facts(
         no_model=no_model,
         worst_grade=max(grades) if grades else None,
-        referable=any(_image_referable(f) for f in gradable),
-        dme=any(f.dme for f in gradable),
+        referable=ci_dme or any(_image_referable(f) for f in gradable),
+        dme=ci_dme or any(f.dme for f in gradable),
         glaucoma_suspect=any(f.glaucoma_suspect for f in gradable),
         ungradable=any(e.status == "ungradable" for e in eyes),
         missing=any(e.status in ("missing", "unresolved") for e in eyes),
-        retakes_exhausted=any(_exhausted(groups[e.eye], e.status, rules) for e in eyes),
+        retakes_exhausted=any(_exhausted(groups[e.eye], e.status, rules) for e in eyes)
+        or any(_oct_exhausted(e, rules) for e in eyes),
         all_graded=not no_model
         and all(e.status == "graded" and _has_result(groups[e.eye]) for e in eyes),
-        human_grading=not no_model and any(f.human_grading for f in gradable),
+        human_grading=not no_model
+        and (
+            any(f.human_grading for f in gradable)
+            or any(v.status == "human_grading" for v in judged)
+        ),
+        ci_dme=ci_dme,
+        oct_ungradable=any(e.oct_status == "ungradable" for e in eyes),
     )
 
 
-def _reasons(images: Sequence[ImageFinding]) -> list[str]:
+def _reasons(images: Sequence[ImageFinding | OctFinding]) -> list[str]:
     seen: list[str] = []
     for finding in images:
         seen.extend(r for r in finding.quality_reasons if r not in seen)
@@ -217,6 +259,18 @@ def _eye_prompt(
     return None
 
 
+def _oct_prompt(
+    eye: EyeOutcome, octs: Sequence[OctFinding], no_model: bool, rules: RuleSet
+) -> str | None:
+    if eye.oct_status == "ungradable" and _oct_exhausted(eye, rules):
+        return prompts.oct_retakes_exhausted(eye.eye, len(octs), _reasons(octs))
+    if eye.oct_status == "ungradable":
+        return prompts.oct_ungradable(eye.eye, _reasons(octs))
+    if eye.oct_status == "human_grading" and not no_model:
+        return prompts.oct_human_grading(eye.eye)
+    return None
+
+
 def _prompts(
     findings: Sequence[ImageFinding],
     groups: dict[str, list[ImageFinding]],
@@ -224,7 +278,9 @@ def _prompts(
     facts: Facts,
     decision: Decision,
     rules: RuleSet,
+    scans: dict[str, list[OctFinding]] | None = None,
 ) -> tuple[str, ...]:
+    scans = scans or {}
     said: list[str] = []
 
     def say(text: str | None) -> None:
@@ -233,6 +289,7 @@ def _prompts(
 
     for eye in eyes:
         say(_eye_prompt(eye, groups[eye.eye], rules, facts.no_model))
+        say(_oct_prompt(eye, scans.get(eye.eye, ()), facts.no_model, rules))
     unlabelled = sum(1 for f in findings if _label(f) is None)
     if unlabelled:
         say(prompts.unlabelled(unlabelled))
@@ -246,17 +303,26 @@ def _prompts(
 
 
 def decide(
-    findings: Sequence[ImageFinding], rules: RuleSet, *, models_installed: bool = True
+    findings: Sequence[ImageFinding],
+    rules: RuleSet,
+    *,
+    models_installed: bool = True,
+    octs: Sequence[OctFinding] = (),
 ) -> VisitOutcome:
-    """The visit's outcome: the first decision of ``rules`` that matches, with prompts."""
+    """The visit's outcome: the first decision of ``rules`` that matches, with prompts.
+    ``octs``: the visit's OCT volumes, judged by the rule file's ``[oct]`` table."""
     findings = tuple(findings)
     _check(findings)
     if not models_installed:
         findings = tuple(_without_models(f) for f in findings)
     groups = _by_eye(findings, rules)
+    scans = _octs_by_eye(octs, rules)
     doubt = _in_question(findings)
-    eyes = tuple(_combine(eye, groups[eye], rules, doubt) for eye in rules.eyes)
-    facts = _facts(findings, groups, eyes, rules, no_model=not models_installed)
+    eyes = tuple(_combine(eye, groups[eye], rules, doubt, scans[eye]) for eye in rules.eyes)
+    if not models_installed:  # no automated answer from the OCTs either
+        eyes = tuple(replace(e, oct_dme=None, dme=None, referable=None) if e.oct_status else e
+                     for e in eyes)  # fmt: skip
+    facts = _facts(findings, groups, eyes, rules, not models_installed, octs)
     found = first_match(rules, facts)
     if found is None:
         raise ValueError(f"rule set {rules.label}: no decision applies when {describe(facts)}")
@@ -270,5 +336,5 @@ def decide(
         rule_set=rules.label,
         complete=facts.all_graded,
         eyes=eyes,
-        prompts=_prompts(findings, groups, eyes, facts, decision, rules),
+        prompts=_prompts(findings, groups, eyes, facts, decision, rules, scans),
     )

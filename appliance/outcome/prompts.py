@@ -20,6 +20,11 @@ REASON_WORDS: dict[str, str] = {
     "uneven_illumination": "unevenly lit",
     "out_of_focus": "out of focus",
     "low_contrast": "hazy",
+    "oct_blink": "a blink",
+    "oct_low_signal": "weak signal",
+    "oct_clipped": "cut off at the top",
+    "oct_decentred": "not centred on the fovea",
+    "oct_motion": "eye movement",
 }
 
 EYE_NAMES: dict[str, str] = {"L": "left", "R": "right"}
@@ -119,3 +124,28 @@ def unresolved(eye: str) -> str:
 
 def also_glaucoma() -> str:
     return "Also a glaucoma suspect — mention the optic disc finding in the referral."
+
+
+def oct_ungradable(eye: str, reasons: Sequence[str]) -> str:
+    words = reason_words(reasons)
+    because = f" ({words})" if words else ""
+    return (
+        f"{_eye(eye).capitalize()} eye OCT: the scan is not gradable{because} — retake the "
+        "OCT scan; if retakes keep failing, refer."
+    )
+
+
+def oct_human_grading(eye: str) -> str:
+    return (
+        f"{_eye(eye).capitalize()} eye OCT: no automated macular oedema answer — a grader "
+        "will review the scan."
+    )
+
+
+def oct_retakes_exhausted(eye: str, count: int, reasons: Sequence[str]) -> str:
+    words = reason_words(reasons)
+    because = f" ({words})" if words else ""
+    return (
+        f"{_eye(eye).capitalize()} eye OCT: {count} scans were not gradable{because} — "
+        "retakes have not worked; refer to an eye care professional."
+    )

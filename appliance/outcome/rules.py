@@ -28,6 +28,7 @@ from appliance.outcome.conditions import (
     matches,
     possible_facts,
 )
+from appliance.outcome.oct import OctRules, parse_oct
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ EYES: tuple[str, ...] = ("L", "R")
 MAX_RECALL_MONTHS = 120
 MAX_RETAKES = 10
 
-_TOP_KEYS = {"rule_set", "protocol", "decision"}
+_TOP_KEYS = {"rule_set", "protocol", "decision", "oct"}
 _RULE_SET_KEYS = {"name", "version", "source"}
 _PROTOCOL_KEYS = {"required_field", "eyes", "max_retakes"}
 _DECISION_KEYS = {"code", "when", "text", "recall_months", "urgency"}
@@ -75,6 +76,7 @@ class RuleSet:
     max_retakes: int  # retakes of an ungradable eye before it is referred instead
     decisions: tuple[Decision, ...]
     path: str = ""  # the file it was loaded from
+    oct: OctRules | None = None  # [oct]: CI-DME thresholds; None = OCTs need human grading
 
     @property
     def label(self) -> str:
@@ -182,6 +184,7 @@ def _parse(data: Mapping[str, Any], where: str) -> RuleSet:
         max_retakes=max_retakes,
         decisions=decisions,
         path=where,
+        oct=parse_oct(data, where),
     )
 
 
@@ -243,6 +246,8 @@ def _problem(facts: Facts, code: str) -> str | None:
         return "a glaucoma suspect must give refer or glaucoma_refer"
     if code == "rescreen" and not facts.all_graded:
         return "rescreen needs every required eye graded (all_eyes_graded = true)"
+    if code == "rescreen" and facts.oct_ungradable:
+        return "an OCT that is not gradable must never give rescreen"
     if code == "rescreen" and facts.human_grading:
         return "a photograph withheld for human grading must never give rescreen"
     if code == "human_grading" and not facts.human_grading:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from appliance.domain import ImageFinding
+from appliance.domain import ImageFinding, OctFinding
 from appliance.visits import ImageRecord
 
 ACTIONS = ("keep_label", "use_detected", "relabel", "exclude")
@@ -73,6 +73,17 @@ def apply(finding: ImageFinding, decision: EyeDecision | None) -> ImageFinding |
     if decision.action == "exclude" or decision.eye is None:
         return None
     return replace(finding, laterality=decision.eye, laterality_mismatch=False)
+
+
+def apply_oct(finding: OctFinding, decision: EyeDecision | None) -> OctFinding | None:
+    """An OCT volume as the outcome counts it: the decided eye, or None when excluded. (The
+    ETDRS quadrants were measured for the eye the object named; the central subfield and the
+    fluid there do not depend on it.)"""
+    if decision is None:
+        return finding
+    if decision.action == "exclude" or decision.eye is None:
+        return None
+    return replace(finding, laterality=decision.eye)
 
 
 def counted_eye(record: ImageRecord, decision: EyeDecision | None) -> str | None:

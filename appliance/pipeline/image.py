@@ -23,11 +23,6 @@ NO_MODEL = {
     "message": "No screening model installed: image quality was checked, but no diabetic "
     "retinopathy or glaucoma grading was done.",
 }
-NOT_ANALYSED_OPT = {
-    "status": "not_analysed",
-    "message": "OCT (ophthalmic tomography) received and stored; the quality gate and the "
-    "screening models apply to fundus photographs only.",
-}
 MIN_LATERALITY_CONFIDENCE = 0.5  # below this a detected side neither labels nor contradicts
 
 
@@ -54,12 +49,10 @@ def analyse(
     limits: Limits,
     thresholds: QualityThresholds,
     *,
-    is_oct: bool = False,
     screener: ScreenerLike | None = None,
 ) -> ImageAnalysis:
-    """Run every stage that applies to one encoded image. Raises ApplianceError if undecodable."""
-    if is_oct:
-        return ImageAnalysis(None, None, dict(NOT_ANALYSED_OPT), {})
+    """Run every stage that applies to one encoded photograph (OCT volumes: pipeline/oct.py).
+    Raises ApplianceError if undecodable."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     rgb = decode_rgb(data, limits)

@@ -8,11 +8,12 @@ from typing import Any
 
 import cv2
 
-from appliance.capture.decode import Limits, examine
+from appliance.capture.decode import OPT_SOP_CLASS, Limits, examine
 from appliance.capture.ingest import patient_from_fields
 from appliance.errors import ApplianceError
 from appliance.outcome import RuleSet
 from appliance.pipeline.image import ScreenerLike, analyse, finding, image_json
+from appliance.pipeline.oct import analyse_oct, oct_json
 from appliance.pipeline.visit import outcome_json, visit_outcome
 from appliance.quality import QualityThresholds
 
@@ -39,10 +40,18 @@ def screen_files(
 ) -> dict[str, Any]:
     images: list[dict[str, Any]] = []
     findings = []
+    octs = []
     for index, path in enumerate(paths):
         entry: dict[str, Any] = {"path": str(path)}
         try:
             data = path.read_bytes()
+            if examine(data, limits).sop_class_uid == OPT_SOP_CLASS:  # an OCT volume
+                scan = analyse_oct(data, limits, None)
+                entry.update(oct_json(scan, {}))
+                if scan.finding is not None:
+                    octs.append(scan.finding)
+                images.append(entry)
+                continue
             given, source = _given_laterality(path, data, limits)
             analysis = analyse(data, limits, thresholds, screener=screener)
         except OSError as exc:
@@ -61,5 +70,5 @@ def screen_files(
             findings.append(finding(analysis, None, given))
         images.append(entry)
     installed = screener is not None and screener.screening_available
-    outcome = visit_outcome(findings, rules, installed)
+    outcome = visit_outcome(findings, rules, installed, octs)
     return {"images": images, "visit": {"outcome": outcome_json(outcome)}}

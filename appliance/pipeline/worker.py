@@ -28,12 +28,17 @@ from appliance.loops import BackgroundLoop
 from appliance.metrics import Metrics
 from appliance.outbox import queue
 from appliance.outcome import RuleSet
-from appliance.pipeline import cameras, due, eyes
+from appliance.pipeline import cameras, due, eyes, oct
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
 from appliance.pipeline.record import insert_derived, insert_quality, insert_result
-from appliance.pipeline.visit import finding_from_json, outcome_json, visit_outcome
+from appliance.pipeline.visit import (
+    finding_from_json,
+    oct_finding_from_json,
+    outcome_json,
+    visit_outcome,
+)
 from appliance.pipeline.wrap import step_request_attributes, visit_study_uid, wrap_photo
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store, Tx, utcnow
@@ -145,21 +150,22 @@ class Pipeline(BackgroundLoop):
         row = self.capture_row(capture_id)
         if row is None or row["status"] != CaptureStatus.RECEIVED:
             return
+        scan: oct.OctAnalysis | None = None
         try:
             data = self.blobs.read(row["file_path"])
-            analysis = analyse(
-                data,
-                self.limits,
-                self.thresholds,
-                is_oct=row["sop_class_uid"] == OPT_SOP_CLASS,
-                screener=self.screener,
-            )
+            if row["sop_class_uid"] == OPT_SOP_CLASS:
+                scan = oct.analyse_oct(data, self.limits, row["id"])
+            else:
+                analysis = analyse(data, self.limits, self.thresholds, screener=self.screener)
         except ApplianceError as exc:
             self._fail(row, exc.reason, exc.message)
             return
         except Exception as exc:  # a damaged file must not stop the worker
             LOGGER.exception("capture %d could not be analysed", capture_id)
             self._fail(row, "analysis_error", f"{type(exc).__name__}: {exc}"[:300])
+            return
+        if scan is not None:
+            self._process_oct(row, scan)
             return
         self._camera(row, data, analysis)
         self.step_hook("analysed")
@@ -172,6 +178,32 @@ class Pipeline(BackgroundLoop):
         self.issue_due()
         if self.metrics is not None:
             self._observe(analysis, time.perf_counter() - started)
+        self._tell(capture_id)
+
+    def _process_oct(self, row: dict[str, Any], analysis: oct.OctAnalysis) -> None:
+        """An OCT volume: arrays saved as blobs, then its record, the audited analysis, the
+        visit's outcome and the object forwarded as received, in one transaction."""
+        self.step_hook("analysed")
+        record = oct.oct_json(analysis, oct.save_arrays(self.blobs, analysis))
+        detail = oct.audit_detail(analysis)
+        with self.store.write() as tx:
+            if analysis.quality is not None:
+                insert_quality(tx, row["id"], analysis.quality, utcnow())
+            insert_result(tx, row["id"], record, utcnow())
+            tx.execute(
+                "UPDATE captures SET status = ?, status_reason = NULL WHERE id = ?",
+                (str(CaptureStatus.PROCESSED), row["id"]),
+            )
+            self.audit.record(tx, events.pipeline_step(row, Outcome.SUCCESS, detail))
+            self.decide_visit(tx, row)
+            self._forward_as_received(tx, row)
+        self.step_hook("outcome")
+        self.issue_due()
+        if self.metrics is not None:
+            oct.observe(self.metrics, analysis)
+        self._tell(row["id"])
+
+    def _tell(self, capture_id: int) -> None:
         for listener in list(self.listeners):
             try:
                 listener(capture_id)
@@ -344,14 +376,22 @@ class Pipeline(BackgroundLoop):
         )
         decided = eyes.in_force(db, where, params)  # a person's word on a photograph's eye
         findings = []
+        octs = []
         for result in results:
             record = ImageRecord.parse(result["payload"])
+            scan = record.oct
+            if scan is not None and scan.finding is not None:
+                volume = eyes.apply_oct(
+                    oct_finding_from_json(scan.finding), decided.get(result["id"])
+                )
+                if volume is not None:
+                    octs.append(volume)
             if record.finding is not None:
                 counted = eyes.apply(finding_from_json(record.finding), decided.get(result["id"]))
                 if counted is not None:
                     findings.append(counted)
         installed = self.screener is not None and self.screener.screening_available
-        return visit_outcome(findings, self.rules, installed)
+        return visit_outcome(findings, self.rules, installed, octs)
 
     def decide_visit(self, tx: Tx, row: dict[str, Any], trigger: str = "complete") -> VisitOutcome:
         """The visit's outcome again, stored and audited in ``tx``; a complete visit owes its

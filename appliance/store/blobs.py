@@ -24,6 +24,7 @@ EXTENSIONS = {
     "image/png": "png",
     "image/tiff": "tif",
     "application/pdf": "pdf",
+    "application/x-npy": "npy",  # numpy arrays (an OCT thickness map), np.save format
 }
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 

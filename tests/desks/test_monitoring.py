@@ -118,6 +118,7 @@ def _photo(services: Any, day: date, brightness: float, **kw: Any) -> None:
                 "size_bytes": 1,
                 "received_at": stamp,
                 "status": "processed",
+                "sop_class_uid": kw.get("sop_class_uid"),
             },
         )
         tx.insert(
@@ -169,3 +170,11 @@ def test_a_day_without_photographs_has_no_rates(services: Any) -> None:
         (0, None, None),
     ]
     assert report.alerts == [] and report.cameras == []
+
+
+def test_oct_volumes_are_not_counted_as_photographs(services: Any) -> None:
+    day = date(2026, 11, 20)
+    _photo(services, day, 0.5)
+    _photo(services, day, 0.5, gradable=False, sop_class_uid="1.2.840.10008.5.1.4.1.1.77.1.5.4")
+    report = monitoring.report(services.store, REFERENCE, end=day, days=1)
+    assert report.days[0].photos == 1 and report.days[0].ungradable_rate == 0.0

@@ -285,3 +285,25 @@ def test_with_storage_commitment_files_wait_for_the_commitment(
         assert _retention(services, DAYS + 0.5).sweep() == 1 and not path.exists()
     finally:
         services.stop()
+
+
+def test_an_octs_arrays_go_with_the_volume(services: Any) -> None:
+    from appliance.visits import ImageRecord
+    from tests.pipeline.test_oct_pipeline import opt_bytes
+
+    capture = services.ingestor.ingest(
+        Incoming(data=opt_bytes("R"), source=Source.DICOM, user_id="ae:OCT")
+    )
+    row = wait_for(
+        lambda: services.store.one(
+            "SELECT payload FROM results WHERE capture_pk = ?", (capture.id,)
+        ),
+        timeout=60,
+    )
+    scan = ImageRecord.parse(row["payload"]).oct
+    assert scan is not None and scan.thickness_map and scan.bscan and scan.bscan_layers
+    made = [services.blobs.resolve(p) for p in (scan.thickness_map, scan.bscan, scan.bscan_layers)]
+    assert all(path.exists() for path in made)
+    wait_for(lambda: _states(services) == ["delivered", "delivered"], timeout=30)
+    assert _retention(services, DAYS + 0.5).sweep() == 1
+    assert not any(path.exists() for path in made)

@@ -62,7 +62,7 @@ def test_clear_visit_rescreens_in_12_months() -> None:
         text=RESCREEN,
         recall_months=12,
         urgency="routine",
-        rule_set="primary-care-dr-screening@1.1.0",
+        rule_set="primary-care-dr-screening@1.2.0",
         complete=True,
         eyes=per_eye(both(0, 1), RULES),
         prompts=(),

@@ -37,8 +37,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_default_rule_set_identity_and_protocol() -> None:
     rules = load_rules()
     assert isinstance(rules, RuleSet)
-    assert (rules.name, rules.version) == ("primary-care-dr-screening", "1.1.0")
-    assert rules.label == "primary-care-dr-screening@1.1.0"
+    assert (rules.name, rules.version) == ("primary-care-dr-screening", "1.2.0")
+    assert rules.label == "primary-care-dr-screening@1.2.0"
     assert "ICDR" in rules.source
     assert (rules.required_field, rules.eyes, rules.max_retakes) == ("macula", ("L", "R"), 2)
     assert load_rules(DEFAULT_RULES) == rules
@@ -60,7 +60,7 @@ def test_default_texts_codes_and_urgencies() -> None:
 
 
 def test_an_unchanged_copy_loads_under_its_own_path(tmp_path: Path) -> None:
-    rules = load_rules(_write(tmp_path, DEFAULT_TEXT.replace('"1.1.0"', '"1.0.1-clinic"')))
+    rules = load_rules(_write(tmp_path, DEFAULT_TEXT.replace('"1.2.0"', '"1.0.1-clinic"')))
     assert rules.label == "primary-care-dr-screening@1.0.1-clinic"
     assert rules.path.endswith("clinic-rules.toml")
 
@@ -82,8 +82,8 @@ def _moved_first(code: str) -> str:
 BAD = [
     (DEFAULT_TEXT + "\n[extras]\nx = 1\n", "extras is not a known key"),
     (DEFAULT_TEXT.replace("[rule_set]\n", "[rule_set]\nauthor = 'me'\n"), "rule_set.author"),
-    (DEFAULT_TEXT.replace('version = "1.1.0"\n', ""), "rule_set.version is required"),
-    (DEFAULT_TEXT.replace('version = "1.1.0"', 'version = "1 0"'), "rule_set.version"),
+    (DEFAULT_TEXT.replace('version = "1.2.0"\n', ""), "rule_set.version is required"),
+    (DEFAULT_TEXT.replace('version = "1.2.0"', 'version = "1 0"'), "rule_set.version"),
     (DEFAULT_TEXT.replace("[protocol]\n", "[protocol]\nflash = 3\n"), "protocol.flash"),
     (
         DEFAULT_TEXT.replace('required_field = "macula"', 'required_field = "fovea"'),
@@ -100,7 +100,7 @@ BAD = [
     ),
     (
         DEFAULT_TEXT.replace("any_eye_referable = true", "any_eye_referrable = true"),
-        "decision[3].when.any_eye_referrable is not a known condition",
+        "decision[4].when.any_eye_referrable is not a known condition",
     ),
     (
         DEFAULT_TEXT.replace('any_eye = "severe"', 'any_eye = "very bad"'),
@@ -108,20 +108,20 @@ BAD = [
     ),
     (
         DEFAULT_TEXT.replace("any_eye_ungradable = true", 'any_eye_ungradable = "yes"'),
-        "decision[6].when.any_eye_ungradable must be true or false",
+        "decision[7].when.any_eye_ungradable must be true or false",
     ),
-    (_without("glaucoma_refer", "text"), "decision[4].text is required"),
-    (_without("glaucoma_refer", "when"), "decision[4].when is required"),
-    (_without("rescreen", "recall_months"), "decision[9].recall_months is required"),
+    (_without("glaucoma_refer", "text"), "decision[5].text is required"),
+    (_without("glaucoma_refer", "when"), "decision[5].when is required"),
+    (_without("rescreen", "recall_months"), "decision[11].recall_months is required"),
     (
         DEFAULT_TEXT.replace("recall_months = 12", "recall_months = 0"),
-        "decision[9].recall_months must be a whole number from 1 to 120",
+        "decision[11].recall_months must be a whole number from 1 to 120",
     ),
     (
         _compose(HEAD, [b for b in BLOCKS if 'code = "glaucoma_refer"' not in b]),
         "no [[decision]] with code = 'glaucoma_refer'",
     ),
-    (DEFAULT_TEXT.replace('code = "retake"', 'code = "redo"'), "decision[6].code must be one of"),
+    (DEFAULT_TEXT.replace('code = "retake"', 'code = "redo"'), "decision[7].code must be one of"),
     (DEFAULT_TEXT.replace('"soon"', '"asap"'), "decision[2].urgency must be one of"),
     (_moved_first("rescreen"), "decision[0] (code 'rescreen') would apply when"),
     (_moved_first("glaucoma_refer"), "decision[0] (code 'glaucoma_refer') would apply when"),
@@ -147,7 +147,7 @@ BAD = [
     (
         DEFAULT_TEXT
         + '\n[[decision]]\ncode = "retake"\nwhen = {}\ntext = "x"\nurgency = "routine"\n',
-        "decision[10] (code 'retake') can never apply",
+        "decision[12] (code 'retake') can never apply",
     ),
     ("[rule_set\n", "not valid TOML"),
 ]
@@ -161,7 +161,7 @@ def test_bad_rule_files_are_refused_naming_file_and_key(
     with pytest.raises(ValueError, match=re.escape(message)) as caught:
         load_rules(path)
     assert str(caught.value).startswith(f"{path}: ")
-    assert load_rules().label == "primary-care-dr-screening@1.1.0"  # the default still loads
+    assert load_rules().label == "primary-care-dr-screening@1.2.0"  # the default still loads
 
 
 def test_a_missing_file_is_a_value_error_naming_it(tmp_path: Path) -> None:
