@@ -24,6 +24,7 @@ import numpy as np
 
 from appliance import __version__
 from appliance.inference.oct.measure import OctMeasurement, measure_oct
+from appliance.inference.oct.prepare import bin_volume
 from appliance.quality.oct import assess_oct
 from appliance.validate.oct_formats import read_oct_set
 from appliance.validate.oct_report import (
@@ -73,11 +74,20 @@ def _boundary_error(truth: np.ndarray | None, measured: np.ndarray, rows: int) -
 
 
 def measure_item(item: OctItem, sample: OctSample) -> tuple[OctResult, OctMeasurement]:
-    """Measure one volume and compare its boundaries with the reference."""
+    """Measure one volume as the appliance does and compare its boundaries with the reference
+    (the returned measurement is at the binned resolution)."""
     volume = sample.volume
-    m = measure_oct(volume, item.spacing_mm, item.eye)
-    q = assess_oct(volume, item.spacing_mm, m.fovea_mm)
-    rows = volume.shape[1]
+    # exactly as the appliance measures (pipeline/oct.py): binned to the validated resolution,
+    # boundaries compared in the volume's own rows and A-scans
+    binned = bin_volume(volume, item.spacing_mm)
+    m = measure_oct(binned.volume, binned.spacing_mm, item.eye)
+    fovea = m.fovea_mm if all(np.isfinite(v) for v in m.fovea_mm) else None
+    q = assess_oct(binned.volume, binned.spacing_mm, fovea)
+    _, rows, ascans = volume.shape
+    ilm, rpe = (
+        np.stack([binned.to_original_ascans(r, ascans) for r in binned.to_original_rows(line)])
+        for line in (m.ilm_px, m.rpe_px)
+    )
     mask = sample.fluid_mask
     result = OctResult(
         cst_um=float(m.cst_um),
@@ -87,8 +97,8 @@ def measure_item(item: OctItem, sample: OctSample) -> tuple[OctResult, OctMeasur
         quality_gradable=bool(q.gradable),
         quality_reasons=tuple(q.reasons),
         axial_um=item.spacing_mm[1] * 1000.0,
-        ilm_error_px=_boundary_error(sample.ilm_px, m.ilm_px, rows),
-        rpe_error_px=_boundary_error(sample.rpe_px, m.rpe_px, rows),
+        ilm_error_px=_boundary_error(sample.ilm_px, ilm, rows),
+        rpe_error_px=_boundary_error(sample.rpe_px, rpe, rows),
         any_fluid_truth=None if mask is None else bool(mask.any()),
     )
     return result, m
