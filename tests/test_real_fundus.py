@@ -129,14 +129,21 @@ def test_a_normal_eye_is_never_referred_by_the_machine_alone(name: str) -> None:
 
 @pytest.mark.parametrize("name", [r["file"] for r in LABELS if r["gradable"] == "yes"] or IDS)
 def test_models_out_of_their_depth_say_so(name: str) -> None:
-    """The shipped models were trained on generated photographs only: on a real camera's
+    """The shipped models were trained on generated photographs only. On a real camera's
     photograph their results are withheld and a grader is asked, for a stated reason — the
     out-of-domain guard (the photograph's statistics lie outside the validation data's), or the
-    gradability model calling a photograph the gate passed ungradable (the one verdict rule)."""
+    gradability model calling a photograph the gate passed ungradable (the one verdict rule).
+    A photograph inside the domain that the gradability model also calls gradable is screened,
+    and then its results must be the grader's: a normal eye not referable, a referable one
+    referable."""
     image = _screen(name)["images"][0]
+    outside = image["domain"]["distance"] > image["domain"]["threshold"]
+    if image["screening"]["status"] == "screened":
+        assert not outside and image["gradability_model"]["p_gradable"] is not None
+        assert image["dr"]["referable"] == (_row(name)["referable_dr"] == "yes"), image["dr"]
+        return
     assert image["screening"]["status"] == "human_grading"
     reasons = set(image["screening"]["reasons"])
     assert reasons and reasons <= {"out_of_domain", "gradability_model_disagrees"}, reasons
     assert image["dr"] is None and image["glaucoma"] is None
-    outside = image["domain"]["distance"] > image["domain"]["threshold"]
     assert outside == ("out_of_domain" in reasons)

@@ -69,6 +69,19 @@ def field_crop(rgb: np.ndarray, size: int, field: Field | None = None) -> np.nda
     return square_crop(rgb, field.cx, field.cy, field.radius, size)
 
 
+def frame_crop(rgb: np.ndarray, size: int, field: Field | None = None) -> np.ndarray:
+    """A size×size crop centred on the *frame* centre, half-side the field radius.
+
+    A field centred in its frame gives exactly :func:`field_crop`; a field shifted in the frame
+    stays shifted (and cut where the frame cuts it). The quality gate's ``off_center`` is the
+    field centre's distance from the frame centre, which a field-centred crop removes: a model
+    that must judge centring has to be shown the frame.
+    """
+    field = field or find_field(rgb)
+    h, w = rgb.shape[:2]
+    return square_crop(rgb, (w - 1) / 2.0, (h - 1) / 2.0, field.radius, size)
+
+
 def disc_score(rgb: np.ndarray, field: Field) -> tuple[np.ndarray, float]:
     """Where the optic disc is likely, per pixel of the ``WORK_SIZE`` field crop (higher = more
     likely; -inf outside the lit field), and the crop's pixel size in image pixels.
@@ -171,6 +184,8 @@ def model_crop(rgb: np.ndarray, spec: dict[str, Any], field: Field | None = None
     size = int(spec["size"])
     if spec["crop"] == "field":
         crop = field_crop(rgb, size, field)
+    elif spec["crop"] == "frame":
+        crop = frame_crop(rgb, size, field)
     elif spec["crop"] == "disc":
         crop = disc_crop(rgb, size, float(spec["disc_extent"]), field)
     else:

@@ -72,7 +72,7 @@ SPECS: dict[str, dict] = {
     "gradability": {
         "widths": (16, 24, 32, 48, 64),
         "heads": {"quality_logits": 3},
-        "input": {"crop": "field", "size": 192, "colour": "field-chroma"},
+        "input": {"crop": "frame", "size": 192, "colour": "field-chroma"},
     },
     "dr": {
         "widths": (16, 32, 48, 64, 96, 128),

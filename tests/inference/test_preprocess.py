@@ -11,6 +11,7 @@ from appliance.inference.preprocess import (
     disc_crop,
     field_crop,
     find_field,
+    frame_crop,
     locate_disc,
     normalise_colour,
     prepare,
@@ -70,6 +71,22 @@ def test_disc_is_found_on_the_nasal_side(eye: str) -> None:
     crop = disc_crop(img, 96, 0.3, field)
     luma = crop.mean(axis=2)
     assert luma[40:56, 40:56].mean() > luma.mean()  # the bright disc sits in the middle
+
+
+def test_frame_crop_keeps_a_shifted_field_shifted() -> None:
+    """Centred, the frame crop is the field crop; shifted, the field crop re-centres the field
+    (the shift is gone) while the frame crop keeps it where the frame has it."""
+    centred = _disc_image(400, 600, 300, 200, 150, (200, 90, 40))
+    shifted = _disc_image(400, 600, 360, 200, 150, (200, 90, 40))  # 0.4 radii to the right
+    assert (
+        np.abs(frame_crop(centred, 64).astype(int) - field_crop(centred, 64).astype(int)).mean() < 2
+    )
+    lit = frame_crop(shifted, 64).max(axis=2) > 20
+    assert lit[:, 48:].sum() > lit[:, :16].sum() + 100  # more field on the right than the left
+    re_centred = field_crop(shifted, 64).astype(int)
+    assert np.abs(re_centred - field_crop(centred, 64).astype(int)).mean() < 2  # shift gone
+    spec = {"crop": "frame", "size": 64, "mean": [0.5, 0.3, 0.15], "std": [0.25, 0.18, 0.12]}
+    assert prepare(shifted, spec).shape == (1, 3, 64, 64)
 
 
 def test_prepare_follows_the_card() -> None:
