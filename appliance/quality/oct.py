@@ -9,7 +9,7 @@
 * ``decentration_mm``: fovea to scan centre, from ``fovea_mm`` when the measurement gives it,
   else from a cheap own estimate (darkest inner-retina band below the first bright row);
 * ``motion_um``: largest axial jump between neighbouring B-scans beyond the typical step, from
-  the cross-correlation of their mean axial profiles.
+  the normalised cross-correlation of their mean axial profiles.
 
 Each is compared with its threshold through a sub-score that is exactly 0.5 at the threshold
 (as in :mod:`appliance.quality.gate`); a reason is reported below 0.5 and the score is the
@@ -142,13 +142,18 @@ def _own_fovea(
     return float(xs[0, ix]), float(ys[iy, 0])
 
 
-def _motion_um(
-    smooth: np.ndarray, keep: np.ndarray, cut: np.ndarray, bg: float, axial_mm: float
-) -> float:
+def _zscore(values: np.ndarray) -> np.ndarray:
+    return (values - values.mean()) / (float(values.std()) + 1e-6)
+
+
+def _motion_um(smooth: np.ndarray, keep: np.ndarray, cut: np.ndarray, axial_mm: float) -> float:
     """Largest axial jump between neighbouring B-scans beyond the volume's typical step (µm).
 
     The mean axial profiles of two neighbouring B-scans (over the A-scans cut off at the top in
-    neither) are cross-correlated; the shift of the best match (parabola-refined) is the step.
+    neither) are compared by normalised cross-correlation over a window that slides by up to
+    150 µm; the shift of the best match (parabola-refined) is the step. Normalised, because a
+    plain dot product grows wherever a shift brings more bright tissue into the window — a
+    retina touching the top of the frame then reads as a jump.
     """
     frames = np.flatnonzero(keep)
     if frames.size < 3:
@@ -160,11 +165,11 @@ def _motion_um(
         cols = ~(cut[f] | cut[g])
         if cols.sum() < 8:
             continue
-        a = np.clip(smooth[f][:, cols].mean(axis=1) - bg, 0.0, None)
-        b = np.clip(smooth[g][:, cols].mean(axis=1) - bg, 0.0, None)
+        a = _zscore(smooth[f][reach : rows - reach, cols].mean(axis=1))
+        b = smooth[g][:, cols].mean(axis=1)
         corr = np.array(
             [
-                float(np.dot(a[reach : rows - reach], b[reach + d : rows - reach + d]))
+                float(np.dot(a, _zscore(b[reach + d : rows - reach + d])))
                 for d in range(-reach, reach + 1)
             ]
         )
@@ -201,7 +206,7 @@ def oct_metrics(
     clipped = float(np.mean(cut[keep])) if keep.any() else 0.0
     if fovea_mm is None:
         fovea_mm = _own_fovea(smooth, keep, bright, bg, spacing_mm)
-    motion = _motion_um(smooth, keep, cut, bg, axial_mm)
+    motion = _motion_um(smooth, keep, cut, axial_mm)
     return {
         "signal_db": signal_db,
         "blank_fraction": float(1.0 - keep.mean()),

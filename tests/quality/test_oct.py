@@ -72,3 +72,16 @@ def test_own_fovea_estimate_without_a_measurement(strength: float, flagged: bool
 def test_bad_volume_is_refused() -> None:
     with pytest.raises(ValueError, match="volume"):
         assess_oct(np.zeros((10, 10), np.uint8), (0.1, 0.004, 0.01))
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+def test_a_retina_touching_the_top_is_not_read_as_motion(seed: int) -> None:
+    """A usable clip (the ILM of under 10 % of the A-scans above the frame) brings bright
+    tissue into the profiles' window near the top; that must not read as a jump between
+    B-scans (it did, with an unnormalised correlation: 38-66 µm against 33)."""
+    case = dataclasses.replace(
+        BASE, seed=seed, geometry=GEOMETRIES["compact"], defect="clipped", defect_strength=0.1
+    )
+    r = render_oct(case)
+    report = assess_oct(r.volume, r.spacing_mm, case.fovea_mm)
+    assert "oct_motion" not in report.reasons, report.metrics
