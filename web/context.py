@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from appliance.desks.eye_labels import EyeLabels
     from appliance.desks.monitoring import MonitoringDesk
     from appliance.desks.review import ReviewDesk
+    from appliance.desks.review_oct import OctReview
     from appliance.desks.site_settings import SiteSettingsDesk
     from appliance.desks.station import Station
     from appliance.runtime.services import Services
@@ -32,6 +33,10 @@ def station() -> Station:
 
 def review() -> ReviewDesk:
     return services().review
+
+
+def review_oct() -> OctReview:
+    return services().review_oct
 
 
 def admin() -> AdminDesk:

@@ -6,6 +6,9 @@ of the report (preliminary, signed, amended: SR and PDF) and the sign-off form w
 of the signature; ``POST /review/<visit>/sign`` accepts or overrides, signed with the password
 re-entered (a wrong one: 403, audited, counted toward the lockout);
 ``/review/<visit>/documents/<id>/report.pdf`` opens one PDF version (audited);
+``/review/<visit>/oct/<id>/thickness.png`` and ``…/bscan/<n>.png`` an OCT volume's thickness
+map (ETDRS grid) and its B-scan ``n`` with ILM / RPE / fluid (``appliance/desks/review_oct.py``
+through ``context.review_oct()``; each served audited, a frame outside the volume 404);
 ``POST /review/<visit>/captures/<id>/eye`` decides a photograph's eye (keep the label, use the
 detected eye, relabel or exclude with a reason) through the same desk as the station
 (``appliance/desks/eye_labels.py``: decision, audit, outcome and documents re-derived). Everything
@@ -137,7 +140,12 @@ def _page(
         detail={"visit": visit_key},
     )
     html = render_template(
-        "review/visit.html", v=detail, error=error, error_title=error_title, form=form or {}
+        "review/visit.html",
+        v=detail,
+        octs=context.review_oct().scans(visit_key),
+        error=error,
+        error_title=error_title,
+        form=form or {},
     )
     return html, status
 
@@ -173,6 +181,31 @@ def photo(visit: str, capture_id: int) -> ResponseReturnValue:
 def heatmap(visit: str, capture_id: int) -> ResponseReturnValue:
     png = desk().heatmap_png(visit, capture_id)  # 404 unless the photograph is this visit's
     _audit_image("review heatmap", visit, capture_id)
+    return Response(png, mimetype="image/png")
+
+
+@bp.get("/<visit>/oct/<int:capture_id>/thickness.png")
+@roles(Role.CLINICIAN)
+def oct_map(visit: str, capture_id: int) -> ResponseReturnValue:
+    """An OCT volume's thickness map with the ETDRS grid (404 for another visit's)."""
+    png = context.review_oct().thickness_map_png(visit, capture_id)
+    _audit_image("review oct thickness map", visit, capture_id)
+    return Response(png, mimetype="image/png")
+
+
+@bp.get("/<visit>/oct/<int:capture_id>/bscan/<int:frame>.png")
+@roles(Role.CLINICIAN)
+def oct_bscan(visit: str, capture_id: int, frame: int) -> ResponseReturnValue:
+    """B-scan ``frame`` of an OCT volume with its layers and fluid (404 outside the volume)."""
+    png = context.review_oct().bscan_png(visit, capture_id, frame)
+    owner = desk().image_owner(visit, capture_id)
+    audit_view(
+        "review oct b-scan",
+        patient_id=owner["patient_id"],
+        study_instance_uid=owner["study_instance_uid"],
+        sop_instance_uids=[owner["sop_instance_uid"]] if owner["sop_instance_uid"] else [],
+        detail={"visit": visit, "capture": capture_id, "frame": frame},
+    )
     return Response(png, mimetype="image/png")
 
 

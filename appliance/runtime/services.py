@@ -24,6 +24,7 @@ from appliance.desks.admin import AdminDesk
 from appliance.desks.eye_labels import EyeLabels
 from appliance.desks.monitoring import MonitoringDesk
 from appliance.desks.review import ReviewDesk
+from appliance.desks.review_oct import OctReview
 from appliance.desks.site_settings import SiteSettingsDesk
 from appliance.desks.station import Station
 from appliance.dicom.report_pdf import Clinic
@@ -180,6 +181,7 @@ class Services:
         self.review = ReviewDesk(
             self.store, self.blobs, self.audit, settings, self.forwarder, accounts=self.accounts
         )
+        self.review_oct = OctReview(self.store, self.blobs, settings)
         self.admin = AdminDesk(
             self.store,
             self.audit,
