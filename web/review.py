@@ -71,6 +71,7 @@ OVERRIDE_CHOICES = (
     ("rescreen", "Rescreen at the routine interval"),
     ("retake", "Retake the photographs"),
 )
+YES_NO = {"": None, "yes": True, "no": False}  # an OCT CI-DME answer on the sign-off form
 EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph",
               "unresolved": "not counted: an eye label is in question"}  # fmt: skip
 
@@ -220,13 +221,17 @@ def sign(visit: str) -> ResponseReturnValue:
             if value:
                 grades[eye] = int(value)
         shown = form.get("outcome_id", "").strip()
+        oct_dme = {eye: YES_NO[form.get(f"oct_dme_{eye}", "")] for eye in ("R", "L")}
         choice = Decision(
             decision=form.get("decision", ""),
             outcome_code=form.get("outcome_code", "").strip(),
             reason=form.get("reason", ""),
             grades=grades,
             outcome_id=int(shown) if shown else None,
+            oct_dme={eye: value for eye, value in oct_dme.items() if value is not None},
         )
+    except KeyError:
+        return _page(visit, 422, "The OCT macular oedema answer is yes or no.", form)
     except ValueError:
         return _page(visit, 422, "A DR grade is 0 (none) to 4 (proliferative).", form)
     try:

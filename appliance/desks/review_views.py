@@ -31,6 +31,7 @@ class ReviewRecord:
     signer_name: str = ""  # as printed on the signed report
     credentials: str = ""
     pdf_sop_instance_uid: str | None = None
+    oct_dme: dict[str, bool] = field(default_factory=dict)  # the clinician's OCT CI-DME answers
 
     @property
     def signer(self) -> str:
@@ -98,10 +99,17 @@ class EyeView:
     cdr: float | None
     glaucoma_suspect: bool | None
     images: tuple[ImageView, ...]
+    oct_status: str | None = None  # graded, human_grading, ungradable; None: no OCT
+    oct_dme: bool | None = None  # the rules' centre-involving DME answer on OCT
 
     @property
     def name(self) -> str:
         return EYE_WORDS[self.eye]
+
+    @property
+    def has_gradable_oct(self) -> bool:
+        """A gradable OCT volume: its CI-DME answer can be set by the clinician."""
+        return self.oct_status in ("graded", "human_grading")
 
     @property
     def has_dicom(self) -> bool:
@@ -169,4 +177,5 @@ def review_from_row(row: dict[str, Any]) -> ReviewRecord:
         signer_name=row.get("signer_name") or "",
         credentials=row.get("signer_credentials") or "",
         pdf_sop_instance_uid=row.get("pdf_sop_instance_uid"),
+        oct_dme={k: bool(v) for k, v in (payload.get("oct_dme") or {}).items()},
     )

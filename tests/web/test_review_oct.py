@@ -16,9 +16,10 @@ from appliance.capture import Incoming
 from appliance.config import Settings
 from appliance.domain import Source
 from appliance.synth.oct.dicom import OptHeader
-from tests.conftest import wait_for
+from tests.conftest import require_tool, wait_for
 from tests.pipeline.test_oct_pipeline import opt_bytes
-from tests.web.test_review import MODELS
+from tests.web.test_review import MODELS, _photo
+from tests.web.test_signoff import _form
 from tests.web_helpers import logged_in
 
 
@@ -133,3 +134,94 @@ def test_a_volume_stored_before_the_layers_were_kept_shows_its_b_scans_plain(
     assert shot.status_code == 200
     rgb = _rgb(shot.data)
     assert (np.ptp(rgb, axis=2) < 2).all()  # grey: nothing drawn
+
+
+def _pdf_text(services: Any, uid: str) -> str:
+    import subprocess
+
+    import pydicom
+
+    row = services.store.one(
+        "SELECT file_path FROM derived_objects WHERE sop_instance_uid = ?", (uid,)
+    )
+    pdf = pydicom.dcmread(io.BytesIO(services.blobs.read(row["file_path"]))).EncapsulatedDocument
+    done = subprocess.run(
+        [require_tool("pdftotext"), "-", "-"], input=bytes(pdf), capture_output=True, check=True
+    )
+    return done.stdout.decode()
+
+
+def mixed_visit(services: Any, patient: str) -> str:
+    """Photographs of both eyes and a left-eye OCT with CI-DME, one study: the visit key."""
+    study = "1.2.826.0.1.3680043.8.498.16016"
+    for eye in ("R", "L"):
+        services.ingestor.ingest(
+            Incoming(data=_photo(eye), source=Source.UPLOAD, user_id="t",
+                     fields={"patient_id": patient, "patient_name": "Roe^Ann",
+                             "laterality": eye, "study_instance_uid": study})
+        )  # fmt: skip
+    header = OptHeader(patient_id=patient, patient_name="Roe^Ann", study_instance_uid=study)
+    services.ingestor.ingest(
+        Incoming(data=opt_bytes("L", thickening_um=120.0, header=header), source=Source.DICOM,
+                 user_id="ae:OCT", calling_ae="OCT")
+    )  # fmt: skip
+    wait_for(lambda: services.pipeline.pending() == 0, timeout=90)
+    row = wait_for(
+        lambda: services.store.one(
+            "SELECT visit_key, payload FROM visit_outcomes ORDER BY id DESC LIMIT 1"
+        )
+    )
+    left = next(e for e in json.loads(row["payload"])["eyes"] if e["eye"] == "L")
+    assert left["oct_dme"] is True and left["oct_capture_ids"]
+    return str(row["visit_key"])
+
+
+def test_the_clinician_overrides_the_oct_dme_answer_at_sign_off(app: Any, services: Any) -> None:
+    key = mixed_visit(services, "OCTREV5")
+    client = logged_in(app, services, "clinician")
+    html = client.get(f"/review/{key}").get_data(as_text=True)
+    assert 'name="oct_dme_L"' in html and "Keep: yes" in html
+    assert 'name="oct_dme_R"' not in html  # no OCT of the right eye
+    form = _form(client, key, decision="override", outcome_code="rescreen", oct_dme_R="no",
+                 reason="Artefact.", grade_R="0", grade_L="0")  # fmt: skip
+    refused = client.post(f"/review/{key}/sign", data=form)
+    assert refused.status_code == 422, refused.status_code
+    assert "Right eye: no gradable OCT volume" in refused.get_data(as_text=True)
+    form = _form(client, key, decision="override", outcome_code="rescreen", reason="Artefact.",
+                 grade_R="0", grade_L="0")  # fmt: skip
+    refused = client.post(f"/review/{key}/sign", data=form)
+    assert "Rescreen contradicts centre-involving macular oedema on OCT" in (
+        refused.get_data(as_text=True)
+    )
+    form = _form(client, key, decision="override", outcome_code="rescreen", oct_dme_L="maybe",
+                 reason="Artefact.")  # fmt: skip
+    refused = client.post(f"/review/{key}/sign", data=form)
+    assert refused.status_code == 422
+    assert "The OCT macular oedema answer is yes or no." in refused.get_data(as_text=True)
+    assert services.store.scalar("SELECT count(*) FROM reviews") == 0
+
+    form = _form(client, key, decision="override", outcome_code="rescreen", oct_dme_L="no",
+                 grade_R="0", grade_L="0",
+                 reason="Thickening is a segmentation artefact at the fovea.")  # fmt: skip
+    assert client.post(f"/review/{key}/sign", data=form).status_code == 303
+    review = services.store.one("SELECT * FROM reviews ORDER BY id DESC LIMIT 1")
+    assert json.loads(review["payload"])["oct_dme"] == {"L": False}
+    event = services.store.one(
+        "SELECT detail FROM audit_events WHERE detail LIKE '%verified_sr%' ORDER BY seq DESC"
+    )
+    assert json.loads(event["detail"])["oct_dme"] == {"L": False}
+    page = client.get(f"/review/{key}").get_data(as_text=True)
+    assert '<span data-oct-dme="L">Left: CI-DME on OCT no</span>' in page
+    flat = " ".join(_pdf_text(services, review["pdf_sop_instance_uid"]).split())
+    assert "centre-involving macular oedema on OCT: no (replaces the automated answer)" in flat
+    assert "Left eye: centre-involving macular oedema on OCT: no (clinician)" in flat
+
+    from appliance.desks.station_view import signed_line
+
+    outcome_id = services.store.scalar(
+        "SELECT max(id) FROM visit_outcomes WHERE visit_key = ?", (key,)
+    )
+    assert signed_line(services.store, outcome_id) == (
+        "Signed by Dr A. Grader, MD — Rescreen at the routine interval — "
+        "Left eye: centre-involving macular oedema on OCT: no (clinician)"
+    )
