@@ -115,6 +115,12 @@ class EyeView:
     def has_dicom(self) -> bool:
         return any(image.sop_instance_uid for image in self.images)
 
+    @property
+    def has_photo(self) -> bool:
+        """A photograph as DICOM (received or wrapped): what a DR grade can be set on; an OCT
+        volume alone is not one."""
+        return any(i.sop_instance_uid and not i.result.get("oct") for i in self.images)
+
 
 @dataclass(frozen=True)
 class VisitDetail:

@@ -162,7 +162,7 @@ def check(choice: Decision, detail: VisitDetail) -> tuple[str, dict[str, int], s
             raise RejectedInput(f"Unknown eye {eye!r}.")
         if not isinstance(grade, int) or not 0 <= grade <= 4:
             raise RejectedInput("A DR grade is 0 (none) to 4 (proliferative).")
-        if not eyes[eye].has_dicom:
+        if not eyes[eye].has_photo:
             raise RejectedInput(f"{EYE_WORDS[eye]}: no photograph, so no DR grade can be set.")
         grades[eye] = grade
     if outcome == "rescreen":

@@ -60,6 +60,7 @@ def test_the_oct_numbers_map_and_b_scans(app: Any, services: Any) -> None:
     cst = re.search(rf'id="oct-cst-{cid}"><strong>(\d+) µm</strong>', html)
     assert cst is not None and int(cst.group(1)) > 330
     assert "threshold 300 µm for this device: <strong>" in html  # at or over
+    assert 'name="grade_L"' not in html  # an OCT alone: no DR grade to set
     dme = re.search(rf'id="oct-dme-{cid}">(.*?)</dd>', html, re.S)
     assert dme is not None and "yes" in dme.group(1)
     assert re.search(rf'id="oct-volume-{cid}">\d+\.\d\d mm³</dd>', html)
