@@ -248,23 +248,33 @@ def verified_sr(
         number = int(newest.get("InstanceNumber") or 0) + 1
     else:
         series, number = new_uid(uid_root), 1
-    return screening_sr(
-        images=datasets,
-        findings_by_eye=findings,
-        models=models,
-        device={**DEVICE, "uid": device_uid(newest) or new_uid(uid_root), "version": __version__},
-        series_instance_uid=series,
-        sop_instance_uid=new_uid(uid_root),
-        uid_root=uid_root,
-        outcome=outcome_code if outcome_code in OUTCOMES else None,
-        verified_by=person_name(signer_name),
-        verified_at=moment or datetime.now(UTC),
-        decision=decision,
-        comment=reason,
-        predecessor=list(predecessors) or None,
-        verifying_organization=organization,
-        instance_number=number,
-    )
+    try:
+        return screening_sr(
+            images=datasets,
+            findings_by_eye=findings,
+            models=models,
+            device={
+                **DEVICE,
+                "uid": device_uid(newest) or new_uid(uid_root),
+                "version": __version__,
+            },
+            series_instance_uid=series,
+            sop_instance_uid=new_uid(uid_root),
+            uid_root=uid_root,
+            outcome=outcome_code if outcome_code in OUTCOMES else None,
+            verified_by=person_name(signer_name),
+            verified_at=moment or datetime.now(UTC),
+            decision=decision,
+            comment=reason,
+            predecessor=list(predecessors) or None,
+            verifying_organization=organization,
+            instance_number=number,
+        )
+    except ValueError as exc:  # e.g. OCT volumes only: nothing the SR can carry yet
+        raise RejectedInput(
+            f"The verified report cannot be built for this visit ({exc}). Nothing was signed.",
+            reason="sr_not_buildable",
+        ) from None
 
 
 def device_uid(sr: Dataset | None) -> str | None:

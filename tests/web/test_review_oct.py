@@ -104,6 +104,13 @@ def test_the_oct_numbers_map_and_b_scans(app: Any, services: Any) -> None:
     assert frames == [0, int(central.group(1)) - 1, 24]
     assert any(e.get("view") == "review oct thickness map" for e in events)
 
+    # OCT volumes only: the verified SR has nothing to carry yet, so signing is refused cleanly
+    form = _form(client, key, decision="override", outcome_code="refer", reason="Thick.")
+    refused = client.post(f"/review/{key}/sign", data=form)
+    assert refused.status_code == 422
+    assert "The verified report cannot be built for this visit" in refused.get_data(as_text=True)
+    assert services.store.scalar("SELECT count(*) FROM reviews") == 0
+
 
 def test_b_scans_are_for_clinicians_and_this_visits_volumes_only(app: Any, services: Any) -> None:
     key, cid = oct_visit(services, "R", "OCTREV2", thickening_um=0.0)
