@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +130,17 @@ def draw_frame(frame: np.ndarray, layers: OctLayers | None, index: int) -> np.nd
     return bscan_rgb(frame, ilm, rpe, mask)
 
 
+@contextmanager
+def _kept() -> Iterator[None]:
+    """A file deleted after delivery (retention) is said, not crashed on."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise VisitNotFound(
+            "This OCT volume's files were deleted after delivery (retention)."
+        ) from None
+
+
 class OctReview:
     """The OCT volumes of a visit for the review desk (read-only)."""
 
@@ -162,7 +175,8 @@ class OctReview:
     def thickness_map_png(self, visit_key: str, capture_id: int) -> bytes:
         """The thickness map in colour with the ETDRS circles on the fovea (PNG)."""
         scan = self._scan(visit_key, capture_id)
-        values = oct_pipeline.thickness_map(self.blobs, scan.record)
+        with _kept():
+            values = oct_pipeline.thickness_map(self.blobs, scan.record)
         spacing = scan.record.map_spacing_mm
         if values is None or spacing is None:
             raise VisitNotFound("This OCT volume has no thickness map (not measured).")
@@ -178,15 +192,19 @@ class OctReview:
             raise VisitNotFound("This OCT volume was not measured.")
         if not 0 <= index < shape[0]:
             raise VisitNotFound(f"There is no B-scan {index}: this volume has {shape[0]}.")
-        volume = self._volume(scan.file_path)
+        with _kept():
+            volume = self._volume(scan.file_path)
+            layers = oct_pipeline.layers(self.blobs, scan.record)
         if index >= volume.shape[0]:
             raise VisitNotFound(f"There is no B-scan {index} in the stored object.")
-        return png_bytes(draw_frame(volume[index], oct_pipeline.layers(self.blobs, scan.record),
-                                    index))  # fmt: skip
+        return png_bytes(draw_frame(volume[index], layers, index))
 
     def _volume(self, file_path: str) -> np.ndarray:
         with self._lock:
             if file_path in self._volumes:
+                if not self.blobs.resolve(file_path).exists():  # purged: not from memory either
+                    del self._volumes[file_path]
+                    raise FileNotFoundError(file_path)
                 self._volumes.move_to_end(file_path)
                 return self._volumes[file_path]
         vol = read_oct(self.blobs.read(file_path), self.limits)

@@ -143,6 +143,15 @@ def test_a_volume_stored_before_the_layers_were_kept_shows_its_b_scans_plain(
     rgb = _rgb(shot.data)
     assert (np.ptp(rgb, axis=2) < 2).all()  # grey: nothing drawn
 
+    # the files deleted after delivery (retention): said, not crashed on
+    for path in (services.store.scalar("SELECT file_path FROM captures WHERE id = ?", (cid,)),
+                 payload["oct"]["thickness_map"]):  # fmt: skip
+        services.blobs.resolve(path).unlink()
+    for url in (f"/review/{key}/oct/{cid}/bscan/4.png", f"/review/{key}/oct/{cid}/thickness.png"):
+        gone = client.get(url)
+        assert gone.status_code == 404 and "deleted after delivery" in gone.get_data(as_text=True)
+    assert client.get(f"/review/{key}").status_code == 200
+
 
 def _pdf_text(services: Any, uid: str) -> str:
     import subprocess
