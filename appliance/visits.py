@@ -139,7 +139,8 @@ class OctRecord:
     """What the worker stored for one OCT volume (``ImageRecord.oct``): the ``OctFinding`` as a
     dict (None when the volume was not analysed), the spacing, and the blob paths of the
     thickness map (``.npy``, float32 µm, frames x measured A-scans, spaced ``map_spacing_mm``)
-    and the central B-scan as received (PNG, plain and with the ILM / RPE drawn). The source
+    and the central B-scan as received (PNG, plain and with the ILM / RPE drawn), every
+    B-scan's boundaries and fluid (``.npz``, newer records only). The source
     OPT object is the capture's own file."""
 
     data: dict[str, Any] = field(default_factory=dict)
@@ -182,6 +183,12 @@ class OctRecord:
     @property
     def bscan_layers(self) -> str | None:
         return self.data.get("bscan_layers") or None
+
+    @property
+    def layers(self) -> str | None:
+        """Every B-scan's boundaries and fluid (``.npz``, pipeline/oct.py ``OctLayers``);
+        None for records stored before they were kept."""
+        return self.data.get("layers") or None
 
 
 @dataclass(frozen=True)

@@ -305,11 +305,14 @@ def monitoring_page() -> ResponseReturnValue:
     camera = request.args.get("camera", "").strip() or None
     operator = request.args.get("operator", "").strip() or None
     report, problem = context.monitoring().report(camera=camera, operator=operator)
+    octs = context.monitoring_oct().report()  # OCT volumes, apart from the photographs
     return render_template(
         "admin/monitoring.html",
         report=report,
         problem=problem,
         charts=_charts(report) if report else None,
+        octs=octs,
+        oct_charts=admin_charts.oct_charts(octs),
     )
 
 

@@ -10,6 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appliance.desks.monitoring_oct import OctReport
 
 WIDTH, HEIGHT = 640, 220
 LEFT, RIGHT, TOP, BOTTOM = 56, 12, 12, 36
@@ -191,3 +195,35 @@ def histogram(
     chart.legend = [("col reference", "validation reference"), ("col observed", "this period")]
     _x_labels(chart, centres, [str(i + 1) for i in range(len(labels))])
     return chart
+
+
+def oct_charts(report: OctReport) -> dict[str, Any]:
+    """The OCT part of the monitoring page: volumes, ungradable rate, signal strength (daily
+    median) and, where a reference exists, its PSI."""
+    labels = [d.label for d in report.days]
+    short = [label[5:] for label in labels]
+    span = f"from {report.start} to {report.end} (UTC); the table below lists every number"
+    charts: dict[str, Any] = {
+        "volume": bars("OCT volumes per day", labels, [d.volumes for d in report.days],
+                       desc=f"OCT volumes received per day {span}.", short=short),
+        "ungradable": line(
+            "OCT ungradable rate per day", labels, [d.ungradable_rate for d in report.days],
+            desc=f"Share of assessed OCT volumes found not gradable, per day {span}.",
+            percent=True, short=short),
+        "signal": line(
+            "OCT signal strength per day (median, dB)", labels,
+            [d.signal_median for d in report.days],
+            desc=f"Median signal strength (dB) of the OCT volumes of each day {span}.",
+            short=short),
+        "drift": None,
+    }  # fmt: skip
+    if report.reference is not None:
+        charts["drift"] = line(
+            "Drift of OCT signal strength (PSI)", labels,
+            [d.drift.value if d.drift else None for d in report.days],
+            desc=(f"Population stability index of the OCT signal strength against its "
+                  f"reference, each day over the last {report.window_days} days {span}."),
+            threshold=report.alert_at, threshold_label=f"alert at PSI {report.alert_at:g}",
+            short=short,
+        )  # fmt: skip
+    return charts

@@ -6,6 +6,9 @@ of the report (preliminary, signed, amended: SR and PDF) and the sign-off form w
 of the signature; ``POST /review/<visit>/sign`` accepts or overrides, signed with the password
 re-entered (a wrong one: 403, audited, counted toward the lockout);
 ``/review/<visit>/documents/<id>/report.pdf`` opens one PDF version (audited);
+``/review/<visit>/oct/<id>/thickness.png`` and ``…/bscan/<n>.png`` an OCT volume's thickness
+map (ETDRS grid) and its B-scan ``n`` with ILM / RPE / fluid (``appliance/desks/review_oct.py``
+through ``context.review_oct()``; each served audited, a frame outside the volume 404);
 ``POST /review/<visit>/captures/<id>/eye`` decides a photograph's eye (keep the label, use the
 detected eye, relabel or exclude with a reason) through the same desk as the station
 (``appliance/desks/eye_labels.py``: decision, audit, outcome and documents re-derived). Everything
@@ -68,6 +71,7 @@ OVERRIDE_CHOICES = (
     ("rescreen", "Rescreen at the routine interval"),
     ("retake", "Retake the photographs"),
 )
+YES_NO = {"": None, "yes": True, "no": False}  # an OCT CI-DME answer on the sign-off form
 EYE_STATUS = {"graded": "graded", "ungradable": "ungradable", "missing": "no photograph",
               "unresolved": "not counted: an eye label is in question"}  # fmt: skip
 
@@ -137,7 +141,12 @@ def _page(
         detail={"visit": visit_key},
     )
     html = render_template(
-        "review/visit.html", v=detail, error=error, error_title=error_title, form=form or {}
+        "review/visit.html",
+        v=detail,
+        octs=context.review_oct().scans(visit_key),
+        error=error,
+        error_title=error_title,
+        form=form or {},
     )
     return html, status
 
@@ -176,6 +185,31 @@ def heatmap(visit: str, capture_id: int) -> ResponseReturnValue:
     return Response(png, mimetype="image/png")
 
 
+@bp.get("/<visit>/oct/<int:capture_id>/thickness.png")
+@roles(Role.CLINICIAN)
+def oct_map(visit: str, capture_id: int) -> ResponseReturnValue:
+    """An OCT volume's thickness map with the ETDRS grid (404 for another visit's)."""
+    png = context.review_oct().thickness_map_png(visit, capture_id)
+    _audit_image("review oct thickness map", visit, capture_id)
+    return Response(png, mimetype="image/png")
+
+
+@bp.get("/<visit>/oct/<int:capture_id>/bscan/<int:frame>.png")
+@roles(Role.CLINICIAN)
+def oct_bscan(visit: str, capture_id: int, frame: int) -> ResponseReturnValue:
+    """B-scan ``frame`` of an OCT volume with its layers and fluid (404 outside the volume)."""
+    png = context.review_oct().bscan_png(visit, capture_id, frame)
+    owner = desk().image_owner(visit, capture_id)
+    audit_view(
+        "review oct b-scan",
+        patient_id=owner["patient_id"],
+        study_instance_uid=owner["study_instance_uid"],
+        sop_instance_uids=[owner["sop_instance_uid"]] if owner["sop_instance_uid"] else [],
+        detail={"visit": visit, "capture": capture_id, "frame": frame},
+    )
+    return Response(png, mimetype="image/png")
+
+
 @bp.post("/<visit>/sign")
 @roles(Role.CLINICIAN)
 def sign(visit: str) -> ResponseReturnValue:
@@ -187,13 +221,17 @@ def sign(visit: str) -> ResponseReturnValue:
             if value:
                 grades[eye] = int(value)
         shown = form.get("outcome_id", "").strip()
+        oct_dme = {eye: YES_NO[form.get(f"oct_dme_{eye}", "")] for eye in ("R", "L")}
         choice = Decision(
             decision=form.get("decision", ""),
             outcome_code=form.get("outcome_code", "").strip(),
             reason=form.get("reason", ""),
             grades=grades,
             outcome_id=int(shown) if shown else None,
+            oct_dme={eye: value for eye, value in oct_dme.items() if value is not None},
         )
+    except KeyError:
+        return _page(visit, 422, "The OCT macular oedema answer is yes or no.", form)
     except ValueError:
         return _page(visit, 422, "A DR grade is 0 (none) to 4 (proliferative).", form)
     try:

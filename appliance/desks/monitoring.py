@@ -9,6 +9,8 @@ sender of a camera / hot-folder photograph such as ``ae:CAMERA1``).
 - referral rate: share of the graded photographs (gradable, with a DR or glaucoma model result)
   showing a referable finding (referable DR, DME or glaucoma suspect); without models it is
   undefined;
+- OCT volumes are counted apart (desks/monitoring_oct.py: volume, ungradable rate, signal
+  strength and its drift), never in these figures;
 - drift: the population stability index (PSI) of brightness and sharpness against the
   validation reference (:mod:`appliance.tools.drift_reference`), over the reference's decile bins:
   ``PSI = Σ (a_i - e_i) · ln(a_i / e_i)`` with shares floored at 1e-4. Below

@@ -108,7 +108,8 @@ def report_outcome(
     outcome_payload: str, signature: Signature
 ) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """What the signed PDF states: the outcome JSON (the clinician's decision as the outcome)
-    and, per eye, lines added after the automated findings (a DR grade the clinician set)."""
+    and, per eye, lines added after the automated findings (a DR grade, an OCT centre-involving
+    DME answer the clinician set)."""
     automated = json.loads(outcome_payload)
     outcome = dict(automated)
     if signature.decision == "override":
@@ -128,6 +129,11 @@ def report_outcome(
         eye: [f"Clinician's DR grade: {DR_WORDS[grade]} (replaces the automated grade)"]
         for eye, grade in signature.grades.items()
     }
+    for eye, value in signature.oct_dme.items():
+        added.setdefault(eye, []).append(
+            f"Clinician's answer, centre-involving macular oedema on OCT: "
+            f"{'yes' if value else 'no'} (replaces the automated answer)"
+        )
     return outcome, added
 
 

@@ -52,6 +52,7 @@ from appliance.desks.signoff import (
     Signature,
     Signed,
     check,
+    check_oct_dme,
     signed_findings,
     verified_sr,
 )
@@ -133,15 +134,10 @@ class ReviewDesk:
             "ORDER BY vo.id DESC LIMIT ?",
             (MAX_LISTED,),
         )
-        reviews = self._last_reviews()
+        reviews = self._last_reviews()  # sorted below: stable, newest first within each band
         visits = [summary_from_row(row, reviews.get(row["visit_key"])) for row in rows]
-        visits.sort(
-            key=lambda v: (
-                not v.needs_review,
-                ORDER.get(v.code, 9),
-                URGENCY.get(v.urgency, 9),
-            )
-        )  # stable: newest first within each band
+        visits.sort(key=lambda v: (not v.needs_review, ORDER.get(v.code, 9),
+                                   URGENCY.get(v.urgency, 9)))  # fmt: skip
         return visits
 
     def visit(self, visit_key: str) -> VisitDetail:
@@ -172,6 +168,8 @@ class ReviewDesk:
                     cdr=eye["cdr"],
                     glaucoma_suspect=eye["glaucoma_suspect"],
                     images=tuple(sorted(mine, key=lambda i: not i.result.get("gradable"))),
+                    oct_status=eye.get("oct_status"),
+                    oct_dme=eye.get("oct_dme"),
                 )
             )
         shown = {e.eye for e in eyes}
@@ -271,6 +269,7 @@ class ReviewDesk:
                 "Look at the visit again, then sign."
             )
         outcome_code, grades, reason = check(choice, detail)
+        oct_dme = check_oct_dme(choice, detail, outcome_code)
         found = scope(visit_key)
         sources = read_sources(self.store, self.blobs, visit_key, found.where, found.params)
         if sources is None:
@@ -291,7 +290,7 @@ class ReviewDesk:
             visit_key, summary, choice.decision, outcome_code, grades, reason,
             user_pk, username, address, signer_name=signer.full_name,
             credentials=signer.credentials,
-            meaning=meaning(choice.decision, amendment=bool(detail.reviews)),
+            meaning=meaning(choice.decision, amendment=bool(detail.reviews)), oct_dme=oct_dme,
         )  # fmt: skip
         moment = datetime.now(UTC)
         srs = report_versions.predecessors(self.store, self.blobs, visit_key, "sr")

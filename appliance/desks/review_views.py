@@ -31,6 +31,7 @@ class ReviewRecord:
     signer_name: str = ""  # as printed on the signed report
     credentials: str = ""
     pdf_sop_instance_uid: str | None = None
+    oct_dme: dict[str, bool] = field(default_factory=dict)  # the clinician's OCT CI-DME answers
 
     @property
     def signer(self) -> str:
@@ -98,14 +99,27 @@ class EyeView:
     cdr: float | None
     glaucoma_suspect: bool | None
     images: tuple[ImageView, ...]
+    oct_status: str | None = None  # graded, human_grading, ungradable; None: no OCT
+    oct_dme: bool | None = None  # the rules' centre-involving DME answer on OCT
 
     @property
     def name(self) -> str:
         return EYE_WORDS[self.eye]
 
     @property
+    def has_gradable_oct(self) -> bool:
+        """A gradable OCT volume: its CI-DME answer can be set by the clinician."""
+        return self.oct_status in ("graded", "human_grading")
+
+    @property
     def has_dicom(self) -> bool:
         return any(image.sop_instance_uid for image in self.images)
+
+    @property
+    def has_photo(self) -> bool:
+        """A photograph as DICOM (received or wrapped): what a DR grade can be set on; an OCT
+        volume alone is not one."""
+        return any(i.sop_instance_uid and not i.result.get("oct") for i in self.images)
 
 
 @dataclass(frozen=True)
@@ -169,4 +183,5 @@ def review_from_row(row: dict[str, Any]) -> ReviewRecord:
         signer_name=row.get("signer_name") or "",
         credentials=row.get("signer_credentials") or "",
         pdf_sop_instance_uid=row.get("pdf_sop_instance_uid"),
+        oct_dme={k: bool(v) for k, v in (payload.get("oct_dme") or {}).items()},
     )

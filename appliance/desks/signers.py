@@ -68,3 +68,10 @@ def person_name(full_name: str) -> str:
     family, given, middle = rest[-1], rest[:1] if len(rest) > 1 else [], rest[1:-1]
     parts = [family, " ".join(given), " ".join(middle), " ".join(prefix)]
     return "^".join(parts).rstrip("^")[:64]
+
+
+def oct_dme_words(eye: str, value: bool) -> str:
+    """A clinician's OCT answer in words, as the signer block and the station print it:
+    "Right eye: centre-involving macular oedema on OCT: no (clinician)"."""
+    side = {"R": "Right eye", "L": "Left eye"}.get(eye, eye)
+    return f"{side}: centre-involving macular oedema on OCT: {'yes' if value else 'no'} (clinician)"

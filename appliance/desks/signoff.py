@@ -1,6 +1,7 @@
 """A clinician's sign-off: the checks on what they sent, and the VERIFIED SR it issues.
 
-``check`` turns the form into an outcome code, per-eye DR grades and a reason, or refuses with
+``check`` turns the form into an outcome code, per-eye DR grades and a reason (and
+``check_oct_dme`` the per-eye centre-involving DME answers on OCT), or refuses with
 a message a person can act on: accept needs a complete automated outcome (refer, rescreen,
 retake, glaucoma_refer) and no changes; override needs a reason and an outcome (refer, rescreen
 or retake; glaucoma_refer may be kept), a grade only for an eye that has a photograph, and
@@ -22,7 +23,7 @@ from pydicom.dataset import Dataset
 
 from appliance import __version__
 from appliance.desks.review_views import ACCEPTABLE, EYE_WORDS, VisitDetail, VisitSummary
-from appliance.desks.signers import OUTCOME_WORDS, person_name
+from appliance.desks.signers import OUTCOME_WORDS, oct_dme_words, person_name
 from appliance.dicom.op import new_uid
 from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.errors import RejectedInput
@@ -42,6 +43,7 @@ class Decision:
     reason: str = ""
     grades: Mapping[str, int] = field(default_factory=dict)
     outcome_id: int | None = None  # the outcome the page showed (stale-page check)
+    oct_dme: Mapping[str, bool] = field(default_factory=dict)  # eye → CI-DME on OCT (override)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Signature:
     signer_name: str = ""  # the full name printed (21 CFR 11.50)
     credentials: str = ""
     meaning: str = ""  # desks/signers.py MEANINGS
+    oct_dme: dict[str, bool] = field(default_factory=dict)  # eye → the clinician's OCT CI-DME
 
     @property
     def decision_words(self) -> str:
@@ -79,6 +82,8 @@ class Signature:
         if self.decision == "accept":
             return f"Accepted the automated result: {self.summary.text.rstrip('.')}."
         words = f"Overrode the automated result: {OUTCOME_WORDS.get(self.outcome_code, '')}."
+        for eye, value in sorted(self.oct_dme.items(), reverse=True):  # right eye first
+            words += f" {oct_dme_words(eye, value)}."
         return f"{words} Reason: {self.reason}" if self.reason else words
 
     def review_row(self, sr_uid: str, previous: tuple[str, ...], now: str) -> dict[str, Any]:
@@ -97,6 +102,7 @@ class Signature:
                     "outcome_id": self.summary.outcome_id,
                     "model_outcome": self.summary.code,
                     "grades": self.grades,
+                    "oct_dme": self.oct_dme,  # eye → centre-involving DME on OCT (override)
                     "predecessors": list(previous),
                 }
             ),
@@ -113,6 +119,7 @@ class Signature:
             "model_outcome": self.summary.code,
             "outcome": self.outcome_code,
             "grades": self.grades,
+            "oct_dme": self.oct_dme,
             "verified_sr": sr_uid,
             "predecessors": list(previous),
             "queued": queued,
@@ -155,7 +162,7 @@ def check(choice: Decision, detail: VisitDetail) -> tuple[str, dict[str, int], s
             raise RejectedInput(f"Unknown eye {eye!r}.")
         if not isinstance(grade, int) or not 0 <= grade <= 4:
             raise RejectedInput("A DR grade is 0 (none) to 4 (proliferative).")
-        if not eyes[eye].has_dicom:
+        if not eyes[eye].has_photo:
             raise RejectedInput(f"{EYE_WORDS[eye]}: no photograph, so no DR grade can be set.")
         grades[eye] = grade
     if outcome == "rescreen":
@@ -167,6 +174,38 @@ def check(choice: Decision, detail: VisitDetail) -> tuple[str, dict[str, int], s
                     f"{EYE_WORDS[view.eye].lower()}: change the grade or the outcome."
                 )
     return outcome, grades, reason
+
+
+def check_oct_dme(choice: Decision, detail: VisitDetail, outcome: str) -> dict[str, bool]:
+    """The clinician's centre-involving DME answers on OCT (eye → yes / no), or a
+    RejectedInput: only when overriding, only for an eye with a gradable OCT volume, and never
+    "rescreen" next to centre-involving DME (the clinician's answer, else the rules')."""
+    answers: dict[str, bool] = {}
+    if choice.oct_dme and choice.decision != "override":
+        raise RejectedInput(
+            "You changed an OCT macular oedema answer: choose Override and give a reason, "
+            "or leave it unchanged to accept."
+        )
+    eyes = {eye.eye: eye for eye in detail.eyes}
+    for eye, value in choice.oct_dme.items():
+        if eye not in eyes:
+            raise RejectedInput(f"Unknown eye {eye!r}.")
+        if not isinstance(value, bool):
+            raise RejectedInput("The OCT macular oedema answer is yes or no.")
+        if not eyes[eye].has_gradable_oct:
+            raise RejectedInput(
+                f"{EYE_WORDS[eye]}: no gradable OCT volume, so no macular oedema answer on "
+                "OCT can be set."
+            )
+        answers[eye] = value
+    if outcome == "rescreen":
+        for view in detail.eyes:
+            if answers.get(view.eye, view.oct_dme) is True:
+                raise RejectedInput(
+                    "Rescreen contradicts centre-involving macular oedema on OCT in the "
+                    f"{EYE_WORDS[view.eye].lower()}: change the answer or the outcome."
+                )
+    return answers
 
 
 def signed_findings(
@@ -209,23 +248,33 @@ def verified_sr(
         number = int(newest.get("InstanceNumber") or 0) + 1
     else:
         series, number = new_uid(uid_root), 1
-    return screening_sr(
-        images=datasets,
-        findings_by_eye=findings,
-        models=models,
-        device={**DEVICE, "uid": device_uid(newest) or new_uid(uid_root), "version": __version__},
-        series_instance_uid=series,
-        sop_instance_uid=new_uid(uid_root),
-        uid_root=uid_root,
-        outcome=outcome_code if outcome_code in OUTCOMES else None,
-        verified_by=person_name(signer_name),
-        verified_at=moment or datetime.now(UTC),
-        decision=decision,
-        comment=reason,
-        predecessor=list(predecessors) or None,
-        verifying_organization=organization,
-        instance_number=number,
-    )
+    try:
+        return screening_sr(
+            images=datasets,
+            findings_by_eye=findings,
+            models=models,
+            device={
+                **DEVICE,
+                "uid": device_uid(newest) or new_uid(uid_root),
+                "version": __version__,
+            },
+            series_instance_uid=series,
+            sop_instance_uid=new_uid(uid_root),
+            uid_root=uid_root,
+            outcome=outcome_code if outcome_code in OUTCOMES else None,
+            verified_by=person_name(signer_name),
+            verified_at=moment or datetime.now(UTC),
+            decision=decision,
+            comment=reason,
+            predecessor=list(predecessors) or None,
+            verifying_organization=organization,
+            instance_number=number,
+        )
+    except ValueError as exc:  # e.g. OCT volumes only: nothing the SR can carry yet
+        raise RejectedInput(
+            f"The verified report cannot be built for this visit ({exc}). Nothing was signed.",
+            reason="sr_not_buildable",
+        ) from None
 
 
 def device_uid(sr: Dataset | None) -> str | None:

@@ -22,7 +22,7 @@ import pydicom
 from PIL import Image
 
 from appliance.capture.decode import Limits, decode_rgb
-from appliance.desks.signers import OUTCOME_WORDS
+from appliance.desks.signers import OUTCOME_WORDS, oct_dme_words
 from appliance.errors import ApplianceError
 from appliance.pipeline import eyes
 from appliance.pipeline.eyes import EyeDecision
@@ -231,7 +231,8 @@ def read_visit(store: Store, selection: Selection) -> StationVisit:
 def signed_line(store: Store, outcome_id: int) -> str:
     """The newest sign-off of this very outcome (none once new photographs changed it)."""
     row = store.one(
-        "SELECT r.outcome_code, r.signer_name, r.signer_credentials, u.username FROM reviews r "
+        "SELECT r.outcome_code, r.signer_name, r.signer_credentials, r.payload, u.username "
+        "FROM reviews r "
         "JOIN users u ON u.id = r.user_pk JOIN visit_outcomes vo ON vo.visit_key = r.visit_key "
         "WHERE vo.id = ? AND json_extract(r.payload, '$.outcome_id') = ? ORDER BY r.id DESC",
         (outcome_id, outcome_id),
@@ -240,7 +241,11 @@ def signed_line(store: Store, outcome_id: int) -> str:
         return ""
     name = row["signer_name"] or row["username"]
     who = f"{name}, {row['signer_credentials']}" if row["signer_credentials"] else name
-    return f"Signed by {who} — {OUTCOME_WORDS.get(row['outcome_code'], row['outcome_code'])}"
+    line = f"Signed by {who} — {OUTCOME_WORDS.get(row['outcome_code'], row['outcome_code'])}"
+    answers = json.loads(row["payload"] or "{}").get("oct_dme") or {}
+    for eye in sorted(answers, reverse=True):  # right eye first
+        line += f" — {oct_dme_words(eye, bool(answers[eye]))}"
+    return line
 
 
 def _refused(store: Store, selection: Selection) -> tuple[Refused, ...]:

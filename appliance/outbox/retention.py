@@ -265,13 +265,13 @@ class Retention(BackgroundLoop):
 
 def _heatmaps(payload: str | None) -> list[str]:
     """The files the pipeline made from a capture: its heatmap; of an OCT, its thickness map
-    and central B-scan pictures."""
+    and central B-scan pictures, every B-scan's layers."""
     try:
         record = ImageRecord.parse(payload)
         scan = record.oct
         made = [record.heatmap]
         if scan is not None:
-            made += [scan.thickness_map, scan.bscan, scan.bscan_layers]
+            made += [scan.thickness_map, scan.bscan, scan.bscan_layers, scan.layers]
     except (ValueError, AttributeError, TypeError):
         return []
     return [path for path in made if isinstance(path, str) and path]

@@ -40,6 +40,45 @@ ALGORITHM = "classical OCT baseline (ILM/RPE paths, ETDRS grid, dark-pocket flui
 DEMONSTRATION = "demonstration, not clinically validated"
 THUMBNAIL_WIDTH = 512
 CENTRE_NOT_MEASURED = "central_subfield_not_measured"
+BLOB_KEYS = ("thickness_map", "bscan", "bscan_layers", "layers")  # record["oct"] blob paths
+
+
+@dataclass(frozen=True)
+class OctLayers:
+    """Every B-scan's measured boundaries and fluid, at the measured (binned) resolution: the
+    review's B-scan slider draws them over the OPT's own frames. ``ilm_px`` / ``rpe_px``
+    (frames, binned A-scans), binned rows, NaN where not found; ``fluid`` bool (frames, binned
+    rows, binned A-scans); a binned row / A-scan covers ``row_factor`` / ``ascan_factor`` of
+    the original (inference/oct/prepare.py)."""
+
+    ilm_px: np.ndarray
+    rpe_px: np.ndarray
+    fluid: np.ndarray
+    row_factor: int
+    ascan_factor: int
+
+    def to_bytes(self) -> bytes:
+        """A compressed ``.npz``: boundaries as float16, fluid as packed bits (a few kB)."""
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            ilm_px=self.ilm_px.astype(np.float16),
+            rpe_px=self.rpe_px.astype(np.float16),
+            fluid_bits=np.packbits(self.fluid.astype(bool), axis=None),
+            fluid_shape=np.asarray(self.fluid.shape, np.int64),
+            factors=np.asarray((self.row_factor, self.ascan_factor), np.int64),
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OctLayers:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            shape = tuple(int(v) for v in npz["fluid_shape"])
+            count = int(np.prod(shape))
+            fluid = np.unpackbits(npz["fluid_bits"], count=count).astype(bool).reshape(shape)
+            factors = [int(v) for v in npz["factors"]]
+            return cls(npz["ilm_px"].astype(np.float32), npz["rpe_px"].astype(np.float32),
+                       fluid, factors[0], factors[1])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -58,6 +97,7 @@ class OctAnalysis:
     map_spacing_mm: tuple[float, float] | None = None  # (between B-scans, between its A-scans)
     bscan: np.ndarray | None = None  # uint8 (rows, A-scans): the central B-scan
     bscan_layers: np.ndarray | None = None  # RGB thumbnail with the ILM / RPE drawn
+    layers: OctLayers | None = None  # every B-scan's boundaries and fluid, for the review
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -168,6 +208,7 @@ def _analyse(vol: OctVolume, capture_id: int | None, timings: dict[str, float]) 
         map_spacing_mm=(binned.spacing_mm[0], binned.spacing_mm[2]),
         bscan=np.ascontiguousarray(bscan),
         bscan_layers=draw_layers(bscan, ilm, rpe, THUMBNAIL_WIDTH),
+        layers=OctLayers(m.ilm_px, m.rpe_px, m.fluid.mask, binned.row_factor, binned.ascan_factor),
         timings_ms=timings,
     )
 
@@ -184,8 +225,9 @@ def _png(image: np.ndarray) -> bytes:
 def save_arrays(blobs: BlobStore, analysis: OctAnalysis) -> dict[str, str | None]:
     """The thickness map (``.npy``, float32 µm, frames x the measured A-scans: spacing in
     ``map_spacing_mm``), the central B-scan as received (PNG, greyscale) and its thumbnail with
-    the layers drawn (PNG, RGB) as blobs; their paths."""
-    paths: dict[str, str | None] = {"thickness_map": None, "bscan": None, "bscan_layers": None}
+    the layers drawn (PNG, RGB), and every B-scan's boundaries and fluid (``.npz``,
+    :class:`OctLayers`) as blobs; their paths."""
+    paths: dict[str, str | None] = dict.fromkeys(BLOB_KEYS)
     if analysis.thickness_um is not None:
         buffer = io.BytesIO()
         np.save(buffer, analysis.thickness_um.astype(np.float32), allow_pickle=False)
@@ -194,6 +236,8 @@ def save_arrays(blobs: BlobStore, analysis: OctAnalysis) -> dict[str, str | None
         paths["bscan"] = blobs.put(_png(analysis.bscan), "image/png")
     if analysis.bscan_layers is not None:
         paths["bscan_layers"] = blobs.put(_png(analysis.bscan_layers), "image/png")
+    if analysis.layers is not None:
+        paths["layers"] = blobs.put(analysis.layers.to_bytes(), "application/x-npz")
     return paths
 
 
@@ -223,7 +267,7 @@ def oct_json(analysis: OctAnalysis, paths: dict[str, str | None]) -> dict[str, A
             "shape": list(analysis.shape) if analysis.shape else None,
             "central_frame": analysis.central_frame,
             "map_spacing_mm": list(analysis.map_spacing_mm) if analysis.map_spacing_mm else None,
-            **{"thickness_map": None, "bscan": None, "bscan_layers": None, **paths},
+            **{**dict.fromkeys(BLOB_KEYS), **paths},
         },
     }
 
@@ -288,3 +332,11 @@ def thickness_map(blobs: BlobStore, record: OctRecord) -> np.ndarray | None:
     if not record.thickness_map:
         return None
     return np.asarray(np.load(io.BytesIO(blobs.read(record.thickness_map)), allow_pickle=False))
+
+
+def layers(blobs: BlobStore, record: OctRecord) -> OctLayers | None:
+    """Every B-scan's stored boundaries and fluid, or None (not measured, or a record stored
+    before they were kept)."""
+    if not record.layers:
+        return None
+    return OctLayers.from_bytes(blobs.read(record.layers))

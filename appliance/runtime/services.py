@@ -23,7 +23,9 @@ from appliance.desks.accounts import Accounts
 from appliance.desks.admin import AdminDesk
 from appliance.desks.eye_labels import EyeLabels
 from appliance.desks.monitoring import MonitoringDesk
+from appliance.desks.monitoring_oct import OctMonitoringDesk
 from appliance.desks.review import ReviewDesk
+from appliance.desks.review_oct import OctReview
 from appliance.desks.site_settings import SiteSettingsDesk
 from appliance.desks.station import Station
 from appliance.dicom.report_pdf import Clinic
@@ -180,6 +182,7 @@ class Services:
         self.review = ReviewDesk(
             self.store, self.blobs, self.audit, settings, self.forwarder, accounts=self.accounts
         )
+        self.review_oct = OctReview(self.store, self.blobs, settings)
         self.admin = AdminDesk(
             self.store,
             self.audit,
@@ -189,6 +192,7 @@ class Services:
             loaded_models=self.models,
         )
         self.monitoring = MonitoringDesk(self.store, settings)
+        self.monitoring_oct = OctMonitoringDesk(self.store, settings)
         self.site_settings = SiteSettingsDesk(self.store, self.audit, settings)
         self.station = Station.build(settings, self.store, self.blobs, self.audit, self.limits)
         self.eye_labels = EyeLabels(self.store, self.audit, self.pipeline, self.pipeline.notify)

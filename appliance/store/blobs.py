@@ -25,6 +25,7 @@ EXTENSIONS = {
     "image/tiff": "tif",
     "application/pdf": "pdf",
     "application/x-npy": "npy",  # numpy arrays (an OCT thickness map), np.save format
+    "application/x-npz": "npz",  # numpy arrays by name (an OCT's layers), np.savez format
 }
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 

@@ -302,7 +302,9 @@ def test_an_octs_arrays_go_with_the_volume(services: Any) -> None:
     )
     scan = ImageRecord.parse(row["payload"]).oct
     assert scan is not None and scan.thickness_map and scan.bscan and scan.bscan_layers
-    made = [services.blobs.resolve(p) for p in (scan.thickness_map, scan.bscan, scan.bscan_layers)]
+    assert scan.layers  # every B-scan's boundaries and fluid
+    kept = (scan.thickness_map, scan.bscan, scan.bscan_layers, scan.layers)
+    made = [services.blobs.resolve(p) for p in kept]
     assert all(path.exists() for path in made)
     wait_for(lambda: _states(services) == ["delivered", "delivered"], timeout=30)
     assert _retention(services, DAYS + 0.5).sweep() == 1

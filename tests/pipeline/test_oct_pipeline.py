@@ -15,6 +15,7 @@ from appliance.capture import Incoming
 from appliance.config import Settings
 from appliance.destinations import Destination
 from appliance.domain import OctFinding, Source
+from appliance.pipeline.oct import layers as oct_layers
 from appliance.pipeline.visit import oct_finding_from_json
 from appliance.synth.oct import GEOMETRIES, OctCase, render_oct
 from appliance.synth.oct.dicom import OptHeader, encode_opt, opt_dataset
@@ -74,6 +75,12 @@ def test_an_oct_volume_is_measured_and_its_arrays_kept(services: Any, settings: 
     layers = cv2.imread(str(settings.data_path / str(scan.bscan_layers)), cv2.IMREAD_COLOR)
     assert layers is not None and layers.shape[2] == 3
     assert (layers[:, :, 1].astype(int) - layers[:, :, 0]).max() > 100  # the green ILM line
+    kept = oct_layers(services.blobs, scan)  # every B-scan's boundaries and fluid
+    assert kept is not None and kept.ilm_px.shape == kept.rpe_px.shape == (25, 256)
+    assert kept.fluid.shape == (25, 256, 256) and (kept.row_factor, kept.ascan_factor) == (1, 1)
+    middle = kept.rpe_px[12] - kept.ilm_px[12]
+    assert np.nanmedian(middle) * 7.5 > 200  # ILM above the RPE: a retina, in µm
+    assert (settings.data_path / str(scan.layers)).stat().st_size < 200_000
     quality = services.store.one(
         "SELECT gradable FROM quality_reports WHERE capture_pk = ?", (capture_id,)
     )

@@ -20,3 +20,24 @@ document.addEventListener("DOMContentLoaded", function () {
   });
   syncDecision(form);
 });
+
+// OCT B-scan slider: the range input (hidden without this script; the central B-scan and the
+// numbers are on the page anyway) swaps the B-scan picture to the frame chosen.
+function wireBscan(range) {
+  const img = document.getElementById(range.dataset.bscanFor);
+  const viewer = range.closest(".bscan-viewer");
+  const label = viewer ? viewer.querySelector("output") : null;
+  if (!img || !viewer) { return; }
+  const frames = Number(range.dataset.frames);
+  range.hidden = false;
+  range.addEventListener("input", function () {
+    const frame = Number(range.value);
+    img.src = viewer.dataset.bscanBase + frame + ".png";
+    img.alt = "B-scan " + (frame + 1) + " of " + frames + ": ILM red, RPE green, fluid blue";
+    if (label) { label.textContent = (frame + 1) + " / " + frames; }
+  });
+}
+
+document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("input[data-bscan-for]").forEach(wireBscan);
+});
