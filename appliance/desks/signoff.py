@@ -25,6 +25,7 @@ from appliance.desks.review_views import ACCEPTABLE, EYE_WORDS, VisitDetail, Vis
 from appliance.desks.signers import OUTCOME_WORDS, person_name
 from appliance.dicom.op import new_uid
 from appliance.dicom.sr import OUTCOMES, screening_sr
+from appliance.dicom.sr_oct import OctReport
 from appliance.errors import RejectedInput
 from appliance.pipeline.documents import DEVICE
 
@@ -188,7 +189,7 @@ def signed_findings(
 def verified_sr(
     *,
     images: Sequence[Mapping[str, Any]],
-    datasets: list[Dataset],
+    evidence: tuple[list[Dataset], Sequence[OctReport]],
     findings: dict[str, dict[str, Any]],
     predecessors: Sequence[Dataset],
     signer_name: str,
@@ -199,7 +200,8 @@ def verified_sr(
     uid_root: str,
     moment: datetime | None = None,
 ) -> Dataset:
-    """The VERIFIED SR (newest predecessor first in ``predecessors``; none is allowed)."""
+    """The VERIFIED SR (newest predecessor first in ``predecessors``; none is allowed);
+    ``evidence``: the photographs' headers and the OCT groups (``VisitSources.sr_images``)."""
     models: list[dict[str, Any]] = next(
         (i["result"]["models"] for i in images if i["result"].get("models")), []
     )
@@ -210,7 +212,7 @@ def verified_sr(
     else:
         series, number = new_uid(uid_root), 1
     return screening_sr(
-        images=datasets,
+        images=evidence[0],
         findings_by_eye=findings,
         models=models,
         device={**DEVICE, "uid": device_uid(newest) or new_uid(uid_root), "version": __version__},
@@ -225,6 +227,7 @@ def verified_sr(
         predecessor=list(predecessors) or None,
         verifying_organization=organization,
         instance_number=number,
+        oct=evidence[1],
     )
 
 
