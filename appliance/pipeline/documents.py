@@ -96,16 +96,16 @@ class VisitSources:
     octs: tuple[VisitOct, ...] = ()  # its OCT volumes (they are among ``images`` too)
 
     def sr_images(self, eyes: Sequence[Mapping[str, Any]]) -> tuple[list[Dataset], list[Any]]:
-        """What the SR references: the photographs' headers and the OCT groups (``eyes``: the
-        outcome's per-eye JSON). An OCT volume is in an OCT group, not among the photographs;
-        a visit with neither (an OCT not analysed only) references its images as before."""
+        """What the SR references: the images' headers and the OCT groups (``eyes``: the
+        outcome's per-eye JSON). A volume with a group is there, not among the images (an OCT
+        not analysed stays among them, as evidence)."""
         reports = oct_reports(self.octs, eyes)
-        volumes = {v.scan.capture_id for v in self.octs}
+        grouped = {r.finding.capture_id for r in reports}
         photos = [
             h for i, h in zip(self.images, self.headers, strict=True)
-            if i["capture_id"] not in volumes
+            if i["capture_id"] not in grouped
         ]  # fmt: skip
-        return (photos if photos or reports else list(self.headers)), reports
+        return photos, reports
 
 
 def visit_sources(

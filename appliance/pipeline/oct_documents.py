@@ -111,7 +111,9 @@ def _counted(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> lis
     for volume in octs:
         eye = _eye_of(volume.scan.capture_id, eyes)
         if eye is not None and volume.scan.finding is not None:
-            finding = dataclasses.replace(volume.scan.finding, laterality=eye["eye"])
+            finding = dataclasses.replace(
+                volume.scan.finding, laterality=eye["eye"], capture_id=volume.scan.capture_id
+            )
             out.append((volume, finding, eye))
     return out
 
