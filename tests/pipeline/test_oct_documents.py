@@ -220,3 +220,34 @@ def test_derived_uids_are_stable_and_valid() -> None:
         assert first != oct_documents.derived_uid(root, "1.2.4", "thickness map")
         assert first.startswith(root) and len(first) <= 64
         assert pydicom.uid.UID(first).is_valid
+
+
+def _oct_eyes(sr: pydicom.Dataset) -> list[str]:
+    """The eyes the SR's OCT groups are tracked as (TID 1501 tracking identifiers)."""
+    return [
+        str(e.value).removeprefix("Macular OCT, ")
+        for e in sr.iterall()
+        if e.keyword == "TextValue" and str(e.value).startswith("Macular OCT, ")
+    ]
+
+
+def test_a_persons_eye_decision_moves_the_octs_group_in_the_next_sr(settings: Settings) -> None:
+    services = _open(settings)
+    try:
+        capture_id = _ingest(services, "MAP-6", "R")
+        services.pipeline.drain()
+        assert services.pipeline.issue_quiet_visits(now=time.time() + 601) == 1
+        [first] = _objects(services, "sr")
+        sr = pydicom.dcmread(services.blobs.resolve(first["file_path"]))
+        assert _oct_eyes(sr) == ["right eye"]
+        services.eye_labels.decide(
+            capture_id, "relabel", eye="L", reason="the left eye", user="op1", role="operator"
+        )
+        services.pipeline.issuer.issue_due(time.time() + 1)
+        newest = _objects(services, "sr")[-1]
+        assert newest["id"] != first["id"]
+        sr = pydicom.dcmread(services.blobs.resolve(newest["file_path"]))
+        assert _oct_eyes(sr) == ["left eye"]
+        assert len(_objects(services, "opm")) == 1  # the map is the volume's: not made again
+    finally:
+        services.stop()
