@@ -105,9 +105,13 @@ def fluid_centre(finding: OctFinding, eye: Mapping[str, Any]) -> bool | None:
     return None
 
 
-def _counted(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> list[tuple]:
-    """(analysed volume, its finding on the eye the outcome counted it for, that eye's JSON)."""
-    out = []
+# an analysed volume, its finding on the eye the outcome counted it for, that eye's JSON
+Counted = tuple[VisitOct, OctFinding, Mapping[str, Any]]
+
+
+def _counted(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> list[Counted]:
+    """The volumes the outcome counted for an eye, each on that eye."""
+    out: list[Counted] = []
     for volume in octs:
         eye = _eye_of(volume.scan.capture_id, eyes)
         if eye is not None and volume.scan.finding is not None:
@@ -133,7 +137,7 @@ def oct_reports(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> 
     ]
 
 
-def _rank(item: tuple) -> tuple[bool, bool, int]:
+def _rank(item: Counted) -> tuple[bool, bool, int]:
     volume, finding, eye = item
     deciding = finding.cst_um is not None and finding.cst_um == eye.get("cst_um")
     return (deciding, finding.gradable, volume.scan.capture_id)
@@ -144,7 +148,7 @@ def oct_pages(
 ) -> list[OctPage]:
     """The PDF's OCT section per eye: the volume that decided the eye's OCT answer, else the
     newest gradable one, else the newest."""
-    best: dict[str, tuple] = {}
+    best: dict[str, Counted] = {}
     for item in _counted(octs, eyes):
         eye = item[2]["eye"]
         if eye not in best or _rank(item) > _rank(best[eye]):
@@ -226,7 +230,9 @@ def build_thickness_map(
     }
 
 
-def owed_thickness_map(db: Any, blobs: BlobStore, capture_pk: int, uid_root: str) -> dict | None:
+def owed_thickness_map(
+    db: Any, blobs: BlobStore, capture_pk: int, uid_root: str
+) -> dict[str, Any] | None:
     """The thickness map of one OPT capture if it has none yet (``pipeline/issue.py``)."""
     if db.scalar(
         "SELECT 1 FROM derived_objects WHERE kind = ? AND capture_pk = ?", (KIND, capture_pk)
