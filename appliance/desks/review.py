@@ -322,7 +322,7 @@ class ReviewDesk:
         eyes = json.loads(self._outcome_payload(signature.summary.outcome_id))["eyes"]
         return verified_sr(
             images=sources.images,
-            datasets=sources.headers,
+            evidence=sources.sr_images(eyes),
             findings=signed_findings(
                 eyes_findings=eye_findings(eyes, sources.images), grades=signature.grades
             ),

@@ -26,6 +26,7 @@ from appliance.desks.review_views import ACCEPTABLE, EYE_WORDS, VisitDetail, Vis
 from appliance.desks.signers import OUTCOME_WORDS, oct_dme_words, person_name
 from appliance.dicom.op import new_uid
 from appliance.dicom.sr import OUTCOMES, screening_sr
+from appliance.dicom.sr_oct import OctReport
 from appliance.errors import RejectedInput
 from appliance.pipeline.documents import DEVICE
 
@@ -227,7 +228,7 @@ def signed_findings(
 def verified_sr(
     *,
     images: Sequence[Mapping[str, Any]],
-    datasets: list[Dataset],
+    evidence: tuple[list[Dataset], Sequence[OctReport]],
     findings: dict[str, dict[str, Any]],
     predecessors: Sequence[Dataset],
     signer_name: str,
@@ -238,7 +239,8 @@ def verified_sr(
     uid_root: str,
     moment: datetime | None = None,
 ) -> Dataset:
-    """The VERIFIED SR (newest predecessor first in ``predecessors``; none is allowed)."""
+    """The VERIFIED SR (newest predecessor first in ``predecessors``; none is allowed);
+    ``evidence``: the photographs' headers and the OCT groups (``VisitSources.sr_images``)."""
     models: list[dict[str, Any]] = next(
         (i["result"]["models"] for i in images if i["result"].get("models")), []
     )
@@ -250,7 +252,7 @@ def verified_sr(
         series, number = new_uid(uid_root), 1
     try:
         return screening_sr(
-            images=datasets,
+            images=evidence[0],
             findings_by_eye=findings,
             models=models,
             device={
@@ -269,8 +271,9 @@ def verified_sr(
             predecessor=list(predecessors) or None,
             verifying_organization=organization,
             instance_number=number,
+            oct=evidence[1],
         )
-    except ValueError as exc:  # e.g. OCT volumes only: nothing the SR can carry yet
+    except ValueError as exc:  # a visit with nothing the SR can carry
         raise RejectedInput(
             f"The verified report cannot be built for this visit ({exc}). Nothing was signed.",
             reason="sr_not_buildable",

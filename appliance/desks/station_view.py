@@ -23,11 +23,13 @@ from PIL import Image
 
 from appliance.capture.decode import Limits, decode_rgb
 from appliance.desks.signers import OUTCOME_WORDS, oct_dme_words
+from appliance.dicom.oct_pictures import thickness_map_rgb
 from appliance.errors import ApplianceError
 from appliance.pipeline import eyes
 from appliance.pipeline.eyes import EyeDecision
+from appliance.pipeline.oct import thickness_map
 from appliance.store import BlobStore, Store
-from appliance.visits import ImageRecord, visit_key
+from appliance.visits import ImageRecord, OctRecord, visit_key
 
 THUMBNAIL_PX = 320
 EYES = ("R", "L")  # the checklist's order: right eye first, as clinics record them
@@ -287,7 +289,8 @@ def thumbnail(
     store: Store, blobs: BlobStore, limits: Limits, capture_id: int, size: int = THUMBNAIL_PX
 ) -> bytes:
     """A small JPEG of a stored photograph (any accepted format, DICOM included); of an OCT,
-    its central B-scan with the measured layers drawn."""
+    its central B-scan with the measured layers drawn and, beside it, its thickness map with
+    the ETDRS circles (a gradable volume)."""
     row = store.one("SELECT file_path, media_type FROM captures WHERE id = ?", (capture_id,))
     if row is None:
         raise NotFound("there is no such photograph")
@@ -299,9 +302,9 @@ def thumbnail(
     scan = ImageRecord.parse(result["payload"] if result else None).oct
     bscan = scan.bscan_layers if scan is not None else None
     data = blobs.read(bscan or row["file_path"])
-    if bscan:
+    if bscan and scan is not None:
         with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
-            picture = img.convert("RGB")
+            picture = _beside(img.convert("RGB"), _thickness_picture(blobs, scan))
     elif row["media_type"] == "image/jpeg":
         with Image.open(io.BytesIO(data), formats=["JPEG"]) as img:
             img.draft("RGB", (size, size))  # decode at a reduced scale: fast
@@ -312,6 +315,26 @@ def thumbnail(
     out = io.BytesIO()
     picture.save(out, "JPEG", quality=80)
     return out.getvalue()
+
+
+def _thickness_picture(blobs: BlobStore, scan: OctRecord) -> Image.Image | None:
+    """The OCT's thickness map in colour with the ETDRS circles on its fovea; None without."""
+    values = thickness_map(blobs, scan)
+    if values is None or scan.map_spacing_mm is None:
+        return None
+    fovea = (scan.finding or {}).get("fovea_mm")
+    centre = (float(fovea[0]), float(fovea[1])) if fovea else None
+    return Image.fromarray(thickness_map_rgb(values, scan.map_spacing_mm, centre, mm_per_px=0.05))
+
+
+def _beside(left: Image.Image, right: Image.Image | None) -> Image.Image:
+    if right is None:
+        return left
+    right = right.resize((max(1, round(right.width * left.height / right.height)), left.height))
+    canvas = Image.new("RGB", (left.width + 8 + right.width, left.height), "white")
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width + 8, 0))
+    return canvas
 
 
 def report(

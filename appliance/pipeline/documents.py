@@ -11,7 +11,9 @@ transaction (UIDs saved before any send), the one that also clears what the visi
 (pipeline/headers.py), so an odd camera file still gets its documents.
 
 The preliminary SR is UNVERIFIED; a clinician's sign-off re-issues it VERIFIED (desks/review.py)
-from the same helpers (``visit_images``, ``eye_findings``).
+from the same helpers (``visit_images``, ``eye_findings``, ``sr_images`` and the OCT groups).
+A visit's OCT volumes (pipeline/oct_documents.py) add their groups to the SR and their section
+to the PDF; a visit with OCT only gets both as well.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from appliance.dicom.sr import OUTCOMES, screening_sr
 from appliance.domain import VisitOutcome as Outcome
 from appliance.pipeline import eyes
 from appliance.pipeline.headers import read_header
+from appliance.pipeline.oct_documents import VisitOct, oct_pages, oct_reports, visit_octs
 from appliance.store import BlobStore, Store, utcnow
 
 LOGGER = logging.getLogger(__name__)
@@ -90,6 +93,19 @@ class VisitSources:
     uids: list[str]  # the referenced SOP Instance UIDs, sorted
     models: list[dict[str, Any]]
     decided_at: str = ""  # the newest eye decision on the visit's photographs ('' when none)
+    octs: tuple[VisitOct, ...] = ()  # its OCT volumes (they are among ``images`` too)
+
+    def sr_images(self, eyes: Sequence[Mapping[str, Any]]) -> tuple[list[Dataset], list[Any]]:
+        """What the SR references: the images' headers and the OCT groups (``eyes``: the
+        outcome's per-eye JSON). A volume with a group is there, not among the images (an OCT
+        not analysed stays among them, as evidence)."""
+        reports = oct_reports(self.octs, eyes)
+        grouped = {r.finding.capture_id for r in reports}
+        photos = [
+            h for i, h in zip(self.images, self.headers, strict=True)
+            if i["capture_id"] not in grouped
+        ]  # fmt: skip
+        return photos, reports
 
 
 def visit_sources(
@@ -102,12 +118,14 @@ def visit_sources(
     models: list[dict[str, Any]] = next(
         (i["result"].get("models") for i in images if i["result"].get("models")), []
     )
+    headers = [read_header(blobs.resolve(i["dicom_path"])) for i in images]
     return VisitSources(
         images=images,
-        headers=[read_header(blobs.resolve(i["dicom_path"])) for i in images],
+        headers=headers,
         uids=sorted(image["uid"] for image in images),
         models=models,
         decided_at=eyes.latest(store, where, params),
+        octs=tuple(visit_octs(store, images, headers, where, params)),
     )
 
 
@@ -136,8 +154,10 @@ def build_sr(
     """The preliminary (UNVERIFIED) SR, stored; its ``derived_objects`` row (caller records)."""
     device = {**DEVICE, "uid": new_uid(uid_root), "version": __version__}
     series, uid = new_uid(uid_root), new_uid(uid_root)
+    photos, octs = sources.sr_images(outcome_json["eyes"])
     sr = screening_sr(
-        images=sources.headers,
+        images=photos,
+        oct=octs,
         findings_by_eye=eye_findings(outcome_json["eyes"], sources.images),
         models=sources.models,
         device=device,
@@ -201,6 +221,7 @@ def report_document(
         disclaimer="The models were trained on synthetic images.",
         clinic=clinic,
         signature=signature,
+        oct_pages=oct_pages(blobs, sources.octs, outcome_json["eyes"]),
     )
     newest = replaces[0] if replaces else None
     return encapsulated_pdf(

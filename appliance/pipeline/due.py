@@ -2,10 +2,11 @@
 
 A ``documents_due`` row is written in the same transaction as the outcome that makes a document
 due (a complete visit's SR and PDF; an incomplete visit's once its quiet period is over; a heatmap
-SC that could not be made with its analysis) and deleted in the transaction that stores the
-document, so a crash at any step leaves either the row (built again, under UIDs nobody has seen)
-or the document (never built twice). A build that fails is tried ``MAX_TRIES`` times with a
-doubling delay, then the row turns ``dead`` with its reason until an admin retries it (audited).
+SC or an OCT's Ophthalmic Thickness Map (``opm``) that could not be made with its analysis) and
+deleted in the transaction that stores the document, so a crash at any step leaves either the
+row (built again, under UIDs nobody has seen) or the document (never built twice). A build that
+fails is tried ``MAX_TRIES`` times with a doubling delay, then the row turns ``dead`` with its
+reason until an admin retries it (audited).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from appliance.audit import AuditTrail, events
 from appliance.store import Store, Tx
 
-KINDS = ("sr", "pdf", "sc")
+KINDS = ("sr", "pdf", "sc", "opm")
 MAX_TRIES = 3
 RETRY_SECONDS = 30.0  # the delay after the first failed try; doubles per try
 
@@ -27,7 +28,7 @@ class Due:
     id: int
     visit_key: str
     kind: str
-    photo_pk: int  # the photograph an SC is made from; 0 for the visit's SR and PDF
+    photo_pk: int  # the capture an SC / thickness map is made from; 0 for the SR and PDF
     capture_pk: int  # the capture whose outcome made it due (audit context, visit scope)
     trigger: str
     attempts: int

@@ -23,6 +23,7 @@ from appliance.pipeline import due
 from appliance.pipeline.documents import BUILDERS, build_sc, owed, visit_images, visit_sources
 from appliance.pipeline.due import Due
 from appliance.pipeline.eyes import latest as decided
+from appliance.pipeline.oct_documents import KIND, owed_thickness_map
 from appliance.pipeline.record import insert_derived
 from appliance.pipeline.visit import outcome_json
 from appliance.store import BlobStore, Store, Tx
@@ -65,8 +66,8 @@ class DocumentIssuer:
         visits: dict[str, list[Due]] = {}
         issued: list[str] = []
         for row in rows:
-            if row.kind == "sc":
-                if self._issue_sc(row, now):
+            if row.kind in ("sc", KIND):
+                if self._issue_capture(row, now):
                     issued.append(row.visit_key)
             else:
                 visits.setdefault(row.visit_key, []).append(row)
@@ -120,16 +121,20 @@ class DocumentIssuer:
         self._store(row, key, built, nothing_new, failures, now)
         return bool(built)
 
-    def _issue_sc(self, document: Due, now: float | None) -> bool:
-        """A heatmap SC that could not be made with its photograph's analysis, made now."""
+    def _issue_capture(self, document: Due, now: float | None) -> bool:
+        """A heatmap SC, or an OCT's thickness map, that could not be made with its capture's
+        analysis, made now."""
         row = self.capture_row(document.photo_pk)
         if row is None:
-            raise RuntimeError(f"an SC is due for capture {document.photo_pk}, which is gone")
+            raise RuntimeError(f"{document.kind} due for capture {document.photo_pk}, now gone")
         built: list[tuple[Due, dict[str, Any]]] = []
         nothing_new: list[Due] = []
         failures: list[tuple[Due, str]] = []
         try:
-            sc = self._build_sc(document, row)
+            if document.kind == KIND:
+                sc = owed_thickness_map(self.store, self.blobs, row["id"], self.uid_root)
+            else:
+                sc = self._build_sc(document, row)
         except (Exception, RecursionError) as exc:
             failures.append((document, _reason(exc)))
         else:

@@ -32,6 +32,7 @@ from appliance.pipeline import cameras, due, eyes, oct
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
+from appliance.pipeline.oct_documents import KIND, map_with_analysis
 from appliance.pipeline.record import insert_derived, insert_quality, insert_result
 from appliance.pipeline.visit import (
     finding_from_json,
@@ -45,6 +46,7 @@ from appliance.store import BlobStore, Store, Tx, utcnow
 from appliance.visits import DerivedObject, ImageRecord, Scope, scope_of
 
 LOGGER = logging.getLogger(__name__)
+Owed = tuple[str, str] | None  # a derived object's kind and why its build failed
 
 
 class Pipeline(BackgroundLoop):
@@ -182,9 +184,11 @@ class Pipeline(BackgroundLoop):
 
     def _process_oct(self, row: dict[str, Any], analysis: oct.OctAnalysis) -> None:
         """An OCT volume: arrays saved as blobs, then its record, the audited analysis, the
-        visit's outcome and the object forwarded as received, in one transaction."""
+        visit's outcome, the object forwarded as received and its thickness map (or the map
+        owed), in one transaction."""
         self.step_hook("analysed")
         record = oct.oct_json(analysis, oct.save_arrays(self.blobs, analysis))
+        opm, opm_error = map_with_analysis(self.blobs, row, record, self.uid_root)
         detail = oct.audit_detail(analysis)
         with self.store.write() as tx:
             if analysis.quality is not None:
@@ -197,6 +201,7 @@ class Pipeline(BackgroundLoop):
             self.audit.record(tx, events.pipeline_step(row, Outcome.SUCCESS, detail))
             self.decide_visit(tx, row)
             self._forward_as_received(tx, row)
+            self._keep(tx, row, opm, (KIND, opm_error) if opm_error is not None else None)
         self.step_hook("outcome")
         self.issue_due()
         if self.metrics is not None:
@@ -349,24 +354,24 @@ class Pipeline(BackgroundLoop):
             )
             visit = self.decide_visit(tx, row)
             self._forward_as_received(tx, row)
-            key = scope_of(row).key
-            for made in (derived, sc):
-                if made is not None:
-                    insert_derived(tx, made, key)
-                    self._enqueue(tx, made.kind, made.sop_instance_uid, made.file_path,
-                                  made.study_instance_uid)  # fmt: skip
-            if sc is None and sc_error is not None:
-                due.owe(
-                    tx,
-                    visit_key=key,
-                    kinds=("sc",),
-                    capture_pk=row["id"],
-                    photo_pk=row["id"],
-                    trigger="analysis",
-                    attempts=1,
-                    error=sc_error,
-                )
+            self._keep(tx, row, derived)
+            self._keep(tx, row, sc, ("sc", sc_error) if sc_error is not None else None)
         return visit
+
+    def _keep(
+        self, tx: Tx, row: dict[str, Any], made: DerivedObject | None, failed: Owed = None
+    ) -> None:
+        """An object made with a capture's analysis, recorded with its outbox jobs; or, when
+        its build failed (``failed``: its kind and why), owed: due, built again later."""
+        key = scope_of(row).key
+        if made is not None:
+            insert_derived(tx, made, key)
+            self._enqueue(tx, made.kind, made.sop_instance_uid, made.file_path,
+                          made.study_instance_uid)  # fmt: skip
+        elif failed is not None:
+            kind, error = failed
+            due.owe(tx, visit_key=key, kinds=(kind,), capture_pk=row["id"], photo_pk=row["id"],
+                    trigger="analysis", attempts=1, error=error)  # fmt: skip
 
     def _outcome(self, db: Any, where: str, params: tuple[Any, ...]) -> VisitOutcome:
         results = db.query(

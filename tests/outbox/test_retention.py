@@ -303,9 +303,12 @@ def test_an_octs_arrays_go_with_the_volume(services: Any) -> None:
     scan = ImageRecord.parse(row["payload"]).oct
     assert scan is not None and scan.thickness_map and scan.bscan and scan.bscan_layers
     assert scan.layers  # every B-scan's boundaries and fluid
-    kept = (scan.thickness_map, scan.bscan, scan.bscan_layers, scan.layers)
-    made = [services.blobs.resolve(p) for p in kept]
+    opm = services.store.one("SELECT * FROM derived_objects WHERE kind = 'opm'")
+    assert opm is not None and opm["capture_pk"] == capture.id  # its thickness map object
+    paths = (scan.thickness_map, scan.bscan, scan.bscan_layers, scan.layers, opm["file_path"])
+    made = [services.blobs.resolve(p) for p in paths]
     assert all(path.exists() for path in made)
-    wait_for(lambda: _states(services) == ["delivered", "delivered"], timeout=30)
+    # the OPT as received and its thickness map, each to both destinations
+    wait_for(lambda: _states(services) == ["delivered"] * 4, timeout=30)
     assert _retention(services, DAYS + 0.5).sweep() == 1
     assert not any(path.exists() for path in made)

@@ -63,3 +63,8 @@ def test_the_oct_verdict_and_b_scan_thumbnail(app: Any, services: Services) -> N
     green = (rgb[:, :, 1] - rgb[:, :, 0] > 60) & (rgb[:, :, 1] - rgb[:, :, 2] > 60)
     magenta = (rgb[:, :, 0] - rgb[:, :, 1] > 60) & (rgb[:, :, 2] - rgb[:, :, 1] > 60)
     assert green.sum() > 50 and magenta.sum() > 50  # the ILM and RPE lines
+    # beside the B-scan, the thickness map (thickened: red) with the ETDRS circles (white)
+    right = rgb[:, int(rgb.shape[1] * 0.75) :]
+    red = (right[:, :, 0] > 180) & (right[:, :, 1] < 110) & (right[:, :, 2] < 110)
+    white = right.min(axis=2) > 225
+    assert red.sum() > 100 and white.sum() > 20, (rgb.shape, red.sum(), white.sum())

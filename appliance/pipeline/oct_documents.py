@@ -1,0 +1,264 @@
+"""The OCT part of a visit's documents, and each measured volume's Ophthalmic Thickness Map.
+
+SR and PDF (preliminary, signed, amended): each analysed OCT volume the outcome counted for an
+eye (``oct_capture_ids``: a person's eye decision applied, an excluded volume left out) gives
+one SR measurement group (``dicom/sr_oct.py``; its OPT header as source image) and each eye
+with an OCT one PDF section (``dicom/report_oct.py``: the thickness map coloured with the ETDRS
+circles on the fovea, the stored central B-scan with its layers, the numbers). Whether there is
+fluid in the central subfield is said only where the outcome's decision implies it.
+
+The thickness map object is made once per gradable measured volume, with its analysis (the
+worker stores it in the analysis transaction, like a heatmap SC; when that build fails it is
+owed as ``documents_due`` kind ``opm`` and built by ``pipeline/issue.py``). It depends on the
+volume alone, not on the visit's outcome, eye decisions or sign-off, so it is never re-issued
+with them, and it reaches the archive with its OPT. Its series and SOP Instance UIDs are
+derived from the source OPT's SOP Instance UID under the configured root (a series of its
+own), so a rebuild, after a crash or a failure, makes the same object under the same UIDs; the
+device named is the appliance's fixed identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+
+from appliance import __version__
+from appliance.dicom.oct_pictures import thickness_map_rgb
+from appliance.dicom.op import to_bytes
+from appliance.dicom.report_oct import OctPage
+from appliance.dicom.sr_oct import OctReport
+from appliance.dicom.thickness_map import thickness_map_dataset
+from appliance.domain import OctFinding
+from appliance.pipeline.headers import read_header
+from appliance.pipeline.oct import ALGORITHM, OctScan, thickness_map, visit_scans
+from appliance.pipeline.visit import oct_finding_from_json
+from appliance.store import BlobStore, utcnow
+from appliance.visits import DerivedObject, OctRecord
+
+LOGGER = logging.getLogger(__name__)
+KIND = "opm"  # derived_objects / documents_due / outbox kind of a thickness map
+DEVICE = {
+    "manufacturer": "Demonstration",
+    "model": "retina-appliance",
+    "serial": "0001",
+    "version": __version__,
+}
+
+
+@dataclass(frozen=True)
+class VisitOct:
+    """One OCT volume of a visit as its documents use it: the scan (its finding None when not
+    analysed), its OPT header (read defensively) and the stored record's retake advice."""
+
+    scan: OctScan
+    header: Dataset
+    guidance: tuple[str, ...] = ()
+
+
+def visit_octs(
+    db: Any,
+    images: Sequence[Mapping[str, Any]],
+    headers: Sequence[Dataset],
+    where: str,
+    params: tuple[Any, ...],
+) -> list[VisitOct]:
+    """The visit's OCT volumes among ``images`` (``documents.visit_images`` rows, ``headers``
+    read from them in order: an excluded volume is not among them)."""
+    by_capture = {i["capture_id"]: (i, h) for i, h in zip(images, headers, strict=True)}
+    out = []
+    for scan in visit_scans(db, where, params):
+        if scan.capture_id not in by_capture:
+            continue
+        image, header = by_capture[scan.capture_id]
+        quality = image["result"].get("quality") or {}
+        out.append(VisitOct(scan, header, tuple(quality.get("guidance") or ())))
+    return out
+
+
+def _eye_of(capture_id: int, eyes: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    return next((e for e in eyes if capture_id in (e.get("oct_capture_ids") or ())), None)
+
+
+def fluid_centre(finding: OctFinding, eye: Mapping[str, Any]) -> bool | None:
+    """Fluid in the central subfield as the outcome decided it, where its decision says:
+    no CI-DME on an answered eye → no fluid in any answered volume; CI-DME decided by a
+    volume whose CST is under the threshold → fluid. Otherwise None (not said)."""
+    answered = finding.gradable and finding.cst_um is not None and not finding.human_grading
+    if eye.get("oct_status") != "graded" or not answered:
+        return None
+    if eye.get("oct_dme") is False:
+        return False
+    threshold = eye.get("cst_threshold_um")
+    if threshold is not None and finding.cst_um == eye.get("cst_um") and finding.cst_um is not None:
+        return True if finding.cst_um < threshold else None
+    return None
+
+
+# an analysed volume, its finding on the eye the outcome counted it for, that eye's JSON
+Counted = tuple[VisitOct, OctFinding, Mapping[str, Any]]
+
+
+def _counted(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> list[Counted]:
+    """The volumes the outcome counted for an eye, each on that eye."""
+    out: list[Counted] = []
+    for volume in octs:
+        eye = _eye_of(volume.scan.capture_id, eyes)
+        if eye is not None and volume.scan.finding is not None:
+            finding = dataclasses.replace(
+                volume.scan.finding, laterality=eye["eye"], capture_id=volume.scan.capture_id
+            )
+            out.append((volume, finding, eye))
+    return out
+
+
+def oct_reports(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> list[OctReport]:
+    """The SR's OCT groups: one per analysed volume the outcome (``eyes``: its per-eye JSON)
+    counted for an eye."""
+    return [
+        OctReport(
+            finding=finding,
+            source=volume.header,
+            fluid_centre=fluid_centre(finding, eye),
+            algorithm_name=ALGORITHM,
+            algorithm_version=__version__,
+        )
+        for volume, finding, eye in _counted(octs, eyes)
+    ]
+
+
+def _rank(item: Counted) -> tuple[bool, bool, int]:
+    volume, finding, eye = item
+    deciding = finding.cst_um is not None and finding.cst_um == eye.get("cst_um")
+    return (deciding, finding.gradable, volume.scan.capture_id)
+
+
+def oct_pages(
+    blobs: BlobStore, octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]
+) -> list[OctPage]:
+    """The PDF's OCT section per eye: the volume that decided the eye's OCT answer, else the
+    newest gradable one, else the newest."""
+    best: dict[str, Counted] = {}
+    for item in _counted(octs, eyes):
+        eye = item[2]["eye"]
+        if eye not in best or _rank(item) > _rank(best[eye]):
+            best[eye] = item
+    return [_page(blobs, *item) for item in best.values()]
+
+
+def _page(
+    blobs: BlobStore, volume: VisitOct, finding: OctFinding, eye: Mapping[str, Any]
+) -> OctPage:
+    record = volume.scan.record
+    picture = None
+    values = thickness_map(blobs, record)
+    if values is not None and record.map_spacing_mm is not None:
+        picture = thickness_map_rgb(values, record.map_spacing_mm, finding.fovea_mm)
+    return OctPage(
+        finding=finding,
+        thickness_map=picture,
+        bscan=blobs.read(record.bscan_layers) if record.bscan_layers else None,
+        fluid_centre=fluid_centre(finding, eye),
+        guidance=volume.guidance if not finding.gradable else (),
+    )
+
+
+def derived_uid(root: str, *parts: str) -> str:
+    """A UID that is the same for the same ``parts``: under ``root``, or 2.25 from a hash."""
+    if root == "2.25.":
+        digest = hashlib.sha256("\\".join(parts).encode()).digest()[:16]
+        return f"2.25.{int.from_bytes(digest, 'big')}"
+    return str(generate_uid(prefix=root, entropy_srcs=list(parts)))
+
+
+def opt_source(path: Any) -> Dataset:
+    """The OPT's header for its thickness map: the attributes documents copy, read
+    defensively (pipeline/headers.py), and its Frame of Reference UID when valid."""
+    header = read_header(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["FrameOfReferenceUID"])
+    value = str(raw.get("FrameOfReferenceUID") or "")
+    if value and len(value) <= 64 and all(p.isdigit() for p in value.split(".")):
+        header.FrameOfReferenceUID = value
+    return header
+
+
+def build_thickness_map(
+    blobs: BlobStore, *, capture_pk: int, scan: OctScan, uid_root: str
+) -> dict[str, Any] | None:
+    """The volume's Ophthalmic Thickness Map, stored; its ``derived_objects`` row (the caller
+    records it with its outbox jobs), or None for a volume without a map (not measured or not
+    gradable). The map keeps the measurement's grid: ``record.map_spacing_mm``."""
+    record, finding = scan.record, scan.finding
+    values = thickness_map(blobs, record)
+    if finding is None or not finding.gradable or values is None:
+        return None
+    if record.map_spacing_mm is None:
+        raise ValueError("the stored OCT record has a thickness map but no map spacing")
+    source = opt_source(blobs.resolve(scan.file_path))
+    study, opt_uid = str(source.StudyInstanceUID), str(source.SOPInstanceUID)
+    ds = thickness_map_dataset(
+        np.asarray(values, np.float32),
+        spacing_mm=record.map_spacing_mm,
+        finding=finding,
+        source=source,
+        device=DEVICE,
+        series_instance_uid=derived_uid(uid_root, opt_uid, "thickness map series"),
+        sop_instance_uid=derived_uid(uid_root, opt_uid, "thickness map"),
+    )
+    return {
+        "capture_pk": capture_pk,
+        "kind": KIND,
+        "sop_class_uid": str(ds.SOPClassUID),
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "series_instance_uid": str(ds.SeriesInstanceUID),
+        "study_instance_uid": study,
+        "file_path": blobs.put(to_bytes(ds), "application/dicom"),
+        "references_json": json.dumps([str(source.SOPInstanceUID)]),
+        "created_at": utcnow(),
+    }
+
+
+def owed_thickness_map(
+    db: Any, blobs: BlobStore, capture_pk: int, uid_root: str
+) -> dict[str, Any] | None:
+    """The thickness map of one OPT capture if it has none yet (``pipeline/issue.py``)."""
+    if db.scalar(
+        "SELECT 1 FROM derived_objects WHERE kind = ? AND capture_pk = ?", (KIND, capture_pk)
+    ):
+        return None
+    scans = visit_scans(db, "c.id = ?", (capture_pk,))
+    if not scans:
+        return None
+    return build_thickness_map(blobs, capture_pk=capture_pk, scan=scans[0], uid_root=uid_root)
+
+
+def map_with_analysis(
+    blobs: BlobStore, row: Mapping[str, Any], record: dict[str, Any], uid_root: str
+) -> tuple[DerivedObject | None, str | None]:
+    """The thickness map made with its volume's analysis (``record``: the OCT capture's stored
+    record, ``oct_json``): its row, or why it could not be made (then it is owed)."""
+    oct_record = OctRecord(record.get("oct") or {})
+    if not oct_record.thickness_map or not oct_record.finding:
+        return None, None
+    scan = OctScan(
+        row["id"], row["sop_instance_uid"], row["file_path"], oct_record,
+        oct_finding_from_json(oct_record.finding),
+    )  # fmt: skip
+    try:
+        made = build_thickness_map(blobs, capture_pk=row["id"], scan=scan, uid_root=uid_root)
+    except (Exception, RecursionError) as exc:  # the analysis is stored; the map is owed
+        LOGGER.exception("capture %d: Ophthalmic Thickness Map not built", row["id"])
+        return None, f"{type(exc).__name__}: {exc}"[:300]
+    return (DerivedObject.from_row(made) if made is not None else None), None
