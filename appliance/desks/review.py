@@ -55,6 +55,7 @@ from appliance.desks.signoff import (
     check_oct_dme,
     signed_findings,
     verified_sr,
+    with_oct_dme,
 )
 from appliance.desks.station_view import Report, report
 from appliance.dicom.op import to_bytes
@@ -319,7 +320,7 @@ class ReviewDesk:
         predecessors: list[Dataset],
         moment: datetime,
     ) -> Dataset:
-        eyes = json.loads(self._outcome_payload(signature.summary.outcome_id))["eyes"]
+        eyes = with_oct_dme(self._outcome_payload(signature.summary.outcome_id), signature.oct_dme)
         return verified_sr(
             images=sources.images,
             evidence=sources.sr_images(eyes),

@@ -177,6 +177,15 @@ def check(choice: Decision, detail: VisitDetail) -> tuple[str, dict[str, int], s
     return outcome, grades, reason
 
 
+def with_oct_dme(outcome_payload: str, oct_dme: Mapping[str, bool]) -> list[dict[str, Any]]:
+    """The outcome's per-eye JSON with the signing clinician's centre-involving DME answers on
+    OCT in place of the rules' (what the VERIFIED SR's OCT groups say)."""
+    return [
+        {**eye, "oct_dme": oct_dme[eye["eye"]]} if eye.get("eye") in oct_dme else eye
+        for eye in json.loads(outcome_payload)["eyes"]
+    ]
+
+
 def check_oct_dme(choice: Decision, detail: VisitDetail, outcome: str) -> dict[str, bool]:
     """The clinician's centre-involving DME answers on OCT (eye → yes / no), or a
     RejectedInput: only when overriding, only for an eye with a gradable OCT volume, and never

@@ -118,3 +118,4 @@ FLUID_ANY_PROBABILITY = CodedConcept("RS020", PRIVATE_SCHEME, "Probability of re
 FLUID_VOLUME = CodedConcept("RS021", PRIVATE_SCHEME, "Retinal fluid volume")
 OCT_SIGNAL = CodedConcept("RS022", PRIVATE_SCHEME, "OCT signal strength")
 FLUID_CENTRE = CodedConcept("RS023", PRIVATE_SCHEME, "Retinal fluid in the central subfield")
+CI_DME = CodedConcept("RS024", PRIVATE_SCHEME, "Centre-involving diabetic macular edema on OCT")

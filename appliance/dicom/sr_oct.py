@@ -29,11 +29,13 @@ _EYE_NAMES = {"R": "right eye", "L": "left eye"}
 class OctReport:
     """One measured OCT volume for the SR: its finding, the OPT it was measured on (the header
     is enough: SOP Class / Instance, Series and Study UIDs), and, when the outcome decided it,
-    whether there is fluid in the central subfield."""
+    whether there is fluid in the central subfield and the eye's centre-involving DME answer
+    (the rules', or the signing clinician's)."""
 
     finding: OctFinding
     source: Dataset
     fluid_centre: bool | None = None
+    ci_dme: bool | None = None
     algorithm_name: str = "oct-measure (classical baseline)"
     algorithm_version: str = ""
 
@@ -89,6 +91,8 @@ def oct_group(report: OctReport, uid: str) -> hd.sr.MeasurementsAndQualitativeEv
         evaluations.append(
             hd.sr.QualitativeEvaluation(codes.FLUID_CENTRE, codes.yes_no(report.fluid_centre))
         )
+    if report.ci_dme is not None:
+        evaluations.append(hd.sr.QualitativeEvaluation(codes.CI_DME, codes.yes_no(report.ci_dme)))
     algorithm = hd.sr.AlgorithmIdentification(
         name=report.algorithm_name[:64],
         version=(report.algorithm_version or "unknown")[:64],

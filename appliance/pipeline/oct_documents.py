@@ -130,6 +130,7 @@ def oct_reports(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> 
             finding=finding,
             source=volume.header,
             fluid_centre=fluid_centre(finding, eye),
+            ci_dme=eye.get("oct_dme") if finding.gradable else None,
             algorithm_name=ALGORITHM,
             algorithm_version=__version__,
         )

@@ -19,7 +19,8 @@ from appliance.synth.oct.dicom import OptHeader
 from tests.conftest import require_tool, wait_for
 from tests.pipeline.test_oct_pipeline import opt_bytes
 from tests.web.test_review import MODELS, _photo
-from tests.web.test_signoff import _form
+from tests.web.test_signoff import _form, _read
+from tests.web.test_signoff_oct import _cst_in_sr
 from tests.web_helpers import logged_in
 
 
@@ -104,12 +105,12 @@ def test_the_oct_numbers_map_and_b_scans(app: Any, services: Any) -> None:
     assert frames == [0, int(central.group(1)) - 1, 24]
     assert any(e.get("view") == "review oct thickness map" for e in events)
 
-    # OCT volumes only: the verified SR has nothing to carry yet, so signing is refused cleanly
+    # OCT volumes only: the signature issues a VERIFIED SR that carries the OCT's group
     form = _form(client, key, decision="override", outcome_code="refer", reason="Thick.")
-    refused = client.post(f"/review/{key}/sign", data=form)
-    assert refused.status_code == 422
-    assert "The verified report cannot be built for this visit" in refused.get_data(as_text=True)
-    assert services.store.scalar("SELECT count(*) FROM reviews") == 0
+    assert client.post(f"/review/{key}/sign", data=form).status_code == 303
+    [review] = services.store.query("SELECT * FROM reviews")
+    sr = _read(services, review["sr_sop_instance_uid"])
+    assert sr.VerificationFlag == "VERIFIED" and len(_cst_in_sr(sr)) == 1
 
 
 def test_b_scans_are_for_clinicians_and_this_visits_volumes_only(app: Any, services: Any) -> None:
@@ -193,6 +194,17 @@ def mixed_visit(services: Any, patient: str) -> str:
     return str(row["visit_key"])
 
 
+def _ci_dme_in_sr(ds: Any) -> list[str]:
+    """The OCT groups' centre-involving DME answers (RS024) in a screening SR."""
+    return [
+        str(item.ConceptCodeSequence[0].CodeMeaning)
+        for group in ds.ContentSequence
+        for sub in group.get("ContentSequence", [])
+        for item in sub.get("ContentSequence", [])
+        if item.ValueType == "CODE" and item.ConceptNameCodeSequence[0].CodeValue == "RS024"
+    ]
+
+
 def test_the_clinician_overrides_the_oct_dme_answer_at_sign_off(app: Any, services: Any) -> None:
     key = mixed_visit(services, "OCTREV5")
     client = logged_in(app, services, "clinician")
@@ -223,6 +235,8 @@ def test_the_clinician_overrides_the_oct_dme_answer_at_sign_off(app: Any, servic
     assert client.post(f"/review/{key}/sign", data=form).status_code == 303
     review = services.store.one("SELECT * FROM reviews ORDER BY id DESC LIMIT 1")
     assert json.loads(review["payload"])["oct_dme"] == {"L": False}
+    sr = _read(services, review["sr_sop_instance_uid"])
+    assert _ci_dme_in_sr(sr) == ["No"]  # the clinician's answer, not the rules' yes
     event = services.store.one(
         "SELECT detail FROM audit_events WHERE detail LIKE '%verified_sr%' ORDER BY seq DESC"
     )
