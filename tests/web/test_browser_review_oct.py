@@ -5,8 +5,10 @@ keyboard (each frame served, with the layers drawn, under the page's CSP)."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pydicom
@@ -73,3 +75,7 @@ def test_the_b_scan_slider(served: dict[str, Any], browser: Any) -> None:
         if entry.get("level") == "SEVERE" and "favicon" not in entry.get("message", "")
     ]
     assert errors == []  # no CSP refusal, no failed picture
+    shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS") or served["root"])
+    numbers = driver.find_element(By.CSS_SELECTOR, "[id^=oct-cst-]")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'})", numbers)
+    driver.save_screenshot(str(shots / "review-oct.png"))
