@@ -326,8 +326,7 @@ def write_card(files: dict[str, Path], agree: dict, args: argparse.Namespace, n_
             "bscans_with_fluid": n_train["wet"],
             "selection": f"per volume up to {FRAMES_PER_VOLUME // 2} B-scans with fluid, "
             f"the rest of {FRAMES_PER_VOLUME} without; blank (blink) B-scans left out",
-            "labels": "the generator's true fluid mask (intraretinal cysts and subretinal "
-            "fluid)",
+            "labels": "the generator's true fluid mask (intraretinal cysts and subretinal fluid)",
             "crops": f"{CROP[0]} x {CROP[1]} random crops holding the retina, random "
             "horizontal flips",
             "loss": f"BCE (positive weight {POS_WEIGHT}) + soft Dice",

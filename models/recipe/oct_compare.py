@@ -7,8 +7,9 @@ Volume ``i`` of seed ``S`` is ``oct_case_for(S, i, "compact")``: the same volume
 measured once by the classical baseline (``measure_oct``, ``assess_oct``: boundaries, CST,
 fovea, quality and the classical fluid scores) and its fluid is measured again by the
 installed ``oct-fluid`` model (INT8 unless ``--variant fp32``) with the same boundaries and
-fovea; both sets of results go through the validation harness
-(:func:`appliance.validate.oct_report.compute_oct_report`, bootstrap 1,000, seed 0). Writes
+fovea (the classical measurement is cached in ``--work``); both sets of results go through
+the validation harness (:func:`appliance.validate.oct_report.compute_oct_report`, bootstrap
+1,000, seed 0). Writes
 ``models/validation/oct-fluid/seed-S.json`` (both reports' figures and the timings) and prints
 one Markdown table row per seed and method. Timings are per volume on ``--threads`` threads.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -62,43 +64,65 @@ def figures(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_seed(seed: int, n: int, net: FluidNet) -> dict[str, Any]:
-    items: list[OctItem] = []
-    results: dict[str, list[OctResult]] = {"classical": [], "model": []}
-    ms: dict[str, list[float]] = {"measure_oct": [], "classical_fluid": [], "model_fluid": []}
+def classical(seed: int, n: int, work: Path) -> list[dict[str, Any]]:
+    """The classical measurement of every volume of ``seed`` (cached under ``work``: it does
+    not depend on the model, so it runs once, also while the model trains)."""
+    path = work / f"classical-{seed}-{n}.pkl"
+    if path.is_file():
+        return pickle.loads(path.read_bytes())  # noqa: S301 (our own cache)
+    rows = []
     for i in range(n):
         case = oct_case_for(seed, i, GEOMETRY)
         r = render_oct(case)
-        sample = OctSample(r.volume, r.ilm_px, r.rpe_px, r.fluid_mask)
+        spacing = case.geometry.spacing_mm
+        t0 = time.perf_counter()
+        m = measure_oct(r.volume, spacing, case.eye)
+        t1 = time.perf_counter()
+        detect_fluid(r.volume, m.ilm_px, m.rpe_px, spacing, m.fovea_mm)
+        t2 = time.perf_counter()
+        q = assess_oct(r.volume, spacing, m.fovea_mm)
+        rows.append({
+            "case": case, "volume": r.volume, "fluid_mask_any": bool(r.fluid_mask.any()),
+            "ilm_px": m.ilm_px, "rpe_px": m.rpe_px, "fovea_mm": m.fovea_mm,
+            "cst_um": float(m.cst_um), "p_centre": float(m.fluid.p_centre),
+            "p_any": float(m.fluid.p_any), "quality_score": float(q.score),
+            "quality_gradable": bool(q.gradable), "quality_reasons": tuple(q.reasons),
+            "ilm_error_px": _boundary_error(r.ilm_px, m.ilm_px, r.volume.shape[1]),
+            "rpe_error_px": _boundary_error(r.rpe_px, m.rpe_px, r.volume.shape[1]),
+            "measure_oct_ms": (t1 - t0) * 1000, "classical_fluid_ms": (t2 - t1) * 1000,
+        })  # fmt: skip
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps(rows))
+    return rows
+
+
+def run_seed(seed: int, n: int, net: FluidNet, work: Path) -> dict[str, Any]:
+    items: list[OctItem] = []
+    results: dict[str, list[OctResult]] = {"classical": [], "model": []}
+    ms: dict[str, list[float]] = {"measure_oct": [], "classical_fluid": [], "model_fluid": []}
+    for i, row in enumerate(classical(seed, n, work)):
+        case = row["case"]
+        spacing = case.geometry.spacing_mm
         item = OctItem(
-            name=f"{i:06d}", files=(), eye=case.eye, spacing_mm=case.geometry.spacing_mm,
-            loader=lambda sample=sample: sample,  # type: ignore[misc]
+            name=f"{i:06d}", files=(), eye=case.eye, spacing_mm=spacing,
+            loader=lambda: OctSample(np.zeros((3, 64, 64), np.uint8)),
             cst_um=case.cst_um, centre_fluid=case.centre_fluid, ci_dme=case.ci_dme,
             gradable=case.gradable, quality=case.quality,
         )  # fmt: skip
         items.append(item)
         t0 = time.perf_counter()
-        m = measure_oct(r.volume, item.spacing_mm, item.eye)
-        t1 = time.perf_counter()
-        detect_fluid(r.volume, m.ilm_px, m.rpe_px, item.spacing_mm, m.fovea_mm)
-        t2 = time.perf_counter()
-        learned = net.detect(r.volume, m.ilm_px, m.rpe_px, item.spacing_mm, m.fovea_mm)
-        t3 = time.perf_counter()
-        ms["measure_oct"].append((t1 - t0) * 1000)
-        ms["classical_fluid"].append((t2 - t1) * 1000)
-        ms["model_fluid"].append((t3 - t2) * 1000)
-        q = assess_oct(r.volume, item.spacing_mm, m.fovea_mm)
-        rows = r.volume.shape[1]
+        learned = net.detect(row["volume"], row["ilm_px"], row["rpe_px"], spacing, row["fovea_mm"])
+        ms["model_fluid"].append((time.perf_counter() - t0) * 1000)
+        ms["measure_oct"].append(row["measure_oct_ms"])
+        ms["classical_fluid"].append(row["classical_fluid_ms"])
         common = dict(
-            cst_um=float(m.cst_um), quality_score=float(q.score),
-            quality_gradable=bool(q.gradable), quality_reasons=tuple(q.reasons),
-            axial_um=item.spacing_mm[1] * 1000.0,
-            ilm_error_px=_boundary_error(r.ilm_px, m.ilm_px, rows),
-            rpe_error_px=_boundary_error(r.rpe_px, m.rpe_px, rows),
-            any_fluid_truth=bool(r.fluid_mask.any()),
+            cst_um=row["cst_um"], quality_score=row["quality_score"],
+            quality_gradable=row["quality_gradable"], quality_reasons=row["quality_reasons"],
+            axial_um=spacing[1] * 1000.0, ilm_error_px=row["ilm_error_px"],
+            rpe_error_px=row["rpe_error_px"], any_fluid_truth=row["fluid_mask_any"],
         )  # fmt: skip
         results["classical"].append(
-            OctResult(p_centre=float(m.fluid.p_centre), p_any=float(m.fluid.p_any), **common)
+            OctResult(p_centre=row["p_centre"], p_any=row["p_any"], **common)
         )
         results["model"].append(
             OctResult(p_centre=float(learned.p_centre), p_any=float(learned.p_any), **common)
@@ -146,12 +170,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "validation" / "oct-fluid")
+    parser.add_argument("--work", type=Path, default=ROOT / "var" / "recipe-oct")
+    parser.add_argument(
+        "--classical-only", action="store_true", help="fill the classical cache and stop"
+    )
     args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.classical_only:
+        for seed in seeds:
+            classical(seed, args.n, args.work)
+        return 0
     card = next(c for c in find_cards(args.models) if c.task == TASK)
     net = FluidNet(ModelSession(card, args.variant, ["CPUExecutionProvider"], args.threads))
     args.out.mkdir(parents=True, exist_ok=True)
-    for seed in (int(s) for s in args.seeds.split(",")):
-        result = run_seed(seed, args.n, net)
+    for seed in seeds:
+        result = run_seed(seed, args.n, net, args.work)
         path = args.out / f"seed-{seed}.json"
         path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
         print(row(result, "classical"), flush=True)

@@ -106,6 +106,13 @@ class FluidNet:
     def card(self) -> ModelCard:
         return self.session.card  # type: ignore[no-any-return]
 
+    @property
+    def method(self) -> str:
+        """The record's words for it: name, version, variant and the file's hash prefix."""
+        card = self.card
+        sha = str(card.data["files"][self.session.variant]["sha256"])[:12]
+        return f"model {card.name} {card.version} ({self.session.variant}, sha256 {sha})"
+
     @classmethod
     def find(
         cls, models_dir: Path, variant: str = "int8", providers: list[Any] | None = None
@@ -139,6 +146,4 @@ class FluidNet:
         fovea_mm: tuple[float, float],
     ) -> FluidResult:
         threshold = float(self.card.thresholds.get("pixel", 0.5))
-        return post_process(
-            self.predict(volume), ilm_px, rpe_px, spacing_mm, fovea_mm, threshold
-        )
+        return post_process(self.predict(volume), ilm_px, rpe_px, spacing_mm, fovea_mm, threshold)
