@@ -21,8 +21,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from appliance.inference.card import ModelCard
+from appliance.inference.card import ModelCard, find_cards
 from appliance.inference.oct.fluid import MIN_AREA_UM2, FluidResult, _score
+from appliance.inference.runtime import ModelSession
 
 LOGGER = logging.getLogger(__name__)
 
@@ -98,13 +99,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 class FluidNet:
     """The installed ``oct-fluid`` model (hash-checked through its card)."""
 
-    def __init__(self, session: Any, batch: int = 8) -> None:
-        self.session = session  # appliance.inference.runtime.ModelSession
+    def __init__(self, session: ModelSession, batch: int = 8) -> None:
+        self.session = session
         self.batch = batch
 
     @property
     def card(self) -> ModelCard:
-        return self.session.card  # type: ignore[no-any-return]
+        return self.session.card
 
     @property
     def method(self) -> str:
@@ -113,19 +114,32 @@ class FluidNet:
         sha = str(card.data["files"][self.session.variant]["sha256"])[:12]
         return f"model {card.name} {card.version} ({self.session.variant}, sha256 {sha})"
 
+    def describe(self) -> dict[str, Any]:
+        """As :meth:`appliance.inference.screener.Screener.describe` lists each model."""
+        session = self.session
+        return {
+            **self.card.summary(),
+            "variant": session.variant,
+            "sha256": self.card.data["files"][session.variant]["sha256"],
+            "provider": session.providers_in_use[0],
+            "fallback": session.fallback_reason,
+        }
+
     @classmethod
     def find(
-        cls, models_dir: Path, variant: str = "int8", providers: list[Any] | None = None
+        cls,
+        models_dir: Path,
+        variant: str = "int8",
+        providers: list[Any] | None = None,
+        threads: int = 2,
     ) -> FluidNet | None:
         """The ``oct-fluid`` model in ``models_dir``, or None when none is installed;
         ModelIntegrityError when its file does not match its card."""
-        from appliance.inference.card import find_cards
-        from appliance.inference.runtime import ModelSession
-
         for card in find_cards(Path(models_dir)):
             if card.task == TASK:
                 chosen = variant if variant in card.variants() else card.variants()[0]
-                return cls(ModelSession(card, chosen, providers or ["CPUExecutionProvider"]))
+                providers = providers or ["CPUExecutionProvider"]
+                return cls(ModelSession(card, chosen, providers, threads))
         return None
 
     def predict(self, volume: np.ndarray) -> np.ndarray:
