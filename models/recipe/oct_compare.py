@@ -162,6 +162,39 @@ def row(result: dict[str, Any], method: str) -> str:
     )
 
 
+def write_validation(models: Path, out: Path, seeds: list[int]) -> None:
+    """The card's ``validation`` block: each seed's model and classical fluid / DME figures."""
+    path = models / f"{TASK}.card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    per_seed = []
+    for seed in seeds:
+        result = json.loads((out / f"seed-{seed}.json").read_text(encoding="utf-8"))
+        entry: dict[str, Any] = {"seed": seed, "n": result["n"]}
+        for method in ("model", "classical"):
+            f = result[method]
+            entry[method] = {
+                "measured": f["measured"],
+                "central_fluid_auroc": _pick(f, "fluid_centre", "auroc", "value"),
+                "central_fluid_sensitivity": _pick(f, "fluid_centre", "sensitivity"),
+                "central_fluid_specificity": _pick(f, "fluid_centre", "specificity"),
+                "any_fluid_auroc": _pick(f, "fluid_any", "auroc", "value"),
+                "any_fluid_specificity": _pick(f, "fluid_any", "specificity"),
+                "ci_dme_sensitivity": f["ci_dme_sensitivity"],
+                "ci_dme_specificity": f["ci_dme_specificity"],
+            }
+        entry["ms_per_volume_median"] = result["ms_per_volume_median"]
+        per_seed.append(entry)
+    card["validation"] = {
+        "dataset": f"held-out synthetic OCT volumes, {GEOMETRY}, generator seeds "
+        f"{', '.join(map(str, seeds))} (never used for training or thresholds)",
+        "method": "models/recipe/oct_compare.py through appliance.validate.oct_report "
+        "(classical boundaries and fovea for both; INT8)",
+        "seeds": per_seed,
+        "report": f"models/validation/oct-fluid/seed-{{{','.join(map(str, seeds))}}}.json",
+    }
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="201,202,203")
@@ -174,8 +207,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--classical-only", action="store_true", help="fill the classical cache and stop"
     )
+    parser.add_argument(
+        "--card",
+        action="store_true",
+        help="write the seeds' figures (from --out) into the card's validation block and stop",
+    )
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.card:
+        write_validation(args.models, args.out, seeds)
+        return 0
     if args.classical_only:
         for seed in seeds:
             classical(seed, args.n, args.work)
