@@ -405,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "models")
+    parser.add_argument("--out", type=Path, default=ROOT / "models" / "candidates")
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "recipe-oct")
     parser.add_argument("--n-train", type=int, default=100)
     parser.add_argument("--n-val", type=int, default=40)

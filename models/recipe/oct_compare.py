@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="201,202,203")
     parser.add_argument("--n", type=int, default=60)
-    parser.add_argument("--models", type=Path, default=ROOT / "models")
+    parser.add_argument("--models", type=Path, default=ROOT / "models" / "candidates")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "validation" / "oct-fluid")
