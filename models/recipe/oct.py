@@ -367,7 +367,10 @@ def write_card(files: dict[str, Path], agree: dict, args: argparse.Namespace, n_
         "fully convolutional (any B-scan size divisible by 8)",
         "quantization": "onnxruntime static INT8, QDQ, per-channel weights (QInt8), QUInt8 "
         "activations, MinMax calibration on 64 whole training B-scans; FP32 kept as fallback",
-        "int8_fp32_agreement": agree,
+        "int8_fp32_agreement": {
+            **agree,
+            "int8_allowed": agree["decision_agreement"] >= 0.99,  # issue #16: >= 99 %
+        },
         "training": {
             "data": "appliance.synth.oct generator (docs/synth/oct.md), geometry "
             f"{GEOMETRY!r} (49 B-scans, 248 rows of 7.7 µm, 256 A-scans over 6 mm)",
