@@ -12,7 +12,9 @@ from appliance.errors import ApplianceError
 from appliance.inference.preprocess import COLOUR_METHODS
 
 DISCLAIMER = "demonstration model trained on synthetic images — not clinically validated"
-TASKS = ("gradability", "dr", "glaucoma")
+FUNDUS_TASKS = ("gradability", "dr", "glaucoma")
+OCT_TASKS = ("oct-fluid",)  # appliance.inference.oct.fluid_net
+TASKS = FUNDUS_TASKS + OCT_TASKS
 REQUIRED = ("name", "version", "task", "files", "input", "outputs", "thresholds", "disclaimer")
 
 

@@ -60,7 +60,8 @@ class ModelSession:
     def warm_up(self) -> None:
         """One inference at start-up, so the first patient does not pay for lazy initialisation."""
         size = int(self.card.input["size"])
-        self.predict(np.zeros((1, 3, size, size), np.float32))
+        channels = int(self.card.input.get("channels", 3))
+        self.predict(np.zeros((1, channels, size, size), np.float32))
 
     def _open(self, providers: list[Any]) -> None:
         options = ort.SessionOptions()

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.inference.card import ModelCard, find_cards
+from appliance.inference.card import FUNDUS_TASKS, ModelCard, find_cards
 from appliance.inference.domain import DomainReference, load
 from appliance.inference.postprocess import POSTPROCESS, heatmap
 from appliance.inference.preprocess import Field, find_field, prepare
@@ -36,10 +36,12 @@ class Screener:
         providers: list[Any] | None = None,
         threads: int = 2,
     ) -> Screener:
-        """One model per task; ModelIntegrityError when a file does not match its card; the
+        """One model per fundus task; ModelIntegrityError when a file does not match its card; the
         domain reference beside them (ValueError when it is there but unreadable)."""
         sessions: dict[str, ModelSession] = {}
         for card in find_cards(Path(models_dir)):
+            if card.task not in FUNDUS_TASKS:  # OCT models: appliance.inference.oct
+                continue
             if card.task in sessions:
                 raise ValueError(f"two models for task {card.task!r} in {models_dir}")
             chosen = variant if variant in card.variants() else card.variants()[0]
