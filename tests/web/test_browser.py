@@ -9,10 +9,8 @@ driven through chromium-driver (Selenium). Screenshots of the main pages are wri
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -26,13 +24,13 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from tests.conftest import free_port, fundus, jpeg_bytes, require_tool
+from tests.conftest import fundus, jpeg_bytes, require_tool
 from tests.orthanc_server import Orthanc
+from tests.web.served import REPO, chromium, serve, wait_until
 from tests.web_helpers import PASSWORD
 
 ENCAPSULATED_PDF = "1.2.840.10008.5.1.4.1.1.104.1"
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
-REPO = Path(__file__).resolve().parents[2]
 PATIENT = ("E2E-0001", "Rivera^Ana", "19580412", "F")
 SIGNER = ("Dr Chen Li", "MD, FRCOphth")
 REFER = "Refer to an eye care professional"
@@ -61,11 +59,6 @@ def _worklist_file(folder: Path, station_ae: str) -> None:
     ds.save_as(folder / "e2e.wl", enforce_file_format=True)
 
 
-def _get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("e2e")
@@ -73,15 +66,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     worklists.mkdir()
     _worklist_file(worklists, "SCREENING")
     orthanc = Orthanc(root / "orthanc", worklists=worklists).start()
-    web_port = free_port()
-    config = root / "appliance.toml"
-    config.write_text(
-        f'data_dir = "{root / "data"}"\n'
+    settings = (
         f'models_dir = "{REPO / "models"}"\n'
-        f"web_port = {web_port}\n"
-        'dicom_host = "127.0.0.1"\n'
-        f"dicom_port = {free_port()}\n"
-        "min_free_disk_mb = 0\n"
         'worklist_host = "127.0.0.1"\n'
         f"worklist_port = {orthanc.dicom_port}\n"
         f'worklist_ae_title = "{orthanc.aet}"\n'
@@ -91,85 +77,34 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         f"port = {orthanc.dicom_port}\n"
         f'ae_title = "{orthanc.aet}"\n'
     )
-    env = {**os.environ, "APPLIANCE_CONFIG": str(config)}
-    cli = [sys.executable, "-m", "appliance.cli"]
-    for name, role in (("olivia", "operator"), ("chen", "clinician"), ("ada", "admin")):
-        profile = ["--full-name", SIGNER[0], "--credentials", SIGNER[1]] if name == "chen" else []
-        subprocess.run(
-            [*cli, "users", "add", name, "--role", role, *profile],
-            input=PASSWORD + "\n",
-            text=True,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-    log = (root / "serve.log").open("wb")
-    server = subprocess.Popen([*cli, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{web_port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            _get(f"{base}/healthz")
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((root / "serve.log").read_text()[-3000:]) from None
-            time.sleep(0.2)
-    photos = {}
-    for eye, seed in (("R", 11), ("L", 12)):
-        path = root / f"photo-{eye}.jpg"
-        path.write_bytes(jpeg_bytes(fundus(seed=seed, size=(1536, 2048), eye=eye), quality=92))
-        photos[eye] = path
-    shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS") or root / "shots")
-    shots.mkdir(parents=True, exist_ok=True)
+    signer = ("--full-name", SIGNER[0], "--credentials", SIGNER[1])
+    users = [("olivia", "operator", ()), ("chen", "clinician", signer), ("ada", "admin", ())]
     try:
-        yield {"base": base, "photos": photos, "shots": shots, "orthanc": orthanc, "root": root}
+        with serve(root, settings, users) as app:
+            photos = {}
+            for eye, seed in (("R", 11), ("L", 12)):
+                path = root / f"photo-{eye}.jpg"
+                image = fundus(seed=seed, size=(1536, 2048), eye=eye)
+                path.write_bytes(jpeg_bytes(image, quality=92))
+                photos[eye] = path
+            shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS") or root / "shots")
+            shots.mkdir(parents=True, exist_ok=True)
+            yield {
+                "base": app.base, "photos": photos, "shots": shots, "orthanc": orthanc,
+                "root": root,
+            }  # fmt: skip
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
         orthanc.cleanup()
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium = require_tool("chromium")
-    driver_path = require_tool("chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1280,900",
-        "--force-device-scale-factor=1",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium("--force-device-scale-factor=1") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(driver: Any, predicate: Any, timeout: float = WAIT) -> Any:
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.25).until(predicate)
-    except TimeoutException:
-        page = driver.find_element(By.TAG_NAME, "body").text
-        raise AssertionError(f"gave up waiting at {driver.current_url}:\n{page[:3000]}") from None
+    return wait_until(driver, predicate, timeout)
 
 
 def _login(driver: Any, base: str, name: str) -> None:

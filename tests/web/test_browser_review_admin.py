@@ -7,22 +7,17 @@ A served appliance (``appliance serve``, shipped models, a walk-in patient); no 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import free_port, jpeg_bytes, require_tool
+from tests.conftest import jpeg_bytes
+from tests.web.served import REPO, chromium, serve, wait_until
 from tests.web_helpers import PASSWORD
 
-REPO = Path(__file__).resolve().parents[2]
 WAIT = 120.0
 
 
@@ -40,87 +35,24 @@ def _photo(eye: str) -> Any:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("reviewadmin")
-    web_port = free_port()
-    config = root / "appliance.toml"
-    config.write_text(
-        f'data_dir = "{root / "data"}"\n'
-        f'models_dir = "{REPO / "models"}"\n'
-        f"web_port = {web_port}\n"
-        'dicom_host = "127.0.0.1"\n'
-        f"dicom_port = {free_port()}\n"
-        "min_free_disk_mb = 0\n"
-        "camera_qualification_required = false\n"
-    )
-    env = {**os.environ, "APPLIANCE_CONFIG": str(config)}
-    cli = [sys.executable, "-m", "appliance.cli"]
-    for name, role in (("olivia", "operator"), ("chen", "clinician"), ("ada", "admin")):
-        subprocess.run(
-            [*cli, "users", "add", name, "--role", role],
-            input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True,
-        )  # fmt: skip
-    log = (root / "serve.log").open("wb")
-    server = subprocess.Popen([*cli, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{web_port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=5) as response:
-                json.loads(response.read())
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((root / "serve.log").read_text()[-3000:]) from None
-            time.sleep(0.2)
-    photos = {}
-    for eye in ("R", "L"):
-        photos[eye] = root / f"photo-{eye}.jpg"
-        photos[eye].write_bytes(jpeg_bytes(_photo(eye), quality=92))
-    try:
-        yield {"base": base, "photos": photos, "root": root}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    settings = f'models_dir = "{REPO / "models"}"\ncamera_qualification_required = false\n'
+    users = [("olivia", "operator", ()), ("chen", "clinician", ()), ("ada", "admin", ())]
+    with serve(root, settings, users) as app:
+        photos = {}
+        for eye in ("R", "L"):
+            photos[eye] = root / f"photo-{eye}.jpg"
+            photos[eye].write_bytes(jpeg_bytes(_photo(eye), quality=92))
+        yield {"base": app.base, "photos": photos, "root": root}
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium = require_tool("chromium")
-    driver_path = require_tool("chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(driver: Any, predicate: Any, timeout: float = WAIT) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(
-            driver,
-            timeout,
-            poll_frequency=0.25,
-            ignored_exceptions=[StaleElementReferenceException],
-        ).until(predicate)
-    except TimeoutException:
-        page = driver.find_element(By.TAG_NAME, "body").text
-        raise AssertionError(f"gave up waiting at {driver.current_url}:\n{page[:3000]}") from None
+    return wait_until(driver, predicate, timeout)
 
 
 def _text(driver: Any, element_id: str) -> str:

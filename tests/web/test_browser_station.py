@@ -9,10 +9,6 @@ A served appliance (``appliance serve``, no screening model: quality checks only
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,8 @@ from typing import Any
 import pytest
 
 from appliance.synth.degrade import defocus
-from tests.conftest import free_port, fundus, jpeg_bytes, require_tool
+from tests.conftest import fundus, jpeg_bytes
+from tests.web.served import chromium, serve, wait_until
 from tests.web_helpers import PASSWORD
 
 WAIT = 60.0
@@ -29,87 +26,27 @@ WAIT = 60.0
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("station")
-    web_port = free_port()
-    config = root / "appliance.toml"
-    config.write_text(
-        f'data_dir = "{root / "data"}"\n'
-        f'models_dir = "{root / "no-models"}"\n'
-        f"web_port = {web_port}\n"
-        'dicom_host = "127.0.0.1"\n'
-        f"dicom_port = {free_port()}\n"
-        "min_free_disk_mb = 0\n"
-    )
-    env = {**os.environ, "APPLIANCE_CONFIG": str(config)}
-    cli = [sys.executable, "-m", "appliance.cli"]
-    subprocess.run(
-        [*cli, "users", "add", "olivia", "--role", "operator"],
-        input=PASSWORD + "\n", text=True, env=env, check=True, capture_output=True,
-    )  # fmt: skip
-    log = (root / "serve.log").open("wb")
-    server = subprocess.Popen([*cli, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{web_port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=5):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((root / "serve.log").read_text()[-3000:]) from None
-            time.sleep(0.2)
-    photos = {
-        "blurred": root / "blurred.jpg",
-        "sharp": root / "sharp.jpg",
-    }
-    photos["blurred"].write_bytes(jpeg_bytes(defocus(fundus(seed=8, size=(768, 1024)), 0.9)))
-    photos["sharp"].write_bytes(jpeg_bytes(fundus(seed=9, size=(768, 1024))))
-    shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS") or root / "shots")
-    shots.mkdir(parents=True, exist_ok=True)
-    try:
-        yield {"base": base, "photos": photos, "shots": shots}
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+    settings = f'models_dir = "{root / "no-models"}"\n'
+    with serve(root, settings, [("olivia", "operator", ())]) as app:
+        photos = {
+            "blurred": root / "blurred.jpg",
+            "sharp": root / "sharp.jpg",
+        }
+        photos["blurred"].write_bytes(jpeg_bytes(defocus(fundus(seed=8, size=(768, 1024)), 0.9)))
+        photos["sharp"].write_bytes(jpeg_bytes(fundus(seed=9, size=(768, 1024))))
+        shots = Path(os.environ.get("APPLIANCE_SCREENSHOTS") or root / "shots")
+        shots.mkdir(parents=True, exist_ok=True)
+        yield {"base": app.base, "photos": photos, "shots": shots}
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    chromium = require_tool("chromium")
-    driver_path = require_tool("chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--lang=de-DE"):  # fmt: skip
-        options.add_argument(arg)
-    options.add_experimental_option("prefs", {"intl.accept_languages": "de-DE,de"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium("--lang=de-DE", prefs={"intl.accept_languages": "de-DE,de"}) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(driver: Any, predicate: Any, timeout: float = WAIT) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(
-            driver, timeout, poll_frequency=0.25,
-            ignored_exceptions=[StaleElementReferenceException],
-        ).until(predicate)  # fmt: skip
-    except TimeoutException:
-        page = driver.find_element(By.TAG_NAME, "body").text
-        raise AssertionError(f"gave up waiting at {driver.current_url}:\n{page[:3000]}") from None
+    return wait_until(driver, predicate, timeout)
 
 
 def _send(driver: Any, photo: Path, eye: str, number: int) -> str:
