@@ -56,6 +56,34 @@ STUDY_IDENTITY = (
     "AccessionNumber",
     "RequestAttributesSequence",
 )
+_STUDY_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+    "ReferringPhysicianName", "StudyID", "AccessionNumber",
+)  # fmt: skip
+
+
+def derived_dataset(source: Dataset, sop_class_uid: str, sop_instance_uid: str) -> Dataset:
+    """A new object made from ``source`` (the PDF report, a thickness map): File Meta (Explicit
+    VR Little Endian), its SOP Class / Instance UIDs, ``source``'s character set, and Patient +
+    General Study copied from ``source`` (:data:`STUDY_IDENTITY`; a Type 2 attribute the source
+    lacks is written empty)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SpecificCharacterSet = source.get("SpecificCharacterSet", "ISO_IR 192")
+    for keyword in STUDY_IDENTITY:
+        if keyword in source:
+            ds[keyword] = source[keyword]
+    for keyword in _STUDY_TYPE2:
+        if keyword not in ds:
+            setattr(ds, keyword, "")
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = sop_instance_uid
+    return ds
 
 
 @dataclass(frozen=True)

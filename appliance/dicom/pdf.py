@@ -14,12 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
 from appliance.dicom import codes
-from appliance.dicom.op import STUDY_IDENTITY
+from appliance.dicom.op import derived_dataset
 from appliance.dicom.report_pdf import (
     DEMONSTRATION,
     PRELIMINARY,
@@ -42,8 +41,6 @@ __all__ = [
     "findings_in_words",
     "report_pdf",
 ]
-
-_COPIED = STUDY_IDENTITY
 
 
 def encapsulated_pdf(
@@ -68,26 +65,7 @@ def encapsulated_pdf(
     now = datetime.now(UTC)
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(ENCAPSULATED_PDF)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = getattr(first, "SpecificCharacterSet", "ISO_IR 192")
-    # Patient + General Study (copied from the source images)
-    for keyword in _COPIED:
-        if keyword in first:
-            ds[keyword] = first[keyword]
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-        if keyword not in ds:
-            setattr(ds, keyword, "")
-    for keyword in ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID"):
-        if keyword not in ds:
-            setattr(ds, keyword, "")
-    ds.AccessionNumber = getattr(first, "AccessionNumber", "")
+    ds = derived_dataset(first, ENCAPSULATED_PDF, sop_instance_uid)
     # Encapsulated Document Series
     ds.Modality = "DOC"
     ds.SeriesInstanceUID = series_instance_uid
@@ -114,8 +92,6 @@ def encapsulated_pdf(
     ds.EncapsulatedDocument = pdf + (b"\x00" if len(pdf) % 2 else b"")
     ds.EncapsulatedDocumentLength = len(pdf)
     # SOP Common
-    ds.SOPClassUID = ENCAPSULATED_PDF
-    ds.SOPInstanceUID = sop_instance_uid
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     return ds
 

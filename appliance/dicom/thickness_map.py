@@ -41,11 +41,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian
 
-from appliance.dicom.op import STUDY_IDENTITY
+from appliance.dicom.op import derived_dataset
 from appliance.domain import OctFinding
 
 OPHTHALMIC_THICKNESS_MAP = "1.2.840.10008.5.1.4.1.1.81.1"
@@ -150,27 +149,7 @@ def thickness_map_dataset(
 
 def _identity(source: Dataset, sop_instance_uid: str) -> Dataset:
     """File meta, SOP Common, Patient and General Study (copied from the OPT)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(OPHTHALMIC_THICKNESS_MAP)
-    meta.MediaStorageSOPInstanceUID = UID(sop_instance_uid)
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = source.get("SpecificCharacterSet", "ISO_IR 192")
-    for keyword in STUDY_IDENTITY:
-        if keyword in source:
-            ds[keyword] = source[keyword]
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex"):
-        if keyword not in ds:
-            setattr(ds, keyword, "")
-    for keyword in ("StudyDate", "StudyTime", "ReferringPhysicianName", "StudyID"):
-        if keyword not in ds:
-            setattr(ds, keyword, "")
-    ds.AccessionNumber = source.get("AccessionNumber", "")
-    ds.SOPClassUID = OPHTHALMIC_THICKNESS_MAP
-    ds.SOPInstanceUID = sop_instance_uid
-    return ds
+    return derived_dataset(source, OPHTHALMIC_THICKNESS_MAP, sop_instance_uid)
 
 
 def _series(ds: Dataset, source: Dataset, series_instance_uid: str, laterality: str) -> None:

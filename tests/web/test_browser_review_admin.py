@@ -16,20 +16,10 @@ import pytest
 
 from tests.conftest import jpeg_bytes
 from tests.web.served import REPO, chromium, serve, wait_until
+from tests.web.test_browser_eye_label import _photo, _text
 from tests.web_helpers import PASSWORD
 
 WAIT = 120.0
-
-
-def _photo(eye: str) -> Any:
-    from appliance.synth.case import render_case
-    from appliance.synth.dataset import case_for
-
-    case = next(
-        c for c in (case_for(6160, i, (600, 800)) for i in range(200))
-        if c.eye == eye and c.field == "macula" and c.defect is None
-    )  # fmt: skip
-    return render_case(case)
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +43,6 @@ def browser() -> Iterator[Any]:
 
 def _wait(driver: Any, predicate: Any, timeout: float = WAIT) -> Any:
     return wait_until(driver, predicate, timeout)
-
-
-def _text(driver: Any, element_id: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(By.ID, element_id)
-    return found[0].text if found else ""
 
 
 def _login(driver: Any, base: str, name: str, lands: str) -> None:
