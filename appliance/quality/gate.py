@@ -109,7 +109,7 @@ _NO_FIELD = {
 }
 
 
-def _subscore(value: float, mark: float) -> float:
+def subscore(value: float, mark: float) -> float:
     """0.5 when ``value == mark``, towards 1 as ``value`` exceeds it, towards 0 below it."""
     if math.isnan(value) or math.isnan(mark):
         return 0.0  # never pass on a measurement that went wrong
@@ -124,11 +124,11 @@ def _subscore(value: float, mark: float) -> float:
 
 
 def _at_least(value: float, mark: float) -> float:
-    return _subscore(value, mark)
+    return subscore(value, mark)
 
 
 def _at_most(value: float, mark: float) -> float:
-    return _subscore(mark, value)
+    return subscore(mark, value)
 
 
 def _at_least_fraction(value: float, mark: float) -> float:

@@ -12,7 +12,7 @@
   the normalised cross-correlation of their mean axial profiles.
 
 Each is compared with its threshold through a sub-score that is exactly 0.5 at the threshold
-(as in :mod:`appliance.quality.gate`); a reason is reported below 0.5 and the score is the
+(:func:`appliance.quality.gate.subscore`); a reason is reported below 0.5 and the score is the
 smallest sub-score, so ``gradable`` is True exactly when there are no reasons.
 """
 
@@ -26,10 +26,10 @@ import cv2
 import numpy as np
 
 from appliance.domain import QualityReport
+from appliance.quality.gate import subscore
 
 LOGGER = logging.getLogger(__name__)
 
-_STEEPNESS = 4.0
 BLANK_CONTRAST = 0.3
 
 OCT_REASON_ORDER: tuple[str, ...] = (
@@ -87,20 +87,6 @@ class OctQualityThresholds:
             value = getattr(self, f.name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {value!r}")
-
-
-def _subscore(value: float, mark: float) -> float:
-    """0.5 when ``value == mark``, towards 1 above it, towards 0 below it."""
-    if math.isnan(value) or math.isnan(mark):
-        return 0.0
-    if value == mark:
-        return 0.5
-    if mark <= 0.0:
-        return 1.0 if value > mark else 0.0
-    if value <= 0.0:
-        return 0.0
-    ratio = (value / mark) ** _STEEPNESS
-    return float(ratio / (1.0 + ratio)) if math.isfinite(ratio) else 1.0
 
 
 def _smooth(volume: np.ndarray) -> np.ndarray:
@@ -231,11 +217,11 @@ def assess_oct(
     metrics = oct_metrics(volume, spacing_mm, fovea_mm)
     t = thresholds
     subs = {
-        "oct_blink": _subscore(t.max_blank_fraction + 1e-3, metrics["blank_fraction"] + 1e-3),
-        "oct_low_signal": _subscore(metrics["signal_db"], t.min_signal_db),
-        "oct_clipped": _subscore(t.max_clipped_fraction + 1e-3, metrics["clipped_fraction"] + 1e-3),
-        "oct_decentred": _subscore(t.max_decentration_mm, metrics["decentration_mm"]),
-        "oct_motion": _subscore(t.max_motion_um, metrics["motion_um"]),
+        "oct_blink": subscore(t.max_blank_fraction + 1e-3, metrics["blank_fraction"] + 1e-3),
+        "oct_low_signal": subscore(metrics["signal_db"], t.min_signal_db),
+        "oct_clipped": subscore(t.max_clipped_fraction + 1e-3, metrics["clipped_fraction"] + 1e-3),
+        "oct_decentred": subscore(t.max_decentration_mm, metrics["decentration_mm"]),
+        "oct_motion": subscore(t.max_motion_um, metrics["motion_um"]),
     }
     score = float(min(subs.values()))
     reasons = tuple(code for code in OCT_REASON_ORDER if subs[code] < 0.5)
