@@ -45,6 +45,12 @@ class DefectLevels:
         if not 0.0 < self.usable < self.reject < 1.0:
             raise ValueError(f"need 0 < usable < reject < 1, got {self}")
 
+    def quality(self, strength: float) -> str:
+        """``good``, ``usable`` or ``reject`` at ``strength``."""
+        if strength >= self.reject:
+            return "reject"
+        return "usable" if strength >= self.usable else "good"
+
 
 # Reject levels: where the gate flags about half of the case pictures (calibrated on 8-12 cases
 # at 600x800, 768x1024 and native size, strengths in steps of 0.05; too_bright and
@@ -69,10 +75,7 @@ def quality_of(defect: str | None, strength: float) -> str:
         return "good"
     if defect not in DEFECT_LEVELS:
         raise ValueError(f"defect must be one of {DEFECTS} or None, got {defect!r}")
-    levels = DEFECT_LEVELS[defect]
-    if strength >= levels.reject:
-        return "reject"
-    return "usable" if strength >= levels.usable else "good"
+    return DEFECT_LEVELS[defect].quality(strength)
 
 
 def strength_band(defect: str, quality: str) -> tuple[float, float]:

@@ -109,10 +109,7 @@ def oct_quality_of(defect: str | None, strength: float) -> str:
         return "good"
     if defect not in OCT_DEFECT_LEVELS:
         raise ValueError(f"defect must be one of {OCT_DEFECTS} or None, got {defect!r}")
-    levels = OCT_DEFECT_LEVELS[defect]
-    if strength >= levels.reject:
-        return "reject"
-    return "usable" if strength >= levels.usable else "good"
+    return OCT_DEFECT_LEVELS[defect].quality(strength)
 
 
 def strength_band(defect: str, quality: str) -> tuple[float, float]:
