@@ -22,22 +22,11 @@ from appliance.dicom.sr_oct import OctReport
 from appliance.dicom.thickness_map import decode_thickness, thickness_map_dataset
 from appliance.domain import ETDRS_SUBFIELDS, OctFinding
 from appliance.inference.oct.measure import OctMeasurement, measure_oct
-from appliance.synth.oct import GEOMETRIES, OctCase, render_oct
+from appliance.synth.oct import GEOMETRIES, healthy_case, render_oct
 from tests.conftest import require_tool
 from tests.dicom.oct_source import opt_header
 
-CASE = OctCase(
-    seed=11,
-    geometry=GEOMETRIES["small"],
-    eye="R",
-    thickening_um=0.0,
-    cysts=0,
-    srf_um=0.0,
-    fluid_in_centre=False,
-    drusen=0,
-    defect=None,
-    defect_strength=0.0,
-)
+CASE = healthy_case(11, GEOMETRIES["small"])
 
 
 def _finding(m: OctMeasurement) -> OctFinding:

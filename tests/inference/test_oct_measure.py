@@ -8,21 +8,10 @@ import numpy as np
 import pytest
 
 from appliance.inference.oct.measure import measure_oct
-from appliance.synth.oct import GEOMETRIES, OctCase, render_oct
+from appliance.synth.oct import GEOMETRIES, healthy_case, render_oct
 
 SMALL = GEOMETRIES["small"]
-BASE = OctCase(
-    seed=11,
-    geometry=SMALL,
-    eye="R",
-    thickening_um=0.0,
-    cysts=0,
-    srf_um=0.0,
-    fluid_in_centre=False,
-    drusen=0,
-    defect=None,
-    defect_strength=0.0,
-)
+BASE = healthy_case(11, SMALL)
 
 
 @pytest.mark.parametrize("eye", ["R", "L"])

@@ -8,20 +8,9 @@ import numpy as np
 import pytest
 
 from appliance.quality.oct import OCT_GUIDANCE, OCT_REASON_ORDER, assess_oct
-from appliance.synth.oct import GEOMETRIES, OctCase, render_oct
+from appliance.synth.oct import GEOMETRIES, healthy_case, render_oct
 
-BASE = OctCase(
-    seed=3,
-    geometry=GEOMETRIES["small"],
-    eye="L",
-    thickening_um=0.0,
-    cysts=0,
-    srf_um=0.0,
-    fluid_in_centre=False,
-    drusen=0,
-    defect=None,
-    defect_strength=0.0,
-)
+BASE = healthy_case(3, GEOMETRIES["small"], "L")
 
 
 def _assess(**changes: object):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from appliance.synth.oct import (
     GEOMETRIES,
     OctCase,
     draw_oct_case,
+    healthy_case,
     oct_quality_of,
     render_oct,
 )
@@ -24,18 +25,7 @@ SMALL = GEOMETRIES["small"]
 
 
 def _case(**changes: object) -> OctCase:
-    base = OctCase(
-        seed=7,
-        geometry=SMALL,
-        eye="R",
-        thickening_um=0.0,
-        cysts=0,
-        srf_um=0.0,
-        fluid_in_centre=False,
-        drusen=0,
-        defect=None,
-        defect_strength=0.0,
-    )
+    base = healthy_case(7, SMALL)
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

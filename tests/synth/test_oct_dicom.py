@@ -13,7 +13,7 @@ import pytest
 
 from appliance.capture.oct import read_oct
 from appliance.capture.pixels import Limits
-from appliance.synth.oct import GEOMETRIES, OctCase, render_oct
+from appliance.synth.oct import GEOMETRIES, OctCase, healthy_case, render_oct
 from appliance.synth.oct.dicom import (
     ENCODINGS,
     OPT_SOP_CLASS,
@@ -26,10 +26,7 @@ from tests.conftest import require_tool
 
 
 def _case(eye: str = "R") -> OctCase:
-    return OctCase(
-        seed=11, geometry=GEOMETRIES["small"], eye=eye, thickening_um=0.0, cysts=0, srf_um=0.0,
-        fluid_in_centre=False, drusen=0, defect=None, defect_strength=0.0,
-    )  # fmt: skip
+    return healthy_case(11, GEOMETRIES["small"], eye)
 
 
 @pytest.fixture(scope="module")

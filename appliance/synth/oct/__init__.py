@@ -15,6 +15,7 @@ from appliance.synth.oct.case import (
     OctGeometry,
     anatomy_of,
     draw_oct_case,
+    healthy_case,
     oct_quality_of,
 )
 from appliance.synth.oct.render import OctRendering, render_oct, render_oct_volume
@@ -30,6 +31,7 @@ __all__ = [
     "OctRendering",
     "anatomy_of",
     "draw_oct_case",
+    "healthy_case",
     "oct_quality_of",
     "render_oct",
     "render_oct_volume",

@@ -182,6 +182,15 @@ def _pick(rng: np.random.Generator, table: dict[str, float]) -> str:
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
 
+def healthy_case(seed: int, geometry: OctGeometry, eye: str = "R") -> OctCase:
+    """A healthy volume with no acquisition defect: the base that the contact sheet and the
+    tests vary with :func:`dataclasses.replace`."""
+    return OctCase(
+        seed=seed, geometry=geometry, eye=eye, thickening_um=0.0, cysts=0, srf_um=0.0,
+        fluid_in_centre=False, drusen=0, defect=None, defect_strength=0.0,
+    )  # fmt: skip
+
+
 def draw_oct_case(rng: np.random.Generator, geometry: OctGeometry) -> OctCase:
     """A case from the mix :data:`OCT_PREVALENCE`."""
     mix = OCT_PREVALENCE

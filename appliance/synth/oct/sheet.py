@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from appliance.synth.oct.case import GEOMETRIES, OCT_DEFECT_LEVELS, OctCase
+from appliance.synth.oct.case import GEOMETRIES, OCT_DEFECT_LEVELS, OctCase, healthy_case
 from appliance.synth.oct.render import render_oct
 
 LOGGER = logging.getLogger(__name__)
@@ -26,18 +26,7 @@ TILE = (248, 256)  # height, width of each tile (half the spectralis49 B-scan)
 
 def sheet_cases() -> list[tuple[str, OctCase]]:
     """The cases on the sheet, with their labels."""
-    base = OctCase(
-        seed=2024,
-        geometry=GEOMETRIES["spectralis49"],
-        eye="R",
-        thickening_um=0.0,
-        cysts=0,
-        srf_um=0.0,
-        fluid_in_centre=False,
-        drusen=0,
-        defect=None,
-        defect_strength=0.0,
-    )
+    base = healthy_case(2024, GEOMETRIES["spectralis49"])
     r = dataclasses.replace
     cases = [
         ("normal OD", base),
