@@ -8,7 +8,8 @@ A served appliance (``appliance serve``, shipped models, a walk-in patient); no 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,27 @@ def _photo(eye: str) -> Any:
     return render_case(case)
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("eyelabel")
+@contextmanager
+def shipped_models_app(
+    root: Path, users: Sequence[tuple[str, str, Sequence[str]]]
+) -> Iterator[dict[str, Any]]:
+    """A served appliance with the shipped models (cameras need no qualification) and a
+    right- and a left-eye photograph to upload."""
     settings = f'models_dir = "{REPO / "models"}"\ncamera_qualification_required = false\n'
-    with serve(root, settings, [("olivia", "operator", ())]) as app:
+    with serve(root, settings, users) as app:
         photos = {}
         for eye in ("R", "L"):
             photos[eye] = root / f"photo-{eye}.jpg"
             photos[eye].write_bytes(jpeg_bytes(_photo(eye), quality=92))
         yield {"base": app.base, "photos": photos, "root": root}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    with shipped_models_app(
+        tmp_path_factory.mktemp("eyelabel"), [("olivia", "operator", ())]
+    ) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

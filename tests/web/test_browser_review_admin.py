@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import jpeg_bytes
-from tests.web.served import REPO, chromium, serve, wait_until
-from tests.web.test_browser_eye_label import _photo, _text
+from tests.web.served import chromium, wait_until
+from tests.web.test_browser_eye_label import _text, shipped_models_app
 from tests.web_helpers import PASSWORD
 
 WAIT = 120.0
@@ -24,15 +23,9 @@ WAIT = 120.0
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("reviewadmin")
-    settings = f'models_dir = "{REPO / "models"}"\ncamera_qualification_required = false\n'
     users = [("olivia", "operator", ()), ("chen", "clinician", ()), ("ada", "admin", ())]
-    with serve(root, settings, users) as app:
-        photos = {}
-        for eye in ("R", "L"):
-            photos[eye] = root / f"photo-{eye}.jpg"
-            photos[eye].write_bytes(jpeg_bytes(_photo(eye), quality=92))
-        yield {"base": app.base, "photos": photos, "root": root}
+    with shipped_models_app(tmp_path_factory.mktemp("reviewadmin"), users) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")
