@@ -44,6 +44,36 @@ def _score(area_mm2: float) -> float:
     return float(1.0 - math.exp(-area_mm2 / AREA_SCALE_MM2))
 
 
+def large_components(found: np.ndarray, min_px: float) -> np.ndarray:
+    """The 8-connected components of the uint8 mask ``found`` of at least ``min_px`` pixels."""
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)
+    keep = np.zeros(n, dtype=bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
+    return np.asarray(keep[labels])
+
+
+def fluid_result(
+    mask: np.ndarray, spacing_mm: tuple[float, float, float], fovea_mm: tuple[float, float]
+) -> FluidResult:
+    """The scores of a fluid ``mask`` (frames, rows, A-scans): its volume, its en-face area
+    within 0.5 mm of the fovea and over the whole scan, each area as a probability-like score."""
+    frame_mm, axial_mm, lateral_mm = spacing_mm
+    f_total, _, ascans = mask.shape
+    footprint = mask.any(axis=1)  # (frames, A-scans)
+    ys = (np.arange(f_total) - (f_total - 1) / 2.0)[:, None] * frame_mm
+    xs = (np.arange(ascans) - (ascans - 1) / 2.0)[None, :] * lateral_mm
+    centre = np.hypot(xs - fovea_mm[0], ys - fovea_mm[1]) <= 0.5
+    cell = frame_mm * lateral_mm
+    centre_area = float((footprint & centre).sum() * cell)
+    return FluidResult(
+        mask=mask,
+        volume_mm3=float(mask.sum() * cell * axial_mm),
+        centre_area_mm2=centre_area,
+        p_centre=_score(centre_area),
+        p_any=_score(float(footprint.sum() * cell)),
+    )
+
+
 def detect_fluid(
     volume: np.ndarray,
     ilm_px: np.ndarray,
@@ -52,8 +82,8 @@ def detect_fluid(
     fovea_mm: tuple[float, float],
 ) -> FluidResult:
     """Fluid mask and scores; boundaries as from :func:`segment_volume` (NaN = blank B-scan)."""
-    frame_mm, axial_mm, lateral_mm = spacing_mm
-    f_total, rows, ascans = volume.shape
+    _, axial_mm, lateral_mm = spacing_mm
+    f_total, rows, _ = volume.shape
     um = axial_mm * 1000.0
     mask = np.zeros(volume.shape, dtype=bool)
     r = np.arange(rows, dtype=np.float64)[:, None]
@@ -82,21 +112,5 @@ def detect_fluid(
         inside = (r >= ilm[None, :] + TOP_MARGIN_UM / um) & (r < rpe[None, :] - RPE_BAND_UM / um)
         dark = (inside & (norm < DARK_LEVEL)).astype(np.uint8)
         dark = cv2.morphologyEx(dark, cv2.MORPH_OPEN, kernel)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(dark, connectivity=8)
-        keep = np.zeros(n, dtype=bool)
-        keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
-        mask[f] = keep[labels]
-    footprint = mask.any(axis=1)  # (frames, A-scans)
-    ys = (np.arange(f_total) - (f_total - 1) / 2.0)[:, None] * frame_mm
-    xs = (np.arange(ascans) - (ascans - 1) / 2.0)[None, :] * lateral_mm
-    centre = np.hypot(xs - fovea_mm[0], ys - fovea_mm[1]) <= 0.5
-    cell = frame_mm * lateral_mm
-    centre_area = float((footprint & centre).sum() * cell)
-    any_area = float(footprint.sum() * cell)
-    return FluidResult(
-        mask=mask,
-        volume_mm3=float(mask.sum() * cell * axial_mm),
-        centre_area_mm2=centre_area,
-        p_centre=_score(centre_area),
-        p_any=_score(any_area),
-    )
+        mask[f] = large_components(dark, min_px)
+    return fluid_result(mask, spacing_mm, fovea_mm)

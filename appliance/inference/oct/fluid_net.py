@@ -18,11 +18,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from appliance.inference.card import ModelCard, find_cards
-from appliance.inference.oct.fluid import MIN_AREA_UM2, FluidResult, _score
+from appliance.inference.oct.fluid import (
+    MIN_AREA_UM2,
+    FluidResult,
+    fluid_result,
+    large_components,
+)
 from appliance.inference.runtime import ModelSession
 
 LOGGER = logging.getLogger(__name__)
@@ -62,8 +66,8 @@ def post_process(
 ) -> FluidResult:
     """The fluid mask and scores from the network's probability map (frames, rows, A-scans),
     cropped back to the volume's shape; B-scans without boundaries (blank) get no fluid."""
-    frame_mm, axial_mm, lateral_mm = spacing_mm
-    f_total, rows, ascans = probability.shape
+    _, axial_mm, lateral_mm = spacing_mm
+    f_total, rows, _ = probability.shape
     r = np.arange(rows, dtype=np.float64)[:, None]
     min_px = MIN_AREA_UM2 / (axial_mm * 1000.0 * lateral_mm * 1000.0)
     mask = np.zeros(probability.shape, dtype=bool)
@@ -73,23 +77,8 @@ def post_process(
             continue
         inside = (r >= ilm[None, :]) & (r < rpe[None, :])
         found = (inside & (probability[f] >= threshold)).astype(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)
-        keep = np.zeros(n, dtype=bool)
-        keep[1:] = stats[1:, cv2.CC_STAT_AREA] >= min_px
-        mask[f] = keep[labels]
-    footprint = mask.any(axis=1)
-    ys = (np.arange(f_total) - (f_total - 1) / 2.0)[:, None] * frame_mm
-    xs = (np.arange(ascans) - (ascans - 1) / 2.0)[None, :] * lateral_mm
-    centre = np.hypot(xs - fovea_mm[0], ys - fovea_mm[1]) <= 0.5
-    cell = frame_mm * lateral_mm
-    centre_area = float((footprint & centre).sum() * cell)
-    return FluidResult(
-        mask=mask,
-        volume_mm3=float(mask.sum() * cell * axial_mm),
-        centre_area_mm2=centre_area,
-        p_centre=_score(centre_area),
-        p_any=_score(float(footprint.sum() * cell)),
-    )
+        mask[f] = large_components(found, min_px)
+    return fluid_result(mask, spacing_mm, fovea_mm)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
