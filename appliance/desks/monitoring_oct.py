@@ -9,9 +9,10 @@ Every OCT (OPT) object received in the period counts once, on the UTC day it arr
 - signal strength: the quality check's ``signal_db`` (quality/oct.py), its daily median, and
   its drift as a population stability index (the same PSI as the photographs', over the
   trailing ``window_days``) against a reference — the ``oct_metrics.signal_db`` entry of the
-  monitoring reference file (``edges`` and ``proportions`` like the photographs' metrics).
-  The shipped reference has none: then the series is shown and the page says there is no
-  reference, rather than inventing one.
+  monitoring reference file (``edges`` and ``proportions`` like the photographs' metrics). The
+  shipped file has one, built by ``python -m appliance.tools.drift_reference --part oct`` from
+  held-out synthetic volumes sent through the pipeline; a site's own file without one gives
+  the series and a page that says there is no reference, rather than inventing one.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import pytest
 from appliance.capture.decode import OPT_SOP_CLASS
 from appliance.desks import monitoring
 from appliance.desks.monitoring_oct import load_oct_reference, oct_report
+from appliance.tools import drift_reference
 from tests.desks.test_monitoring import REFERENCE, _photo
 
 
@@ -47,7 +48,7 @@ def _reference(tmp_path: Path, oct_metrics: Any) -> Path:
     return path
 
 
-def test_without_a_reference_the_series_is_shown_and_no_psi(services: Any) -> None:
+def test_without_a_reference_the_series_is_shown_and_no_psi(services: Any, tmp_path: Path) -> None:
     end = date(2026, 11, 20)
     for signal in (20.0, 22.0, 30.0):
         oct_scan(services, end, signal)
@@ -55,7 +56,12 @@ def test_without_a_reference_the_series_is_shown_and_no_psi(services: Any) -> No
     oct_scan(services, end, None)  # not analysed: counted, not assessed
     oct_scan(services, end - timedelta(days=1), 25.0)
     _photo(services, end, 0.5)  # a photograph: not an OCT volume
-    reference, note = load_oct_reference()  # the shipped file has none
+    photographs_only = tmp_path / "photographs-only.json"
+    shipped = json.loads(monitoring.SHIPPED_REFERENCE.read_text())
+    photographs_only.write_text(
+        json.dumps({k: v for k, v in shipped.items() if not k.startswith("oct_")})
+    )
+    reference, note = load_oct_reference(photographs_only)
     assert reference is None and note.startswith("no OCT signal-strength reference")
     found = oct_report(services.store, reference, note, end=end, days=2, window_days=2)
     assert [(d.label, d.volumes, d.assessed, d.ungradable) for d in found.days] == [
@@ -99,3 +105,33 @@ def test_a_broken_oct_reference_is_said(tmp_path: Path) -> None:
     )  # fmt: skip
     reference, note = load_oct_reference(_reference(tmp_path, {"signal_db": {"edges": "x"}}))
     assert reference is None and "not a usable OCT reference" in note
+
+
+def test_the_shipped_reference_has_the_held_out_oct_signal() -> None:
+    reference, note = load_oct_reference()
+    data = json.loads(monitoring.SHIPPED_REFERENCE.read_text())
+    assert reference is not None and reference.name == "signal_db"
+    assert (data["oct_seed"], data["oct_geometry"]) == (3203, "spectralis49")
+    assert data["oct_n"] >= 190 and f"({data['oct_n']} volumes)" in note
+    assert len(reference.edges) == 9 and list(reference.edges) == sorted(reference.edges)
+    assert sum(reference.proportions) == pytest.approx(1.0, abs=1e-5)
+    signal = data["oct_metrics"]["signal_db"]
+    # the set has its low-signal volumes (the generator's proportion of that defect): the
+    # lowest decile reaches more than 2 dB under the median
+    assert signal["p05"] < reference.edges[0] < signal["p50"] - 2.0 < signal["p95"]
+
+
+def test_the_oct_reference_is_rebuilt_from_the_pipeline() -> None:
+    """The held-out set's first volumes, sent as OPT objects and analysed by the pipeline, still
+    measure what the shipped file recorded, within 1 % of that measurement's spread in the
+    reference (its standard deviation): float reductions and an honest library change may move
+    the last bits; a change of method moves them by far more."""
+    shipped = json.loads(monitoring.SHIPPED_REFERENCE.read_text())
+    recorded = shipped["oct_first"][:2]
+    assert len(recorded) == 2
+    tolerance = 0.01 * shipped["oct_metrics"]["signal_db"]["sd"]
+    for index, figures in enumerate(recorded):
+        rebuilt = drift_reference.measure_oct(shipped["oct_seed"], index)
+        assert rebuilt.keys() == figures.keys()
+        for name, value in figures.items():
+            assert rebuilt[name] == pytest.approx(value, abs=tolerance), name

@@ -1,5 +1,6 @@
-"""The monitoring page's OCT section: volumes, ungradable rate, signal strength; no reference
-shipped, so the series and a plain "no reference"; a reference file with one gives the PSI."""
+"""The monitoring page's OCT section: volumes, ungradable rate, signal strength; a reference
+file without an OCT part gives the series and a plain "no reference"; one with it gives the PSI,
+and the shipped file has one."""
 
 from __future__ import annotations
 
@@ -17,27 +18,39 @@ from tests.admin_helpers import cells, text
 from tests.desks.test_monitoring_oct import oct_scan
 
 
-def test_the_oct_section_without_a_reference(admin: Any, services: Any) -> None:
-    assert "No OCT volumes from" in text(admin.get("/admin/monitoring"))
-    today = datetime.now(UTC).date()
-    for signal in (20.0, 24.0):
-        oct_scan(services, today, signal)
-    oct_scan(services, today, 9.0, gradable=False)
-    oct_scan(services, today - timedelta(days=1), 26.0)
-    page = admin.get("/admin/monitoring")
-    assert page.status_code == 200
-    html, said = page.get_data(as_text=True), text(page)
-    summary = "OCT volumes: 4 ; not gradable 25.0% of 4 assessed; median signal strength 22.0 dB"
-    assert summary in said
-    assert "No reference for the OCT signal strength: no OCT signal-strength reference" in said
-    for chart in ("chart-oct-volume", "chart-oct-ungradable", "chart-oct-signal"):
-        assert f'id="{chart}"' in html
-    assert 'id="chart-oct-drift"' not in html
-    row = re.search(
-        rf'<table id="oct-by-day">.*?<th scope="row">{today}</th>(.*?)</tr>', html, re.S
-    )
-    assert row and cells(row.group(1)) == ["3", "3", "1 (33.3%)", "20.0"]
-    assert "Drift alert." not in said  # the photographs' section: nothing changed there
+class TestWithoutAnOctReference:
+    """The shipped reference file without its OCT part."""
+
+    @pytest.fixture
+    def settings(self, settings: Settings, tmp_path: Path) -> Settings:
+        path = tmp_path / "photographs-only.json"
+        shipped = json.loads(monitoring.SHIPPED_REFERENCE.read_text())
+        path.write_text(json.dumps({k: v for k, v in shipped.items() if not k.startswith("oct_")}))
+        return settings.replace(monitoring_reference=str(path))
+
+    def test_the_oct_section(self, admin: Any, services: Any) -> None:
+        assert "No OCT volumes from" in text(admin.get("/admin/monitoring"))
+        today = datetime.now(UTC).date()
+        for signal in (20.0, 24.0):
+            oct_scan(services, today, signal)
+        oct_scan(services, today, 9.0, gradable=False)
+        oct_scan(services, today - timedelta(days=1), 26.0)
+        page = admin.get("/admin/monitoring")
+        assert page.status_code == 200
+        html, said = page.get_data(as_text=True), text(page)
+        summary = (
+            "OCT volumes: 4 ; not gradable 25.0% of 4 assessed; median signal strength 22.0 dB"
+        )
+        assert summary in said
+        assert "No reference for the OCT signal strength: no OCT signal-strength reference" in said
+        for chart in ("chart-oct-volume", "chart-oct-ungradable", "chart-oct-signal"):
+            assert f'id="{chart}"' in html
+        assert 'id="chart-oct-drift"' not in html
+        row = re.search(
+            rf'<table id="oct-by-day">.*?<th scope="row">{today}</th>(.*?)</tr>', html, re.S
+        )
+        assert row and cells(row.group(1)) == ["3", "3", "1 (33.3%)", "20.0"]
+        assert "Drift alert." not in said  # the photographs' section: nothing changed there
 
 
 class TestWithAReference:
