@@ -1,4 +1,4 @@
-"""A synthetic OCT volume as a DICOM Ophthalmic Tomography Image (OPT), the way a camera sends it.
+"""An OCT volume as a DICOM Ophthalmic Tomography Image (OPT), the way a camera sends it.
 
 :func:`opt_dataset` writes an enhanced multi-frame OPT (PS3.3 A.52): one frame per B-scan,
 Pixel Measures (Pixel Spacing = axial \\ lateral, Slice Thickness and Spacing Between Slices =
@@ -9,7 +9,9 @@ going down into the retina and its columns across the fundus. :func:`encode_opt`
 one of :data:`ENCODINGS` (uncompressed, JPEG Baseline, JPEG-LS lossless, JPEG 2000 lossless);
 the encoders are pydicom's (pyjpegls, pylibjpeg-openjpeg) and OpenCV's JPEG for Baseline.
 
-Used by tests, the benchmark and anyone who needs an OPT object without a camera.
+The one OPT writer: a vendor export taken from the hot folder (``capture/vendor_oct.py``) is
+turned into this object, and the synthetic volumes (``synth/oct/dicom.py``) use it with a
+synthetic camera's header. ``capture/oct.py`` reads the same shape back.
 """
 
 from __future__ import annotations
@@ -34,11 +36,10 @@ from pydicom.uid import (
     JPEGLSLossless,
 )
 
+from appliance.capture.decode import OPT_SOP_CLASS
+
 LOGGER = logging.getLogger(__name__)
 
-OPT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.5.4"
-SYNTH_MANUFACTURER = "Appliance Synthetic"
-SYNTH_MODEL = "SynthOCT"
 ENCODINGS: dict[str, UID] = {
     "uncompressed": ExplicitVRLittleEndian,
     "jpeg": JPEGBaseline8Bit,
@@ -59,16 +60,22 @@ _DIMENSION_ORG = "1.2.826.0.1.3680043.10.1288.1"  # fixed: one organisation for 
 
 @dataclass(frozen=True)
 class OptHeader:
-    """Who and what the object names; defaults are a plausible synthetic camera."""
+    """Who and what the object names (empty: not known). ``acquired``: when the scan was made
+    (Acquisition DateTime and each frame's; else the moment the object is written)."""
 
-    patient_id: str = "SYNTH-OCT"
-    patient_name: str = "Synthetic^Oct"
-    birth_date: str = "19600101"
-    sex: str = "F"
+    patient_id: str = ""
+    patient_name: str = ""
+    birth_date: str = ""
+    sex: str = ""
     study_instance_uid: str = ""
-    manufacturer: str = SYNTH_MANUFACTURER
-    model: str = SYNTH_MODEL
+    manufacturer: str = ""
+    model: str = ""
     accession_number: str = ""
+    issuer: str = ""
+    device_serial: str = ""
+    software_versions: str = ""
+    acquired: datetime.datetime | None = None
+    wavelength_nm: float = 840.0
 
 
 def _uid() -> str:
@@ -88,6 +95,8 @@ def _patient_study_series(ds: Dataset, header: OptHeader, now: datetime.datetime
     ds.PatientID = header.patient_id
     ds.PatientBirthDate = header.birth_date
     ds.PatientSex = header.sex
+    if header.issuer:
+        ds.IssuerOfPatientID = header.issuer
     ds.StudyInstanceUID = header.study_instance_uid or _uid()
     ds.StudyDate = now.strftime("%Y%m%d")
     ds.StudyTime = now.strftime("%H%M%S")
@@ -109,11 +118,11 @@ def _patient_study_series(ds: Dataset, header: OptHeader, now: datetime.datetime
 def _equipment(ds: Dataset, header: OptHeader) -> None:
     ds.Manufacturer = header.manufacturer
     ds.ManufacturerModelName = header.model
-    ds.DeviceSerialNumber = "SYN-0001"
-    ds.SoftwareVersions = "appliance-synth"
+    ds.DeviceSerialNumber = header.device_serial
+    ds.SoftwareVersions = header.software_versions
 
 
-def _acquisition(ds: Dataset, eye: str, spacing: tuple[float, float, float], width: int) -> None:
+def _acquisition(ds: Dataset, eye: str, spacing: tuple[float, float, float], nm: float) -> None:
     ds.ImageLaterality = eye
     ds.AnatomicRegionSequence = Sequence([_code("5665001", "SCT", "Retina")])
     ds.AcquisitionDeviceTypeCodeSequence = Sequence(
@@ -133,7 +142,7 @@ def _acquisition(ds: Dataset, eye: str, spacing: tuple[float, float, float], wid
     ds.MaximumAlongScanDistortion = 0.0
     ds.AcrossScanSpatialResolution = round(spacing[0] * 1000.0, 3)
     ds.MaximumAcrossScanDistortion = 0.0
-    ds.IlluminationWaveLength = 840.0
+    ds.IlluminationWaveLength = nm
     ds.IlluminationPower = 1.2
     ds.IlluminationBandwidth = 50.0
     ds.AcquisitionContextSequence = Sequence()
@@ -195,7 +204,7 @@ def _frame_groups(
     ds.DimensionIndexSequence = Sequence(dims)
 
 
-def _image(ds: Dataset, volume: np.ndarray, now: datetime.datetime) -> None:
+def _image(ds: Dataset, volume: np.ndarray, now: datetime.datetime, when: str) -> None:
     frames, rows, columns = volume.shape
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.SamplesPerPixel = 1
@@ -213,7 +222,7 @@ def _image(ds: Dataset, volume: np.ndarray, now: datetime.datetime) -> None:
     ds.LossyImageCompression = "00"
     ds.ContentDate = now.strftime("%Y%m%d")
     ds.ContentTime = now.strftime("%H%M%S")
-    ds.AcquisitionDateTime = now.strftime("%Y%m%d%H%M%S")
+    ds.AcquisitionDateTime = when
     ds.InstanceNumber = 1
     # The OT Image module makes these Type 1 with fixed values (PS3.3 C.8.17.7: offset 0, part
     # 1 of 1), so the object is a concatenation of one part and names its Concatenation UID.
@@ -242,6 +251,7 @@ def opt_dataset(
         raise ValueError(f"eye must be 'R' or 'L', got {eye!r}")
     header = header or OptHeader()
     now = datetime.datetime.now(datetime.UTC)
+    when = (header.acquired or now).strftime("%Y%m%d%H%M%S")
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = OPT_SOP_CLASS
@@ -250,9 +260,9 @@ def opt_dataset(
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     _patient_study_series(ds, header, now)
     _equipment(ds, header)
-    _acquisition(ds, eye, spacing_mm, volume.shape[2])
-    _frame_groups(ds, volume.shape[0], spacing_mm, eye, now.strftime("%Y%m%d%H%M%S"))
-    _image(ds, volume, now)
+    _acquisition(ds, eye, spacing_mm, header.wavelength_nm)
+    _frame_groups(ds, volume.shape[0], spacing_mm, eye, when)
+    _image(ds, volume, now, when)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
