@@ -301,7 +301,9 @@ class HotFolder(BackgroundLoop):
         self._file_away(name, info, sidecar, "processed", "", capture_id=capture.id)
         return True
 
-    def _convert(self, path: Path, fields: dict[str, object] | None, detail: dict) -> bytes:
+    def _convert(
+        self, path: Path, fields: dict[str, object] | None, detail: dict[str, object]
+    ) -> bytes:
         """A Heidelberg .vol as the OPT object a camera would send, its identity from the
         sidecar, else the station's selection, else the export's own Patient ID."""
         given = identity_from_fields(fields or {})
@@ -313,7 +315,7 @@ class HotFolder(BackgroundLoop):
         if chosen.study_instance_uid:
             self.ingestor.check_study_owner(chosen.study_instance_uid, chosen.patient)
         study = (chosen.study_instance_uid, chosen.accession_number)
-        header = vendor_oct.opt_header(scan.header, chosen.patient, study)
+        header = vendor_oct.opt_header(scan, chosen.patient, study)
         detail.update(
             converted_from=vendor_oct.FORMAT,
             original_sha256=scan.sha256,

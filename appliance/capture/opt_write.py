@@ -61,7 +61,9 @@ _DIMENSION_ORG = "1.2.826.0.1.3680043.10.1288.1"  # fixed: one organisation for 
 @dataclass(frozen=True)
 class OptHeader:
     """Who and what the object names (empty: not known). ``acquired``: when the scan was made
-    (Acquisition DateTime and each frame's; else the moment the object is written)."""
+    (Acquisition DateTime and each frame's; else the moment the object is written).
+    ``uid_seed``: when set, every UID is derived from it (and ``acquired`` stands for the moment
+    written), so the same seed and header make the same object byte for byte; else fresh."""
 
     patient_id: str = ""
     patient_name: str = ""
@@ -76,9 +78,13 @@ class OptHeader:
     software_versions: str = ""
     acquired: datetime.datetime | None = None
     wavelength_nm: float = 840.0
+    uid_seed: str = ""
 
 
-def _uid() -> str:
+def _uid(seed: str = "", role: str = "") -> str:
+    """A UUID-derived UID (PS3.5 B.2): random, or name-based on ``seed`` and ``role``."""
+    if seed:
+        return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{seed}/{role}').int}"
     return f"2.25.{uuid.uuid4().int}"
 
 
@@ -97,18 +103,18 @@ def _patient_study_series(ds: Dataset, header: OptHeader, now: datetime.datetime
     ds.PatientSex = header.sex
     if header.issuer:
         ds.IssuerOfPatientID = header.issuer
-    ds.StudyInstanceUID = header.study_instance_uid or _uid()
+    ds.StudyInstanceUID = header.study_instance_uid or _uid(header.uid_seed, "study")
     ds.StudyDate = now.strftime("%Y%m%d")
     ds.StudyTime = now.strftime("%H%M%S")
     ds.ReferringPhysicianName = ""
     ds.StudyID = "1"
     ds.AccessionNumber = header.accession_number
-    ds.SeriesInstanceUID = _uid()
+    ds.SeriesInstanceUID = _uid(header.uid_seed, "series")
     ds.SeriesNumber = 1
     ds.Modality = "OPT"
     ds.SeriesDate = ds.StudyDate
     ds.SeriesTime = ds.StudyTime
-    ds.FrameOfReferenceUID = _uid()
+    ds.FrameOfReferenceUID = _uid(header.uid_seed, "frame-of-reference")
     ds.PositionReferenceIndicator = ""
     ds.SynchronizationFrameOfReferenceUID = "1.2.840.10008.15.1.1"
     ds.SynchronizationTrigger = "NO TRIGGER"
@@ -204,7 +210,7 @@ def _frame_groups(
     ds.DimensionIndexSequence = Sequence(dims)
 
 
-def _image(ds: Dataset, volume: np.ndarray, now: datetime.datetime, when: str) -> None:
+def _image(ds: Dataset, volume: np.ndarray, now: datetime.datetime, when: str, seed: str) -> None:
     frames, rows, columns = volume.shape
     ds.ImageType = ["ORIGINAL", "PRIMARY"]
     ds.SamplesPerPixel = 1
@@ -228,7 +234,7 @@ def _image(ds: Dataset, volume: np.ndarray, now: datetime.datetime, when: str) -
     # 1 of 1), so the object is a concatenation of one part and names its Concatenation UID.
     # dciodvfy's generic multi-frame checks object to a one-part concatenation: the two
     # messages in VALIDATOR_CONFLICTS, which no single-object OPT can avoid.
-    ds.ConcatenationUID = _uid()
+    ds.ConcatenationUID = _uid(seed, "concatenation")
     ds.SOPInstanceUIDOfConcatenationSource = ds.SOPInstanceUID
     ds.ConcatenationFrameOffsetNumber = 0
     ds.InConcatenationNumber = 1
@@ -251,18 +257,20 @@ def opt_dataset(
         raise ValueError(f"eye must be 'R' or 'L', got {eye!r}")
     header = header or OptHeader()
     now = datetime.datetime.now(datetime.UTC)
+    if header.uid_seed and header.acquired is not None:
+        now = header.acquired
     when = (header.acquired or now).strftime("%Y%m%d%H%M%S")
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = OPT_SOP_CLASS
-    ds.SOPInstanceUID = _uid()
+    ds.SOPInstanceUID = _uid(header.uid_seed, "instance")
     ds.InstanceCreationDate = now.strftime("%Y%m%d")
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     _patient_study_series(ds, header, now)
     _equipment(ds, header)
     _acquisition(ds, eye, spacing_mm, header.wavelength_nm)
     _frame_groups(ds, volume.shape[0], spacing_mm, eye, when)
-    _image(ds, volume, now, when)
+    _image(ds, volume, now, when, header.uid_seed)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID

@@ -259,9 +259,13 @@ def read_vol(path: Path, limits: Limits, max_bytes: int) -> VolScan:
     return VolScan(header, np.ascontiguousarray(volume), digest.hexdigest(), size)
 
 
-def opt_header(header: VolHeader, patient: PatientInfo | None, study: tuple[str, str]) -> OptHeader:
+def opt_header(scan: VolScan, patient: PatientInfo | None, study: tuple[str, str]) -> OptHeader:
     """The OPT's header: ``patient`` (from a sidecar or the station) or the export's own ID;
-    ``study``: (Study Instance UID, Accession Number), empty for a new study."""
+    ``study``: (Study Instance UID, Accession Number), empty for a new study. Its UIDs are
+    derived from the export's SHA-256: the same export dropped again makes the same object
+    ("already received"), or, filed under another identity, one refused as other content
+    under a held UID."""
+    header = scan.header
     if patient is not None and header.patient_id and patient.patient_id != header.patient_id:
         raise bad(
             "the export names another Patient ID than the one chosen for it (sidecar or "
@@ -276,7 +280,7 @@ def opt_header(header: VolHeader, patient: PatientInfo | None, study: tuple[str,
         issuer=patient.issuer, study_instance_uid=study[0], accession_number=study[1],
         manufacturer=MANUFACTURER, model=MODEL, software_versions=header.version,
         device_serial=DEVICE_SERIAL,
-        acquired=header.acquired, wavelength_nm=WAVELENGTH_NM,
+        acquired=header.acquired, wavelength_nm=WAVELENGTH_NM, uid_seed=scan.sha256,
     )  # fmt: skip
 
 

@@ -199,6 +199,26 @@ def test_the_sidecar_names_the_patient_and_a_different_id_is_refused(
     assert services.store.scalar("SELECT COUNT(*) FROM captures") == 1
 
 
+def test_the_same_export_again_is_already_received_and_under_another_patient_refused(
+    services: Services, tmp_path: Path, rendered: OctRendering
+) -> None:
+    inbox = services.settings.inbox_path
+    data = write_vol(tmp_path / "a.vol", rendered.volume[:5], rendered.spacing_mm, "R",
+                     patient_id="").read_bytes()  # fmt: skip
+    for stem, patient in (("first", "P-A"), ("again", "P-A"), ("other", "P-B")):
+        (inbox / f"{stem}.json").write_text(json.dumps({"patient_id": patient}), "utf-8")
+        (inbox / f"{stem}.vol").write_bytes(data)
+        folder = "rejected" if stem == "other" else "processed"
+        assert wait_for(lambda stem=stem, folder=folder: find(inbox / folder, f"{stem}.vol"), SOON)
+    rows = services.store.query("SELECT c.id, p.patient_id FROM captures c JOIN patients p "
+                                "ON p.id = c.patient_pk")  # fmt: skip
+    assert [r["patient_id"] for r in rows] == ["P-A"]  # one OPT, its first patient
+    again = [json.loads(e["detail"]) for e in services.audit.rows()]
+    assert any(d.get("duplicate") and d.get("capture_id") == rows[0]["id"] for d in again)
+    note = find(inbox / "rejected", "other.vol.reason.txt")
+    assert note is not None and note.read_text().startswith("uid_conflict:")
+
+
 def _header_bytes(good: bytes, **fields: Any) -> bytes:
     """``good`` with header fields overwritten at their .vol offsets."""
     offsets = {
@@ -293,9 +313,7 @@ def test_the_opt_made_of_an_export_is_what_eyepy_reads_and_dciodvfy_accepts(
     assert np.array_equal(scan.volume, volume[::-1])  # the lowest B-scan came first: turned
     assert scan.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     patient = PatientInfo(patient_id=PATIENT, patient_name="Roe^Ann", sex="F")
-    data = opt_bytes(
-        scan, opt_header(scan.header, patient, ("1.2.826.0.1.3680043.8.498.7", "")), None
-    )
+    data = opt_bytes(scan, opt_header(scan, patient, ("1.2.826.0.1.3680043.8.498.7", "")), None)
     ds = pydicom.dcmread(io.BytesIO(data))
     assert (ds.PatientID, ds.PatientName, ds.PatientBirthDate) == (PATIENT, "Roe^Ann", "19600101")
     assert ds.StudyInstanceUID == "1.2.826.0.1.3680043.8.498.7"
@@ -314,7 +332,7 @@ def test_the_opt_made_of_an_export_is_what_eyepy_reads_and_dciodvfy_accepts(
               if line.startswith("Error")]  # fmt: skip
     assert sorted(errors) == sorted(VALIDATOR_CONFLICTS), output
     with pytest.raises(RejectedInput) as other_eye:
-        opt_bytes(scan, opt_header(scan.header, patient, ("", "")), "R")
+        opt_bytes(scan, opt_header(scan, patient, ("", "")), "R")
     assert other_eye.value.reason == "bad_sidecar"
 
 
