@@ -3,6 +3,10 @@
 A file is taken once its size and modification time have stayed the same for
 ``stable_seconds`` (a camera still writing it is left alone; ``*.part`` and hidden files are
 never taken). An optional sidecar ``NAME.json`` next to ``NAME.jpg`` carries identity.
+A Heidelberg ``.vol`` export is read and turned into the OPT object a camera would send
+(``capture/vendor_oct.py``: header checked against the limits first; identity from the sidecar,
+the station's selection or the export's own Patient ID), then ingested like one; the export
+itself is moved like any file, and its SHA-256 is in the capture's audit event.
 Taken files move to ``processed/``; refused ones to ``rejected/`` with ``NAME.reason.txt``
 beside them (the reason, and the original name). A name too long to keep with a note beside
 it (over ``NAME_KEEP_BYTES``) is moved under a generated name; its note records the original
@@ -34,15 +38,21 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from appliance.audit import EventID, Outcome, events
-from appliance.capture import nofollow
-from appliance.capture.ingest import Incoming, Ingestor
+from appliance.capture import nofollow, vendor_oct
+from appliance.capture.ingest import Incoming, Ingestor, identity_from_fields
 from appliance.domain import Source
-from appliance.errors import ApplianceError, OutOfResources, RejectedInput, TooLarge
+from appliance.errors import (
+    ApplianceError,
+    OutOfResources,
+    RejectedInput,
+    TooLarge,
+    UnsupportedFormat,
+)
 from appliance.loops import BackgroundLoop
 
 LOGGER = logging.getLogger(__name__)
@@ -225,11 +235,17 @@ class HotFolder(BackgroundLoop):
     ) -> bool:
         """Ingest one stable file. False means "not handled (now)"."""
         path = self.inbox / name
+        suffix = Path(name).suffix.lower()
+        vendor = suffix in vendor_oct.SUFFIXES
+        detail: dict[str, object] = {"sidecar": sidecar is not None}
         try:
             try:
-                if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+                if suffix in vendor_oct.REFUSED_SUFFIXES:
+                    raise UnsupportedFormat(vendor_oct.REFUSED_SUFFIXES[suffix])
+                if suffix not in IMAGE_SUFFIXES and not vendor:
                     raise RejectedInput(
-                        "only JPEG, PNG, TIFF and DICOM files are taken from the hot folder",
+                        "only JPEG, PNG, TIFF, DICOM and Heidelberg .vol files are taken from "
+                        "the hot folder",
                         reason="unsupported_format",
                     )
                 if sidecar_is_link:
@@ -242,10 +258,15 @@ class HotFolder(BackgroundLoop):
                         f"the file is {info.st_size} bytes, over the {self.max_bytes}-byte limit"
                     )
                 fields = _read_sidecar(self.inbox / sidecar) if sidecar is not None else None
-                data = nofollow.read_regular(path, self.max_bytes)
+                if vendor:
+                    data, fields = self._convert(path, fields, detail), None
+                else:
+                    data = nofollow.read_regular(path, self.max_bytes)
             except RejectedInput as exc:
+                said = {"format": vendor_oct.FORMAT} if vendor else {}
                 self.ingestor.refuse(
-                    Incoming(data=b"", source=Source.HOTFOLDER, user_id="hotfolder"), exc
+                    Incoming(data=b"", source=Source.HOTFOLDER, user_id="hotfolder", detail=said),
+                    exc,
                 )
                 raise
             capture = self.ingestor.ingest(
@@ -254,7 +275,7 @@ class HotFolder(BackgroundLoop):
                     source=Source.HOTFOLDER,
                     user_id="hotfolder",
                     fields=fields,
-                    detail={"sidecar": sidecar is not None},
+                    detail=detail,
                 )
             )
         except FileNotFoundError:  # the camera took it back since the scan: nothing to do
@@ -279,6 +300,28 @@ class HotFolder(BackgroundLoop):
         LOGGER.info("hot folder: capture %d taken", capture.id)
         self._file_away(name, info, sidecar, "processed", "", capture_id=capture.id)
         return True
+
+    def _convert(
+        self, path: Path, fields: dict[str, object] | None, detail: dict[str, object]
+    ) -> bytes:
+        """A Heidelberg .vol as the OPT object a camera would send, its identity from the
+        sidecar, else the station's selection, else the export's own Patient ID."""
+        given = identity_from_fields(fields or {})
+        chosen = given
+        if given.empty and (selected := self.ingestor.selection()) is not None:
+            chosen = replace(selected, laterality=given.laterality)
+            detail["identity"] = "station_selection"
+        scan = vendor_oct.read_vol(path, self.ingestor.limits, self.max_bytes)
+        if chosen.study_instance_uid:
+            self.ingestor.check_study_owner(chosen.study_instance_uid, chosen.patient)
+        study = (chosen.study_instance_uid, chosen.accession_number)
+        header = vendor_oct.opt_header(scan, chosen.patient, study)
+        detail.update(
+            converted_from=vendor_oct.FORMAT,
+            original_sha256=scan.sha256,
+            original_bytes=scan.size_bytes,
+        )
+        return vendor_oct.opt_bytes(scan, header, given.laterality)
 
     def _file_away(
         self,

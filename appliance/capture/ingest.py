@@ -258,7 +258,7 @@ class Ingestor:
             patient, laterality, lat_source = found.patient, found.laterality, "dicom"
         else:
             if item.source is Source.HOTFOLDER and given.empty:
-                selected = self._selection()
+                selected = self.selection()
                 if selected is not None:
                     given = replace(selected, laterality=given.laterality)
                     detail["identity"] = "station_selection"
@@ -271,7 +271,7 @@ class Ingestor:
                     accession_number=given.accession_number,
                     study_date=found.study_date or utcnow()[:10].replace("-", ""),
                 )
-                self._check_study_owner(study_uid, patient)
+                self.check_study_owner(study_uid, patient)
         if laterality is None:
             lat_source = None
         return found, patient, laterality, lat_source
@@ -283,7 +283,7 @@ class Ingestor:
             if self.metrics is not None:
                 self.metrics.identity_conflicts.labels(source=str(item.source)).inc()
 
-    def _selection(self) -> Identity | None:
+    def selection(self) -> Identity | None:
         """The station's current selection as an identity, or None (never fails an ingest)."""
         try:
             fields = self.fallback_identity()
@@ -299,7 +299,7 @@ class Ingestor:
             return None
         return None if identity.empty else identity
 
-    def _check_study_owner(self, study_uid: str, patient: PatientInfo | None) -> None:
+    def check_study_owner(self, study_uid: str, patient: PatientInfo | None) -> None:
         """A given Study Instance UID must not already belong to another patient."""
         owner = self.store.one(
             "SELECT p.patient_id, p.issuer FROM studies s JOIN patients p ON p.id = s.patient_pk "
