@@ -20,7 +20,6 @@ device named is the appliance's fixed identity.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import warnings
@@ -31,11 +30,10 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 from appliance import __version__
 from appliance.dicom.oct_pictures import thickness_map_rgb
-from appliance.dicom.op import to_bytes
+from appliance.dicom.op import derived_uid, to_bytes
 from appliance.dicom.report_oct import OctPage
 from appliance.dicom.sr_oct import OctReport
 from appliance.dicom.thickness_map import thickness_map_dataset
@@ -172,14 +170,6 @@ def _page(
         fluid_centre=fluid_centre(finding, eye),
         guidance=volume.guidance if not finding.gradable else (),
     )
-
-
-def derived_uid(root: str, *parts: str) -> str:
-    """A UID that is the same for the same ``parts``: under ``root``, or 2.25 from a hash."""
-    if root == "2.25.":
-        digest = hashlib.sha256("\\".join(parts).encode()).digest()[:16]
-        return f"2.25.{int.from_bytes(digest, 'big')}"
-    return str(generate_uid(prefix=root, entropy_srcs=list(parts)))
 
 
 def opt_source(path: Any) -> Dataset:
