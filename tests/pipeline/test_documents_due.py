@@ -352,9 +352,9 @@ def test_an_upgrade_owes_the_documents_a_crash_lost_before_this_version(settings
 
     upgraded = _open(settings)
     try:
-        # 8 (documents_due), 9 (cameras), 10 (signatures), 11 (eye decisions) and 12
-        # (documents_due owes thickness maps too) applied, the owed rows kept
-        assert upgraded.store.schema_version == 12
+        # 8 (documents_due), 9 (cameras), 10 (signatures), 11 (eye decisions), 12 and 13
+        # (documents_due owes thickness maps and OCT segmentations too) applied, rows kept
+        assert upgraded.store.schema_version == 13
         owed = upgraded.store.query("SELECT kind, state, capture_pk FROM documents_due")
         assert sorted((r["kind"], r["state"], r["capture_pk"]) for r in owed) == [
             ("pdf", "due", ids[1]),
