@@ -25,11 +25,11 @@ no precision added:
 
 Keeping the segments apart lets highdicom take one label array (frames x rows x A-scans, 8
 bits) instead of a 4-D stack whose overlap check sums 8 bytes a pixel: about 100 MB traced at
-the peak instead of about 810 MB for a 128 x 1024 x 512 volume. B-scans with no pixel in a segment have no
-frame for it (highdicom's ``omit_empty_frames``). Size (Explicit VR Little Endian, one bit a
-pixel; a compressed transfer syntax is not allowed for BINARY): 59 frames, 1.9 MB for a 49 x
-496 x 512 volume with fluid in 10 B-scans; 156 frames, 10.3 MB for 128 x 1024 x 512 with fluid
-in 28; at most 2 x B-scans x rows x A-scans / 8 bytes plus the header.
+the peak instead of about 810 MB for a 128 x 1024 x 512 volume. B-scans with no pixel in a
+segment have no frame for it (highdicom's ``omit_empty_frames``). Size (Explicit VR Little
+Endian, one bit a pixel; highdicom allows no compressed transfer syntax for BINARY): 59 frames,
+1.9 MB for a 49 x 496 x 512 volume with fluid in 10 B-scans; 156 frames, 10.3 MB for 128 x
+1024 x 512 with fluid in 28; at most 2 x B-scans x rows x A-scans / 8 bytes plus the header.
 
 Codes (PS3.16, checked against the DICOM terminology of 2026-03: CID 7150 Segmentation
 Property Category, CID 7151 Segmentation Property Type and the CIDs it includes): retina:

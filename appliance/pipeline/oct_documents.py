@@ -21,10 +21,11 @@ from the stored per-B-scan layers) is owed in that same analysis transaction (``
 kind ``seg``, for the same volumes as the map: gradable, measured, with layers) and built by
 ``pipeline/issue.py`` right after it commits, on the same thread: highdicom takes 0.4-2 s (the
 first in a process 1.7 s: it loads its IOD tables) and ~100-120 MB at the peak, which would
-otherwise delay the stored verdict (the 3 s first-verdict target, README "Performance"). A failed build is retried, then dead-lettered, like any owed
-document. Its UIDs are derived from the OPT's SOP Instance UID and its Content Date / Time is
-when the OPT was received, so a rebuild is the same object to the byte. An OPT that does not
-place its B-scans (no Frame of Reference, spacing, orientation or positions) gets none.
+otherwise delay the stored verdict (the 3 s first-verdict target, README "Performance"). A
+failed build is retried, then dead-lettered, like any owed document. Its UIDs are derived from
+the OPT's SOP Instance UID and its Content Date / Time is when the OPT was received, so a
+rebuild is the same object to the byte. An OPT that does not place its B-scans (no Frame of
+Reference, spacing, orientation or positions) gets none.
 """
 
 from __future__ import annotations
