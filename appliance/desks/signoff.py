@@ -25,7 +25,7 @@ from appliance import __version__
 from appliance.desks.review_views import ACCEPTABLE, EYE_WORDS, VisitDetail, VisitSummary
 from appliance.desks.signers import OUTCOME_WORDS, oct_dme_words, person_name
 from appliance.dicom.op import new_uid
-from appliance.dicom.sr import OUTCOMES, screening_sr
+from appliance.dicom.sr import OUTCOMES, device_observer_uid, screening_sr
 from appliance.dicom.sr_oct import OctReport
 from appliance.errors import RejectedInput
 from appliance.pipeline.documents import DEVICE
@@ -266,7 +266,7 @@ def verified_sr(
             models=models,
             device={
                 **DEVICE,
-                "uid": device_uid(newest) or new_uid(uid_root),
+                "uid": device_uid(newest) or device_observer_uid(uid_root, DEVICE),
                 "version": __version__,
             },
             series_instance_uid=series,

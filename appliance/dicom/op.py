@@ -9,6 +9,7 @@ copied in when the photograph was taken for a scheduled step.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -278,3 +279,11 @@ def to_bytes(ds: Dataset) -> bytes:
 
 def new_uid(root: str = "2.25.") -> str:
     return str(generate_uid(prefix=None if root == "2.25." else root))
+
+
+def derived_uid(root: str, *parts: str) -> str:
+    """A UID that is the same for the same ``parts``: under ``root``, or 2.25 from a hash."""
+    if root == "2.25.":
+        digest = hashlib.sha256("\\".join(parts).encode()).digest()[:16]
+        return f"2.25.{int.from_bytes(digest, 'big')}"
+    return str(generate_uid(prefix=root, entropy_srcs=list(parts)))

@@ -23,7 +23,7 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 
 from appliance.dicom import codes
-from appliance.dicom.op import new_uid
+from appliance.dicom.op import derived_uid, new_uid
 from appliance.dicom.sr_oct import OctReport, eye_of, oct_group
 
 MANUFACTURER = "Demonstration"
@@ -48,6 +48,14 @@ DECISIONS = {
     "accept": hd.sr.CodedConcept("RS016", codes.PRIVATE_SCHEME, "Automated result accepted"),
     "override": hd.sr.CodedConcept("RS017", codes.PRIVATE_SCHEME, "Automated result overridden"),
 }
+
+
+def device_observer_uid(uid_root: str, device: Mapping[str, str]) -> str:
+    """This appliance's Device Observer UID: derived from its identity (manufacturer, model,
+    serial number) under the site's UID root, so every SR the same device makes names the
+    same observer, across documents and restarts."""
+    identity = (device.get("manufacturer") or MANUFACTURER, device.get("model") or "")
+    return derived_uid(uid_root, "device observer", *identity, device.get("serial") or "")
 
 
 def _algorithm(models: Sequence[Mapping[str, Any]]) -> hd.sr.AlgorithmIdentification | None:

@@ -34,7 +34,7 @@ from appliance.dicom.op import new_uid, to_bytes
 from appliance.dicom.pdf import encapsulated_pdf, report_pdf
 from appliance.dicom.report_pdf import Clinic, ReportSignature, findings_in_words
 from appliance.dicom.sc import heatmap_sc
-from appliance.dicom.sr import OUTCOMES, screening_sr
+from appliance.dicom.sr import OUTCOMES, device_observer_uid, screening_sr
 from appliance.domain import VisitOutcome as Outcome
 from appliance.pipeline import eyes
 from appliance.pipeline.headers import read_header
@@ -152,7 +152,7 @@ def build_sr(
     uid_root: str,
 ) -> dict[str, Any]:
     """The preliminary (UNVERIFIED) SR, stored; its ``derived_objects`` row (caller records)."""
-    device = {**DEVICE, "uid": new_uid(uid_root), "version": __version__}
+    device = {**DEVICE, "uid": device_observer_uid(uid_root, DEVICE), "version": __version__}
     series, uid = new_uid(uid_root), new_uid(uid_root)
     photos, octs = sources.sr_images(outcome_json["eyes"])
     sr = screening_sr(

@@ -2,7 +2,8 @@
 
 A ``documents_due`` row is written in the same transaction as the outcome that makes a document
 due (a complete visit's SR and PDF; an incomplete visit's once its quiet period is over; a heatmap
-SC or an OCT's Ophthalmic Thickness Map (``opm``) that could not be made with its analysis) and
+SC or an OCT's Ophthalmic Thickness Map (``opm``) that could not be made with its analysis; an
+OCT's Segmentation (``seg``), owed by every analysis that gets one and built right after) and
 deleted in the transaction that stores the document, so a crash at any step leaves either the
 row (built again, under UIDs nobody has seen) or the document (never built twice). A build that
 fails is tried ``MAX_TRIES`` times with a doubling delay, then the row turns ``dead`` with its
@@ -18,7 +19,7 @@ from typing import Any
 from appliance.audit import AuditTrail, events
 from appliance.store import Store, Tx
 
-KINDS = ("sr", "pdf", "sc", "opm")
+KINDS = ("sr", "pdf", "sc", "opm", "seg")
 MAX_TRIES = 3
 RETRY_SECONDS = 30.0  # the delay after the first failed try; doubles per try
 

@@ -23,7 +23,7 @@ from appliance.pipeline import due
 from appliance.pipeline.documents import BUILDERS, build_sc, owed, visit_images, visit_sources
 from appliance.pipeline.due import Due
 from appliance.pipeline.eyes import latest as decided
-from appliance.pipeline.oct_documents import KIND, owed_thickness_map
+from appliance.pipeline.oct_documents import KIND, SEG_KIND, owed_segmentation, owed_thickness_map
 from appliance.pipeline.record import insert_derived
 from appliance.pipeline.visit import outcome_json
 from appliance.store import BlobStore, Store, Tx
@@ -66,7 +66,7 @@ class DocumentIssuer:
         visits: dict[str, list[Due]] = {}
         issued: list[str] = []
         for row in rows:
-            if row.kind in ("sc", KIND):
+            if row.kind in ("sc", KIND, SEG_KIND):
                 if self._issue_capture(row, now):
                     issued.append(row.visit_key)
             else:
@@ -123,7 +123,7 @@ class DocumentIssuer:
 
     def _issue_capture(self, document: Due, now: float | None) -> bool:
         """A heatmap SC, or an OCT's thickness map, that could not be made with its capture's
-        analysis, made now."""
+        analysis, or an OCT's Segmentation (always owed by its analysis), made now."""
         row = self.capture_row(document.photo_pk)
         if row is None:
             raise RuntimeError(f"{document.kind} due for capture {document.photo_pk}, now gone")
@@ -133,6 +133,8 @@ class DocumentIssuer:
         try:
             if document.kind == KIND:
                 sc = owed_thickness_map(self.store, self.blobs, row["id"], self.uid_root)
+            elif document.kind == SEG_KIND:
+                sc = owed_segmentation(self.store, self.blobs, row["id"], self.uid_root)
             else:
                 sc = self._build_sc(document, row)
         except (Exception, RecursionError) as exc:

@@ -32,7 +32,7 @@ from appliance.pipeline import cameras, due, eyes, oct
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
-from appliance.pipeline.oct_documents import KIND, map_with_analysis
+from appliance.pipeline.oct_documents import KIND, SEG_KIND, map_with_analysis, segmentation_owed
 from appliance.pipeline.record import insert_derived, insert_quality, insert_result
 from appliance.pipeline.visit import (
     finding_from_json,
@@ -184,8 +184,8 @@ class Pipeline(BackgroundLoop):
 
     def _process_oct(self, row: dict[str, Any], analysis: oct.OctAnalysis) -> None:
         """An OCT volume: arrays saved as blobs, then its record, the audited analysis, the
-        visit's outcome, the object forwarded as received and its thickness map (or the map
-        owed), in one transaction."""
+        visit's outcome, the object forwarded as received, its thickness map (or the map
+        owed) and its Segmentation owed, in one transaction; the Segmentation is built next."""
         self.step_hook("analysed")
         record = oct.oct_json(analysis, oct.save_arrays(self.blobs, analysis))
         opm, opm_error = map_with_analysis(self.blobs, row, record, self.uid_root)
@@ -202,6 +202,9 @@ class Pipeline(BackgroundLoop):
             self.decide_visit(tx, row)
             self._forward_as_received(tx, row)
             self._keep(tx, row, opm, (KIND, opm_error) if opm_error is not None else None)
+            if segmentation_owed(record):  # built by issue_due below, after this commits
+                due.owe(tx, visit_key=scope_of(row).key, kinds=(SEG_KIND,), capture_pk=row["id"],
+                        photo_pk=row["id"], trigger="analysis")  # fmt: skip
         self.step_hook("outcome")
         self.issue_due()
         if self.metrics is not None:

@@ -353,4 +353,30 @@ MIGRATIONS: list[str] = [
     ALTER TABLE documents_due_12 RENAME TO documents_due;
     CREATE INDEX documents_due_next ON documents_due(state, next_attempt_at);
     """,
+    # 13: an OCT volume's DICOM Segmentation (kind 'seg', photo_pk = the OPT capture) is owed
+    #     by its analysis: documents_due rebuilt with the wider kind check, rows kept
+    """
+    CREATE TABLE documents_due_13 (
+        id INTEGER PRIMARY KEY,
+        visit_key TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('sr', 'pdf', 'sc', 'opm', 'seg')),
+        photo_pk INTEGER NOT NULL DEFAULT 0,
+        capture_pk INTEGER NOT NULL REFERENCES captures(id),
+        trigger TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'due' CHECK (state IN ('due', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (visit_key, kind, photo_pk)
+    );
+    INSERT INTO documents_due_13 (id, visit_key, kind, photo_pk, capture_pk, trigger, state,
+        attempts, next_attempt_at, last_error, created_at, updated_at)
+    SELECT id, visit_key, kind, photo_pk, capture_pk, trigger, state, attempts,
+        next_attempt_at, last_error, created_at, updated_at FROM documents_due;
+    DROP TABLE documents_due;
+    ALTER TABLE documents_due_13 RENAME TO documents_due;
+    CREATE INDEX documents_due_next ON documents_due(state, next_attempt_at);
+    """,
 ]

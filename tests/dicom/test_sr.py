@@ -12,7 +12,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from appliance.dicom.op import new_uid, to_bytes
-from appliance.dicom.sr import screening_sr
+from appliance.dicom.sr import device_observer_uid, screening_sr
 from tests.conftest import fundus, op_bytes, require_tool
 
 COMPREHENSIVE_3D_SR = "1.2.840.10008.5.1.4.1.1.88.34"
@@ -74,7 +74,7 @@ def _build(images: list[Dataset], **kwargs: Any) -> Dataset:
         images=images,
         findings_by_eye=FINDINGS,
         models=MODELS,
-        device=DEVICE,
+        device=kwargs.pop("device", DEVICE),
         series_instance_uid=kwargs.pop("series_instance_uid", new_uid()),
         sop_instance_uid=new_uid(),
         uid_root="2.25.",
@@ -226,3 +226,33 @@ def test_the_worklist_request_is_referenced(images: list[Dataset], tmp_path: Pat
     run = _run("dciodvfy", path)
     output = run.stdout + run.stderr
     assert [line for line in output.splitlines() if line.startswith("Error")] == [], output
+
+
+def _device_observer(ds: Dataset) -> str:
+    items = [i for i in ds.ContentSequence if _code(i) == ("121012", "DCM")]
+    assert len(items) == 1
+    return str(items[0].UID)
+
+
+@pytest.mark.parametrize("root", ["2.25.", "1.2.826.0.1.3680043.10.1288."])
+def test_the_device_observer_uid_is_derived_from_the_appliance(
+    images: list[Dataset], root: str
+) -> None:
+    """The same device (manufacturer, model, serial) under the same root is the same observer
+    in every SR it makes; another serial number, model or root is another observer."""
+    uid = device_observer_uid(root, DEVICE)
+    assert uid == device_observer_uid(root, {k: v for k, v in reversed(DEVICE.items())})
+    assert uid.startswith(root) and len(uid) <= 64
+    assert all(part.isdigit() and (part == "0" or part[0] != "0") for part in uid.split("."))
+    others = {
+        device_observer_uid(root, {**DEVICE, "serial": "SN0002"}),
+        device_observer_uid(root, {**DEVICE, "model": "RS-2"}),
+        device_observer_uid("1.2.826.0.1.3680043.10.1289.", DEVICE),
+    }
+    assert uid not in others and len(others) == 3
+    first, second = (
+        _round_trip(_build(images, device={**DEVICE, "uid": device_observer_uid(root, DEVICE)}))
+        for _ in range(2)
+    )
+    assert first.SOPInstanceUID != second.SOPInstanceUID
+    assert _device_observer(first) == _device_observer(second) == uid

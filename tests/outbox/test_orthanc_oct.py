@@ -1,7 +1,7 @@
 """Issue #16 "done when", DICOM out: dcmtk's storescu sends an OPT volume and a fundus
 photograph of the right eye to the running appliance; the SR (with the OCT measurements), the
-Ophthalmic Thickness Map and the PDF report (with the CST) reach a real Orthanc, and each one,
-fetched back from Orthanc, passes dciodvfy.
+Ophthalmic Thickness Map, the volume's Segmentation (retina, fluid) and the PDF report (with the
+CST) reach a real Orthanc, and each one, fetched back from Orthanc, passes dciodvfy.
 
 The installed dicom3tools (1.00~20220618) has no Ophthalmic Thickness Map IOD: for the map it
 answers "Information Object Not found" and checks every attribute's VR, VM and encoding; that
@@ -22,8 +22,9 @@ import pydicom
 import pytest
 
 from appliance.config import Destination, Settings
+from appliance.dicom.oct_seg import SEGMENTATION, label_volume
 from appliance.dicom.thickness_map import OPHTHALMIC_THICKNESS_MAP, decode_thickness
-from appliance.pipeline.oct import thickness_map, visit_scans
+from appliance.pipeline.oct import layers, thickness_map, visit_scans
 from appliance.synth.oct.dicom import OptHeader
 from tests.conftest import op_bytes, require_tool, wait_for
 from tests.dicom.test_thickness_map import REQUIRED, TYPE_2
@@ -78,13 +79,13 @@ def _oct_numbers(sr: pydicom.Dataset) -> list[dict[str, float]]:
 
 def _delivered(services: Any) -> dict[str, dict[str, Any]] | None:
     kinds = {r["kind"]: r for r in services.store.query("SELECT * FROM derived_objects")}
-    if not {"sr", "pdf", "opm"} <= set(kinds):
+    if not {"sr", "pdf", "opm", "seg"} <= set(kinds):
         return None
     pending = services.store.scalar("SELECT count(*) FROM outbox_jobs WHERE state != 'delivered'")
     return kinds if pending == 0 else None
 
 
-def test_storescu_oct_and_photograph_give_sr_map_and_pdf_in_orthanc(
+def test_storescu_oct_and_photograph_give_sr_map_segmentation_and_pdf_in_orthanc(
     orthanc: Orthanc, settings: Settings, tmp_path: Path
 ) -> None:
     from appliance.runtime.services import Services
@@ -111,7 +112,7 @@ def test_storescu_oct_and_photograph_give_sr_map_and_pdf_in_orthanc(
         kinds = wait_for(lambda: _delivered(services), timeout=180)
         # exactly once: one map for the one volume, one SR and one PDF for the visit
         made = services.store.query("SELECT kind FROM derived_objects")
-        assert sorted(r["kind"] for r in made) == ["opm", "pdf", "sr"]
+        assert sorted(r["kind"] for r in made) == ["opm", "pdf", "seg", "sr"]
         [scan] = visit_scans(services.store, "1 = 1", ())
         assert scan.finding is not None and scan.finding.cst_um is not None
         stored_map = thickness_map(services.blobs, scan.record)
@@ -119,7 +120,7 @@ def test_storescu_oct_and_photograph_give_sr_map_and_pdf_in_orthanc(
         assert kinds["opm"]["capture_pk"] == scan.capture_id
         assert json.loads(kinds["opm"]["references_json"]) == [scan.sop_instance_uid]
         in_orthanc = orthanc.sop_uids()
-        assert {kinds[k]["sop_instance_uid"] for k in ("sr", "pdf", "opm")} <= in_orthanc
+        assert {kinds[k]["sop_instance_uid"] for k in ("sr", "pdf", "opm", "seg")} <= in_orthanc
         assert scan.sop_instance_uid in in_orthanc  # the OPT, forwarded as received
         cst = scan.finding.cst_um
 
@@ -157,6 +158,34 @@ def test_storescu_oct_and_photograph_give_sr_map_and_pdf_in_orthanc(
         assert np.array_equal(np.isfinite(back), np.isfinite(stored_map))
         both = np.isfinite(stored_map)
         assert np.max(np.abs(back[both] - stored_map[both])) <= 0.05 + 1e-6
+
+        # the Segmentation: dciodvfy clean (no warning either); each frame on its OPT frame, in
+        # the OPT's frame of reference; its segments the stored layers on the OPT's grid
+        assert json.loads(kinds["seg"]["references_json"]) == [scan.sop_instance_uid]
+        data = orthanc.file(kinds["seg"]["sop_instance_uid"])
+        errors, output = _dciodvfy_errors(data, tmp_path / "seg.dcm")
+        assert errors == [] and "Warning" not in output, output
+        seg = pydicom.dcmread(io.BytesIO(data))
+        opt = pydicom.dcmread(oct_file, stop_before_pixels=True)
+        assert seg.SOPClassUID == SEGMENTATION and seg.Modality == "SEG"
+        assert seg.PatientID == PATIENT and seg.StudyInstanceUID == STUDY
+        assert seg.FrameOfReferenceUID == opt.FrameOfReferenceUID
+        stored = layers(services.blobs, scan.record)
+        assert stored is not None
+        expected = label_volume(
+            stored.ilm_px, stored.rpe_px, stored.fluid, row_factor=stored.row_factor,
+            ascan_factor=stored.ascan_factor, frames=int(opt.NumberOfFrames),
+            rows=int(opt.Rows), columns=int(opt.Columns),
+        )  # fmt: skip
+        pixels = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+        present = [(expected == n).any(axis=(1, 2)).sum() for n in (1, 2)]
+        assert int(seg.NumberOfFrames) == sum(present) and present[0] > 0  # no fluid in this one
+        for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+            number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            reference = item.DerivationImageSequence[0].SourceImageSequence[0]
+            assert reference.ReferencedSOPInstanceUID == scan.sop_instance_uid
+            frame = int(reference.ReferencedFrameNumber) - 1
+            assert np.array_equal(pixels[index] > 0, expected[frame] == number)
 
         # the PDF: dciodvfy clean; its text states the CST
         data = orthanc.file(kinds["pdf"]["sop_instance_uid"])

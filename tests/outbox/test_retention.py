@@ -305,10 +305,15 @@ def test_an_octs_arrays_go_with_the_volume(services: Any) -> None:
     assert scan.layers  # every B-scan's boundaries and fluid
     opm = services.store.one("SELECT * FROM derived_objects WHERE kind = 'opm'")
     assert opm is not None and opm["capture_pk"] == capture.id  # its thickness map object
-    paths = (scan.thickness_map, scan.bscan, scan.bscan_layers, scan.layers, opm["file_path"])
+    seg = wait_for(  # and its Segmentation, built right after the analysis
+        lambda: services.store.one("SELECT * FROM derived_objects WHERE kind = 'seg'"), timeout=60
+    )
+    assert seg["capture_pk"] == capture.id
+    paths = (scan.thickness_map, scan.bscan, scan.bscan_layers, scan.layers, opm["file_path"],
+             seg["file_path"])  # fmt: skip
     made = [services.blobs.resolve(p) for p in paths]
     assert all(path.exists() for path in made)
-    # the OPT as received and its thickness map, each to both destinations
-    wait_for(lambda: _states(services) == ["delivered"] * 4, timeout=30)
+    # the OPT as received, its thickness map and its Segmentation, each to both destinations
+    wait_for(lambda: _states(services) == ["delivered"] * 6, timeout=30)
     assert _retention(services, DAYS + 0.5).sweep() == 1
     assert not any(path.exists() for path in made)

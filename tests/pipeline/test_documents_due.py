@@ -15,11 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
 
 from appliance.capture import Incoming
 from appliance.config import Destination, Settings
+from appliance.dicom.sr import device_observer_uid
 from appliance.domain import Source
+from appliance.pipeline.documents import DEVICE
 from tests.conftest import free_port, jpeg_bytes, wait_for
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -200,8 +203,18 @@ def test_a_new_photograph_after_the_documents_reissues_them_once(settings: Setti
         assert len(srs) == len(pdfs) == 2 and len(ids) == 2
         assert len(json.loads(srs[1]["references_json"])) == 3
         assert services.store.query("SELECT * FROM documents_due") == []
+        # the same appliance is the same observer in both (before: a new UID per SR)
+        observers = {_device_observer(services.blobs.resolve(s["file_path"])) for s in srs}
+        assert observers == {device_observer_uid(settings.uid_root, DEVICE)}
     finally:
         services.stop()
+
+
+def _device_observer(path: Path) -> str:
+    """The Device Observer UID (DCM 121012) in an SR's observation context."""
+    items = pydicom.dcmread(path).ContentSequence
+    (uid,) = [i.UID for i in items if i.ConceptNameCodeSequence[0].CodeValue == "121012"]
+    return str(uid)
 
 
 def test_unbuildable_documents_are_tried_3_times_then_dead_lettered_and_retried_by_an_admin(
@@ -339,9 +352,9 @@ def test_an_upgrade_owes_the_documents_a_crash_lost_before_this_version(settings
 
     upgraded = _open(settings)
     try:
-        # 8 (documents_due), 9 (cameras), 10 (signatures), 11 (eye decisions) and 12
-        # (documents_due owes thickness maps too) applied, the owed rows kept
-        assert upgraded.store.schema_version == 12
+        # 8 (documents_due), 9 (cameras), 10 (signatures), 11 (eye decisions), 12 and 13
+        # (documents_due owes thickness maps and OCT segmentations too) applied, rows kept
+        assert upgraded.store.schema_version == 13
         owed = upgraded.store.query("SELECT kind, state, capture_pk FROM documents_due")
         assert sorted((r["kind"], r["state"], r["capture_pk"]) for r in owed) == [
             ("pdf", "due", ids[1]),

@@ -120,7 +120,7 @@ def test_storescu_sends_compressed_volumes_that_are_kept_and_measured(
 def test_a_complete_visit_with_an_oct_gets_its_sr_pdf_and_thickness_map(services: Any) -> None:
     """A complete visit with an OCT: its SR and PDF (the OCT's group and section in them:
     tests/pipeline/test_oct_documents.py, tests/outbox/test_orthanc_oct.py) and the volume's
-    thickness map, each once, built without error."""
+    thickness map and segmentation, each once, built without error."""
     from appliance.capture import Incoming
     from appliance.domain import Source
     from appliance.pipeline import due
@@ -137,13 +137,13 @@ def test_a_complete_visit_with_an_oct_gets_its_sr_pdf_and_thickness_map(services
     kinds = wait_for(
         lambda: (
             {r["kind"] for r in services.store.query("SELECT kind FROM derived_objects")}
-            >= {"sr", "pdf", "opm"}
+            >= {"sr", "pdf", "opm", "seg"}
         ),
         timeout=120,
     )
     assert kinds
     made = services.store.query("SELECT kind FROM derived_objects WHERE kind != 'op'")
-    assert sorted(r["kind"] for r in made) == ["opm", "pdf", "sr"]
+    assert sorted(r["kind"] for r in made) == ["opm", "pdf", "seg", "sr"]
     assert due.counts(services.store)["dead"] == 0
     outcome = services.store.one("SELECT payload FROM visit_outcomes ORDER BY id DESC LIMIT 1")
     right = next(e for e in json.loads(outcome["payload"])["eyes"] if e["eye"] == "R")
