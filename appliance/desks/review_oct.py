@@ -29,6 +29,7 @@ from appliance.capture.pixels import Limits
 from appliance.config import Settings
 from appliance.dicom.oct_pictures import bscan_rgb, png_bytes, thickness_map_rgb
 from appliance.domain import ETDRS_SUBFIELDS
+from appliance.inference.oct.prepare import even_cut, original_position
 from appliance.pipeline import oct as oct_pipeline
 from appliance.pipeline.oct import OctLayers, OctScan, visit_scans
 from appliance.store import BlobStore, Store
@@ -106,7 +107,7 @@ def _stretch(values: np.ndarray, factor: int, size: int) -> np.ndarray:
     """A per-binned-A-scan array back on ``size`` original A-scans (prepare.Binned's rule)."""
     if factor == 1:
         return values[:size] if values.size >= size else np.pad(values, (0, size - values.size))
-    centres = np.arange(values.shape[-1]) * factor + (factor - 1) / 2.0
+    centres = original_position(np.arange(values.shape[-1]), factor, size)
     return np.interp(np.arange(size), centres, values, left=np.nan, right=np.nan)
 
 
@@ -117,14 +118,14 @@ def draw_frame(frame: np.ndarray, layers: OctLayers | None, index: int) -> np.nd
     rows, ascans = frame.shape
     rf, af = layers.row_factor, layers.ascan_factor
     ilm, rpe = (
-        _stretch(line[index].astype(np.float64) * rf + (rf - 1) / 2.0, af, ascans)
+        _stretch(original_position(line[index].astype(np.float64), rf, rows), af, ascans)
         for line in (layers.ilm_px, layers.rpe_px)
     )
     small = layers.fluid[index].astype(np.uint8)
     big = cv2.resize(small, (small.shape[1] * af, small.shape[0] * rf),
                      interpolation=cv2.INTER_NEAREST)  # fmt: skip
     mask = np.zeros((rows, ascans), bool)
-    top, left = (rows - big.shape[0]) // 2, (ascans - big.shape[1]) // 2  # the even cut
+    top, left = even_cut(rows, rf), even_cut(ascans, af)
     h, w = min(big.shape[0], rows), min(big.shape[1], ascans)
     mask[max(top, 0) : max(top, 0) + h, max(left, 0) : max(left, 0) + w] = big[:h, :w] > 0
     return bscan_rgb(frame, ilm, rpe, mask)
