@@ -42,6 +42,7 @@ MAX_EXTENT_MM = 20.0
 # Decoded size measured at most (a 128 x 1024 x 512 volume is 64 MiB at 8 bits); a larger one
 # is stored and forwarded but not measured, so the worker stays within the device's memory.
 MAX_MEASURED_BYTES = 256 * 1024 * 1024
+GREYSCALE = ("MONOCHROME2", "MONOCHROME1")  # Photometric Interpretations measured
 
 
 @dataclass(frozen=True)
@@ -222,9 +223,14 @@ def _pixels(ds: Dataset, frames: int) -> np.ndarray:
         volume = volume[None]
     if volume.ndim != 3:
         raise RejectedInput(f"unexpected OCT pixel shape {volume.shape}", reason="bad_pixel_module")
-    if volume.dtype != np.uint8:
-        shift = max(int(ds.get("BitsStored") or 16) - 8, 0)
-        volume = np.clip(volume.astype(np.int64) >> shift, 0, 255).astype(np.uint8)
+    if volume.dtype != np.uint8:  # to 8 bits: signed values offset to start at 0 first
+        stored = int(ds.get("BitsStored") or 16)
+        values = volume.astype(np.int64)
+        if int(ds.get("PixelRepresentation") or 0) == 1:
+            values += 1 << (stored - 1)
+        volume = np.clip(values >> max(stored - 8, 0), 0, 255).astype(np.uint8)
+    if _text(ds, "PhotometricInterpretation") == "MONOCHROME1":  # white is 0: the retina dark
+        volume = 255 - volume
     return np.ascontiguousarray(volume)
 
 
@@ -233,8 +239,11 @@ def _header(
 ) -> tuple[str | None, Any, str | None]:
     """(eye, spacing, problem) for measurement: problem None when the volume can be measured."""
     laterality, problem = _laterality(ds)
+    photometric = _text(ds, "PhotometricInterpretation")
     if problem is None and samples != 1:
         problem = f"the B-scans have {samples} samples per pixel, not 1 (greyscale)"
+    elif problem is None and photometric not in GREYSCALE:
+        problem = f"the B-scans are {photometric or 'of no stated colour model'}, not greyscale"
     if problem is None and (frames < MIN_FRAMES or rows < MIN_SIZE or columns < MIN_SIZE):
         problem = (
             f"the volume ({frames} B-scans of {columns}x{rows}) is too small to measure: "

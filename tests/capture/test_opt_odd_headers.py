@@ -65,6 +65,19 @@ def _rendered() -> tuple[bytes, tuple[float, float, float]]:
     return rendered.volume.tobytes(), rendered.spacing_mm
 
 
+@cache
+def _baseline_cst() -> float:
+    """The central subfield thickness (µm) of the undamaged volume, measured in-process."""
+    from appliance.capture.pixels import Limits
+    from appliance.pipeline.oct import analyse_oct
+
+    buffer = io.BytesIO()
+    _opt().save_as(buffer, enforce_file_format=True)
+    finding = analyse_oct(buffer.getvalue(), Limits(), None).finding
+    assert finding is not None and finding.cst_um is not None
+    return finding.cst_um
+
+
 def _volume() -> np.ndarray:
     data, _ = _rendered()
     return np.frombuffer(data, np.uint8).reshape(25, 256, 256).copy()
@@ -119,6 +132,16 @@ def sixteen_bits(signed: bool) -> Callable[[Dataset], None]:
         ds.PixelData = np.ascontiguousarray(values.astype(dtype)).tobytes()
 
     return damage
+
+
+def monochrome1(ds: Dataset) -> None:
+    """White is 0: the same B-scans stored inverted."""
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.PixelData = (255 - _volume()).tobytes()
+
+
+def palette(ds: Dataset) -> None:
+    ds.PhotometricInterpretation = "PALETTE COLOR"
 
 
 def colour(ds: Dataset) -> None:
@@ -238,6 +261,7 @@ CASES = [
     # stored, forwarded, measured
     Case("sixteen-bits-twelve-stored", sixteen_bits(False), 0x0000, MEASURED, eye="R"),
     Case("sixteen-bits-signed", sixteen_bits(True), 0x0000, MEASURED, eye="R"),
+    Case("monochrome1-inverted", monochrome1, 0x0000, MEASURED, eye="R"),
     Case("slice-thickness-zero-positions-kept", slice_thickness_zero, 0x0000, MEASURED, eye="R"),
     Case("image-laterality-missing", image_laterality(None), 0x0000, MEASURED, eye="R"),
     Case("image-laterality-lower-case", image_laterality("r"), 0x0000, MEASURED, eye="R"),
@@ -252,6 +276,7 @@ CASES = [
     Case("zero-frames-over-one-frame", zero_frames_over_one, 0x0000, NOT_ANALYSED,
          "too small to measure"),
     Case("colour-b-scans", colour, 0x0000, NOT_ANALYSED, "3 samples per pixel"),
+    Case("palette-colour", palette, 0x0000, NOT_ANALYSED, "PALETTE COLOR, not greyscale"),
     Case("pixel-spacing-missing", pixel_spacing(), 0x0000, NOT_ANALYSED, "no Pixel Spacing"),
     Case("pixel-spacing-zero", pixel_spacing(b"0\\0"), 0x0000, NOT_ANALYSED,
          "axial pixel size (0.0 mm) is outside"),
@@ -408,8 +433,9 @@ def test_an_odd_opt_header_gets_the_right_answer_and_loses_nothing(
     assert message.startswith(case.says), message
     assert case.problem in message and not any(word in message for word in NOT_PLAIN), message
     finding = (record.get("oct") or {}).get("finding")
-    if case.eye is not None:
+    if case.eye is not None:  # the same B-scans however encoded: the same thickness
         assert record["status"] == "measured" and finding["laterality"] == case.eye
+        assert finding["cst_um"] == pytest.approx(_baseline_cst(), abs=1.0)
     else:
         assert record["status"] == "not_analysed" and finding is None
     # forwarded as received: the archive holds the camera's bytes, once
