@@ -224,7 +224,7 @@ def _pixels(ds: Dataset, frames: int) -> np.ndarray:
     if volume.ndim != 3:
         raise RejectedInput(f"unexpected OCT pixel shape {volume.shape}", reason="bad_pixel_module")
     if volume.dtype != np.uint8:  # to 8 bits: signed values offset to start at 0 first
-        stored = int(ds.get("BitsStored") or 16)
+        stored = min(max(int(_number(_value(ds, "BitsStored")) or 16), 1), 32)
         values = volume.astype(np.int64)
         if int(ds.get("PixelRepresentation") or 0) == 1:
             values += 1 << (stored - 1)

@@ -550,3 +550,42 @@ def test_the_sr_of_a_visit_with_nothing_measured(settings: Settings) -> None:
         assert _made(services, {"sr", "pdf"}) is not None
     finally:
         services.stop()
+
+
+DCMTK_CASES = {c.id: c for c in CASES}
+
+
+@pytest.mark.parametrize(
+    "name", ["frames-more-than-pixels", "pixel-spacing-one-value", "sixteen-bits-signed"]
+)
+def test_dcmtk_storescu_as_the_camera_hears_the_same(
+    settings: Settings, services: Any, archive: UidArchive, tmp_path: Any, name: str
+) -> None:
+    """dcmtk's storescu, an independent camera, sends the file: the same status, and a stored
+    volume is analysed as with pynetdicom."""
+    import subprocess
+
+    from tests.conftest import require_tool
+
+    storescu = require_tool("storescu")
+    case = DCMTK_CASES[name]
+    path = tmp_path / f"{name}.dcm"
+    path.write_bytes(_encoded(case))
+    uid, _ = _uid_and_pixels(path.read_bytes())
+    sent = subprocess.run(
+        [storescu, "-v", "-aet", "OCTCAM", "-aec", settings.dicom_ae_title,
+         "127.0.0.1", str(settings.dicom_port), str(path)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    said = sent.stdout + sent.stderr
+    if case.status == 0x0000:
+        assert sent.returncode == 0 and "(Success)" in said, said
+        record = json.loads(_settled(services, uid)["payload"])
+        assert record["status"] == ("measured" if case.eye else "not_analysed")
+        assert case.problem in record["message"]
+        wait_for(lambda: uid in archive.uids(), timeout=30)
+    else:
+        assert "Error: CannotUnderstand" in said, said
+        assert _refused_event(services, uid)["refused"] == case.says
+        assert services.store.query("SELECT id FROM captures") == []
+    assert _echo(settings) == 0x0000
