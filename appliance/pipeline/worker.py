@@ -143,12 +143,15 @@ class Pipeline(BackgroundLoop):
         LOGGER.exception("capture %d: processing failed; tried again in %d s", capture_id, wait)
         detail = {"stage": "store", "failed": type(exc).__name__, "tries": tries,
                   "message": str(getattr(exc, "message", exc))[:300], "retry_s": wait}  # fmt: skip
-        try:
+        try:  # audited; the object goes to the archive as received while its analysis waits
             row = self.capture_row(capture_id)
             if row is not None:
-                self.audit.log(events.pipeline_step(row, Outcome.SERIOUS_FAILURE, detail))
+                with self.store.write() as tx:
+                    failed = events.pipeline_step(row, Outcome.SERIOUS_FAILURE, detail)
+                    self.audit.record(tx, failed)
+                    self._forward_as_received(tx, row)
         except Exception:  # the store itself may be what failed; the log line remains
-            LOGGER.exception("capture %d: the failure could not be audited", capture_id)
+            LOGGER.exception("capture %d: the failure could not be recorded", capture_id)
 
     def pending(self) -> int:
         return int(

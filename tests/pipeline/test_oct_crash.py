@@ -268,6 +268,13 @@ def test_a_capture_whose_result_cannot_be_stored_holds_up_nothing(settings: Sett
         detail = json.loads(event["detail"])
         assert event["outcome"] == 8 and detail["failed"] == "OutOfResources"
         assert "storage is nearly full" in detail["message"]
+        # told success, so it goes to the archive as received while its analysis waits
+        held = services.store.one("SELECT * FROM captures WHERE id = ?", (ids[0],))
+        [job] = services.store.query(
+            "SELECT kind, file_path FROM outbox_jobs WHERE sop_instance_uid = ?",
+            (held["sop_instance_uid"],),
+        )
+        assert (job["kind"], job["file_path"]) == ("received", held["file_path"])
         assert services.pipeline.drain() == 0  # held back: not redone at once, in a loop
         services.blobs.min_free_bytes = 0  # room again
         later = time.monotonic() + HOLD_SECONDS[0] + 1
@@ -279,6 +286,10 @@ def test_a_capture_whose_result_cannot_be_stored_holds_up_nothing(settings: Sett
         )
         assert json.loads(result["payload"])["status"] == "measured"
         assert len(services.store.query("SELECT id FROM derived_objects WHERE kind = 'opm'")) == 1
+        jobs = services.store.query(
+            "SELECT id FROM outbox_jobs WHERE sop_instance_uid = ?", (held["sop_instance_uid"],)
+        )
+        assert len(jobs) == 1  # queued once, not again with its analysis
         assert services.audit.verify().ok
     finally:
         services.stop()
