@@ -174,12 +174,12 @@ def _frame_spacing(ds: Dataset, measures: Dataset, frames: int) -> float | None:
 
 
 def _laterality(ds: Dataset) -> tuple[str | None, str | None]:
-    """(eye, problem): the eye every laterality attribute names (Image Laterality, Laterality,
-    each Frame Laterality; letter case aside), None when none does; a problem when they name
-    both eyes (``B``, or ``R`` in one and ``L`` in another)."""
-    said = [_text(ds, "ImageLaterality"), _text(ds, "Laterality")]
+    """(eye, problem): the eye the image's own attributes name (Image Laterality and each Frame
+    Laterality, letter case aside; the series' Laterality only when they say nothing), None when
+    none does; a problem when they name both eyes (``B``, or ``R`` in one and ``L`` in another)."""
+    said = [_text(ds, "ImageLaterality")]
     said += [_text(item, "FrameLaterality") for item in _frame_items(ds, "FrameAnatomySequence")]
-    sides = {side.upper() for side in said if side}
+    sides = {side.upper() for side in said if side} or {_text(ds, "Laterality").upper()} - {""}
     if not sides:
         return None, None
     if sides - {"L", "R"} or len(sides) > 1:

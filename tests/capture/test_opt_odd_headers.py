@@ -197,6 +197,18 @@ def no_laterality_lower_case_frame(ds: Dataset) -> None:
     ds.SharedFunctionalGroupsSequence[0].FrameAnatomySequence[0].FrameLaterality = "l"
 
 
+def series_laterality(value: str, image: bool) -> Callable[[Dataset], None]:
+    """The series' Laterality set; the image's own attributes kept, or removed."""
+
+    def damage(ds: Dataset) -> None:
+        ds.Laterality = value
+        if not image:
+            del ds.ImageLaterality
+            del ds.SharedFunctionalGroupsSequence[0].FrameAnatomySequence[0].FrameLaterality
+
+    return damage
+
+
 def frame_laterality_mixed(keep_image: bool) -> Callable[[Dataset], None]:
     def damage(ds: Dataset) -> None:
         shared = ds.SharedFunctionalGroupsSequence[0]
@@ -267,6 +279,9 @@ CASES = [
     Case("image-laterality-lower-case", image_laterality("r"), 0x0000, MEASURED, eye="R"),
     Case("frame-laterality-lower-case-only", no_laterality_lower_case_frame, 0x0000, MEASURED,
          eye="L"),
+    Case("series-laterality-b-image-says-r", series_laterality("B", True), 0x0000, MEASURED,
+         eye="R"),
+    Case("series-laterality-only", series_laterality("L", False), 0x0000, MEASURED, eye="L"),
     Case("manufacturer-non-ascii-long", odd_manufacturer, 0x0000, MEASURED, eye="R"),
     Case("charset-unknown", charset("ISO_IR 999"), 0x0000, MEASURED, eye="R"),
     Case("charset-iso-2022", charset("ISO 2022 IR 6\\ISO 2022 IR 87"), 0x0000, MEASURED,
