@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import unicodedata
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ MAX_EXTENT_MM = 20.0
 # Decoded size measured at most (a 128 x 1024 x 512 volume is 64 MiB at 8 bits); a larger one
 # is stored and forwarded but not measured, so the worker stays within the device's memory.
 MAX_MEASURED_BYTES = 256 * 1024 * 1024
+GREYSCALE = ("MONOCHROME2", "MONOCHROME1")  # Photometric Interpretations measured
 
 
 @dataclass(frozen=True)
@@ -61,15 +63,25 @@ class OctVolume:
 
 
 def _text(ds: Dataset, keyword: str) -> str:
+    """A short text value, control and format characters (escapes, bidi overrides) left out."""
     try:
-        return str(ds.get(keyword, "") or "").strip()[:64]
+        text = str(ds.get(keyword, "") or "")
     except Exception:
         return ""
+    return "".join(c for c in text if unicodedata.category(c)[0] != "C").strip()[:64]
 
 
 def _first(seq: Any) -> Dataset | None:
     try:
         return seq[0] if seq else None
+    except Exception:
+        return None
+
+
+def _value(ds: Dataset, keyword: str) -> Any:
+    """An element's value, or None when absent or unreadable (a damaged value is no value)."""
+    try:
+        return ds.get(keyword)
     except Exception:
         return None
 
@@ -82,64 +94,107 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _numbers(value: Any, count: int) -> tuple[float, ...] | None:
+    """Exactly ``count`` finite numbers from a (multi-)valued element, else None."""
+    try:
+        values = [value] if isinstance(value, str | bytes) else list(value)
+    except TypeError:
+        values = [value]
+    numbers = tuple(_number(v) for v in values)
+    if len(numbers) != count or any(n is None for n in numbers):
+        return None
+    return tuple(float(n) for n in numbers if n is not None)
+
+
 def _groups(ds: Dataset) -> Iterable[Dataset]:
     """Where per-volume attributes may be: shared groups, the first frame's, the top level."""
-    shared = _first(ds.get("SharedFunctionalGroupsSequence"))
-    first = _first(ds.get("PerFrameFunctionalGroupsSequence"))
+    shared = _first(_value(ds, "SharedFunctionalGroupsSequence"))
+    first = _first(_value(ds, "PerFrameFunctionalGroupsSequence"))
     return [g for g in (shared, first) if g is not None]
+
+
+def _frame_items(ds: Dataset, keyword: str) -> list[Dataset]:
+    """The first item of ``keyword`` in the shared functional groups when there; else in every
+    frame's group that has one (a camera may repeat it per frame, and frames may disagree)."""
+    shared = _first(_value(ds, "SharedFunctionalGroupsSequence"))
+    item = _first(_value(shared, keyword)) if shared is not None else None
+    if item is not None:
+        return [item]
+    frames = _value(ds, "PerFrameFunctionalGroupsSequence") or []
+    found = (_first(_value(group, keyword)) for group in frames)
+    return [item for item in found if item is not None]
 
 
 def _measures(ds: Dataset) -> Dataset:
     for group in _groups(ds):
-        measures = _first(group.get("PixelMeasuresSequence"))
+        measures = _first(_value(group, "PixelMeasuresSequence"))
         if measures is not None:
             return measures
     return ds
 
 
+def _pixel_spacing(ds: Dataset) -> tuple[tuple[float, ...] | None, str | None]:
+    """(axial, lateral) in mm from the Pixel Measures (shared, else every frame's; all alike),
+    else the top level; or why there is none."""
+    measures = _frame_items(ds, "PixelMeasuresSequence")
+    given = [value for m in measures if (value := _value(m, "PixelSpacing")) is not None]
+    if not given and _value(ds, "PixelSpacing") is not None:
+        given = [_value(ds, "PixelSpacing")]
+    if not given:
+        return None, "the object gives no Pixel Spacing (axial and lateral size of a pixel)"
+    spacings = [spacing for value in given if (spacing := _numbers(value, 2)) is not None]
+    if len(spacings) != len(given):
+        return None, "its Pixel Spacing is not two numbers (axial and lateral size of a pixel)"
+    first = spacings[0]
+    if any(not np.allclose(spacing, first, rtol=1e-4, atol=0) for spacing in spacings):
+        return None, "its B-scans do not all have the same Pixel Spacing"
+    return first, None
+
+
 def _positions(ds: Dataset) -> list[np.ndarray]:
     out = []
-    for item in ds.get("PerFrameFunctionalGroupsSequence") or []:
-        position = _first(item.get("PlanePositionSequence"))
-        value = position.get("ImagePositionPatient") if position is not None else None
-        if value is None or len(value) != 3:
+    for item in _value(ds, "PerFrameFunctionalGroupsSequence") or []:
+        position = _first(_value(item, "PlanePositionSequence"))
+        value = _numbers(_value(position, "ImagePositionPatient"), 3) if position else None
+        if value is None:
             return []
-        out.append(np.array([float(v) for v in value]))
+        out.append(np.array(value))
     return out
 
 
 def _frame_spacing(ds: Dataset, measures: Dataset, frames: int) -> float | None:
-    spacing = _number(measures.get("SpacingBetweenSlices") or ds.get("SpacingBetweenSlices"))
+    given = _value(measures, "SpacingBetweenSlices") or _value(ds, "SpacingBetweenSlices")
+    spacing = _number(given)
     if spacing:
         return spacing
-    try:
-        positions = _positions(ds)
-    except (TypeError, ValueError):
-        positions = []
+    positions = _positions(ds)
     if len(positions) == frames and frames > 1:
         return float(np.linalg.norm(positions[-1] - positions[0])) / (frames - 1)
-    return _number(measures.get("SliceThickness") or ds.get("SliceThickness"))
+    return _number(_value(measures, "SliceThickness") or _value(ds, "SliceThickness"))
 
 
-def _laterality(ds: Dataset) -> str | None:
-    side = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
-    if side not in ("L", "R"):
-        for group in _groups(ds):
-            anatomy = _first(group.get("FrameAnatomySequence"))
-            if anatomy is not None:
-                side = _text(anatomy, "FrameLaterality")
-                break
-    return side if side in ("L", "R") else None
+def _laterality(ds: Dataset) -> tuple[str | None, str | None]:
+    """(eye, problem): the eye the image's own attributes name (Image Laterality and each Frame
+    Laterality, letter case aside; the series' Laterality only when they say nothing), None when
+    none does; a problem when they name both eyes (``B``, or ``R`` in one and ``L`` in another)."""
+    said = [_text(ds, "ImageLaterality")]
+    said += [_text(item, "FrameLaterality") for item in _frame_items(ds, "FrameAnatomySequence")]
+    sides = {side.upper() for side in said if side} or {_text(ds, "Laterality").upper()} - {""}
+    if not sides:
+        return None, None
+    if sides - {"L", "R"} or len(sides) > 1:
+        named = " and ".join(sorted(sides))
+        return None, f"it names both eyes ({named} in its Image / Frame Laterality)"
+    return sides.pop(), None
 
 
 def _geometry(ds: Dataset, frames: int, rows: int, columns: int) -> tuple[Any, str | None]:
     """(spacing, problem): spacing (between B-scans, axial, lateral) or why it is unusable."""
-    measures = _measures(ds)
-    pixel = measures.get("PixelSpacing") or ds.get("PixelSpacing")
-    if pixel is None or len(pixel) != 2:
-        return None, "the object gives no Pixel Spacing (axial and lateral size of a pixel)"
-    axial, lateral = _number(pixel[0]), _number(pixel[1])
-    frame = _frame_spacing(ds, measures, frames)
+    pixel, problem = _pixel_spacing(ds)
+    if pixel is None:
+        return None, problem
+    axial, lateral = pixel
+    frame = _frame_spacing(ds, _measures(ds), frames)
     if frame is None:
         return None, "the object gives no distance between B-scans"
     checks = (
@@ -148,9 +203,8 @@ def _geometry(ds: Dataset, frames: int, rows: int, columns: int) -> tuple[Any, s
         ("distance between B-scans", frame, FRAME_MM),
     )
     for name, value, (low, high) in checks:
-        if value is None or not low <= value <= high:
+        if not low <= value <= high:
             return None, f"the {name} ({value} mm) is outside {low}-{high} mm"
-    assert axial is not None and lateral is not None
     width, height = lateral * (columns - 1), frame * (frames - 1)
     for name, extent in (("width", width), ("height", height)):
         if not MIN_EXTENT_MM <= extent <= MAX_EXTENT_MM:
@@ -169,10 +223,43 @@ def _pixels(ds: Dataset, frames: int) -> np.ndarray:
         volume = volume[None]
     if volume.ndim != 3:
         raise RejectedInput(f"unexpected OCT pixel shape {volume.shape}", reason="bad_pixel_module")
-    if volume.dtype != np.uint8:
-        shift = max(int(ds.get("BitsStored") or 16) - 8, 0)
-        volume = np.clip(volume.astype(np.int64) >> shift, 0, 255).astype(np.uint8)
+    if volume.dtype != np.uint8:  # to 8 bits: signed values offset to start at 0 first
+        stored = min(max(int(_number(_value(ds, "BitsStored")) or 16), 1), 32)
+        values = volume.astype(np.int64)
+        if int(ds.get("PixelRepresentation") or 0) == 1:
+            values += 1 << (stored - 1)
+        volume = np.clip(values >> max(stored - 8, 0), 0, 255).astype(np.uint8)
+    if _text(ds, "PhotometricInterpretation") == "MONOCHROME1":  # white is 0: the retina dark
+        volume = 255 - volume
     return np.ascontiguousarray(volume)
+
+
+def _header(
+    ds: Dataset, frames: int, rows: int, columns: int, samples: int, decoded: int
+) -> tuple[str | None, Any, str | None]:
+    """(eye, spacing, problem) for measurement: problem None when the volume can be measured."""
+    laterality, problem = _laterality(ds)
+    photometric = _text(ds, "PhotometricInterpretation")
+    if problem is None and samples != 1:
+        problem = f"the B-scans have {samples} samples per pixel, not 1 (greyscale)"
+    elif problem is None and photometric not in GREYSCALE:
+        problem = f"the B-scans are {photometric or 'of no stated colour model'}, not greyscale"
+    if problem is None and (frames < MIN_FRAMES or rows < MIN_SIZE or columns < MIN_SIZE):
+        problem = (
+            f"the volume ({frames} B-scans of {columns}x{rows}) is too small to measure: "
+            f"at least {MIN_FRAMES} B-scans of {MIN_SIZE}x{MIN_SIZE}"
+        )
+    if problem is None and decoded > MAX_MEASURED_BYTES:
+        problem = (
+            f"the volume ({decoded // (1024 * 1024)} MiB decoded) is larger than the "
+            f"{MAX_MEASURED_BYTES // (1024 * 1024)} MiB this appliance measures"
+        )
+    spacing = None
+    if problem is None:
+        spacing, problem = _geometry(ds, frames, rows, columns)
+    if problem is None and laterality is None:
+        problem = "the object does not say which eye (Image Laterality)"
+    return laterality, spacing, problem
 
 
 def read_oct(data: bytes, limits: Limits) -> OctVolume:
@@ -192,29 +279,15 @@ def read_oct(data: bytes, limits: Limits) -> OctVolume:
             f"{limits.max_inflated_bytes}",
             reason="volume_too_large",
         )
-    laterality = _laterality(ds)
     manufacturer, model = _text(ds, "Manufacturer"), _text(ds, "ManufacturerModelName")
-
-    def unmeasurable(problem: str) -> OctVolume:
-        return OctVolume(None, None, laterality, manufacturer, model, problem)
-
-    if samples != 1:
-        return unmeasurable(f"the B-scans have {samples} samples per pixel, not 1 (greyscale)")
-    if frames < MIN_FRAMES or rows < MIN_SIZE or columns < MIN_SIZE:
-        return unmeasurable(
-            f"the volume ({frames} B-scans of {columns}x{rows}) is too small to measure: "
-            f"at least {MIN_FRAMES} B-scans of {MIN_SIZE}x{MIN_SIZE}"
-        )
-    if decoded > MAX_MEASURED_BYTES:
-        return unmeasurable(
-            f"the volume ({decoded // (1024 * 1024)} MiB decoded) is larger than the "
-            f"{MAX_MEASURED_BYTES // (1024 * 1024)} MiB this appliance measures"
-        )
-    spacing, problem = _geometry(ds, frames, rows, columns)
+    try:  # a header value nobody foresaw is a reason not to measure, never a crash
+        laterality, spacing, problem = _header(ds, frames, rows, columns, samples, decoded)
+    except Exception as exc:
+        LOGGER.warning("OCT header not readable for measurement", exc_info=True)
+        laterality, spacing = None, None
+        problem = f"its header cannot be read for measurement ({type(exc).__name__})"
     if problem is not None:
-        return unmeasurable(problem)
-    if laterality is None:
-        return unmeasurable("the object does not say which eye (Image Laterality)")
+        return OctVolume(None, None, laterality, manufacturer, model, problem)
     try:
         volume = _pixels(ds, frames)
     except RejectedInput:

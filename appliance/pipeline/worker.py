@@ -30,6 +30,7 @@ from appliance.outbox import queue
 from appliance.outcome import RuleSet
 from appliance.pipeline import cameras, due, eyes, oct
 from appliance.pipeline.documents import build_sc
+from appliance.pipeline.held import Held
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
 from appliance.pipeline.oct_documents import KIND, SEG_KIND, map_with_analysis, segmentation_owed
@@ -88,8 +89,10 @@ class Pipeline(BackgroundLoop):
         super().__init__("pipeline", self._pass, 1.0, "pipeline pass failed", join_seconds=30,
                          until_idle=True, logger=LOGGER)  # fmt: skip
         self.listeners: list[Any] = []  # callables(capture_id) told when a capture is done
-        # called with each step's name as it is passed ("analysed", "outcome",
-        # "documents_built"): tests stop the process there as a crash would
+        self.held = Held()  # captures whose processing raised, held back for a while
+        # called with each step's name as it is passed ("analysing", "analysed",
+        # "oct_documents_written", "outcome", "documents_built"): tests stop the process there
+        # as a crash would
         self.step_hook: Callable[[str], None] = lambda step: None
         self.issuer = DocumentIssuer(
             store,
@@ -114,17 +117,41 @@ class Pipeline(BackgroundLoop):
             self.issue_quiet_visits()
         return done
 
-    def drain(self, limit: int = 50) -> int:
-        """Process waiting captures, oldest first; returns how many were processed."""
+    def drain(self, limit: int = 50, now: float | None = None) -> int:
+        """Process waiting captures, oldest first, except those held back after a failed try
+        (pipeline/held.py); returns how many were tried."""
+        moment = time.monotonic() if now is None else now
+        held = self.held.waiting(moment)
         rows = self.store.query(
-            "SELECT id FROM captures WHERE status = ? ORDER BY id LIMIT ?",
-            (str(CaptureStatus.RECEIVED), limit),
+            "SELECT id FROM captures WHERE status = ? AND id NOT IN "
+            f"({', '.join('?' * len(held))}) ORDER BY id LIMIT ?",
+            (str(CaptureStatus.RECEIVED), *held, limit),
         )
         for row in rows:
             if self.stopping:
                 break
-            self.process(int(row["id"]))
+            try:
+                self.process(int(row["id"]))
+            except Exception as exc:  # stays received: tried again later, not in a loop
+                self._held_back(int(row["id"]), moment, exc)
+            else:
+                self.held.done(int(row["id"]))
         return len(rows)
+
+    def _held_back(self, capture_id: int, moment: float, exc: Exception) -> None:
+        tries, wait = self.held.failed(capture_id, moment)
+        LOGGER.exception("capture %d: processing failed; tried again in %d s", capture_id, wait)
+        detail = {"stage": "store", "failed": type(exc).__name__, "tries": tries,
+                  "message": str(getattr(exc, "message", exc))[:300], "retry_s": wait}  # fmt: skip
+        try:  # audited; the object goes to the archive as received while its analysis waits
+            row = self.capture_row(capture_id)
+            if row is not None:
+                with self.store.write() as tx:
+                    failed = events.pipeline_step(row, Outcome.SERIOUS_FAILURE, detail)
+                    self.audit.record(tx, failed)
+                    self._forward_as_received(tx, row)
+        except Exception:  # the store itself may be what failed; the log line remains
+            LOGGER.exception("capture %d: the failure could not be recorded", capture_id)
 
     def pending(self) -> int:
         return int(
@@ -153,6 +180,7 @@ class Pipeline(BackgroundLoop):
         if row is None or row["status"] != CaptureStatus.RECEIVED:
             return
         scan: oct.OctAnalysis | None = None
+        self.step_hook("analysing")
         try:
             data = self.blobs.read(row["file_path"])
             if row["sop_class_uid"] == OPT_SOP_CLASS:
@@ -189,6 +217,7 @@ class Pipeline(BackgroundLoop):
         self.step_hook("analysed")
         record = oct.oct_json(analysis, oct.save_arrays(self.blobs, analysis))
         opm, opm_error = map_with_analysis(self.blobs, row, record, self.uid_root)
+        self.step_hook("oct_documents_written")  # arrays and map on disk, not yet recorded
         detail = oct.audit_detail(analysis)
         with self.store.write() as tx:
             if analysis.quality is not None:
@@ -337,24 +366,15 @@ class Pipeline(BackgroundLoop):
                 "UPDATE captures SET status = ?, status_reason = NULL WHERE id = ?",
                 (str(CaptureStatus.PROCESSED), row["id"]),
             )
-            self.audit.record(
-                tx,
-                events.pipeline_step(
-                    row,
-                    Outcome.SUCCESS,
-                    {
-                        "stage": "analysis",
-                        "gradable": None if report is None else report.gradable,
-                        "reasons": [] if report is None else list(report.reasons),
-                        "screening": analysis.screening["status"],
-                        "models": [
-                            f"{m['name']}@{m['version']}"
-                            for m in analysis.screening.get("models", [])
-                        ],
-                        "laterality_mismatch": record["laterality_mismatch"],
-                    },
-                ),
-            )
+            detail = {
+                "stage": "analysis", "gradable": None if report is None else report.gradable,
+                "reasons": [] if report is None else list(report.reasons),
+                "screening": analysis.screening["status"],
+                "models": [f"{m['name']}@{m['version']}"
+                           for m in analysis.screening.get("models", [])],
+                "laterality_mismatch": record["laterality_mismatch"],
+            }  # fmt: skip
+            self.audit.record(tx, events.pipeline_step(row, Outcome.SUCCESS, detail))
             visit = self.decide_visit(tx, row)
             self._forward_as_received(tx, row)
             self._keep(tx, row, derived)
@@ -420,19 +440,9 @@ class Pipeline(BackgroundLoop):
                 "created_at": utcnow(),
             },
         )
-        self.audit.record(
-            tx,
-            events.pipeline_step(
-                row,
-                Outcome.SUCCESS,
-                {
-                    "stage": "outcome",
-                    "visit": key,
-                    "code": outcome.code,
-                    "rule_set": outcome.rule_set,
-                },
-            ),
-        )
+        detail = {"stage": "outcome", "visit": key, "code": outcome.code,
+                  "rule_set": outcome.rule_set}  # fmt: skip
+        self.audit.record(tx, events.pipeline_step(row, Outcome.SUCCESS, detail))
         issued = trigger != "complete" and tx.one(
             "SELECT 1 FROM derived_objects WHERE visit_key = ? AND kind IN ('sr', 'pdf')", (key,)
         )
@@ -464,12 +474,8 @@ class Pipeline(BackgroundLoop):
                 "UPDATE captures SET status = ?, status_reason = ? WHERE id = ?",
                 (str(CaptureStatus.FAILED), f"{reason}: {message}", row["id"]),
             )
-            self.audit.record(
-                tx,
-                events.pipeline_step(
-                    row, Outcome.SERIOUS_FAILURE, {"stage": "decode", "failed": reason}
-                ),
-            )
+            detail = {"stage": "decode", "failed": reason}
+            self.audit.record(tx, events.pipeline_step(row, Outcome.SERIOUS_FAILURE, detail))
             self._forward_as_received(tx, row)
 
     def _forward_as_received(self, tx: Tx, row: dict[str, Any]) -> None:
