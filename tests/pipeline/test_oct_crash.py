@@ -50,8 +50,8 @@ AT_KILL = {
     "analysing": ("received", 0, 0, 0, 0, 1),
     "analysed": ("received", 0, 0, 0, 0, 1),
     "oct_documents_written": ("received", 0, 0, 0, 0, 2),  # the map's file, no row
-    "outcome": ("processed", 1, 1, 2, 0, 2),
-    "documents_built": ("processed", 1, 1, 2, 2, 4),  # SR and PDF files, owed, no rows
+    "outcome": ("processed", 1, 1, 2, 1, 2),  # the segmentation owed, built after the commit
+    "documents_built": ("processed", 1, 1, 2, 1, 3),  # the segmentation built first, owed, no row
 }
 STEPS = list(AT_KILL)
 
@@ -161,14 +161,15 @@ def _c_store(port: int, data: bytes) -> None:
 def _all_delivered(child: Child) -> bool:
     kinds = {r["kind"] for r in child.query("SELECT kind FROM derived_objects")}
     states = {r["state"] for r in child.query("SELECT state FROM outbox_jobs")}
-    return kinds >= {"opm", "sr", "pdf"} and states == {"delivered"}
+    return kinds >= {"opm", "seg", "sr", "pdf"} and states == {"delivered"}
 
 
 def _assert_everything_reached_the_archive_once(
     child: Child, archive: UidArchive, opt_uid: str
 ) -> None:
     derived = child.query("SELECT kind, sop_instance_uid FROM derived_objects ORDER BY id")
-    assert sorted(r["kind"] for r in derived) == ["opm", "pdf", "sr"], [dict(r) for r in derived]
+    kinds = sorted(r["kind"] for r in derived)
+    assert kinds == ["opm", "pdf", "seg", "sr"], [dict(r) for r in derived]
     made = {r["sop_instance_uid"] for r in derived}
     jobs = child.query("SELECT sop_instance_uid, destination, state FROM outbox_jobs")
     assert sorted((j["sop_instance_uid"], j["state"]) for j in jobs) == sorted(
