@@ -170,6 +170,11 @@ def row(result: dict[str, Any], method: str) -> str:
     )
 
 
+def _shown(path: Path) -> str:
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
 def write_validation(models: Path, out: Path, seeds: list[int], variant: str) -> None:
     """The card's ``validation`` block: each seed's model and classical fluid / DME figures."""
     path = models / f"{TASK}.card.json"
@@ -199,7 +204,7 @@ def write_validation(models: Path, out: Path, seeds: list[int], variant: str) ->
         f"(classical boundaries and fovea for both; {variant} where the card names it, else "
         "the variant it names)",
         "seeds": per_seed,
-        "report": f"models/validation/oct-fluid/seed-{{{','.join(map(str, seeds))}}}.json",
+        "report": f"{_shown(out)}/seed-{{{','.join(map(str, seeds))}}}.json",
     }
     path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -260,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", type=Path, default=ROOT / "models" / "candidates")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "models" / "validation" / "oct-fluid")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "models" / "validation" / "oct-fluid" / "round3"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "recipe-oct")
     parser.add_argument(
         "--classical-only", action="store_true", help="fill the classical cache and stop"
