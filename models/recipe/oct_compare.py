@@ -223,7 +223,9 @@ def verdict(results: list[dict[str, Any]]) -> tuple[bool, list[str]]:
             why.append(f"seed {seed}: CI-DME sensitivity {sens} < 0.95")
         if spec is None or spec < 0.90:
             why.append(f"seed {seed}: CI-DME specificity {spec} < 0.90")
-        if central is None or (central_classical is not None and central < central_classical):
+        if central is None:
+            why.append(f"seed {seed}: central-fluid sensitivity not measurable (no such volume)")
+        elif central_classical is not None and central < central_classical:
             why.append(f"seed {seed}: central-fluid sensitivity {central} below the classical "
                        f"detector's {central_classical}")  # fmt: skip
     return not why, why
