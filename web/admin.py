@@ -217,6 +217,7 @@ def models() -> ResponseReturnValue:
         "admin/models.html",
         cards=context.admin().model_cards(),
         status=svc.model_status,
+        oct_fluid=svc.oct_fluid_status,
         settings=svc.settings,
         cameras=context.admin().cameras(),
     )

@@ -51,3 +51,17 @@ def screener(args: argparse.Namespace, settings: config.Settings) -> Any:
     return Screener.load(
         models, args.variant or settings.model_variant, providers, settings.model_threads
     )
+
+
+def oct_fluid(args: argparse.Namespace, settings: config.Settings) -> Any:
+    """The installed (or ``--models``) ``oct-fluid`` model, or None (classical fluid); a card
+    that fails its checks raises ModelIntegrityError, as a refused screening model does."""
+    from appliance.inference.oct.fluid_net import FluidNet
+    from appliance.inference.runtime import choose_providers
+
+    models = Path(args.models) if getattr(args, "models", None) else settings.models_path
+    providers = choose_providers(
+        settings.model_providers, settings.trt_cache_path, settings.trt_fp16
+    )
+    variant = getattr(args, "variant", None) or settings.model_variant
+    return FluidNet.find(models, variant, providers, settings.model_threads)

@@ -68,6 +68,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         rules_from(settings),
         screener,
         Path(args.heatmaps) if args.heatmaps else None,
+        oct_fluid=common.oct_fluid(args, settings),
     )
     images, outcome = result["images"], result["visit"]["outcome"]
     if args.json:

@@ -25,7 +25,12 @@ from appliance.capture.oct import OctVolume, read_oct
 from appliance.capture.pixels import Limits
 from appliance.domain import ETDRS_SUBFIELDS, OctFinding, QualityReport
 from appliance.inference.oct.bscan import draw_layers
-from appliance.inference.oct.measure import OctMeasurement, measure_oct
+from appliance.inference.oct.measure import (
+    CLASSICAL_FLUID,
+    FluidDetector,
+    OctMeasurement,
+    measure_oct,
+)
 from appliance.inference.oct.prepare import bin_volume
 from appliance.metrics import Metrics
 from appliance.pipeline.image import quality_json
@@ -98,6 +103,7 @@ class OctAnalysis:
     bscan: np.ndarray | None = None  # uint8 (rows, A-scans): the central B-scan
     bscan_layers: np.ndarray | None = None  # RGB thumbnail with the ILM / RPE drawn
     layers: OctLayers | None = None  # every B-scan's boundaries and fluid, for the review
+    fluid_method: str | None = None  # which detector measured the fluid (None: not measured)
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -158,9 +164,13 @@ def _central_frame(m: OctMeasurement, frames: int) -> int:
     return int(min(max(round(index), 0), frames - 1))
 
 
-def analyse_oct(data: bytes, limits: Limits, capture_id: int | None) -> OctAnalysis:
-    """Measure and grade one stored OPT object. Raises ``ApplianceError`` only for what ingest
-    should have refused; anything else unmeasurable is a ``not_analysed`` answer."""
+def analyse_oct(
+    data: bytes, limits: Limits, capture_id: int | None, fluid: FluidDetector | None = None
+) -> OctAnalysis:
+    """Measure and grade one stored OPT object; its fluid by ``fluid`` (the installed
+    ``oct-fluid`` model, loaded once by whoever builds the worker) when given, else by the
+    classical detector. Raises ``ApplianceError`` only for what ingest should have refused;
+    anything else unmeasurable is a ``not_analysed`` answer."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
     vol = read_oct(data, limits)
@@ -168,17 +178,22 @@ def analyse_oct(data: bytes, limits: Limits, capture_id: int | None) -> OctAnaly
     if vol.problem is not None or vol.volume is None or vol.spacing_mm is None:
         return _not_analysed(vol.problem or "no volume", timings, vol)
     try:
-        return _analyse(vol, capture_id, timings)
+        return _analyse(vol, capture_id, timings, fluid)
     except Exception as exc:  # a volume the baseline cannot follow is said, not crashed on
         LOGGER.exception("OCT capture %s: measurement failed", capture_id)
         return _not_analysed(f"the measurement failed ({type(exc).__name__})", timings, vol)
 
 
-def _analyse(vol: OctVolume, capture_id: int | None, timings: dict[str, float]) -> OctAnalysis:
+def _analyse(
+    vol: OctVolume,
+    capture_id: int | None,
+    timings: dict[str, float],
+    fluid: FluidDetector | None = None,
+) -> OctAnalysis:
     assert vol.volume is not None and vol.spacing_mm is not None and vol.laterality is not None
     started = time.perf_counter()
     binned = bin_volume(vol.volume, vol.spacing_mm)  # the resolution the baseline was validated at
-    m = measure_oct(binned.volume, binned.spacing_mm, vol.laterality)
+    m = measure_oct(binned.volume, binned.spacing_mm, vol.laterality, fluid)
     timings["oct_measure_ms"] = _ms(started)
     started = time.perf_counter()
     fovea = m.fovea_mm if all(math.isfinite(v) for v in m.fovea_mm) else None
@@ -192,10 +207,11 @@ def _analyse(vol: OctVolume, capture_id: int | None, timings: dict[str, float]) 
         for line in (m.ilm_px, m.rpe_px)
     )
     reasons = ", ".join(r.removeprefix("oct_").replace("_", " ") for r in quality.reasons)
+    by = "" if m.fluid_method == CLASSICAL_FLUID else f"; fluid by {m.fluid_method}"
     return OctAnalysis(
         status="measured",
         message=(
-            f"OCT measured ({ALGORITHM}; {DEMONSTRATION})."
+            f"OCT measured ({ALGORITHM}{by}; {DEMONSTRATION})."
             if quality.gradable
             else f"OCT not gradable ({reasons}): retake the OCT scan."
         ),
@@ -209,6 +225,7 @@ def _analyse(vol: OctVolume, capture_id: int | None, timings: dict[str, float]) 
         bscan=np.ascontiguousarray(bscan),
         bscan_layers=draw_layers(bscan, ilm, rpe, THUMBNAIL_WIDTH),
         layers=OctLayers(m.ilm_px, m.rpe_px, m.fluid.mask, binned.row_factor, binned.ascan_factor),
+        fluid_method=m.fluid_method,
         timings_ms=timings,
     )
 
@@ -262,6 +279,7 @@ def oct_json(analysis: OctAnalysis, paths: dict[str, str | None]) -> dict[str, A
         "oct": {
             "finding": asdict(finding) if finding is not None else None,
             "algorithm": ALGORITHM,
+            "fluid_method": analysis.fluid_method,
             "statement": DEMONSTRATION,
             "spacing_mm": list(analysis.spacing_mm) if analysis.spacing_mm else None,
             "shape": list(analysis.shape) if analysis.shape else None,
@@ -279,6 +297,7 @@ def audit_detail(analysis: OctAnalysis) -> dict[str, Any]:
         "stage": "oct_analysis",
         "status": analysis.status,
         "algorithm": ALGORITHM,
+        "fluid_method": analysis.fluid_method,
         "gradable": None if finding is None else finding.gradable,
         "reasons": [] if finding is None else list(finding.quality_reasons),
         "cst_um": None if finding is None else finding.cst_um,

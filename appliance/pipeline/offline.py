@@ -13,7 +13,7 @@ from appliance.capture.ingest import patient_from_fields
 from appliance.errors import ApplianceError
 from appliance.outcome import RuleSet
 from appliance.pipeline.image import ScreenerLike, analyse, finding, image_json
-from appliance.pipeline.oct import analyse_oct, oct_json
+from appliance.pipeline.oct import FluidDetector, analyse_oct, oct_json
 from appliance.pipeline.visit import outcome_json, visit_outcome
 from appliance.quality import QualityThresholds
 
@@ -37,6 +37,7 @@ def screen_files(
     rules: RuleSet,
     screener: ScreenerLike | None,
     heatmap_dir: Path | None = None,
+    oct_fluid: FluidDetector | None = None,  # the installed oct-fluid model, as the worker's
 ) -> dict[str, Any]:
     images: list[dict[str, Any]] = []
     findings = []
@@ -46,7 +47,7 @@ def screen_files(
         try:
             data = path.read_bytes()
             if examine(data, limits).sop_class_uid == OPT_SOP_CLASS:  # an OCT volume
-                scan = analyse_oct(data, limits, None)
+                scan = analyse_oct(data, limits, None, oct_fluid)
                 entry.update(oct_json(scan, {}))
                 if scan.finding is not None:
                     octs.append(scan.finding)

@@ -69,7 +69,9 @@ class Pipeline(BackgroundLoop):
         camera_model: str = "",
         camera_qualification_required: bool = True,
         clinic: Clinic | None = None,  # printed on every page of the PDF report
+        oct_fluid: oct.FluidDetector | None = None,  # the installed oct-fluid model, if any
     ) -> None:
+        self.oct_fluid = oct_fluid  # None: OCT fluid by the classical detector
         self.heatmap_secondary_capture = heatmap_secondary_capture  # heatmaps as SC objects too
         self.quiet_seconds = quiet_seconds  # 0: documents only for a complete visit
         self._next_quiet_sweep = 0.0
@@ -184,7 +186,7 @@ class Pipeline(BackgroundLoop):
         try:
             data = self.blobs.read(row["file_path"])
             if row["sop_class_uid"] == OPT_SOP_CLASS:
-                scan = oct.analyse_oct(data, self.limits, row["id"])
+                scan = oct.analyse_oct(data, self.limits, row["id"], self.oct_fluid)
             else:
                 analysis = analyse(data, self.limits, self.thresholds, screener=self.screener)
         except ApplianceError as exc:

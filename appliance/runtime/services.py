@@ -32,6 +32,8 @@ from appliance.dicom.report_pdf import Clinic
 from appliance.domain import Capture, Source
 from appliance.errors import ApplianceError
 from appliance.inference import ModelIntegrityError, Screener
+from appliance.inference.oct.fluid_net import FluidNet
+from appliance.inference.oct.measure import CLASSICAL_FLUID
 from appliance.inference.runtime import choose_providers
 from appliance.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from appliance.metrics import Metrics
@@ -116,6 +118,7 @@ class Services:
         self.limits = limits_from(settings)
         self.metrics = Metrics()
         self.screener, self.model_status = self._load_models()
+        self.oct_fluid, self.oct_fluid_status = self._load_oct_fluid()
         self.rules = rules_from(settings)
         self.pipeline = Pipeline(
             self.store,
@@ -134,6 +137,7 @@ class Services:
             camera_model=settings.camera_model,
             camera_qualification_required=settings.camera_qualification_required,
             clinic=Clinic(settings.clinic_name, settings.clinic_address),
+            oct_fluid=self.oct_fluid,
         )
         self.forwarder = Forwarder(
             self.store,
@@ -168,7 +172,8 @@ class Services:
             {
                 "status": self.model_status.split(":")[0],
                 **{
-                    f"{m['task']}": f"{m['name']}@{m['version']} {m['variant']} {m['provider']}"
+                    m["task"].replace("-", "_"): f"{m['name']}@{m['version']} {m['variant']} "
+                    f"{m['provider']}"
                     for m in self.models()
                 },
             }
@@ -211,6 +216,22 @@ class Services:
             return None, "none installed"
         return screener, "installed"
 
+    def _load_oct_fluid(self) -> tuple[FluidNet | None, str]:
+        """The installed ``oct-fluid`` model, hash- and card-checked, loaded once; a card or
+        file that fails its checks is refused, logged, audited and reported, and the OCT fluid
+        is measured by the classical detector."""
+        s = self.settings
+        try:
+            providers = choose_providers(s.model_providers, s.trt_cache_path, s.trt_fp16)
+            net = FluidNet.find(s.models_path, s.model_variant, providers, s.model_threads)
+        except ModelIntegrityError as exc:
+            LOGGER.error("OCT fluid model refused, classical detector used: %s", exc.message)
+            self.audit.log(events.model_integrity(exc.message))
+            return None, f"{CLASSICAL_FLUID}: the oct-fluid model was refused: {exc.message}"
+        if net is None:
+            return None, f"{CLASSICAL_FLUID} (no oct-fluid model installed)"
+        return net, net.method
+
     metrics_content_type = METRICS_CONTENT_TYPE
 
     def web_secret(self) -> bytes:
@@ -227,7 +248,8 @@ class Services:
         return path.read_bytes()
 
     def models(self) -> list[dict[str, Any]]:
-        return self.screener.describe() if self.screener is not None else []
+        fundus = self.screener.describe() if self.screener is not None else []
+        return fundus + ([self.oct_fluid.describe()] if self.oct_fluid is not None else [])
 
     def start(self, *, dicom: bool = True, hotfolder: bool = True, worker: bool = True) -> None:
         s = self.settings

@@ -1,6 +1,7 @@
 """The OCT fluid model side by side with the classical baseline on held-out synthetic seeds.
 
-    python models/recipe/oct_compare.py [--seeds 201,202,203] [--n 60] [--models models]
+    python models/recipe/oct_compare.py [--seeds 207,208,209] [--n 60] [--models DIR]
+    python models/recipe/oct_compare.py --decide   # the install rule on those seeds' figures
 
 Volume ``i`` of seed ``S`` is ``oct_case_for(S, i, "compact")``: the same volumes as
 ``appliance synth --oct --seed S --n 60 --geometry compact`` writes (README "OCT"). Each is
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,11 +31,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from appliance.inference.card import find_cards  # noqa: E402
 from appliance.inference.oct.fluid import detect_fluid  # noqa: E402
 from appliance.inference.oct.fluid_net import TASK, FluidNet  # noqa: E402
 from appliance.inference.oct.measure import measure_oct  # noqa: E402
-from appliance.inference.runtime import ModelSession  # noqa: E402
 from appliance.quality.oct import assess_oct  # noqa: E402
 from appliance.synth.oct.dataset import oct_case_for  # noqa: E402
 from appliance.synth.oct.render import render_oct  # noqa: E402
@@ -42,6 +42,14 @@ from appliance.validate.oct_run import _boundary_error  # noqa: E402
 from appliance.validate.oct_set import OctItem, OctSample  # noqa: E402
 
 GEOMETRY = "compact"
+HELD_OUT = (207, 208, 209)  # round 3's held-out seeds, never used before (201-206 spent)
+# Stated before round 3's held-out seeds were measured (issue #16 targets; safety first):
+INSTALL_RULE = (
+    "install (models/oct-fluid.*) only if, on every held-out seed, the model's centre-involving "
+    "DME sensitivity is >= 0.95 and specificity >= 0.90, and its central-fluid sensitivity is "
+    "not lower than the classical detector's on the same volumes; otherwise it stays a "
+    "candidate (models/candidates/) with its figures"
+)
 
 
 def _pick(block: Any, *path: str) -> Any:
@@ -162,7 +170,12 @@ def row(result: dict[str, Any], method: str) -> str:
     )
 
 
-def write_validation(models: Path, out: Path, seeds: list[int]) -> None:
+def _shown(path: Path) -> str:
+    resolved = path.resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
+
+
+def write_validation(models: Path, out: Path, seeds: list[int], variant: str) -> None:
     """The card's ``validation`` block: each seed's model and classical fluid / DME figures."""
     path = models / f"{TASK}.card.json"
     card = json.loads(path.read_text(encoding="utf-8"))
@@ -188,21 +201,75 @@ def write_validation(models: Path, out: Path, seeds: list[int]) -> None:
         "dataset": f"held-out synthetic OCT volumes, {GEOMETRY}, generator seeds "
         f"{', '.join(map(str, seeds))} (never used for training or thresholds)",
         "method": "models/recipe/oct_compare.py through appliance.validate.oct_report "
-        "(classical boundaries and fovea for both; INT8)",
+        f"(classical boundaries and fovea for both; {variant} where the card names it, else "
+        "the variant it names)",
         "seeds": per_seed,
-        "report": f"models/validation/oct-fluid/seed-{{{','.join(map(str, seeds))}}}.json",
+        "report": f"{_shown(out)}/seed-{{{','.join(map(str, seeds))}}}.json",
     }
     path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def verdict(results: list[dict[str, Any]]) -> tuple[bool, list[str]]:
+    """:data:`INSTALL_RULE` applied to the held-out seeds' results: (install, why)."""
+    why = []
+    for result in results:
+        model, classical_ = result["model"], result["classical"]
+        sens = _pick(model, "ci_dme_sensitivity", "value")
+        spec = _pick(model, "ci_dme_specificity", "value")
+        central = _pick(model, "fluid_centre", "sensitivity", "value")
+        central_classical = _pick(classical_, "fluid_centre", "sensitivity", "value")
+        seed = result["seed"]
+        if sens is None or sens < 0.95:
+            why.append(f"seed {seed}: CI-DME sensitivity {sens} < 0.95")
+        if spec is None or spec < 0.90:
+            why.append(f"seed {seed}: CI-DME specificity {spec} < 0.90")
+        if central is None:
+            why.append(f"seed {seed}: central-fluid sensitivity not measurable (no such volume)")
+        elif central_classical is not None and central < central_classical:
+            why.append(f"seed {seed}: central-fluid sensitivity {central} below the classical "
+                       f"detector's {central_classical}")  # fmt: skip
+    return not why, why
+
+
+def decide(models: Path, out: Path, seeds: list[int], install_to: Path) -> bool:
+    """Apply :data:`INSTALL_RULE`: record the verdict on the card; copy the card and the files
+    it names to ``install_to`` when it passes, else remove any ``oct-fluid`` files there."""
+    results = [
+        json.loads((out / f"seed-{seed}.json").read_text(encoding="utf-8")) for seed in seeds
+    ]
+    install, why = verdict(results)
+    path = models / f"{TASK}.card.json"
+    card = json.loads(path.read_text(encoding="utf-8"))
+    card["installed"] = install
+    card["install_rule"] = INSTALL_RULE
+    card["decision"] = (
+        f"Installed: the rule holds on held-out seeds {', '.join(map(str, seeds))}."
+        if install
+        else f"Not installed (kept in models/candidates/): {'; '.join(why)}."
+    )
+    path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    names = [path.name] + [entry["path"] for entry in card["files"].values()]
+    if install and install_to.resolve() != models.resolve():
+        install_to.mkdir(parents=True, exist_ok=True)
+        for name in names[1:] + names[:1]:  # the card last: never a card without its files
+            shutil.copy2(models / name, install_to / name)
+    elif not install and install_to.resolve() != models.resolve():
+        for stale in install_to.glob(f"{TASK}.*"):
+            if stale.is_file():
+                stale.unlink()
+    return install
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="201,202,203")
+    parser.add_argument("--seeds", default=",".join(map(str, HELD_OUT)))
     parser.add_argument("--n", type=int, default=60)
     parser.add_argument("--models", type=Path, default=ROOT / "models" / "candidates")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=ROOT / "models" / "validation" / "oct-fluid")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "models" / "validation" / "oct-fluid" / "round3"
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "var" / "recipe-oct")
     parser.add_argument(
         "--classical-only", action="store_true", help="fill the classical cache and stop"
@@ -212,17 +279,30 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write the seeds' figures (from --out) into the card's validation block and stop",
     )
+    parser.add_argument(
+        "--decide",
+        action="store_true",
+        help="figures into the card, then the install rule: copy the model to --install-to "
+        "when it passes, else remove any there; then stop",
+    )
+    parser.add_argument("--install-to", type=Path, default=ROOT / "models")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.card:
-        write_validation(args.models, args.out, seeds)
+        write_validation(args.models, args.out, seeds, args.variant)
         return 0
     if args.classical_only:
         for seed in seeds:
             classical(seed, args.n, args.work)
         return 0
-    card = next(c for c in find_cards(args.models) if c.task == TASK)
-    net = FluidNet(ModelSession(card, args.variant, ["CPUExecutionProvider"], args.threads))
+    if args.decide:
+        write_validation(args.models, args.out, seeds, args.variant)
+        install = decide(args.models, args.out, seeds, args.install_to)
+        print(f"{'installed in ' + str(args.install_to) if install else 'not installed'}")
+        return 0
+    net = FluidNet.find(args.models, args.variant, threads=args.threads)
+    if net is None:
+        parser.error(f"no {TASK} card in {args.models}")
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         result = run_seed(seed, args.n, net, args.work)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from appliance.cli import main
+from appliance.inference.card import find_cards
 from appliance.synth import DEGRADATIONS
 from tests.conftest import free_port, fundus, jpeg_bytes, png_bytes, wait_for
 
@@ -130,7 +131,8 @@ def test_serve_answers_healthz_and_captures_list_and_db_check(tmp_path: Path) ->
         health = wait_for(healthy, timeout=30, interval=0.2)
         assert health["status"] == "ok" and health["captures"] == 0
         assert health["screening_model"] == "installed"
-        assert {m["task"] for m in health["models"]} == {"gradability", "dr", "glaucoma"}
+        shipped = {card.task for card in find_cards(Path(__file__).parents[2] / "models")}
+        assert {m["task"] for m in health["models"]} == shipped  # fundus and oct-fluid
         assert {m["provider"] for m in health["models"]} == {"CPUExecutionProvider"}
         with socket.create_connection(("127.0.0.1", int(env["APPLIANCE_DICOM_PORT"])), timeout=5):
             pass  # the SCP listens

@@ -29,3 +29,25 @@ def test_screen_an_oct_with_a_photograph(
     assert outcome["code"] == "refer" and "Centre-involving" in outcome["text"]
     right = next(e for e in outcome["eyes"] if e["eye"] == "R")
     assert right["oct_dme"] is True and right["status"] == "graded"
+
+
+def test_screen_measures_oct_fluid_with_the_installed_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.inference.oct.fluid_net import FluidNet
+    from appliance.inference.oct.measure import CLASSICAL_FLUID
+    from tests.pipeline.test_oct_fluid_wiring import _install
+
+    volume = tmp_path / "oct.dcm"
+    volume.write_bytes(opt_bytes("R", thickening_um=120.0))
+    methods = {}
+    for name, install in (("with-model", True), ("without", False)):
+        models = tmp_path / name
+        models.mkdir()
+        if install:
+            _install(models)
+        monkeypatch.setenv("APPLIANCE_MODELS_DIR", str(models))
+        main(["screen", "--json", str(volume)])
+        methods[name] = json.loads(capsys.readouterr().out)["images"][0]["oct"]["fluid_method"]
+    net = FluidNet.find(tmp_path / "with-model")
+    assert net is not None and methods == {"with-model": net.method, "without": CLASSICAL_FLUID}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.inference.card import ModelCard, find_cards
+from appliance.inference.card import ModelCard, ModelIntegrityError, find_cards
 from appliance.inference.oct.fluid import (
     MIN_AREA_UM2,
     FluidResult,
@@ -85,16 +85,50 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.asarray(1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0))), dtype=np.float32)
 
 
+def temperature(card: ModelCard) -> float:
+    calibration = card.data.get("calibration") or {}
+    return float(calibration.get("temperature", 1.0)) if isinstance(calibration, dict) else 0.0
+
+
+def check_card(card: ModelCard) -> None:
+    """What this code needs of an ``oct-fluid`` card beyond the common fields; a card that
+    lacks it is refused (ModelIntegrityError) rather than run on guesses."""
+    problems = []
+    if card.task != TASK:
+        problems.append(f"task {card.task!r} is not {TASK!r}")
+    if "fluid_logit" not in card.data["outputs"]:
+        problems.append("no output 'fluid_logit'")
+    try:
+        pixel = float(card.thresholds.get("pixel", 0.5))
+        t = temperature(card)
+    except (TypeError, ValueError, KeyError) as exc:
+        problems.append(f"unreadable threshold or calibration ({exc})")
+    else:
+        if not 0.0 < pixel < 1.0:
+            problems.append(f"pixel threshold {pixel} is not between 0 and 1")
+        if not 0.0 < t < 100.0:
+            problems.append(f"calibration temperature {t} is not positive")
+    if problems:
+        raise ModelIntegrityError(f"model card {card.path.name}: {'; '.join(problems)}")
+
+
 class FluidNet:
     """The installed ``oct-fluid`` model (hash-checked through its card)."""
 
     def __init__(self, session: ModelSession, batch: int = 8) -> None:
         self.session = session
         self.batch = batch
+        check_card(session.card)
 
     @property
     def card(self) -> ModelCard:
         return self.session.card
+
+    @property
+    def temperature(self) -> float:
+        """The card's calibration (``calibration.temperature``; 1 when it has none): the
+        probability is ``sigmoid(logit / T)``, the scale the pixel threshold was chosen on."""
+        return temperature(self.card)
 
     @property
     def method(self) -> str:
@@ -126,18 +160,20 @@ class FluidNet:
         ModelIntegrityError when its file does not match its card."""
         for card in find_cards(Path(models_dir)):
             if card.task == TASK:
+                check_card(card)
                 chosen = variant if variant in card.variants() else card.variants()[0]
                 providers = providers or ["CPUExecutionProvider"]
                 return cls(ModelSession(card, chosen, providers, threads))
         return None
 
     def predict(self, volume: np.ndarray) -> np.ndarray:
-        """Fluid probability (frames, rows, A-scans) of ``volume``."""
+        """Fluid probability (frames, rows, A-scans) of ``volume``, calibrated."""
+        temperature = self.temperature
         tensor = pre_process(volume)
         out = np.empty((tensor.shape[0], tensor.shape[2], tensor.shape[3]), dtype=np.float32)
         for start in range(0, tensor.shape[0], self.batch):
             logits = self.session.predict(tensor[start : start + self.batch])["fluid_logit"]
-            out[start : start + self.batch] = sigmoid(logits[:, 0])
+            out[start : start + self.batch] = sigmoid(logits[:, 0] / temperature)
         return out[:, : volume.shape[1], : volume.shape[2]]
 
     def detect(
