@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from appliance.capture.decode import Limits, decode_rgb
@@ -17,6 +18,7 @@ from appliance.inference.anatomy import Anatomy, detect
 from appliance.inference.overlay import overlay
 from appliance.inference.preprocess import Field, find_field
 from appliance.quality import QualityThresholds, assess
+from appliance.store import BlobStore
 
 NO_MODEL = {
     "status": "no_model",
@@ -242,3 +244,11 @@ def image_json(
     out["human_grading"] = list(human_grading(analysis.screening))
     out["camera"] = analysis.screening.get("camera")
     return out
+
+
+def save_heatmap(blobs: BlobStore, analysis: ImageAnalysis) -> str | None:
+    """The analysis's heatmap stored as a PNG blob; its path, or None without one."""
+    if analysis.heatmap is None:
+        return None
+    ok, png = cv2.imencode(".png", cv2.cvtColor(analysis.heatmap, cv2.COLOR_RGB2BGR))
+    return blobs.put(png.tobytes(), "image/png") if ok else None

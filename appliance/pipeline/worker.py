@@ -17,8 +17,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-import cv2
-
 from appliance.audit import AuditTrail, Outcome, events
 from appliance.capture.decode import OPT_SOP_CLASS, Limits
 from appliance.dicom.report_pdf import Clinic
@@ -28,7 +26,7 @@ from appliance.loops import BackgroundLoop
 from appliance.metrics import Metrics
 from appliance.outbox import queue
 from appliance.outcome import RuleSet
-from appliance.pipeline import cameras, due, eyes, oct
+from appliance.pipeline import cameras, due, eyes, image, oct
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.held import Held
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
@@ -202,7 +200,7 @@ class Pipeline(BackgroundLoop):
         self._camera(row, data, analysis)
         self.step_hook("analysed")
         started = time.perf_counter()
-        heatmap_path = self._save_heatmap(analysis)
+        heatmap_path = image.save_heatmap(self.blobs, analysis)
         derived = self._wrap(row, data, analysis)
         sc, sc_error = self._secondary_capture(row, analysis, derived)
         self._store(row, analysis, heatmap_path, derived, sc, sc_error)
@@ -258,12 +256,6 @@ class Pipeline(BackgroundLoop):
         self.metrics.analysed.labels(
             gradable=gradable, screening=analysis.screening["status"]
         ).inc()
-
-    def _save_heatmap(self, analysis: ImageAnalysis) -> str | None:
-        if analysis.heatmap is None:
-            return None
-        ok, png = cv2.imencode(".png", cv2.cvtColor(analysis.heatmap, cv2.COLOR_RGB2BGR))
-        return self.blobs.put(png.tobytes(), "image/png") if ok else None
 
     def _wrap(
         self, row: dict[str, Any], data: bytes, analysis: ImageAnalysis
