@@ -83,6 +83,7 @@ BODY_FLUID = ("32457005", "SCT", "Body fluid")
 LATERALITY = {"R": ("24028007", "SCT", "Right"), "L": ("7771000", "SCT", "Left")}
 EDGE_DETECTION = ("123103", "DCM", "Edge Detection")
 MORPHOLOGICAL_OPERATIONS = ("123104", "DCM", "Morphological Operations")
+ARTIFICIAL_INTELLIGENCE = ("123110", "DCM", "Artificial Intelligence")
 PROCESSING_EQUIPMENT = "109102"  # DCM "Processing Equipment": highdicom names itself so
 
 

@@ -46,6 +46,7 @@ from pydicom.dataset import Dataset
 from appliance import __version__
 from appliance.dicom.oct_pictures import thickness_map_rgb
 from appliance.dicom.oct_seg import (
+    ARTIFICIAL_INTELLIGENCE,
     EDGE_DETECTION,
     MORPHOLOGICAL_OPERATIONS,
     Algorithm,
@@ -58,6 +59,7 @@ from appliance.dicom.report_oct import OctPage
 from appliance.dicom.sr_oct import OctReport
 from appliance.dicom.thickness_map import thickness_map_dataset
 from appliance.domain import OctFinding
+from appliance.inference.oct.measure import CLASSICAL_FLUID
 from appliance.pipeline.headers import read_header
 from appliance.pipeline.oct import ALGORITHM, OctScan, layers, thickness_map, visit_scans
 from appliance.pipeline.visit import oct_finding_from_json
@@ -71,6 +73,17 @@ SEG_ALGORITHMS = (  # who made each segment: the classical baseline (pipeline/oc
     Algorithm("classical OCT baseline: ILM/RPE paths", __version__, EDGE_DETECTION),
     Algorithm("classical OCT baseline: dark-pocket fluid", __version__, MORPHOLOGICAL_OPERATIONS),
 )
+
+
+def fluid_algorithm(record: OctRecord) -> Algorithm:
+    """Who found the fluid, as the record says (``fluid_method``): the classical detector, or
+    an installed ``oct-fluid`` model named with its version, variant and file hash."""
+    method = record.data.get("fluid_method")
+    if not method or method == CLASSICAL_FLUID:
+        return SEG_ALGORITHMS[1]
+    return Algorithm(str(method)[:64], __version__, ARTIFICIAL_INTELLIGENCE)
+
+
 DEVICE = {
     "manufacturer": "Demonstration",
     "model": "retina-appliance",
@@ -329,7 +342,7 @@ def build_segmentation(
             source=source,
             laterality=finding.laterality or str(source.get("ImageLaterality") or ""),
             retina_algorithm=SEG_ALGORITHMS[0],
-            fluid_algorithm=SEG_ALGORITHMS[1],
+            fluid_algorithm=fluid_algorithm(scan.record),
             device=DEVICE,
             series_instance_uid=derived_uid(uid_root, opt_uid, "segmentation series"),
             sop_instance_uid=derived_uid(uid_root, opt_uid, "segmentation"),

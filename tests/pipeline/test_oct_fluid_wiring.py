@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import pytest
 
 from appliance.capture import Incoming
@@ -78,6 +79,26 @@ def _analysis_event(services: Services, capture_id: int) -> dict[str, Any]:
     return dict(found[0])
 
 
+def _seg_algorithms(services: Services, capture_id: int) -> dict[str, tuple[str, str]]:
+    """Each segment of the volume's Segmentation: (algorithm name, family code value)."""
+    row = wait_for(
+        lambda: services.store.one(
+            "SELECT file_path FROM derived_objects WHERE capture_pk = ? AND kind = 'seg'",
+            (capture_id,),
+        ),
+        timeout=60,
+    )
+    seg = pydicom.dcmread(services.blobs.resolve(row["file_path"]))
+    return {
+        str(item.SegmentLabel): (
+            str(item.SegmentAlgorithmName),
+            str(item.SegmentationAlgorithmIdentificationSequence[0]
+                .AlgorithmFamilyCodeSequence[0].CodeValue),
+        )
+        for item in seg.SegmentSequence
+    }  # fmt: skip
+
+
 def _admin_page(services: Services) -> str:
     app = create_app(services.settings, services)
     return text(logged_in(app, services, "admin").get("/admin/models"))
@@ -110,6 +131,10 @@ def test_an_installed_model_measures_the_fluid(
         classical = analyse_oct(wet_opt, services.limits, None)
         assert classical.fluid_method == CLASSICAL_FLUID
         assert _analysis_event(services, capture_id)["fluid_method"] == net.method
+        # the Segmentation's fluid segment names the model (AI family), its retina the baseline
+        segments = _seg_algorithms(services, capture_id)
+        assert segments["fluid"] == (net.method[:64], "123110")
+        assert segments["retina (ILM to RPE)"][1] == "123103"
         said = _admin_page(services)
     finally:
         services.stop()
@@ -124,6 +149,7 @@ def test_without_a_model_the_classical_detector_measures(
     capture_id, record = _measure(services, wet_opt)
     assert record.data["oct"]["fluid_method"] == CLASSICAL_FLUID
     assert _analysis_event(services, capture_id)["fluid_method"] == CLASSICAL_FLUID
+    assert _seg_algorithms(services, capture_id)["fluid"][1] == "123104"  # morphological
     said = _admin_page(services)
     assert f"OCT fluid measured by {CLASSICAL_FLUID} (no oct-fluid model installed)" in said
 
