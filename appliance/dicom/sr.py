@@ -21,10 +21,11 @@ from typing import Any
 
 import highdicom as hd
 from pydicom.dataset import Dataset
+from pydicom.uid import OphthalmicTomographyImageStorage as OPT_SOP_CLASS
 
 from appliance.dicom import codes
 from appliance.dicom.op import derived_uid, new_uid
-from appliance.dicom.sr_oct import OctReport, eye_of, oct_group
+from appliance.dicom.sr_oct import OctReport, eye_of, oct_group, unanalysed_oct_group
 
 MANUFACTURER = "Demonstration"
 _EYE_NAMES = {"R": "right eye", "L": "left eye"}
@@ -209,13 +210,21 @@ def _groups(
     oct: Sequence[OctReport],
     uid_root: str,
 ) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
-    """Right eye, then left: the photographs' group, then each OCT volume's."""
+    """Right eye, then left: the photographs' group, then each OCT volume's; last, each OCT
+    volume among ``images`` that no group carries ("not analysed")."""
     groups = []
+    covered: set[str] = set()
     for eye in ("R", "L"):
         if eye in findings_by_eye:
             eye_images = _images_of(eye, findings_by_eye[eye], images)
+            covered.update(str(ds.SOPInstanceUID) for ds in eye_images)
             groups.append(_eye_group(eye, findings_by_eye[eye], eye_images, algorithm, uid_root))
         groups.extend(oct_group(r, new_uid(uid_root)) for r in oct if eye_of(r) == eye)
+    groups.extend(
+        unanalysed_oct_group(ds, new_uid(uid_root))
+        for ds in images
+        if str(ds.get("SOPClassUID", "")) == OPT_SOP_CLASS and str(ds.SOPInstanceUID) not in covered
+    )
     return groups
 
 

@@ -107,3 +107,28 @@ def oct_group(report: OctReport, uid: str) -> hd.sr.MeasurementsAndQualitativeEv
         qualitative_evaluations=evaluations,
         measurements=_measurements(finding) or None,
     )
+
+
+def unanalysed_oct_group(source: Dataset, uid: str) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """The TID 1501 group of an OCT volume the SR carries no measurement of (it could not be
+    measured, or was not counted for an eye): the OPT as source, the retina (with the eye its
+    header names, if any) as finding site, and gradability "Not analysed", so the archive's
+    SR names every volume of the visit, and a visit whose only image is such a volume still
+    gets one."""
+    eye = source.get("ImageLaterality")
+    site = (
+        hd.sr.FindingSite(codes.RETINA, laterality=codes.LATERALITY[eye])
+        if eye in codes.LATERALITY
+        else hd.sr.FindingSite(codes.RETINA)
+    )
+    name = _EYE_NAMES.get(str(eye), "eye not known")
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=uid, identifier=f"Macular OCT, {name}, not analysed"
+        ),
+        finding_sites=[site],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(source)],
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(codes.GRADABILITY, codes.NOT_ANALYSED)
+        ],
+    )
