@@ -37,6 +37,7 @@ def _synth_oct(args: argparse.Namespace) -> int:
 def _validate_oct(args: argparse.Namespace) -> int:
     from appliance.validate.oct_run import run_oct_validation
 
+    fluid = None if args.oct_fluid == "classical" else common.oct_fluid(args, common.settings(args))
     report = run_oct_validation(
         Path(args.oct),
         args.oct_format,
@@ -45,6 +46,7 @@ def _validate_oct(args: argparse.Namespace) -> int:
         cst_threshold_um=args.cst_threshold_um,
         fluid_threshold=args.fluid_threshold,
         n_bootstrap=args.bootstrap,
+        fluid=fluid,
     )
     summary = {t["key"]: {"value": t["value"], "met": t["met"]} for t in report["targets"]}
     print(json.dumps({"n": report["n"], "targets": summary}, default=str))
@@ -107,6 +109,13 @@ def _add_oct_arguments(validate: argparse.ArgumentParser) -> None:
         help="fluid called when its score >= this",
     )
     validate.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    validate.add_argument(
+        "--oct-fluid",
+        choices=["installed", "classical"],
+        default="installed",
+        help="fluid by the installed oct-fluid model, as the appliance measures (default; the "
+        "classical detector when none is installed), or by the classical detector",
+    )
 
 
 def add_parsers(sub: Any) -> None:

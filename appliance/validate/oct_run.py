@@ -23,7 +23,12 @@ from typing import Any
 import numpy as np
 
 from appliance import __version__
-from appliance.inference.oct.measure import OctMeasurement, measure_oct
+from appliance.inference.oct.measure import (
+    CLASSICAL_FLUID,
+    FluidDetector,
+    OctMeasurement,
+    measure_oct,
+)
 from appliance.inference.oct.prepare import bin_volume
 from appliance.quality.oct import assess_oct
 from appliance.validate.oct_formats import read_oct_set
@@ -46,8 +51,24 @@ MEASUREMENT = {
     "appliance.quality.oct.assess_oct)",
     "version": __version__,
     "model_files": "none (pure numpy / OpenCV)",
+    "fluid": CLASSICAL_FLUID,
     "status": "demonstration, not clinically validated",
 }
+
+
+def measurement(fluid: FluidDetector | None) -> dict[str, Any]:
+    """What measured: the classical baseline, with the fluid found by ``fluid`` (an installed
+    ``oct-fluid`` model, named with its card, variant and file hash) when given."""
+    if fluid is None:
+        return dict(MEASUREMENT)
+    describe = getattr(fluid, "describe", None)
+    return {
+        **MEASUREMENT,
+        "fluid": fluid.method,
+        "model_files": describe() if callable(describe) else fluid.method,
+    }
+
+
 _ROCS = {  # block → (file, title, positive class)
     "fluid_centre": ("roc_oct_fluid_centre.png", "Fluid in the central subfield", "fluid"),
     "fluid_any": ("roc_oct_fluid_any.png", "Fluid anywhere in the scan", "fluid"),
@@ -73,14 +94,17 @@ def _boundary_error(truth: np.ndarray | None, measured: np.ndarray, rows: int) -
     return float(np.abs(measured - truth)[valid].sum()), int(valid.sum())
 
 
-def measure_item(item: OctItem, sample: OctSample) -> tuple[OctResult, OctMeasurement]:
-    """Measure one volume as the appliance does and compare its boundaries with the reference
-    (the returned measurement is at the binned resolution)."""
+def measure_item(
+    item: OctItem, sample: OctSample, fluid: FluidDetector | None = None
+) -> tuple[OctResult, OctMeasurement]:
+    """Measure one volume as the appliance does (``fluid``: the installed fluid model, None:
+    the classical detector) and compare its boundaries with the reference (the returned
+    measurement is at the binned resolution)."""
     volume = sample.volume
     # exactly as the appliance measures (pipeline/oct.py): binned to the validated resolution,
     # boundaries compared in the volume's own rows and A-scans
     binned = bin_volume(volume, item.spacing_mm)
-    m = measure_oct(binned.volume, binned.spacing_mm, item.eye)
+    m = measure_oct(binned.volume, binned.spacing_mm, item.eye, fluid)
     fovea = m.fovea_mm if all(np.isfinite(v) for v in m.fovea_mm) else None
     q = assess_oct(binned.volume, binned.spacing_mm, fovea)
     _, rows, ascans = volume.shape
@@ -170,8 +194,11 @@ def run_oct_validation(
     cst_threshold_um: float = DEFAULT_CST_THRESHOLD_UM,
     fluid_threshold: float = DEFAULT_FLUID_THRESHOLD,
     n_bootstrap: int = 1000, seed: int = 0, progress: Progress | None = None,
+    fluid: FluidDetector | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Read the set, measure every volume, compute and write the report (module docstring).
+    ``fluid``: the fluid model the appliance uses (``appliance validate`` passes the installed
+    one); None measures fluid with the classical detector.
 
     A volume that cannot be read is listed in ``unreadable`` and left out; a measurement that
     fails stops the run with an error naming the volume (a silent skip would flatter it).
@@ -190,7 +217,7 @@ def run_oct_validation(
             unreadable.append({"volume": item.name, "reason": f"{type(exc).__name__}: {exc}"})
         else:
             try:
-                result, _ = measure_item(item, sample)
+                result, _ = measure_item(item, sample, fluid)
             except Exception as exc:
                 raise RuntimeError(f"measuring {item.name} failed: {exc}") from exc
             kept.append(item)
@@ -204,7 +231,7 @@ def run_oct_validation(
     report.update(
         unreadable={"count": len(unreadable), "volumes": unreadable},
         dataset={**dataset, "notes": notes},
-        measurement=MEASUREMENT,
+        measurement=measurement(fluid),
         title=f"OCT validation on {root.name or root} ({fmt})",
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from appliance.cli import main
+from appliance.config import Settings
+from appliance.inference.oct.fluid_net import FluidNet
 from appliance.inference.oct.measure import measure_oct
 
 N, SEED = 10, 16
@@ -62,6 +64,11 @@ def test_the_report_has_its_documented_shape(oct_run: tuple[Path, Path, dict[str
             else target["value"] >= target["target"]
         )
     assert "demonstration" in report["measurement"]["status"]
+    # fluid measured as the appliance measures it: by the installed oct-fluid model
+    installed = FluidNet.find(Settings().models_path)
+    assert installed is not None and report["measurement"]["fluid"] == installed.method
+    sha = report["measurement"]["model_files"]["sha256"]
+    assert installed.method.endswith(f"sha256 {sha[:12]})")
     text = (out / "report.txt").read_text()
     assert "Targets (issue #16" in text and "CST MAE" in text
     assert text.count(" met") + text.count("NOT MET") >= len(TARGET_KEYS)
