@@ -158,6 +158,16 @@ def _counted(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> lis
     return out
 
 
+def sr_algorithm(record: OctRecord) -> tuple[str, str]:
+    """The SR group's algorithm (name, version): the classical baseline, or, when an installed
+    ``oct-fluid`` model found the fluid, the baseline's layers with the model named in the
+    version (its card name, version, variant and file hash: ``fluid_method``)."""
+    method = record.data.get("fluid_method")
+    if not method or method == CLASSICAL_FLUID:
+        return ALGORITHM, __version__
+    return "classical OCT layers and grid; fluid by a model", str(method)
+
+
 def oct_reports(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> list[OctReport]:
     """The SR's OCT groups: one per analysed volume the outcome (``eyes``: its per-eye JSON)
     counted for an eye."""
@@ -167,8 +177,8 @@ def oct_reports(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> 
             source=volume.header,
             fluid_centre=fluid_centre(finding, eye),
             ci_dme=eye.get("oct_dme") if finding.gradable else None,
-            algorithm_name=ALGORITHM,
-            algorithm_version=__version__,
+            algorithm_name=sr_algorithm(volume.scan.record)[0],
+            algorithm_version=sr_algorithm(volume.scan.record)[1],
         )
         for volume, finding, eye in _counted(octs, eyes)
     ]

@@ -14,18 +14,20 @@ import numpy as np
 import pydicom
 import pytest
 
+from appliance import __version__
 from appliance.capture import Incoming
 from appliance.config import Settings
 from appliance.domain import Source
 from appliance.inference.card import find_cards
 from appliance.inference.oct.fluid_net import TASK, FluidNet
 from appliance.inference.oct.measure import CLASSICAL_FLUID
-from appliance.pipeline.oct import analyse_oct
+from appliance.pipeline.oct import ALGORITHM, analyse_oct
 from appliance.pipeline.oct import layers as oct_layers
+from appliance.pipeline.oct_documents import sr_algorithm
 from appliance.runtime.services import Services
 from appliance.synth.oct import GEOMETRIES, OctCase, render_oct
 from appliance.synth.oct.dicom import encode_opt, opt_dataset
-from appliance.visits import ImageRecord
+from appliance.visits import ImageRecord, OctRecord
 from tests.admin_helpers import text
 from tests.conftest import wait_for
 from tests.web_helpers import logged_in
@@ -196,3 +198,13 @@ def test_a_model_that_fails_its_checks_is_refused_and_the_classical_detector_mea
     finally:
         services.stop()
     assert "✖ model refused" in said and expected in said
+
+
+def test_the_sr_group_names_who_found_the_fluid() -> None:
+    """The SR's OCT group names the baseline, or, when a model found the fluid, the model in
+    the version (the record's ``fluid_method``: card name, version, variant, file hash)."""
+    method = "model oct-fluid-demo 0.3.0 (int8, sha256 0123456789ab)"
+    name, version = sr_algorithm(OctRecord({"fluid_method": method}))
+    assert version == method and "model" in name and len(name) <= 64
+    assert sr_algorithm(OctRecord({"fluid_method": CLASSICAL_FLUID})) == (ALGORITHM, __version__)
+    assert sr_algorithm(OctRecord({})) == (ALGORITHM, __version__)  # records before the model
