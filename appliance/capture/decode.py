@@ -307,7 +307,7 @@ def _inspect_dicom(ds: Dataset, limits: Limits) -> Inspection:
                 reason="pixel_length_mismatch",
             )
     check_pixels(ds, limits)
-    laterality = _text(ds, "ImageLaterality") or _text(ds, "Laterality")
+    laterality = (_text(ds, "ImageLaterality") or _text(ds, "Laterality")).upper()
     birth_date = _text(ds, "PatientBirthDate")
     patient = PatientInfo(
         patient_id=_text(ds, "PatientID"),

@@ -117,3 +117,18 @@ def test_a_volume_too_large_to_measure_is_kept_but_not_measured(
     read = read_oct(_bytes(opt_dataset(_volume(), SPACING, "R")), Limits())
     assert read.volume is None and read.problem is not None
     assert "MiB this appliance measures" in read.problem
+
+
+@pytest.mark.parametrize("written", ["r", " R", "R"])
+def test_ingest_reads_the_eye_of_a_lower_case_or_padded_laterality(written: str) -> None:
+    """Image Laterality is a CS of enumerated R / L; a camera that writes it in lower case
+    still names the eye of the capture (as read_oct does for the measurement)."""
+    import warnings
+
+    from appliance.capture.decode import examine
+
+    ds = opt_dataset(_volume(), (0.1, 0.004, 0.02), "R")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns on writing a CS it finds invalid
+        ds.ImageLaterality = written
+    assert examine(_bytes(ds), Limits()).laterality == "R"
