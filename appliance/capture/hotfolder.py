@@ -45,7 +45,7 @@ from pathlib import Path
 from appliance.audit import EventID, Outcome, events
 from appliance.capture import nofollow, vendor_oct
 from appliance.capture.ingest import Incoming, Ingestor, identity_from_fields
-from appliance.domain import Source
+from appliance.domain import PatientInfo, Source
 from appliance.errors import (
     ApplianceError,
     OutOfResources,
@@ -312,10 +312,13 @@ class HotFolder(BackgroundLoop):
             chosen = replace(selected, laterality=given.laterality)
             detail["identity"] = "station_selection"
         scan = vendor_oct.read_vol(path, self.ingestor.limits, self.max_bytes)
-        if chosen.study_instance_uid:
-            self.ingestor.check_study_owner(chosen.study_instance_uid, chosen.patient)
         study = (chosen.study_instance_uid, chosen.accession_number)
         header = vendor_oct.opt_header(scan, chosen.patient, study)
+        # the study, given or the exam day's, must not be another patient's: checked against
+        # the patient the OPT will name (a sidecar may give a study and no patient)
+        if header.study_instance_uid:
+            written = PatientInfo(patient_id=header.patient_id, issuer=header.issuer)
+            self.ingestor.check_study_owner(header.study_instance_uid, written)
         detail.update(
             converted_from=vendor_oct.FORMAT,
             original_sha256=scan.sha256,

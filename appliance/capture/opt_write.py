@@ -84,8 +84,13 @@ class OptHeader:
 def _uid(seed: str = "", role: str = "") -> str:
     """A UUID-derived UID (PS3.5 B.2): random, or name-based on ``seed`` and ``role``."""
     if seed:
-        return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{seed}/{role}').int}"
+        return name_based_uid(seed, role)
     return f"2.25.{uuid.uuid4().int}"
+
+
+def name_based_uid(seed: str, role: str) -> str:
+    """The UUID-derived UID (PS3.5 B.2) of ``seed`` in ``role``: the same name, the same UID."""
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, f'{seed}/{role}').int}"
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from appliance.capture.oct import AXIAL_MM, FRAME_MM, LATERAL_MM, MIN_FRAMES, MIN_SIZE
-from appliance.capture.opt_write import OptHeader, opt_dataset
+from appliance.capture.opt_write import OptHeader, name_based_uid, opt_dataset
 from appliance.capture.pixels import Limits, check_limits
 from appliance.domain import PatientInfo
 from appliance.errors import RejectedInput, TooLarge, UnsupportedFormat
@@ -67,6 +67,7 @@ MAX_TRAILER_BYTES = 64 * 1024
 _HEADER = struct.Struct("<12s3I3d2I2dId4sQiI16s16sI24sdI24sdII")
 _MAGIC = b"HSF-OCT-"
 _EYES = {"OD": "R", "OS": "L"}
+_VOLUME_PATTERNS = (3, 4)  # Heyex ScanPattern: 3 volume, 4 fast volume
 _PATTERNS = {1: "a single line scan", 2: "a circle scan", 5: "a radial (star) scan"}
 _EPOCH_1601 = datetime.datetime(1601, 1, 1)
 _EPOCH_1899 = datetime.date(1899, 12, 30)
@@ -138,8 +139,9 @@ def read_header(raw: bytes, file_bytes: int, limits: Limits) -> VolHeader:
     f = _HEADER.unpack_from(raw)
     size_x, frames, size_z, lateral, between, axial, slo_x, slo_y = f[1:9]
     position, exam_ticks, pattern, bscan_header = f[13], f[14], f[15], f[16]
-    if pattern in _PATTERNS:
-        raise bad(f"the export is {_PATTERNS[pattern]}, not a macular volume", "not_a_volume")
+    if pattern not in _VOLUME_PATTERNS:
+        what = _PATTERNS.get(pattern, f"scan pattern {pattern}")
+        raise bad(f"the export is {what}, not a macular volume", "not_a_volume")
     if min(size_x, frames, size_z) == 0:
         raise bad(f"the .vol header gives {frames} B-scans of {size_x} A-scans x {size_z} samples")
     check_limits(size_z, size_x, frames, limits)
@@ -261,10 +263,12 @@ def read_vol(path: Path, limits: Limits, max_bytes: int) -> VolScan:
 
 def opt_header(scan: VolScan, patient: PatientInfo | None, study: tuple[str, str]) -> OptHeader:
     """The OPT's header: ``patient`` (from a sidecar or the station) or the export's own ID;
-    ``study``: (Study Instance UID, Accession Number), empty for a new study. Its UIDs are
-    derived from the export's SHA-256: the same export dropped again makes the same object
-    ("already received"), or, filed under another identity, one refused as other content
-    under a held UID."""
+    ``study``: (Study Instance UID, Accession Number); when none is given, the study is the
+    patient's exam day (a UID derived from the patient and the exam date, so the right and left
+    eyes' exports of one exam are one visit; a new one per file only without an exam date or a
+    Patient ID). Its other UIDs are derived from the export's SHA-256: the same export dropped
+    again makes the same object ("already received"), or, filed under another identity, one
+    refused as other content under a held UID."""
     header = scan.header
     if patient is not None and header.patient_id and patient.patient_id != header.patient_id:
         raise bad(
@@ -274,6 +278,10 @@ def opt_header(scan: VolScan, patient: PatientInfo | None, study: tuple[str, str
         )
     if patient is None:
         patient = PatientInfo(patient_id=header.patient_id, birth_date=header.birth_date)
+    if not study[0] and header.acquired is not None and patient.patient_id:
+        # no study given: the patient's exam that day, so both eyes' exports are one visit
+        exam = f"{patient.issuer}|{patient.patient_id}|{header.acquired.date().isoformat()}"
+        study = (name_based_uid(exam, "heidelberg vol exam study"), study[1])
     return OptHeader(
         patient_id=patient.patient_id, patient_name=patient.patient_name,
         birth_date=patient.birth_date or header.birth_date, sex=patient.sex,

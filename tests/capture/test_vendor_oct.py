@@ -219,6 +219,46 @@ def test_the_same_export_again_is_already_received_and_under_another_patient_ref
     assert note is not None and note.read_text().startswith("uid_conflict:")
 
 
+def test_both_eyes_exports_of_one_exam_are_one_visit(
+    services: Services, tmp_path: Path, rendered: OctRendering
+) -> None:
+    """Without a sidecar or station selection the study is the patient's exam day: the right
+    and left eyes' exports of one exam share it (one visit, one outcome for both eyes); another
+    patient's export of the same day has its own."""
+    inbox = services.settings.inbox_path
+    small = rendered.volume[:5]
+    write_vol(inbox / "od.vol", small, rendered.spacing_mm, "R")
+    write_vol(inbox / "os.vol", small[::-1].copy(), rendered.spacing_mm, "L")
+    write_vol(inbox / "else.vol", small, rendered.spacing_mm, "R", patient_id="VOL-PAT-2")
+    for name in ("od.vol", "os.vol", "else.vol"):
+        assert wait_for(lambda name=name: find(inbox / "processed", name), SOON)
+    rows = services.store.query(
+        "SELECT c.laterality, p.patient_id, s.study_instance_uid FROM captures c "
+        "JOIN patients p ON p.id = c.patient_pk JOIN studies s ON s.id = c.study_pk"
+    )
+    study = {(r["patient_id"], r["laterality"]): r["study_instance_uid"] for r in rows}
+    assert sorted(study) == [(PATIENT, "L"), (PATIENT, "R"), ("VOL-PAT-2", "R")]
+    assert study[(PATIENT, "R")] == study[(PATIENT, "L")]
+    assert study[("VOL-PAT-2", "R")] != study[(PATIENT, "R")]
+
+
+def test_a_sidecar_study_of_another_patient_is_refused(
+    services: Services, tmp_path: Path, rendered: OctRendering
+) -> None:
+    """A sidecar that gives only a study (here one held by another patient) must not file the
+    export's own patient into it: a sidecar naming a study names its patient too."""
+    inbox = services.settings.inbox_path
+    small = rendered.volume[:5]
+    write_vol(inbox / "first.vol", small, rendered.spacing_mm, "R", patient_id="OWNER-1")
+    assert wait_for(lambda: find(inbox / "processed", "first.vol"), SOON)
+    held = services.store.scalar("SELECT study_instance_uid FROM studies")
+    (inbox / "intruder.json").write_text(json.dumps({"study_instance_uid": held}), "utf-8")
+    write_vol(inbox / "intruder.vol", small[::-1].copy(), rendered.spacing_mm, "L")
+    note = wait_for(lambda: find(inbox / "rejected", "intruder.vol.reason.txt"), SOON)
+    assert note.read_text().startswith("bad_sidecar: patient_id is required")
+    assert services.store.scalar("SELECT COUNT(*) FROM captures") == 1
+
+
 def _header_bytes(good: bytes, **fields: Any) -> bytes:
     """``good`` with header fields overwritten at their .vol offsets."""
     offsets = {
