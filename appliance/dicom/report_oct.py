@@ -68,6 +68,7 @@ class OctPage:
     bscan: Picture = None
     fluid_centre: bool | None = None
     guidance: tuple[str, ...] = ()  # retake advice, one plain sentence per quality reason
+    fluid_method: str = ""  # who found the fluid (the record's ``fluid_method``), if known
 
     @property
     def eye(self) -> str:
@@ -170,6 +171,8 @@ def oct_words(page: OctPage) -> list[str]:
         words.append(f"Fluid in the central subfield: {verdict}")
     if fluid:
         words.append("Fluid probability: " + ", ".join(fluid))
+    if page.fluid_method:
+        words.append(f"Fluid found by: {page.fluid_method}")
     if finding.signal_db is not None:
         words.append(f"Signal strength: {finding.signal_db:.1f} dB")
     return words

@@ -217,6 +217,7 @@ def _page(
         bscan=blobs.read(record.bscan_layers) if record.bscan_layers else None,
         fluid_centre=fluid_centre(finding, eye),
         guidance=volume.guidance if not finding.gradable else (),
+        fluid_method=str(record.data.get("fluid_method") or ""),
     )
 
 

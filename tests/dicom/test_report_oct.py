@@ -22,6 +22,7 @@ from tests.conftest import fundus, jpeg_bytes, require_tool
 
 PATIENT = {"name": "Okafor^Adaeze", "id": "PAT-0042", "birth_date": "19580312", "sex": "F"}
 OUTCOME = {"text": "Centre-involving macular oedema suspected \u2014 refer", "urgency": "soon"}
+FLUID_BY = "model oct-fluid-demo 0.3.0 (int8, sha256 cd4eca63d2ed)"
 RIGHT_VALUES = (412.0, 388.0, 401.0, 377.0, 366.0, 321.0, 334.0, 318.0, 305.0)
 LEFT_VALUES = (262.0, 311.0, 319.0, 309.0, 301.0, 277.0, 290.0, 272.0, 264.0)
 SPACING = (0.12, 0.0117)
@@ -85,7 +86,12 @@ def report() -> bytes:
     return _report(
         [
             OctPage(finding=_finding("L", LEFT_VALUES), **_pictures("L")),
-            OctPage(finding=_finding("R", RIGHT_VALUES), fluid_centre=True, **_pictures("R")),
+            OctPage(
+                finding=_finding("R", RIGHT_VALUES),
+                fluid_centre=True,
+                fluid_method=FLUID_BY,
+                **_pictures("R"),
+            ),  # fmt: skip
         ]
     )
 
@@ -114,6 +120,8 @@ def test_the_oct_numbers_are_in_the_text(report: bytes, tmp_path: Path) -> None:
     assert "Macular volume (6 mm): 9.04 mm\u00b3" in text
     assert "Fluid in the central subfield: present" in text
     assert "Fluid probability: central subfield 0.83, anywhere 0.91" in text
+    assert f"Fluid found by: {FLUID_BY}" in text  # the right eye's: a model named its fluid
+    assert text.count("Fluid found by:") == 1  # the left eye's record names no method
     words = text.split()
     for value in (*RIGHT_VALUES, *LEFT_VALUES):
         assert f"{value:.0f}" in words, value  # every subfield number, as a word of its own
