@@ -38,16 +38,16 @@ from appliance.dicom.sr import OUTCOMES, device_observer_uid, screening_sr
 from appliance.domain import VisitOutcome as Outcome
 from appliance.pipeline import eyes
 from appliance.pipeline.headers import read_header
-from appliance.pipeline.oct_documents import VisitOct, oct_pages, oct_reports, visit_octs
+from appliance.pipeline.oct_documents import (
+    DEVICE,
+    VisitOct,
+    oct_pages,
+    oct_reports,
+    visit_octs,
+)
 from appliance.store import BlobStore, Store, utcnow
 
 LOGGER = logging.getLogger(__name__)
-DEVICE = {
-    "name": "Retinal screening appliance",
-    "manufacturer": "Demonstration",
-    "model": "retina-appliance",
-    "serial": "0001",
-}
 
 
 def visit_images(

@@ -84,7 +84,8 @@ def fluid_algorithm(record: OctRecord) -> Algorithm:
     return Algorithm(str(method)[:64], __version__, ARTIFICIAL_INTELLIGENCE)
 
 
-DEVICE = {
+DEVICE = {  # the appliance as the maker of its documents (SR observer, equipment, SEG)
+    "name": "Retinal screening appliance",
     "manufacturer": "Demonstration",
     "model": "retina-appliance",
     "serial": "0001",
