@@ -22,6 +22,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
+from appliance.capture.frames import image_eye
 from appliance.capture.pixels import Limits, check_limits, check_pixels
 from appliance.domain import PatientInfo
 from appliance.errors import (
@@ -307,7 +308,7 @@ def _inspect_dicom(ds: Dataset, limits: Limits) -> Inspection:
                 reason="pixel_length_mismatch",
             )
     check_pixels(ds, limits)
-    laterality = (_text(ds, "ImageLaterality") or _text(ds, "Laterality")).upper()
+    laterality = image_eye(ds)[0] or ""  # the rule the OCT measurement counts by, too
     birth_date = _text(ds, "PatientBirthDate")
     patient = PatientInfo(
         patient_id=_text(ds, "PatientID"),

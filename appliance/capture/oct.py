@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import unicodedata
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -25,6 +24,11 @@ import pydicom.pixels
 from pydicom.dataset import Dataset
 
 from appliance.capture.decode import OPT_SOP_CLASS, read_dicom
+from appliance.capture.frames import first as _first
+from appliance.capture.frames import frame_items as _frame_items
+from appliance.capture.frames import image_eye
+from appliance.capture.frames import text as _text
+from appliance.capture.frames import value as _value
 from appliance.capture.pixels import Limits, check_limits
 from appliance.errors import RejectedInput, TooLarge
 
@@ -62,30 +66,6 @@ class OctVolume:
         return " ".join(part for part in (self.manufacturer, self.model) if part)
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    """A short text value, control and format characters (escapes, bidi overrides) left out."""
-    try:
-        text = str(ds.get(keyword, "") or "")
-    except Exception:
-        return ""
-    return "".join(c for c in text if unicodedata.category(c)[0] != "C").strip()[:64]
-
-
-def _first(seq: Any) -> Dataset | None:
-    try:
-        return seq[0] if seq else None
-    except Exception:
-        return None
-
-
-def _value(ds: Dataset, keyword: str) -> Any:
-    """An element's value, or None when absent or unreadable (a damaged value is no value)."""
-    try:
-        return ds.get(keyword)
-    except Exception:
-        return None
-
-
 def _number(value: Any) -> float | None:
     try:
         number = float(value)
@@ -111,18 +91,6 @@ def _groups(ds: Dataset) -> Iterable[Dataset]:
     shared = _first(_value(ds, "SharedFunctionalGroupsSequence"))
     first = _first(_value(ds, "PerFrameFunctionalGroupsSequence"))
     return [g for g in (shared, first) if g is not None]
-
-
-def _frame_items(ds: Dataset, keyword: str) -> list[Dataset]:
-    """The first item of ``keyword`` in the shared functional groups when there; else in every
-    frame's group that has one (a camera may repeat it per frame, and frames may disagree)."""
-    shared = _first(_value(ds, "SharedFunctionalGroupsSequence"))
-    item = _first(_value(shared, keyword)) if shared is not None else None
-    if item is not None:
-        return [item]
-    frames = _value(ds, "PerFrameFunctionalGroupsSequence") or []
-    found = (_first(_value(group, keyword)) for group in frames)
-    return [item for item in found if item is not None]
 
 
 def _measures(ds: Dataset) -> Dataset:
@@ -171,21 +139,6 @@ def _frame_spacing(ds: Dataset, measures: Dataset, frames: int) -> float | None:
     if len(positions) == frames and frames > 1:
         return float(np.linalg.norm(positions[-1] - positions[0])) / (frames - 1)
     return _number(_value(measures, "SliceThickness") or _value(ds, "SliceThickness"))
-
-
-def _laterality(ds: Dataset) -> tuple[str | None, str | None]:
-    """(eye, problem): the eye the image's own attributes name (Image Laterality and each Frame
-    Laterality, letter case aside; the series' Laterality only when they say nothing), None when
-    none does; a problem when they name both eyes (``B``, or ``R`` in one and ``L`` in another)."""
-    said = [_text(ds, "ImageLaterality")]
-    said += [_text(item, "FrameLaterality") for item in _frame_items(ds, "FrameAnatomySequence")]
-    sides = {side.upper() for side in said if side} or {_text(ds, "Laterality").upper()} - {""}
-    if not sides:
-        return None, None
-    if sides - {"L", "R"} or len(sides) > 1:
-        named = " and ".join(sorted(sides))
-        return None, f"it names both eyes ({named} in its Image / Frame Laterality)"
-    return sides.pop(), None
 
 
 def _geometry(ds: Dataset, frames: int, rows: int, columns: int) -> tuple[Any, str | None]:
@@ -238,7 +191,7 @@ def _header(
     ds: Dataset, frames: int, rows: int, columns: int, samples: int, decoded: int
 ) -> tuple[str | None, Any, str | None]:
     """(eye, spacing, problem) for measurement: problem None when the volume can be measured."""
-    laterality, problem = _laterality(ds)
+    laterality, problem = image_eye(ds)
     photometric = _text(ds, "PhotometricInterpretation")
     if problem is None and samples != 1:
         problem = f"the B-scans have {samples} samples per pixel, not 1 (greyscale)"

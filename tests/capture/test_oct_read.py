@@ -132,3 +132,19 @@ def test_ingest_reads_the_eye_of_a_lower_case_or_padded_laterality(written: str)
         warnings.simplefilter("ignore")  # pydicom warns on writing a CS it finds invalid
         ds.ImageLaterality = written
     assert examine(_bytes(ds), Limits()).laterality == "R"
+
+
+def test_ingest_and_the_measurement_name_the_same_eye() -> None:
+    """The capture's eye (ingest) follows the rule the OCT measurement counts: Image and Frame
+    Laterality, the series' Laterality only when they say nothing; none when they disagree."""
+    from appliance.capture.decode import examine
+
+    framed = opt_dataset(_volume(), (0.1, 0.004, 0.02), "L")
+    del framed.ImageLaterality
+    framed.Laterality = "R"  # the series says R, every frame says L
+    assert examine(_bytes(framed), Limits()).laterality == "L"
+    assert read_oct(_bytes(framed), Limits()).laterality == "L"
+    both = opt_dataset(_volume(), (0.1, 0.004, 0.02), "L")
+    both.ImageLaterality = "R"  # the image says R, its frames L
+    assert examine(_bytes(both), Limits()).laterality is None
+    assert read_oct(_bytes(both), Limits()).laterality is None
