@@ -115,13 +115,13 @@ def unanalysed_oct_group(source: Dataset, uid: str) -> hd.sr.MeasurementsAndQual
     header names, if any) as finding site, and gradability "Not analysed", so the archive's
     SR names every volume of the visit, and a visit whose only image is such a volume still
     gets one."""
-    eye = source.get("ImageLaterality")
+    eye = str(source.get("ImageLaterality") or "").strip().upper()
     site = (
         hd.sr.FindingSite(codes.RETINA, laterality=codes.LATERALITY[eye])
         if eye in codes.LATERALITY
         else hd.sr.FindingSite(codes.RETINA)
     )
-    name = _EYE_NAMES.get(str(eye), "eye not known")
+    name = _EYE_NAMES.get(eye, "eye not known")
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=uid, identifier=f"Macular OCT, {name}, not analysed"
