@@ -36,6 +36,7 @@ from pydicom.uid import (
     JPEGLSLossless,
 )
 
+from appliance import __version__
 from appliance.capture.decode import OPT_SOP_CLASS
 
 LOGGER = logging.getLogger(__name__)
@@ -56,6 +57,10 @@ VALIDATOR_CONFLICTS: tuple[str, ...] = (
     "<InConcatenationTotalNumber>",
 )
 _DIMENSION_ORG = "1.2.826.0.1.3680043.10.1288.1"  # fixed: one organisation for every volume
+
+
+CONVERTER_MANUFACTURER = "Demonstration"  # the appliance, as in the documents it makes
+CONVERTER_MODEL = "retina-appliance"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class OptHeader:
     acquired: datetime.datetime | None = None
     wavelength_nm: float = 840.0
     uid_seed: str = ""
+    converted_from: str = ""  # set when the appliance made this OPT of another format's file
 
 
 def _uid(seed: str = "", role: str = "") -> str:
@@ -273,6 +279,16 @@ def opt_dataset(
     ds.InstanceCreationTime = now.strftime("%H%M%S")
     _patient_study_series(ds, header, now)
     _equipment(ds, header)
+    if header.converted_from:  # provenance: the appliance, not the device, wrote this object
+        converter = Dataset()
+        converter.PurposeOfReferenceCodeSequence = Sequence(
+            [_code("109103", "DCM", "Modifying Equipment")]
+        )
+        converter.Manufacturer = CONVERTER_MANUFACTURER
+        converter.ManufacturerModelName = CONVERTER_MODEL
+        converter.SoftwareVersions = __version__
+        converter.ContributionDescription = header.converted_from[:64]
+        ds.ContributingEquipmentSequence = Sequence([converter])
     _acquisition(ds, eye, spacing_mm, header.wavelength_nm)
     _frame_groups(ds, volume.shape[0], spacing_mm, eye, when)
     _image(ds, volume, now, when, header.uid_seed)

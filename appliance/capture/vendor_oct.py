@@ -57,6 +57,7 @@ FORMAT = "heidelberg_vol"
 MANUFACTURER = "Heidelberg Engineering"
 MODEL = "Spectralis"
 WAVELENGTH_NM = 870.0  # Spectralis SD-OCT light source
+CONVERTED_FROM = "converted from a Heidelberg .vol export, 8-bit display scale"
 DEVICE_SERIAL = "unknown"  # Type 1 in the OPT; a .vol does not name the device's serial number
 HEADER_BYTES = 2048
 BSCAN_FIXED_BYTES = 256  # the part of a B-scan header before its segmentation lines
@@ -289,6 +290,7 @@ def opt_header(scan: VolScan, patient: PatientInfo | None, study: tuple[str, str
         manufacturer=MANUFACTURER, model=MODEL, software_versions=header.version,
         device_serial=DEVICE_SERIAL,
         acquired=header.acquired, wavelength_nm=WAVELENGTH_NM, uid_seed=scan.sha256,
+        converted_from=CONVERTED_FROM,
     )  # fmt: skip
 
 

@@ -358,6 +358,11 @@ def test_the_opt_made_of_an_export_is_what_eyepy_reads_and_dciodvfy_accepts(
     assert (ds.PatientID, ds.PatientName, ds.PatientBirthDate) == (PATIENT, "Roe^Ann", "19600101")
     assert ds.StudyInstanceUID == "1.2.826.0.1.3680043.8.498.7"
     assert ds.AcquisitionDateTime == "20261201093000"
+    # provenance: the device made the scan, the appliance made this object of its export
+    [converter] = ds.ContributingEquipmentSequence
+    assert converter.PurposeOfReferenceCodeSequence[0].CodeValue == "109103"
+    assert "Heidelberg .vol" in converter.ContributionDescription
+    assert ds.Manufacturer == "Heidelberg Engineering"
     read = read_oct(data, Limits())
     assert read.problem is None and read.laterality == "L"
     assert read.device == "Heidelberg Engineering Spectralis"
