@@ -78,6 +78,12 @@ class Settings:
     station_name: str = _s(
         "STATION1", "This camera station's name: worklist filter and monitoring label."
     )
+    device_serial: str = _s(
+        "",
+        "This appliance's serial number in the DICOM objects it makes (equipment, and the seed "
+        "of its SR Device Observer UID). Empty: an installation id made once in the data "
+        "directory (<data_dir>/installation-id).",
+    )
     # --- DICOM ---
     dicom_ae_title: str = _s("SCREENING", "AE title of the appliance's C-STORE / C-ECHO SCP.")
     dicom_host: str = _s(

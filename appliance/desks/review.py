@@ -63,7 +63,7 @@ from appliance.dicom.report_pdf import Clinic
 from appliance.errors import ApplianceError, RejectedInput
 from appliance.inference.preprocess import field_crop, find_field
 from appliance.outbox import queue
-from appliance.pipeline import eyes
+from appliance.pipeline import eyes, oct_documents
 from appliance.pipeline.documents import VisitSources, eye_findings, report_document
 from appliance.pipeline.documents import visit_sources as read_sources
 from appliance.pipeline.record import insert_derived
@@ -114,14 +114,13 @@ class ReviewDesk:
         self.accounts = accounts
         self.destinations = tuple(d.name for d in settings.destinations)
         self.uid_root = settings.uid_root
+        self.device = oct_documents.appliance_device(settings)  # as the pipeline names it
         self.clinic = Clinic(settings.clinic_name, settings.clinic_address)
         self.organization = (
             settings.clinic_name.strip() or f"Retinal screening, station {settings.station_name}"
         )[:64]
-        self.limits = Limits(
-            max_image_pixels=settings.max_image_pixels,
-            max_inflated_bytes=settings.max_inflated_bytes,
-        )
+        self.limits = Limits(max_image_pixels=settings.max_image_pixels,
+                             max_inflated_bytes=settings.max_inflated_bytes)  # fmt: skip
         self.forwarder = forwarder
 
     # -- reading --------------------------------------------------------------------------
@@ -335,6 +334,7 @@ class ReviewDesk:
             reason=signature.reason,
             uid_root=self.uid_root,
             moment=moment,
+            device=self.device,
         )
 
     def _signed_pdf(

@@ -247,9 +247,11 @@ def verified_sr(
     reason: str,
     uid_root: str,
     moment: datetime | None = None,
+    device: Mapping[str, str] = DEVICE,
 ) -> Dataset:
     """The VERIFIED SR (newest predecessor first in ``predecessors``; none is allowed);
-    ``evidence``: the photographs' headers and the OCT groups (``VisitSources.sr_images``)."""
+    ``evidence``: the photographs' headers and the OCT groups (``VisitSources.sr_images``);
+    ``device``: the appliance (``oct_documents.appliance_device``)."""
     models: list[dict[str, Any]] = next(
         (i["result"]["models"] for i in images if i["result"].get("models")), []
     )
@@ -265,8 +267,8 @@ def verified_sr(
             findings_by_eye=findings,
             models=models,
             device={
-                **DEVICE,
-                "uid": device_uid(newest) or device_observer_uid(uid_root, DEVICE),
+                **device,
+                "uid": device_uid(newest) or device_observer_uid(uid_root, device),
                 "version": __version__,
             },
             series_instance_uid=series,

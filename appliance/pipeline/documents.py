@@ -150,9 +150,11 @@ def build_sr(
     outcome: Outcome,
     outcome_json: dict[str, Any],
     uid_root: str,
+    device: Mapping[str, str] = DEVICE,
 ) -> dict[str, Any]:
-    """The preliminary (UNVERIFIED) SR, stored; its ``derived_objects`` row (caller records)."""
-    device = {**DEVICE, "uid": device_observer_uid(uid_root, DEVICE), "version": __version__}
+    """The preliminary (UNVERIFIED) SR, stored; its ``derived_objects`` row (caller records).
+    ``device``: the appliance (``oct_documents.appliance_device``)."""
+    observer = {**device, "uid": device_observer_uid(uid_root, device), "version": __version__}
     series, uid = new_uid(uid_root), new_uid(uid_root)
     photos, octs = sources.sr_images(outcome_json["eyes"])
     sr = screening_sr(
@@ -160,7 +162,7 @@ def build_sr(
         oct=octs,
         findings_by_eye=eye_findings(outcome_json["eyes"], sources.images),
         models=sources.models,
-        device=device,
+        device=observer,
         series_instance_uid=series,
         sop_instance_uid=uid,
         uid_root=uid_root,

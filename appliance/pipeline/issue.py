@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import cv2
@@ -23,7 +23,13 @@ from appliance.pipeline import due
 from appliance.pipeline.documents import BUILDERS, build_sc, owed, visit_images, visit_sources
 from appliance.pipeline.due import Due
 from appliance.pipeline.eyes import latest as decided
-from appliance.pipeline.oct_documents import KIND, SEG_KIND, owed_segmentation, owed_thickness_map
+from appliance.pipeline.oct_documents import (
+    DEVICE,
+    KIND,
+    SEG_KIND,
+    owed_segmentation,
+    owed_thickness_map,
+)
 from appliance.pipeline.record import insert_derived
 from appliance.pipeline.visit import outcome_json
 from appliance.store import BlobStore, Store, Tx
@@ -45,9 +51,11 @@ class DocumentIssuer:
         enqueue: Callable[[Tx, str, str, str, str | None], None],
         step: Callable[[str], None],
         clinic: Clinic | None = None,
+        device: Mapping[str, str] = DEVICE,
     ) -> None:
+        self.device = device  # the appliance as the maker of its documents
         self.builders: dict[str, Callable[..., dict[str, Any]]] = {
-            **BUILDERS,
+            "sr": functools.partial(BUILDERS["sr"], device=device),
             "pdf": functools.partial(BUILDERS["pdf"], clinic=clinic),  # the report's letterhead
         }
         self.store = store
@@ -132,9 +140,11 @@ class DocumentIssuer:
         failures: list[tuple[Due, str]] = []
         try:
             if document.kind == KIND:
-                sc = owed_thickness_map(self.store, self.blobs, row["id"], self.uid_root)
+                sc = owed_thickness_map(self.store, self.blobs, row["id"], self.uid_root,
+                                        self.device)  # fmt: skip
             elif document.kind == SEG_KIND:
-                sc = owed_segmentation(self.store, self.blobs, row["id"], self.uid_root)
+                sc = owed_segmentation(self.store, self.blobs, row["id"], self.uid_root,
+                                       self.device)  # fmt: skip
             else:
                 sc = self._build_sc(document, row)
         except (Exception, RecursionError) as exc:

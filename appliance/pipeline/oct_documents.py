@@ -33,10 +33,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import re
+import secrets
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +48,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from appliance import __version__
+from appliance.config import Settings
 from appliance.dicom.oct_pictures import thickness_map_rgb
 from appliance.dicom.oct_seg import (
     ARTIFICIAL_INTELLIGENCE,
@@ -88,9 +93,40 @@ DEVICE = {  # the appliance as the maker of its documents (SR observer, equipmen
     "name": "Retinal screening appliance",
     "manufacturer": "Demonstration",
     "model": "retina-appliance",
-    "serial": "0001",
+    "serial": "0001",  # a placeholder: the running appliance names its own (appliance_device)
     "version": __version__,
 }
+
+
+INSTALLATION_ID = "installation-id"  # <data_dir>/installation-id: 16 hex digits, made once
+_INSTALLATION_ID = re.compile(r"[0-9a-f]{16}")
+
+
+def appliance_device(settings: Settings) -> dict[str, str]:
+    """This appliance as the maker of its documents: its serial number (the ``device_serial``
+    setting, else the installation id kept in the data directory) names it in every object's
+    equipment and seeds its Device Observer UID, so two appliances are never one observer."""
+    serial = settings.device_serial.strip()[:64] or installation_id(settings.data_path)
+    return {**DEVICE, "serial": serial}
+
+
+def installation_id(data_dir: Path) -> str:
+    """The id this installation made for itself on its first start (random, kept in the data
+    directory, so it survives restarts and updates); made now when missing or damaged."""
+    path = Path(data_dir) / INSTALLATION_ID
+    try:
+        found = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        found = ""
+    if _INSTALLATION_ID.fullmatch(found):
+        return found
+    made = secrets.token_hex(8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{INSTALLATION_ID}.{os.getpid()}")
+    partial.write_text(made + "\n", encoding="ascii")
+    os.replace(partial, path)  # whole or not at all
+    LOGGER.info("made this installation's id (%s)", path.name)
+    return made
 
 
 @dataclass(frozen=True)
@@ -236,8 +272,9 @@ def opt_source(path: Any) -> Dataset:
 
 
 def build_thickness_map(
-    blobs: BlobStore, *, capture_pk: int, scan: OctScan, uid_root: str
-) -> dict[str, Any] | None:
+    blobs: BlobStore, *, capture_pk: int, scan: OctScan, uid_root: str,
+    device: Mapping[str, str] = DEVICE,
+) -> dict[str, Any] | None:  # fmt: skip
     """The volume's Ophthalmic Thickness Map, stored; its ``derived_objects`` row (the caller
     records it with its outbox jobs), or None for a volume without a map (not measured or not
     gradable). The map keeps the measurement's grid: ``record.map_spacing_mm``."""
@@ -254,7 +291,7 @@ def build_thickness_map(
         spacing_mm=record.map_spacing_mm,
         finding=finding,
         source=source,
-        device=DEVICE,
+        device=device,
         series_instance_uid=derived_uid(uid_root, opt_uid, "thickness map series"),
         sop_instance_uid=derived_uid(uid_root, opt_uid, "thickness map"),
     )
@@ -272,7 +309,7 @@ def build_thickness_map(
 
 
 def owed_thickness_map(
-    db: Any, blobs: BlobStore, capture_pk: int, uid_root: str
+    db: Any, blobs: BlobStore, capture_pk: int, uid_root: str, device: Mapping[str, str] = DEVICE
 ) -> dict[str, Any] | None:
     """The thickness map of one OPT capture if it has none yet (``pipeline/issue.py``)."""
     if db.scalar(
@@ -282,12 +319,15 @@ def owed_thickness_map(
     scans = visit_scans(db, "c.id = ?", (capture_pk,))
     if not scans:
         return None
-    return build_thickness_map(blobs, capture_pk=capture_pk, scan=scans[0], uid_root=uid_root)
+    return build_thickness_map(
+        blobs, capture_pk=capture_pk, scan=scans[0], uid_root=uid_root, device=device
+    )
 
 
 def map_with_analysis(
-    blobs: BlobStore, row: Mapping[str, Any], record: dict[str, Any], uid_root: str
-) -> tuple[DerivedObject | None, str | None]:
+    blobs: BlobStore, row: Mapping[str, Any], record: dict[str, Any], uid_root: str,
+    device: Mapping[str, str] = DEVICE,
+) -> tuple[DerivedObject | None, str | None]:  # fmt: skip
     """The thickness map made with its volume's analysis (``record``: the OCT capture's stored
     record, ``oct_json``): its row, or why it could not be made (then it is owed)."""
     oct_record = OctRecord(record.get("oct") or {})
@@ -298,7 +338,9 @@ def map_with_analysis(
         oct_finding_from_json(oct_record.finding),
     )  # fmt: skip
     try:
-        made = build_thickness_map(blobs, capture_pk=row["id"], scan=scan, uid_root=uid_root)
+        made = build_thickness_map(
+            blobs, capture_pk=row["id"], scan=scan, uid_root=uid_root, device=device
+        )
     except (Exception, RecursionError) as exc:  # the analysis is stored; the map is owed
         LOGGER.exception("capture %d: Ophthalmic Thickness Map not built", row["id"])
         return None, f"{type(exc).__name__}: {exc}"[:300]
@@ -328,8 +370,9 @@ def seg_source(path: Any) -> Dataset:
 
 
 def build_segmentation(
-    blobs: BlobStore, *, capture_pk: int, scan: OctScan, uid_root: str, received_at: str
-) -> dict[str, Any] | None:
+    blobs: BlobStore, *, capture_pk: int, scan: OctScan, uid_root: str, received_at: str,
+    device: Mapping[str, str] = DEVICE,
+) -> dict[str, Any] | None:  # fmt: skip
     """The volume's Segmentation, stored; its ``derived_objects`` row (the caller records it
     with its outbox jobs), or None: no layers, not gradable, nothing segmented, or an OPT that
     does not place its B-scans. ``received_at``: when the OPT was received (ISO, UTC)."""
@@ -355,7 +398,7 @@ def build_segmentation(
             laterality=finding.laterality or str(source.get("ImageLaterality") or ""),
             retina_algorithm=SEG_ALGORITHMS[0],
             fluid_algorithm=fluid_algorithm(scan.record),
-            device=DEVICE,
+            device=device,
             series_instance_uid=derived_uid(uid_root, opt_uid, "segmentation series"),
             sop_instance_uid=derived_uid(uid_root, opt_uid, "segmentation"),
             dimension_organization_uid=derived_uid(uid_root, opt_uid, "segmentation dimensions"),
@@ -378,7 +421,7 @@ def build_segmentation(
 
 
 def owed_segmentation(
-    db: Any, blobs: BlobStore, capture_pk: int, uid_root: str
+    db: Any, blobs: BlobStore, capture_pk: int, uid_root: str, device: Mapping[str, str] = DEVICE
 ) -> dict[str, Any] | None:
     """The Segmentation of one OPT capture if it has none yet (``pipeline/issue.py``)."""
     if db.scalar(
@@ -390,5 +433,6 @@ def owed_segmentation(
     if not scans or not received_at:
         return None
     return build_segmentation(
-        blobs, capture_pk=capture_pk, scan=scans[0], uid_root=uid_root, received_at=received_at
-    )
+        blobs, capture_pk=capture_pk, scan=scans[0], uid_root=uid_root, received_at=received_at,
+        device=device,
+    )  # fmt: skip

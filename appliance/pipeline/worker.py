@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -27,11 +27,11 @@ from appliance.metrics import Metrics
 from appliance.outbox import queue
 from appliance.outcome import RuleSet
 from appliance.pipeline import cameras, due, eyes, image, oct
+from appliance.pipeline import oct_documents as octdocs
 from appliance.pipeline.documents import build_sc
 from appliance.pipeline.held import Held
 from appliance.pipeline.image import ImageAnalysis, ScreenerLike, analyse, finding, image_json
 from appliance.pipeline.issue import DocumentIssuer
-from appliance.pipeline.oct_documents import KIND, SEG_KIND, map_with_analysis, segmentation_owed
 from appliance.pipeline.record import insert_derived, insert_quality, insert_result
 from appliance.pipeline.visit import (
     finding_from_json,
@@ -68,8 +68,9 @@ class Pipeline(BackgroundLoop):
         camera_qualification_required: bool = True,
         clinic: Clinic | None = None,  # printed on every page of the PDF report
         oct_fluid: oct.FluidDetector | None = None,  # the installed oct-fluid model, if any
+        device: Mapping[str, str] = octdocs.DEVICE,  # the appliance as the maker of its documents
     ) -> None:
-        self.oct_fluid = oct_fluid  # None: OCT fluid by the classical detector
+        self.oct_fluid, self.device = oct_fluid, device  # None: fluid by the classical detector
         self.heatmap_secondary_capture = heatmap_secondary_capture  # heatmaps as SC objects too
         self.quiet_seconds = quiet_seconds  # 0: documents only for a complete visit
         self._next_quiet_sweep = 0.0
@@ -104,6 +105,7 @@ class Pipeline(BackgroundLoop):
             enqueue=self._enqueue,
             step=lambda step: self.step_hook(step),
             clinic=clinic,
+            device=device,
         )
         if metrics is not None:
             metrics.bind_documents(lambda: due.counts(store))
@@ -216,7 +218,9 @@ class Pipeline(BackgroundLoop):
         owed) and its Segmentation owed, in one transaction; the Segmentation is built next."""
         self.step_hook("analysed")
         record = oct.oct_json(analysis, oct.save_arrays(self.blobs, analysis))
-        opm, opm_error = map_with_analysis(self.blobs, row, record, self.uid_root)
+        opm, opm_error = octdocs.map_with_analysis(
+            self.blobs, row, record, self.uid_root, self.device
+        )
         self.step_hook("oct_documents_written")  # arrays and map on disk, not yet recorded
         detail = oct.audit_detail(analysis)
         with self.store.write() as tx:
@@ -230,10 +234,10 @@ class Pipeline(BackgroundLoop):
             self.audit.record(tx, events.pipeline_step(row, Outcome.SUCCESS, detail))
             self.decide_visit(tx, row)
             self._forward_as_received(tx, row)
-            self._keep(tx, row, opm, (KIND, opm_error) if opm_error is not None else None)
-            if segmentation_owed(record):  # built by issue_due below, after this commits
-                due.owe(tx, visit_key=scope_of(row).key, kinds=(SEG_KIND,), capture_pk=row["id"],
-                        photo_pk=row["id"], trigger="analysis")  # fmt: skip
+            self._keep(tx, row, opm, (octdocs.KIND, opm_error) if opm_error is not None else None)
+            if octdocs.segmentation_owed(record):  # built by issue_due below, after this commits
+                due.owe(tx, visit_key=scope_of(row).key, kinds=(octdocs.SEG_KIND,),
+                        capture_pk=row["id"], photo_pk=row["id"], trigger="analysis")  # fmt: skip
         self.step_hook("outcome")
         self.issue_due()
         if self.metrics is not None:

@@ -44,6 +44,7 @@ from appliance.outbox.stow import StowTarget
 from appliance.outbox.worker import Forwarder, Target
 from appliance.outcome import RuleSet, load_rules
 from appliance.pipeline import Pipeline, due
+from appliance.pipeline.oct_documents import appliance_device
 from appliance.quality import QualityThresholds
 from appliance.store import BlobStore, Store
 from appliance.tls import TlsClient, server_context
@@ -103,8 +104,7 @@ def limits_from(settings: Settings) -> Limits:
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        data = settings.data_path
-        data.mkdir(parents=True, exist_ok=True)
+        (data := settings.data_path).mkdir(parents=True, exist_ok=True)
         self.store = Store(data / "appliance.db")
         self.blobs = BlobStore(data, settings.min_free_disk_mb * MIB)
         self.audit = AuditTrail(self.store, data / "audit.head")
@@ -138,6 +138,7 @@ class Services:
             camera_qualification_required=settings.camera_qualification_required,
             clinic=Clinic(settings.clinic_name, settings.clinic_address),
             oct_fluid=self.oct_fluid,
+            device=appliance_device(settings),
         )
         self.forwarder = Forwarder(
             self.store,

@@ -22,7 +22,7 @@ from appliance.capture import Incoming
 from appliance.config import Destination, Settings
 from appliance.dicom.sr import device_observer_uid
 from appliance.domain import Source
-from appliance.pipeline.documents import DEVICE
+from appliance.pipeline.oct_documents import appliance_device
 from tests.conftest import free_port, jpeg_bytes, wait_for
 
 MODELS = Path(__file__).resolve().parents[2] / "models"
@@ -205,7 +205,8 @@ def test_a_new_photograph_after_the_documents_reissues_them_once(settings: Setti
         assert services.store.query("SELECT * FROM documents_due") == []
         # the same appliance is the same observer in both (before: a new UID per SR)
         observers = {_device_observer(services.blobs.resolve(s["file_path"])) for s in srs}
-        assert observers == {device_observer_uid(settings.uid_root, DEVICE)}
+        this = appliance_device(services.settings)  # this installation, not the placeholder
+        assert observers == {device_observer_uid(settings.uid_root, this)}
     finally:
         services.stop()
 

@@ -87,7 +87,9 @@ def test_a_gradable_volume_gets_one_thickness_map_with_its_analysis(settings: Se
         both = np.isfinite(stored)
         assert np.max(np.abs(back[both] - stored[both])) <= 0.05 + 1e-6
         assert ds.Manufacturer == oct_documents.DEVICE["manufacturer"]
-        assert ds.DeviceSerialNumber == oct_documents.DEVICE["serial"]
+        # this installation's serial (its id in the data directory), not the placeholder
+        this = oct_documents.appliance_device(services.settings)
+        assert ds.DeviceSerialNumber == this["serial"] != oct_documents.DEVICE["serial"]
         # a rebuild makes the same object under the same UIDs
         again = oct_documents.build_thickness_map(
             services.blobs, capture_pk=capture_id, scan=scan, uid_root=ROOT

@@ -74,8 +74,9 @@ def test_a_gradable_volume_gets_one_segmentation_right_after_its_analysis(
         assert oct_documents.owed_segmentation(services.store, services.blobs, capture_id,
                                                ROOT) is None  # fmt: skip
         again = oct_documents.build_segmentation(
-            services.blobs, capture_pk=capture_id, scan=scan, uid_root=ROOT, received_at=received
-        )
+            services.blobs, capture_pk=capture_id, scan=scan, uid_root=ROOT, received_at=received,
+            device=oct_documents.appliance_device(services.settings),  # the same appliance
+        )  # fmt: skip
         assert again is not None and again["sop_instance_uid"] == row["sop_instance_uid"]
         assert services.blobs.read(again["file_path"]) == data
         assert services.audit.verify().ok
