@@ -208,17 +208,20 @@ def sr_algorithm(record: OctRecord) -> tuple[str, str]:
 def oct_reports(octs: Sequence[VisitOct], eyes: Sequence[Mapping[str, Any]]) -> list[OctReport]:
     """The SR's OCT groups: one per analysed volume the outcome (``eyes``: its per-eye JSON)
     counted for an eye."""
-    return [
-        OctReport(
-            finding=finding,
-            source=volume.header,
-            fluid_centre=fluid_centre(finding, eye),
-            ci_dme=eye.get("oct_dme") if finding.gradable else None,
-            algorithm_name=sr_algorithm(volume.scan.record)[0],
-            algorithm_version=sr_algorithm(volume.scan.record)[1],
+    reports = []
+    for volume, finding, eye in _counted(octs, eyes):
+        name, version = sr_algorithm(volume.scan.record)
+        reports.append(
+            OctReport(
+                finding=finding,
+                source=volume.header,
+                fluid_centre=fluid_centre(finding, eye),
+                ci_dme=eye.get("oct_dme") if finding.gradable else None,
+                algorithm_name=name,
+                algorithm_version=version,
+            )
         )
-        for volume, finding, eye in _counted(octs, eyes)
-    ]
+    return reports
 
 
 def _rank(item: Counted) -> tuple[bool, bool, int]:
@@ -285,7 +288,7 @@ def build_thickness_map(
     if record.map_spacing_mm is None:
         raise ValueError("the stored OCT record has a thickness map but no map spacing")
     source = opt_source(blobs.resolve(scan.file_path))
-    study, opt_uid = str(source.StudyInstanceUID), str(source.SOPInstanceUID)
+    opt_uid = str(source.SOPInstanceUID)
     ds = thickness_map_dataset(
         np.asarray(values, np.float32),
         spacing_mm=record.map_spacing_mm,
@@ -295,15 +298,22 @@ def build_thickness_map(
         series_instance_uid=derived_uid(uid_root, opt_uid, "thickness map series"),
         sop_instance_uid=derived_uid(uid_root, opt_uid, "thickness map"),
     )
+    return _stored(blobs, ds, KIND, capture_pk, opt_uid)
+
+
+def _stored(
+    blobs: BlobStore, ds: Dataset, kind: str, capture_pk: int, opt_uid: str
+) -> dict[str, Any]:
+    """An object made of one OPT, stored; its ``derived_objects`` row (the caller records it)."""
     return {
         "capture_pk": capture_pk,
-        "kind": KIND,
+        "kind": kind,
         "sop_class_uid": str(ds.SOPClassUID),
         "sop_instance_uid": str(ds.SOPInstanceUID),
         "series_instance_uid": str(ds.SeriesInstanceUID),
-        "study_instance_uid": study,
+        "study_instance_uid": str(ds.StudyInstanceUID),
         "file_path": blobs.put(to_bytes(ds), "application/dicom"),
-        "references_json": json.dumps([str(source.SOPInstanceUID)]),
+        "references_json": json.dumps([opt_uid]),
         "created_at": utcnow(),
     }
 
@@ -407,17 +417,7 @@ def build_segmentation(
     except NoGeometry as exc:
         LOGGER.warning("capture %d: no Segmentation: %s", capture_pk, exc)
         return None
-    return {
-        "capture_pk": capture_pk,
-        "kind": SEG_KIND,
-        "sop_class_uid": str(ds.SOPClassUID),
-        "sop_instance_uid": str(ds.SOPInstanceUID),
-        "series_instance_uid": str(ds.SeriesInstanceUID),
-        "study_instance_uid": str(ds.StudyInstanceUID),
-        "file_path": blobs.put(to_bytes(ds), "application/dicom"),
-        "references_json": json.dumps([opt_uid]),
-        "created_at": utcnow(),
-    }
+    return _stored(blobs, ds, SEG_KIND, capture_pk, opt_uid)
 
 
 def owed_segmentation(
