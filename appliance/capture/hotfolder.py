@@ -38,7 +38,7 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -307,10 +307,7 @@ class HotFolder(BackgroundLoop):
         """A Heidelberg .vol as the OPT object a camera would send, its identity from the
         sidecar, else the station's selection, else the export's own Patient ID."""
         given = identity_from_fields(fields or {})
-        chosen = given
-        if given.empty and (selected := self.ingestor.selection()) is not None:
-            chosen = replace(selected, laterality=given.laterality)
-            detail["identity"] = "station_selection"
+        chosen = self.ingestor.or_selection(given, detail)
         scan = vendor_oct.read_vol(path, self.ingestor.limits, self.max_bytes)
         study = (chosen.study_instance_uid, chosen.accession_number)
         header = vendor_oct.opt_header(scan, chosen.patient, study)

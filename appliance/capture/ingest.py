@@ -257,11 +257,8 @@ class Ingestor:
         if found.patient is not None:  # a DICOM header is the authority on its own identity
             patient, laterality, lat_source = found.patient, found.laterality, "dicom"
         else:
-            if item.source is Source.HOTFOLDER and given.empty:
-                selected = self.selection()
-                if selected is not None:
-                    given = replace(selected, laterality=given.laterality)
-                    detail["identity"] = "station_selection"
+            if item.source is Source.HOTFOLDER:
+                given = self.or_selection(given, detail)
             patient, laterality, lat_source = given.patient, given.laterality, "sidecar"
             if given.study_instance_uid and not study_uid:
                 study_uid = given.study_instance_uid
@@ -298,6 +295,17 @@ class Ingestor:
             LOGGER.warning("the station selection is not a usable identity: %s", exc.message)
             return None
         return None if identity.empty else identity
+
+    def or_selection(self, given: Identity, detail: dict[str, Any]) -> Identity:
+        """A hot-folder file's identity: its sidecar's, else (none given) the station's
+        selection, keeping the sidecar's eye; the choice is noted in ``detail``."""
+        if not given.empty:
+            return given
+        selected = self.selection()
+        if selected is None:
+            return given
+        detail["identity"] = "station_selection"
+        return replace(selected, laterality=given.laterality)
 
     def check_study_owner(self, study_uid: str, patient: PatientInfo | None) -> None:
         """A given Study Instance UID must not already belong to another patient."""
